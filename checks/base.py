@@ -1,0 +1,282 @@
+"""The gate framework: what a gate is, what it answers, and what it may read.
+
+A gate answers one of three things:
+
+- ``passed``: the rule holds, with the evidence that shows it;
+- ``failed``: the rule refuses, with a reason, the evidence and the next step;
+- ``errored``: the gate could not tell (a registry down, GitHub 5xx). An
+  errored gate blocks exactly like a failed one; it is told apart only so
+  that people know to retry rather than to fix the artifact.
+
+Gates read evidence only through the small protocols below (ledger, registry,
+source host). Concrete clients are chosen once, in ``bot.app``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Awaitable, Callable, Protocol, Sequence
+
+
+class GateStatus(str, enum.Enum):
+    PASSED = "passed"
+    FAILED = "failed"
+    ERRORED = "errored"
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """One gate's answer. ``reason`` is one human sentence naming the rule."""
+
+    gate: str
+    title: str
+    status: GateStatus
+    reason: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    next_step: str = ""
+
+    @property
+    def blocks(self) -> bool:
+        return self.status is not GateStatus.PASSED
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "gate": self.gate,
+            "title": self.title,
+            "status": self.status.value,
+            "reason": self.reason,
+            "evidence": self.evidence,
+            "next_step": self.next_step,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "GateResult":
+        return cls(
+            gate=data["gate"],
+            title=data.get("title", data["gate"]),
+            status=GateStatus(data["status"]),
+            reason=data.get("reason", ""),
+            evidence=data.get("evidence") or {},
+            next_step=data.get("next_step", ""),
+        )
+
+
+@dataclass(frozen=True)
+class GateReport:
+    """Every gate's answer for one (service, tag, target environment)."""
+
+    service: str
+    tag: str
+    target_environment: str
+    source_environment: str | None
+    digest: str | None
+    evaluated_at: datetime
+    results: tuple[GateResult, ...]
+
+    @property
+    def eligible(self) -> bool:
+        return bool(self.results) and all(r.status is GateStatus.PASSED for r in self.results)
+
+    @property
+    def blocking(self) -> tuple[GateResult, ...]:
+        return tuple(r for r in self.results if r.blocks)
+
+    @property
+    def errored(self) -> bool:
+        return any(r.status is GateStatus.ERRORED for r in self.results)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "service": self.service,
+            "tag": self.tag,
+            "digest": self.digest,
+            "source_environment": self.source_environment,
+            "target_environment": self.target_environment,
+            "evaluated_at": self.evaluated_at.isoformat(),
+            "eligible": self.eligible,
+            "gates": [r.to_json() for r in self.results],
+        }
+
+
+# --- evidence the gates read -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ArtifactRecord:
+    """An artifact as recorded at build (``artifact.built``)."""
+
+    service: str
+    tag: str
+    digest: str
+    commit_sha: str | None
+    pipeline_run_id: str | None
+    built_at: datetime | None
+
+
+@dataclass(frozen=True)
+class DeploymentRecord:
+    service: str
+    tag: str
+    environment: str
+    status: str  # success | failure
+    finished_at: datetime
+    run_id: str | None = None
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class VerificationRecord:
+    service: str
+    tag: str
+    environment: str
+    result: str  # passed | failed
+    finished_at: datetime
+    checks: dict[str, Any] = field(default_factory=dict)
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class ScanRecord:
+    """A normalised vulnerability scan (``scan.finished``) for one digest."""
+
+    service: str
+    tag: str
+    digest: str | None
+    scanner: str
+    received_at: datetime
+    findings: tuple[dict[str, Any], ...]  # {id, package, installed, fixed, severity, title}
+
+
+@dataclass(frozen=True)
+class SbomRecord:
+    """A normalised SBOM (``sbom.published``) for one digest."""
+
+    service: str
+    tag: str
+    digest: str | None
+    format: str
+    received_at: datetime
+    components: tuple[dict[str, Any], ...]  # {name, version, licenses: [expression strings]}
+
+
+@dataclass(frozen=True)
+class LockRecord:
+    service: str
+    environment: str
+    locked_by: str
+    reason: str
+    locked_at: datetime
+
+
+class Ledger(Protocol):
+    """What promobot has recorded: artifacts, deployments, verifications, reports."""
+
+    def artifact(self, service: str, tag: str) -> ArtifactRecord | None: ...
+
+    def deployments(self, service: str, environment: str, *, tag: str | None = None,
+                    limit: int = 20) -> Sequence[DeploymentRecord]: ...
+
+    def verifications(self, service: str, environment: str, *, tag: str | None = None,
+                      limit: int = 20) -> Sequence[VerificationRecord]: ...
+
+    def current_artifact(self, service: str, environment: str) -> str | None:
+        """The tag last deployed successfully to the environment, if any."""
+        ...
+
+    def latest_verified_tag(self, service: str, environment: str) -> str | None:
+        """The tag whose latest verification in the environment passed most recently."""
+        ...
+
+    def latest_scan(self, service: str, tag: str, digest: str | None) -> ScanRecord | None: ...
+
+    def latest_sbom(self, service: str, tag: str, digest: str | None) -> SbomRecord | None: ...
+
+    def lock(self, service: str, environment: str) -> LockRecord | None: ...
+
+
+class RegistryError(Exception):
+    """The registry could not be asked (network, 5xx, auth): the gate errors."""
+
+
+class ManifestNotFound(Exception):
+    """The registry answered that the image or tag does not exist."""
+
+
+@dataclass(frozen=True)
+class ManifestInfo:
+    digest: str
+    media_type: str | None
+    annotations: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+class Registry(Protocol):
+    async def manifest(self, image: str, tag: str) -> ManifestInfo:
+        """The current manifest for image:tag; raises ManifestNotFound or RegistryError."""
+        ...
+
+
+class SourceHostError(Exception):
+    """The source host could not be asked: the gate errors."""
+
+
+class SourceHost(Protocol):
+    async def commit_reachable(self, repository: str, sha: str, ref: str) -> tuple[bool, str]:
+        """Whether ``sha`` exists and is reachable from ``ref``; the second item explains."""
+        ...
+
+
+# --- what a gate is ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GateContext:
+    """Everything one evaluation may look at. ``now`` is the evaluation's clock."""
+
+    service: str
+    tag: str
+    target_environment: str
+    source_environment: str | None
+    now: datetime
+    config: Any  # bot.config.PromobotConfig
+    ledger: Ledger
+    registry: Registry | None = None
+    source_host: SourceHost | None = None
+    kind: str = "promotion"  # promotion | rollback
+
+    @property
+    def service_config(self) -> Any:
+        return self.config.services[self.service]
+
+    @property
+    def environment_config(self) -> Any:
+        return self.config.environment(self.target_environment)
+
+    @property
+    def artifact(self) -> ArtifactRecord | None:
+        return self.ledger.artifact(self.service, self.tag)
+
+
+GateFn = Callable[[GateContext], Awaitable[GateResult]]
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A named rule. ``evaluate`` must not raise for a refusal: it returns failed."""
+
+    name: str
+    title: str
+    evaluate: GateFn
+    timeout: float = 10.0
+
+    def passed(self, reason: str, **evidence: Any) -> GateResult:
+        return GateResult(self.name, self.title, GateStatus.PASSED, reason, evidence)
+
+    def failed(self, reason: str, next_step: str = "", **evidence: Any) -> GateResult:
+        return GateResult(self.name, self.title, GateStatus.FAILED, reason, evidence, next_step)
+
+    def errored(self, reason: str, next_step: str = "", **evidence: Any) -> GateResult:
+        return GateResult(self.name, self.title, GateStatus.ERRORED, reason, evidence,
+                          next_step or "Retry in a moment; if it persists, check the evidence source.")

@@ -1,0 +1,44 @@
+"""Evaluate gates concurrently, each under its own timeout.
+
+A gate that raises or runs out of time is *errored*, never passed: the runner
+is the one place that guarantees "could not verify" blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Sequence
+
+from checks.base import Gate, GateContext, GateReport, GateResult, GateStatus
+
+log = logging.getLogger(__name__)
+
+
+async def _run_one(gate: Gate, ctx: GateContext) -> GateResult:
+    try:
+        result = await asyncio.wait_for(gate.evaluate(ctx), timeout=gate.timeout)
+    except asyncio.TimeoutError:
+        return gate.errored(f"could not verify {gate.title.lower()}: no answer within {gate.timeout:g}s",
+                            timeout_seconds=gate.timeout)
+    except Exception as exc:  # a broken evidence source must block, not crash the request
+        log.warning("gate %s errored: %s", gate.name, type(exc).__name__, exc_info=True)
+        return gate.errored(f"could not verify {gate.title.lower()}: {type(exc).__name__}: {exc}")
+    if not isinstance(result, GateResult) or result.status not in GateStatus:
+        return gate.errored(f"could not verify {gate.title.lower()}: the gate gave no answer")
+    return result
+
+
+async def evaluate(gates: Sequence[Gate], ctx: GateContext) -> GateReport:
+    """Run every gate at once and collect the answers in the gates' order."""
+    results = await asyncio.gather(*(_run_one(g, ctx) for g in gates))
+    artifact = ctx.artifact
+    return GateReport(
+        service=ctx.service,
+        tag=ctx.tag,
+        target_environment=ctx.target_environment,
+        source_environment=ctx.source_environment,
+        digest=artifact.digest if artifact else None,
+        evaluated_at=ctx.now,
+        results=tuple(results),
+    )

@@ -1,0 +1,193 @@
+"""Asking the team's deploy workflow to run: the Dispatcher role and its implementations.
+
+``GitHubDispatcher`` speaks to GitHub (or GHES) through PyGithub;
+``DryRunDispatcher`` stands in when no GitHub credentials are set and shows
+exactly what it would have sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Protocol
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DispatchRequest:
+    repository: str
+    workflow: str
+    ref: str
+    inputs: dict[str, str]
+
+    @property
+    def promotion_id(self) -> str:
+        return self.inputs["promotion_id"]
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    run_id: str | None
+    url: str | None
+    status: str | None = None  # queued | in_progress | completed
+    conclusion: str | None = None  # success | failure | cancelled | ...
+    title: str | None = None
+
+
+class DispatchError(Exception):
+    """A dispatch that did not go through.
+
+    ``retryable`` tells a passing fault (5xx, timeout, rate limit) from a refusal
+    (unknown workflow, bad inputs) that no retry will fix. ``maybe_sent`` says the
+    request may have reached GitHub, so a retry must reconcile first.
+    """
+
+    def __init__(self, message: str, *, retryable: bool, maybe_sent: bool, retry_after: float | None = None,
+                 status: int | None = None):
+        super().__init__(message)
+        self.retryable = retryable
+        self.maybe_sent = maybe_sent
+        self.retry_after = retry_after
+        self.status = status
+
+
+class Dispatcher(Protocol):
+    dry_run: bool
+
+    async def dispatch(self, request: DispatchRequest) -> RunInfo: ...
+
+    async def find_run(self, request: DispatchRequest, *, since: datetime) -> RunInfo | None:
+        """The run this promotion's dispatch created, found by its promotion id in the run name."""
+        ...
+
+    async def get_run(self, repository: str, run_id: str) -> RunInfo: ...
+
+
+def retry_after_seconds(headers: dict[str, Any] | None, now: float | None = None) -> float | None:
+    """GitHub's own word on when to come back: Retry-After, else X-RateLimit-Reset when exhausted."""
+    if not headers:
+        return None
+    h = {str(k).lower(): v for k, v in headers.items()}
+    if h.get("retry-after"):
+        try:
+            return max(0.0, float(h["retry-after"]))
+        except ValueError:
+            pass
+    if str(h.get("x-ratelimit-remaining", "")) == "0" and h.get("x-ratelimit-reset"):
+        try:
+            return max(0.0, float(h["x-ratelimit-reset"]) - (now or time.time()))
+        except ValueError:
+            pass
+    return None
+
+
+class GitHubDispatcher:
+    """workflow_dispatch through PyGithub; blocking calls run in a worker thread."""
+
+    dry_run = False
+
+    def __init__(self, github_factory: Callable[[], Any], timeout: float = 20.0):
+        self._github_factory = github_factory
+        self._timeout = timeout
+
+    def _error(self, exc: Exception, *, sending: bool) -> DispatchError:
+        from github import GithubException
+        if isinstance(exc, GithubException):
+            status = exc.status
+            retry_after = retry_after_seconds(exc.headers)
+            message = (exc.data or {}).get("message") if isinstance(exc.data, dict) else None
+            rate_limited = status == 429 or (status == 403 and retry_after is not None)
+            retryable = status >= 500 or rate_limited
+            # A 5xx may come after GitHub accepted the dispatch; a 4xx means it refused it.
+            return DispatchError(f"GitHub answered {status}: {message or 'no message'}", retryable=retryable,
+                                 maybe_sent=sending and status >= 500, retry_after=retry_after, status=status)
+        return DispatchError(f"GitHub could not be reached: {type(exc).__name__}", retryable=True,
+                             maybe_sent=sending, retry_after=None)
+
+    def _workflow(self, request: DispatchRequest) -> Any:
+        return self._github_factory().get_repo(request.repository).get_workflow(request.workflow)
+
+    def _dispatch_sync(self, request: DispatchRequest) -> RunInfo:
+        try:
+            workflow = self._workflow(request)
+        except Exception as exc:
+            raise self._error(exc, sending=False) from None
+        try:
+            result = workflow.create_dispatch(request.ref, inputs=request.inputs, throw=True,
+                                              return_run_details=True)
+        except Exception as exc:
+            raise self._error(exc, sending=True) from None
+        run_id = getattr(result, "id", None) if not isinstance(result, bool) else None
+        if run_id is None:
+            return RunInfo(None, None, "queued")
+        return RunInfo(str(run_id), getattr(result, "html_url", None), "queued")
+
+    def _find_run_sync(self, request: DispatchRequest, since: datetime) -> RunInfo | None:
+        try:
+            workflow = self._workflow(request)
+            created = (since - timedelta(minutes=2)).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            for n, run in enumerate(workflow.get_runs(event="workflow_dispatch", created=f">={created}")):
+                title = getattr(run, "display_title", None) or run.name or ""
+                if request.promotion_id in title:
+                    return RunInfo(str(run.id), run.html_url, run.status, run.conclusion, title)
+                if n >= 200:
+                    break
+        except Exception as exc:
+            raise self._error(exc, sending=False) from None
+        return None
+
+    def _get_run_sync(self, repository: str, run_id: str) -> RunInfo:
+        try:
+            run = self._github_factory().get_repo(repository).get_workflow_run(int(run_id))
+        except Exception as exc:
+            raise self._error(exc, sending=False) from None
+        return RunInfo(str(run.id), run.html_url, run.status, run.conclusion,
+                       getattr(run, "display_title", None) or run.name)
+
+    async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(fn, *args), timeout=self._timeout)
+        except asyncio.TimeoutError:
+            raise DispatchError(f"GitHub did not answer within {self._timeout:g}s", retryable=True,
+                                maybe_sent=fn is self._dispatch_sync) from None
+
+    async def dispatch(self, request: DispatchRequest) -> RunInfo:
+        return await self._in_thread(self._dispatch_sync, request)
+
+    async def find_run(self, request: DispatchRequest, *, since: datetime) -> RunInfo | None:
+        return await self._in_thread(self._find_run_sync, request, since)
+
+    async def get_run(self, repository: str, run_id: str) -> RunInfo:
+        return await self._in_thread(self._get_run_sync, repository, run_id)
+
+
+@dataclass
+class DryRunDispatcher:
+    """Dispatches nothing; remembers and shows what it would have sent."""
+
+    dry_run = True
+    sent: list[DispatchRequest] = field(default_factory=list)
+    echo: Callable[[str], None] | None = None
+
+    async def dispatch(self, request: DispatchRequest) -> RunInfo:
+        self.sent.append(request)
+        if self.echo:
+            self.echo(describe(request, dry_run=True))
+        return RunInfo(None, None, "dry-run")
+
+    async def find_run(self, request: DispatchRequest, *, since: datetime) -> RunInfo | None:
+        return RunInfo(None, None, "dry-run") if request in self.sent else None
+
+    async def get_run(self, repository: str, run_id: str) -> RunInfo:
+        return RunInfo(run_id, None, "dry-run")
+
+
+def describe(request: DispatchRequest, *, dry_run: bool = False) -> str:
+    inputs = " ".join(f"{k}={v}" for k, v in request.inputs.items())
+    prefix = "[dry run] would dispatch" if dry_run else "dispatch"
+    return (f"{prefix} workflow_dispatch {request.repository} {request.workflow} "
+            f"@ {request.ref} with inputs: {inputs}")

@@ -1,0 +1,52 @@
+"""Which gates run for a target environment, in the order reports show them."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import replace
+
+from checks.base import Gate
+
+# Gate module names, in report order. Each module exposes GATE.
+ORDER = (
+    "environment_lock",
+    "immutable_tag",
+    "digest_matches",
+    "metadata_complete",
+    "source_commit_reachable",
+    "previous_environment_verified",
+    "no_skipped_environment",
+    "soak_time",
+    "vulnerabilities",
+    "licenses",
+    "sbom_present",
+    "deployment_window",
+)
+
+# Gates that make no sense for a rollback: the artifact comes back from the target's own history.
+NOT_FOR_ROLLBACK = {"previous_environment_verified", "no_skipped_environment", "soak_time"}
+
+
+def _load(name: str) -> Gate | None:
+    try:
+        module = importlib.import_module(f"checks.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"checks.{name}":
+            return None
+        raise
+    return module.GATE
+
+
+def gates_for(config, environment: str, *, kind: str = "promotion") -> list[Gate]:
+    """The gates switched on for ``environment`` (``checks:`` in promobot.yml)."""
+    toggles = config.environment(environment).checks
+    out = []
+    for name in ORDER:
+        if not getattr(toggles, name, True):
+            continue
+        if kind == "rollback" and name in NOT_FOR_ROLLBACK:
+            continue
+        gate = _load(name)
+        if gate is not None:
+            out.append(replace(gate, timeout=toggles.gate_timeout))
+    return out

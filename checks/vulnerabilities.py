@@ -1,0 +1,97 @@
+"""Vulnerabilities: the artifact's latest scan has no finding at a blocking severity.
+
+A finding is waived by a ``policy.vulnerability_exceptions`` entry with its id
+whose ``until`` date is today or later (UTC) and whose ``services`` is empty
+or names the service. An expired exception waives nothing and is named.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import date, datetime, timezone
+from typing import Any
+
+from checks.base import Gate, GateContext, GateResult
+from checks.reports import SEVERITIES
+from checks.sbom_present import subject
+
+SHOWN = 5
+
+
+def _today(now: datetime) -> date:
+    # a naive clock is taken to be UTC already
+    return (now if now.tzinfo is None else now.astimezone(timezone.utc)).date()
+
+
+def _counts(findings: Any) -> dict[str, int]:
+    c = Counter(f.get("severity", "UNKNOWN") for f in findings)
+    return {s: c.get(s, 0) for s in SEVERITIES}
+
+
+def _describe(f: dict[str, Any]) -> str:
+    installed = f" {f['installed']}" if f.get("installed") else ""
+    fix = f"fixed in {f['fixed']}" if f.get("fixed") else "no fix yet"
+    return f"{f['id']} in {f['package']}{installed} ({fix})"
+
+
+def _capped(items: list[str]) -> str:
+    more = len(items) - SHOWN
+    return ", ".join(items[:SHOWN]) + (f" and {more} more" if more > 0 else "")
+
+
+async def _evaluate(ctx: GateContext) -> GateResult:
+    policy = ctx.config.policy
+    digest, named = subject(ctx)
+    scan = ctx.ledger.latest_scan(ctx.service, ctx.tag, digest)
+    if scan is None:
+        if not policy.require_scan:
+            return GATE.passed("no vulnerability scan recorded; none is required (policy.require_scan: false)")
+        return GATE.failed(f"no vulnerability scan recorded for {named}",
+                           "Scan the image in the build pipeline and send scan.finished "
+                           "(scanner trivy, grype or sarif) for this tag.")
+
+    today = _today(ctx.now)
+    live: dict[str, Any] = {}
+    expired: dict[str, str] = {}
+    for ex in policy.vulnerability_exceptions:
+        if ex.services and ctx.service not in ex.services:
+            continue
+        key = ex.id.upper()
+        if date.fromisoformat(ex.until) >= today:
+            live.setdefault(key, ex)
+        else:  # remember the latest expiry, the one people will recognise
+            expired[key] = max(expired.get(key, ex.until), ex.until)
+
+    at_blocking = [dict(f) for f in scan.findings if f.get("severity") in policy.block_severities]
+    blocking = [f for f in at_blocking if f["id"].upper() not in live]
+    waived = Counter(f["id"].upper() for f in at_blocking if f["id"].upper() in live)
+    applied = [{"id": ex.id, "until": ex.until, "reason": ex.reason, "findings": waived[key]}
+               for key, ex in live.items() if waived[key]]
+    evidence = {"scanner": scan.scanner, "digest": scan.digest, "received_at": scan.received_at.isoformat(),
+                "block_severities": list(policy.block_severities), "counts": _counts(scan.findings),
+                "exceptions_applied": applied}
+    counts = ", ".join(f"{n} {s}" for s, n in evidence["counts"].items() if n) or "no findings"
+
+    if blocking:
+        sev = "/".join(s for s in SEVERITIES if any(f["severity"] == s for f in blocking))
+        noun = "vulnerability" if len(blocking) == 1 else "vulnerabilities"
+        reason = f"{len(blocking)} {sev} {noun}: {_capped([_describe(f) for f in blocking])}"
+        lapsed = sorted({f["id"].upper() for f in blocking} & expired.keys())
+        if lapsed:
+            reason += "; " + "; ".join(f"the exception for {i} expired on {expired[i]}" for i in lapsed)
+        step = ("Upgrade the listed packages and rebuild, or add a vulnerability exception "
+                "(id, until, reason) to policy.vulnerability_exceptions.")
+        if lapsed:
+            step = "Upgrade the listed packages and rebuild, or renew the expired exception with a new until date."
+        return GATE.failed(reason, step, **evidence, blocking=blocking, blocking_counts=_counts(blocking),
+                           expired_exceptions=[{"id": i, "expired_on": expired[i]} for i in lapsed])
+
+    blocked = "/".join(policy.block_severities)
+    reason = f"no {blocked} vulnerability" if blocked else "no severity blocks promotion"
+    reason += f"{' outside the exceptions' if applied else ''} ({scan.scanner}: {counts})"
+    if applied:
+        reason += "; excepted: " + ", ".join(f"{a['id']} until {a['until']}" for a in applied)
+    return GATE.passed(reason, **evidence)
+
+
+GATE = Gate(name="vulnerabilities", title="Vulnerabilities", evaluate=_evaluate)

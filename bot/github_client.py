@@ -28,6 +28,8 @@ def github_factory(settings: Settings, *, timeout: float = 15.0) -> Callable[[],
         raise ValueError("no GitHub credentials: set GITHUB_TOKEN or GITHUB_APP_ID/GITHUB_APP_PRIVATE_KEY")
 
     def make() -> Any:
-        return Github(base_url=base_url, auth=auth, retry=None, timeout=timeout, per_page=50)
+        # no client-side pacing either: promobot makes few calls and paces its own retries
+        return Github(base_url=base_url, auth=auth, retry=None, timeout=timeout, per_page=50,
+                      seconds_between_requests=None, seconds_between_writes=None)
 
     return make

@@ -27,6 +27,7 @@ from sqlmodel import Session, col, select
 from bot.config import PromobotConfig, format_duration
 from bot.dispatch import DispatchError, DispatchRequest, Dispatcher, RunInfo, describe
 from bot.roles import ApprovalView, ApproverDirectory, Notifier, PromotionView
+from bot.text import esc
 from bot.states import PromotionStatus as S, after_deployment, after_verification
 from checks import runner
 from checks.base import GateContext, GateReport, Ledger, Registry, SourceHost
@@ -34,7 +35,7 @@ from checks.catalog import gates_for
 from storage import audit
 from storage.db import transaction
 from storage.models import (ActivePromotion, Approval, Artifact, Deployment, OutboxEntry, PipelineEvent,
-                            Promotion, Verification)
+                            Promotion, SbomReport, ScanReport, Verification)
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +145,26 @@ class PromotionService:
         raise UserError(f"Nothing is waiting to be promoted for {service}: every verified artifact already runs "
                         "in the next environment. Name a tag: `/promote SERVICE TAG [to ENV]`.")
 
+    def resolve_rollback(self, service: str, tag: str | None, environment: str | None) -> tuple[str, str]:
+        """(tag, environment) for /rollback: by default the last known-good artifact of the last environment."""
+        self.service_config(service)
+        environment = environment or self.config.environment_names[-1]
+        self.environment_config(environment)
+        current = self.ledger.current_artifact(service, environment)
+        passed = [v for v in self.ledger.verifications(service, environment, limit=200) if v.result == "passed"]
+        if tag is None:
+            known_good = next((v.tag for v in passed if v.tag != current), None)
+            if known_good is None:
+                raise UserError(f"No earlier artifact of {service} was verified in {environment}, so there is "
+                                f"nothing known-good to roll back to (it runs `{current or 'nothing'}`).")
+            return known_good, environment
+        if tag == current:
+            raise UserError(f"{service} already runs `{tag}` in {environment}.")
+        if not any(v.tag == tag for v in passed):
+            raise UserError(f"`{tag}` was never verified in {environment}, so it is not a known-good artifact to "
+                            f"roll back to. Omit the tag to take the last known-good one.")
+        return tag, environment
+
     def _context(self, service: str, tag: str, source: str | None, target: str, kind: str) -> GateContext:
         return GateContext(service=service, tag=tag, target_environment=target, source_environment=source,
                            now=self.clock(), config=self.config, ledger=self.ledger, registry=self.registry,
@@ -197,7 +218,11 @@ class PromotionService:
                       *, kind: str = "promotion", reason: str | None = None) -> RequestResult:
         """Check the gates and, when they all pass, open a promotion (or refuse with every reason)."""
         svc = self.service_config(service)
-        tag, source, target = self.resolve(service, tag, environment)
+        if kind == "rollback":
+            tag, target = self.resolve_rollback(service, tag, environment)
+            source = None
+        else:
+            tag, source, target = self.resolve(service, tag, environment)
         env = self.config.environment(target)
         in_flight = self._active(service, target)
         if in_flight is not None and in_flight.status != S.PENDING_APPROVAL.value:
@@ -293,7 +318,7 @@ class PromotionService:
         p = self._promotion(promotion_id)
         if p is None:
             return DecisionResult(False, f"There is no promotion `{promotion_id}`.")
-        refusal = await self._decision_refusal(p, user, "approve")
+        refusal = await self.decision_refusal(p, user, "approve")
         if refusal:
             return DecisionResult(False, refusal, p.id)
         report = await self._evaluate(p.service, p.tag, p.source_environment, p.target_environment, p.kind)
@@ -337,7 +362,7 @@ class PromotionService:
         reason = (reason or "").strip()
         if not reason:
             return DecisionResult(False, "A rejection needs a reason, so the requester knows what to fix.", p.id)
-        refusal = await self._decision_refusal(p, user, "reject")
+        refusal = await self.decision_refusal(p, user, "reject")
         if refusal:
             return DecisionResult(False, refusal, p.id)
         now = self.clock()
@@ -348,9 +373,9 @@ class PromotionService:
             _release(s, p)
             audit.append(s, at=now, actor=user, action=f"{p.kind}.rejected", promotion_id=p.id, service=p.service,
                          environment=p.target_environment, detail={"reason": reason})
-        await self._announce(p.id, f"Rejected by <@{user}>: {reason}")
+        await self._announce(p.id, f"Rejected by <@{user}>: {esc(reason)}")
         await self._tell(p.requested_by, f"Your promotion `{p.id}` of {p.service} `{p.tag}` to "
-                                         f"{p.target_environment} was rejected by <@{user}>: {reason}")
+                                         f"{p.target_environment} was rejected by <@{user}>: {esc(reason)}")
         return DecisionResult(True, f"Rejected `{p.id}`.", p.id)
 
     async def cancel(self, promotion_id: str, user: str) -> DecisionResult:
@@ -370,7 +395,7 @@ class PromotionService:
         await self._announce(p.id, f"Cancelled by <@{user}>.")
         return DecisionResult(True, f"Cancelled `{p.id}`.", p.id)
 
-    async def _decision_refusal(self, p: Promotion, user: str, verb: str) -> str | None:
+    async def decision_refusal(self, p: Promotion, user: str, verb: str) -> str | None:
         if p.status != S.PENDING_APPROVAL.value:
             return self._already(p.id)
         if user == p.requested_by:
@@ -677,7 +702,7 @@ class PromotionService:
         with transaction(self.engine) as s:
             if self._seen(s, event.get("event_id"), "deployment.finished", event):
                 return "duplicate"
-            p = self._tracked(s, service, environment, tag, (S.DISPATCHED, S.APPROVED))
+            p = self._tracked(s, service, environment, tag, (S.DISPATCHED,))
             s.add(Deployment(service=service, tag=tag, environment=environment, status=event["status"],
                              run_id=_str(event.get("run_id")), url=event.get("url"),
                              promotion_id=p.id if p else None, finished_at=event.get("finished_at") or now,
@@ -701,7 +726,8 @@ class PromotionService:
             await self._announce(p.id, note)
         return "recorded"
 
-    async def verification_finished(self, event: dict, *, actor: str = "pipeline") -> str:
+    async def verification_finished(self, event: dict, *, actor: str = "pipeline", follow_up: bool = True) -> str:
+        """Record a verification; ``follow_up`` lets a pass start gate 1 (off when importing history)."""
         service, tag, environment = event["service"], event["tag"], event["environment"]
         self.service_config(service)
         self.environment_config(environment)
@@ -731,8 +757,45 @@ class PromotionService:
                             + (f": {event['url']}" if event.get("url") else "."))
         if note and p is not None:
             await self._announce(p.id, note)
-        if event["result"] == "passed":
+        if event["result"] == "passed" and follow_up:
             await self._promote_automatically(service, tag, environment)
+        return "recorded"
+
+    async def scan_finished(self, event: dict, *, actor: str = "pipeline") -> str:
+        """Record a vulnerability scan, normalised to findings, for the artifact's digest."""
+        from checks.reports import parse_scan
+        return self._record_report(event, actor, "scan.finished", ScanReport, scanner=event["scanner"],
+                                   findings=parse_scan(event["scanner"], event["report"]))
+
+    async def sbom_published(self, event: dict, *, actor: str = "pipeline") -> str:
+        """Record an SBOM, normalised to components and licenses, for the artifact's digest."""
+        from checks.reports import parse_sbom
+        return self._record_report(event, actor, "sbom.published", SbomReport, format=event["format"],
+                                   components=parse_sbom(event["format"], event["sbom"]))
+
+    def _record_report(self, event: dict, actor: str, type_: str, table: type, **values: Any) -> str:
+        service, tag = event["service"], event["tag"]
+        self.service_config(service)
+        artifact = self.ledger.artifact(service, tag)
+        digest = event.get("digest") or (artifact.digest if artifact else None)
+        if artifact is not None and event.get("digest") and event["digest"] != artifact.digest:
+            raise Conflict(f"{type_} for {service} {tag} names digest {event['digest']}, but the artifact was "
+                           f"built as {artifact.digest}: this report is about another image")
+        now = self.clock()
+        with transaction(self.engine) as s:
+            if self._seen(s, event.get("event_id"), type_, event):
+                return "duplicate"
+            row = table(service=service, tag=tag, digest=digest, received_at=now, **values)
+            s.add(row)
+            summary: dict[str, Any] = {"tag": tag, "digest": digest}
+            if "findings" in values:
+                counts: dict[str, int] = {}
+                for f in values["findings"]:
+                    counts[f["severity"]] = counts.get(f["severity"], 0) + 1
+                summary.update(scanner=values["scanner"], findings=len(values["findings"]), by_severity=counts)
+            else:
+                summary.update(format=values["format"], components=len(values["components"]))
+            audit.append(s, at=now, actor=actor, action=type_, service=service, detail=summary)
         return "recorded"
 
     async def _promote_automatically(self, service: str, tag: str, environment: str) -> None:

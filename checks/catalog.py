@@ -10,6 +10,7 @@ from checks.base import Gate
 # Gate module names, in report order. Each module exposes GATE.
 ORDER = (
     "environment_lock",
+    "known_good",
     "immutable_tag",
     "digest_matches",
     "metadata_complete",
@@ -25,6 +26,7 @@ ORDER = (
 
 # Gates that make no sense for a rollback: the artifact comes back from the target's own history.
 NOT_FOR_ROLLBACK = {"previous_environment_verified", "no_skipped_environment", "soak_time"}
+ONLY_FOR_ROLLBACK = {"known_good"}
 
 
 def _load(name: str) -> Gate | None:
@@ -44,7 +46,7 @@ def gates_for(config, environment: str, *, kind: str = "promotion") -> list[Gate
     for name in ORDER:
         if not getattr(toggles, name, True):
             continue
-        if kind == "rollback" and name in NOT_FOR_ROLLBACK:
+        if (kind == "rollback" and name in NOT_FOR_ROLLBACK) or (kind != "rollback" and name in ONLY_FOR_ROLLBACK):
             continue
         gate = _load(name)
         if gate is not None:

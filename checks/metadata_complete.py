@@ -57,6 +57,8 @@ async def _evaluate(ctx: GateContext) -> GateResult:
     image = f"{ctx.service_config.image}:{ctx.tag}"
     if ctx.registry is None:
         evidence["image_metadata"] = "not compared: no registry client is configured"
+    elif not ctx.environment_config.checks.digest_matches:
+        evidence["image_metadata"] = "not compared: registry checks are off here (checks.digest_matches: false)"
     else:
         try:
             info = await ctx.registry.manifest(ctx.service_config.image, ctx.tag)

@@ -15,6 +15,7 @@ from slack_sdk.models.blocks import (ActionsBlock, Block, ButtonElement, Confirm
 from slack_sdk.models.views import View
 
 from bot.roles import PromotionView
+from bot.text import esc
 from bot.states import PromotionStatus as S
 from checks.base import GateReport, GateResult, GateStatus
 
@@ -31,11 +32,6 @@ STATUS_ICON = {
 }
 GATE_ICON = {GateStatus.PASSED: ":white_check_mark:", GateStatus.FAILED: ":x:", GateStatus.ERRORED: ":warning:"}
 SECTION_LIMIT = 2900  # Slack refuses section text over 3000 characters
-
-
-def esc(text: Any) -> str:
-    """Escape user text for mrkdwn: no mentions, links or broken formatting from input."""
-    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _clip(text: str, limit: int = SECTION_LIMIT) -> str:

@@ -6,6 +6,7 @@ command into engine calls and a ``Reply``.
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,6 +28,11 @@ PROMOTE_HELP = """*`/promote`* moves an artifact to the next environment, with i
 • `/promote SERVICE TAG --check` — show every gate without requesting anything
 • `/promote lock SERVICE ENV reason…` / `/promote unlock SERVICE ENV` — stop or allow promotions into ENV
 Example: `/promote api-gateway 7a3f9c2 to production`"""
+
+ROLLBACK_HELP = """*`/rollback`* brings back the last known-good artifact, through the same gates and approval.
+• `/rollback SERVICE` — the artifact verified in the last environment before the current one
+• `/rollback SERVICE TAG in ENV reason…` — a specific known-good tag, environment and reason
+Example: `/rollback api-gateway in production error rate doubled after 7a3f9c2`"""
 
 STATUS_HELP = """*`/status`* shows where every artifact is.
 • `/status` — every service at a glance
@@ -109,6 +115,30 @@ def parse_promote(text: str) -> PromoteCommand | LockCommand | str:
     return PromoteCommand(rest[0], rest[1] if len(rest) > 1 else None, env, check)
 
 
+@dataclass(frozen=True)
+class RollbackCommand:
+    service: str
+    tag: str | None = None
+    environment: str | None = None
+    reason: str = ""
+
+
+def parse_rollback(text: str, *, is_tag: Any = lambda w: False) -> RollbackCommand | str:
+    """``/rollback`` text → a command, or "help". ``is_tag`` tells a tag from the first word of a reason."""
+    words = _words(text)
+    if not words or words[0] in ("help", "-h", "--help"):
+        return "help"
+    service, rest = words[0], words[1:]
+    tag = env = None
+    if rest and rest[0] != "in" and is_tag(rest[0]):
+        tag, rest = rest[0], rest[1:]
+    if rest and rest[0] == "in":
+        if len(rest) < 2:
+            raise CommandError("`in` needs an environment: `/rollback SERVICE [TAG] in ENV [reason…]`.")
+        env, rest = rest[1], rest[2:]
+    return RollbackCommand(service, tag, env, " ".join(rest))
+
+
 class CommandRouter:
     """Runs commands against the engine; used by the Slack listeners and the shell alike."""
 
@@ -134,6 +164,28 @@ class CommandRouter:
                 return text_reply(f":no_entry: {result.message}")
             return Reply(text=B.refusal_text(result.report), blocks=B.refusal(result.report))
         return text_reply(f":white_check_mark: {B.esc(result.message)}")
+
+    async def rollback(self, user: str, text: str) -> Reply:
+        try:
+            cmd = parse_rollback(text, is_tag=lambda w: self._looks_like_tag(text, w))
+            if cmd == "help":
+                return text_reply(ROLLBACK_HELP)
+            result = await self.service.request(user, cmd.service, cmd.tag, cmd.environment, kind="rollback",
+                                                reason=cmd.reason or None)
+        except UserError as exc:
+            return text_reply(f":warning: {exc}")
+        if result.outcome == "refused":
+            if not result.report.results:
+                return text_reply(f":no_entry: {result.message}")
+            return Reply(text=B.refusal_text(result.report, kind="rollback"),
+                         blocks=B.refusal(result.report, kind="rollback"))
+        return text_reply(f":white_check_mark: {B.esc(result.message)}")
+
+    def _looks_like_tag(self, text: str, word: str) -> bool:
+        service = _words(text)[0]
+        if service in self.service.config.services and self.service.ledger.artifact(service, word) is not None:
+            return True
+        return bool(re.search(self.service.config.policy.immutable_tag_pattern, word))
 
     def _lock(self, user: str, cmd: LockCommand) -> Reply:
         self.service.service_config(cmd.service)

@@ -1,0 +1,79 @@
+"""The one aiohttp server: Slack (HTTP mode), the pipeline API, GitHub webhooks, health and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import sqlalchemy as sa
+from aiohttp import web
+
+from bot.app import Promobot
+from handlers import pipeline_api
+
+log = logging.getLogger(__name__)
+
+
+def make_web_app(bot: Promobot, *, background: bool = True) -> web.Application:
+    """The routes of the public contract; ``background`` runs the dispatch outbox in this process."""
+    app = web.Application(client_max_size=pipeline_api.MAX_EVENT_BYTES + 1024)
+    app.add_routes(pipeline_api.routes(bot.service, bot.settings.secret("promobot_api_token")))
+
+    async def healthz(_: web.Request) -> web.Response:
+        try:
+            await asyncio.to_thread(_ping, bot)
+        except Exception as exc:
+            return web.json_response({"status": "unhealthy", "database": type(exc).__name__}, status=503)
+        return web.json_response({"status": "ok"})
+
+    app.router.add_get("/healthz", healthz)
+
+    if bot.bolt is not None:
+        from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+
+        async def slack_events(request: web.Request) -> web.Response:
+            bolt_response = await bot.bolt.async_dispatch(await to_bolt_request(request))
+            return await to_aiohttp_response(bolt_response)
+
+        app.router.add_post("/slack/events", slack_events)
+
+    if background:
+        app.cleanup_ctx.append(_outbox_worker(bot))
+    return app
+
+
+def _ping(bot: Promobot) -> None:
+    with bot.engine.connect() as conn:
+        conn.execute(sa.text("SELECT 1"))
+
+
+def _outbox_worker(bot: Promobot):
+    async def ctx(_: web.Application):
+        stop = asyncio.Event()
+        task = asyncio.create_task(bot.service.run_outbox(stop, bot.settings.promobot_outbox_interval))
+        yield
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
+
+    return ctx
+
+
+async def serve(bot: Promobot, *, port: int, host: str = "0.0.0.0", socket_mode: bool = False) -> None:
+    """Run until cancelled: HTTP always (pipeline API, health), plus Socket Mode when asked."""
+    runner = web.AppRunner(make_web_app(bot), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    log.info("promobot listening on http://%s:%s (Slack over %s)", host, port,
+             "Socket Mode" if socket_mode else "HTTP at /slack/events")
+    handler = None
+    try:
+        if socket_mode:
+            from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+            handler = AsyncSocketModeHandler(bot.bolt, bot.settings.secret("slack_app_token"))
+            await handler.connect_async()
+        await asyncio.Event().wait()
+    finally:
+        if handler is not None:
+            await handler.close_async()
+        await runner.cleanup()

@@ -1,0 +1,286 @@
+"""`promobot shell`: the bot in a terminal, as Hubot's shell adapter and Errbot's text backend.
+
+Same command router, engine, gates and storage as in Slack. Cards are drawn
+as text with numbered buttons; `press N` clicks one. Without GitHub
+credentials a dry-run dispatcher shows exactly what would be dispatched.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from bot.config import PromobotConfig, Settings
+from bot.promotions import Conflict, UserError
+from bot.roles import PromotionView
+from handlers import blocks as B
+
+SHELL_HELP = """Type slash commands as in Slack, as the current user:
+  /promote SERVICE [TAG] [to ENV] [--check]    /rollback SERVICE [TAG] [in ENV] [reason]    /status [SERVICE]
+  as USER_ID                 act as another Slack user (e.g. as U0PLATFORMLEAD)
+  press N [reason…]          click button N of the cards above (Reject takes a reason)
+  event TYPE key=value …     send a pipeline event (report=@file.json / sbom=@file.json / checks.NAME=RESULT)
+  help, quit"""
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def blocks_to_text(blocks: list[dict]) -> list[str]:
+    """Block Kit as plain lines (buttons are numbered by the caller)."""
+    lines: list[str] = []
+    for b in blocks:
+        t = b.get("type")
+        if t == "header":
+            lines.append(f"== {b['text']['text']} ==")
+        elif t == "section":
+            if b.get("text"):
+                lines.append(b["text"]["text"])
+            for f in b.get("fields") or []:
+                lines.append("  " + f["text"].replace("\n", ": ", 1))
+        elif t == "context":
+            lines.append("  (" + " ".join(e.get("text", "") for e in b["elements"]) + ")")
+        elif t == "divider":
+            lines.append("  ---")
+    return lines
+
+
+class ShellNotifier:
+    """Prints what Slack would show; remembers the buttons of live cards."""
+
+    def __init__(self, out: Callable[[str], None]):
+        self.out = out
+        self.buttons: list[tuple[str, str, str]] = []  # (action_id, label, promotion id)
+        self._ts = 0
+
+    def _draw(self, view: PromotionView, where: str) -> None:
+        blocks = [b.to_dict() for b in B.approval_card(view)]
+        self.out(f"\n[{where}]")
+        for line in blocks_to_text(blocks):
+            self.out("  " + line)
+        self.buttons = [x for x in self.buttons if x[2] != view.id]
+        for b in blocks:
+            if b["type"] == "actions":
+                for el in b["elements"]:
+                    self.buttons.append((el["action_id"], el["text"]["text"], el["value"]))
+        for i, (_, label, pid) in enumerate(self.buttons, 1):
+            if pid == view.id:
+                self.out(f"  [{i}] {label}")
+
+    async def promotion_requested(self, view: PromotionView, approver_users: list[str]) -> tuple[str | None, str | None]:
+        self._ts += 1
+        self._draw(view, f"#{view.channel} card")
+        for user in approver_users:
+            if user != view.requested_by:
+                self.out(f"[DM to {user}] <@{view.requested_by}> asks you to approve {view.service} "
+                         f"{view.tag} → {view.target_environment} ({view.id})")
+        return view.channel, f"shell.{self._ts}"
+
+    async def promotion_changed(self, view: PromotionView, note: str | None = None) -> None:
+        # The whole card was shown once; an update shows its new header and any buttons left.
+        blocks = [b.to_dict() for b in B.approval_card(view)]
+        self.out(f"[#{view.channel} card updated] {blocks_to_text(blocks[:1])[0]}")
+        self.buttons = [x for x in self.buttons if x[2] != view.id or view.status == "pending_approval"]
+        if note:
+            self.out(f"  [thread] {note}")
+
+    async def alert(self, channel: str, text: str) -> None:
+        self.out(f"[#{channel}] {text}")
+
+    async def tell(self, user: str, text: str) -> None:
+        self.out(f"[DM to {user}] {text}")
+
+
+class SilentNotifier:
+    """For commands that show their own output (``promobot check``)."""
+
+    async def promotion_requested(self, view: PromotionView, approver_users: list[str]) -> tuple[None, None]:
+        return None, None
+
+    async def promotion_changed(self, view: PromotionView, note: str | None = None) -> None:
+        return None
+
+    async def alert(self, channel: str, text: str) -> None:
+        return None
+
+    async def tell(self, user: str, text: str) -> None:
+        return None
+
+
+def parse_event_words(words: list[str]) -> dict[str, Any]:
+    """`event TYPE key=value …` → an event body; `@path` loads JSON, checks.NAME=… builds checks."""
+    if not words:
+        raise UserError("Expected `event TYPE key=value …`, e.g. `event artifact.built service=api-gateway …`.")
+    event: dict[str, Any] = {"type": words[0]}
+    for word in words[1:]:
+        key, sep, value = word.partition("=")
+        if not sep:
+            raise UserError(f"Expected key=value, got {word!r}.")
+        parsed: Any = value
+        if value.startswith("@"):
+            parsed = json.loads(Path(value[1:]).read_text(encoding="utf-8"))
+        if key.startswith("checks."):
+            event.setdefault("checks", {})[key[len("checks."):]] = parsed
+        else:
+            event[key] = parsed
+    return event
+
+
+def demo_events(config: PromobotConfig, now: datetime) -> list[dict[str, Any]]:
+    """A believable history for the first service: an old build in every environment,
+    a new one verified everywhere but the last, with a clean scan and an SBOM."""
+    service = next(iter(config.services))
+    envs = config.environment_names
+    old, new = "a1b2c3d", "7a3f9c2"
+    events: list[dict[str, Any]] = []
+
+    def at(hours: float) -> str:
+        return (now - timedelta(hours=hours)).isoformat()
+
+    for tag, age in ((old, 240), (new, 30)):
+        events.append({"type": "artifact.built", "service": service, "tag": tag,
+                       "digest": "sha256:" + (tag * 10)[:64].ljust(64, "0"), "commit_sha": tag + "e" * 33,
+                       "pipeline_run_id": str(1000 + age), "built_at": at(age)})
+        events.append({"type": "scan.finished", "service": service, "tag": tag, "scanner": "trivy",
+                       "report": json.loads((EXAMPLES / "reports" / "trivy-clean.json").read_text())})
+        events.append({"type": "sbom.published", "service": service, "tag": tag, "format": "cyclonedx",
+                       "sbom": json.loads((EXAMPLES / "reports" / "sbom.cdx.json").read_text())})
+    for i, env in enumerate(envs):
+        events.append({"type": "deployment.finished", "service": service, "tag": old, "environment": env,
+                       "status": "success", "run_id": str(500 + i), "finished_at": at(200 - i)})
+        events.append({"type": "verification.finished", "service": service, "tag": old, "environment": env,
+                       "result": "passed", "checks": {"smoke": "passed"}, "finished_at": at(199 - i)})
+    for i, env in enumerate(envs[:-1]):
+        events.append({"type": "deployment.finished", "service": service, "tag": new, "environment": env,
+                       "status": "success", "run_id": str(600 + i), "finished_at": at(28 - 4 * i)})
+        events.append({"type": "verification.finished", "service": service, "tag": new, "environment": env,
+                       "result": "passed", "checks": {"smoke": "passed", "e2e": "passed"},
+                       "finished_at": at(27 - 4 * i)})
+    return events
+
+
+class Shell:
+    def __init__(self, bot: Any, notifier: ShellNotifier, user: str, out: Callable[[str], None]):
+        self.bot = bot
+        self.notifier = notifier
+        self.user = user
+        self.out = out
+
+    async def settle(self) -> None:
+        """Let the outbox deliver what approvals queued, as the background worker would."""
+        while await self.bot.service.process_outbox():
+            pass
+
+    async def send_event(self, event: dict[str, Any], *, follow_up: bool = True) -> str:
+        from handlers.pipeline_api import BadEvent, apply_event, validate_event
+        try:
+            checked = validate_event(event, services=self.bot.config.services,
+                                     environments=self.bot.config.environment_names)
+            result = await apply_event(self.bot.service, checked, actor=f"shell:{self.user}", follow_up=follow_up)
+        except BadEvent as exc:
+            return "400 invalid event:\n" + "\n".join(f"  {p}" for p in exc.problems)
+        except Conflict as exc:
+            return f"409 {exc}"
+        return f"202 {event['type']}: {result}"
+
+    async def line(self, text: str) -> bool:
+        """Handle one line; False when the user quits."""
+        text = text.strip()
+        if not text or text.startswith("#"):
+            return True
+        if text in ("quit", "exit", "\\q"):
+            return False
+        try:
+            await self._line(text)
+        except UserError as exc:
+            self.out(f"! {exc}")
+        await self.settle()
+        return True
+
+    async def _line(self, text: str) -> None:
+        router = self.bot.router
+        if text == "help":
+            self.out(SHELL_HELP)
+        elif text.startswith("as "):
+            self.user = text[3:].strip()
+            self.out(f"you are now {self.user}")
+        elif text.startswith("/"):
+            name, _, rest = text.partition(" ")
+            commands = {"/promote": router.promote, "/rollback": router.rollback, "/status": router.status}
+            if name not in commands:
+                self.out(f"! unknown command {name}: try /promote, /rollback or /status")
+                return
+            reply = await commands[name](self.user, rest)
+            self.out(f"[only you] ")
+            for line in blocks_to_text([b.to_dict() for b in reply.blocks]) or [reply.text]:
+                self.out("  " + line)
+        elif text.startswith("press"):
+            await self._press(text.split(maxsplit=2)[1:])
+        elif text.startswith("event"):
+            self.out(await self.send_event(parse_event_words(shlex.split(text)[1:])))
+        else:
+            self.out("! not understood; type help")
+
+    async def _press(self, args: list[str]) -> None:
+        if not args or not args[0].isdigit() or not 1 <= int(args[0]) <= len(self.notifier.buttons):
+            raise UserError(f"Expected `press N` with N from 1 to {len(self.notifier.buttons)}.")
+        action, label, pid = self.notifier.buttons[int(args[0]) - 1]
+        service = self.bot.service
+        if action == B.APPROVE:
+            result = await service.approve(pid, self.user)
+        elif action == B.CANCEL:
+            result = await service.cancel(pid, self.user)
+        else:
+            reason = args[1] if len(args) > 1 else ""
+            if not reason:
+                raise UserError("Reject needs a reason: `press N the reason`.")
+            result = await service.reject(pid, self.user, reason)
+        if not result.changed:
+            self.out(f"[only you] {result.message}")
+
+
+async def run_shell(settings: Settings, config: PromobotConfig, *, user: str, groups: dict[str, list[str]],
+                    demo: bool = False, script: str | None = None) -> int:
+    from bot.app import build
+    from bot.slack_directory import StaticDirectory
+    from storage.db import redact_url
+
+    def out(text: str) -> None:
+        print(text, flush=True)
+
+    notifier = ShellNotifier(out)
+    bot = build(settings, config, notifier=notifier, directory=StaticDirectory(groups), echo=out,
+                with_slack=False)
+    shell = Shell(bot, notifier, user, out)
+    out(f"promobot shell — database {redact_url(settings.database_url)}; dispatch: "
+        f"{'DRY RUN (no GitHub credentials)' if bot.service.dispatcher.dry_run else 'GitHub'}; "
+        f"you are {user}. Type help.")
+    if demo:
+        for event in demo_events(config, datetime.now(timezone.utc)):
+            result = await shell.send_event(event, follow_up=False)
+            if not result.startswith("202"):
+                out(f"demo event refused: {result}")
+        out(f"demo history recorded for {next(iter(config.services))}. Try: /status {next(iter(config.services))}")
+    stream = sys.stdin if script in (None, "-") else open(script, encoding="utf-8")
+    interactive = script is None and sys.stdin.isatty()
+    try:
+        while True:
+            if interactive:
+                try:
+                    text = input(f"{shell.user}> ")
+                except EOFError:
+                    break
+            else:
+                text = stream.readline()
+                if not text:
+                    break
+                out(f"{shell.user}> {text.rstrip()}")
+            if not await shell.line(text):
+                break
+    finally:
+        if stream is not sys.stdin:
+            stream.close()
+    return 0

@@ -1,0 +1,88 @@
+"""Bolt listeners: slash commands, buttons and the reject modal.
+
+Every listener acknowledges at once (Slack allows three seconds), then does
+the work and answers through ``respond`` (the command's response_url) or the
+Web API.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+
+from bot.promotions import PromotionService
+from handlers import blocks as B
+from handlers.commands import CommandRouter, Reply
+
+log = logging.getLogger(__name__)
+
+
+async def _say_privately(respond: Any, text: str) -> None:
+    await respond(text=text, blocks=[b.to_dict() for b in B.message(text)], response_type="ephemeral",
+                  replace_original=False)
+
+
+def register(app: AsyncApp, service: PromotionService, router: CommandRouter) -> None:
+    """Attach promobot's listeners to a Bolt app."""
+
+    async def answer(respond: Any, reply: Reply) -> None:
+        await respond(**reply.payload())
+
+    @app.command("/promote")
+    async def promote(ack: Any, body: dict, respond: Any) -> None:
+        await ack()
+        await answer(respond, await router.promote(body["user_id"], body.get("text", "")))
+
+    @app.command("/status")
+    async def status(ack: Any, body: dict, respond: Any) -> None:
+        await ack()
+        await answer(respond, await router.status(body["user_id"], body.get("text", "")))
+
+    @app.command("/rollback")
+    async def rollback(ack: Any, body: dict, respond: Any) -> None:
+        await ack()
+        await answer(respond, await router.rollback(body["user_id"], body.get("text", "")))
+
+    @app.action(B.APPROVE)
+    async def approve(ack: Any, body: dict, action: dict, respond: Any) -> None:
+        await ack()
+        result = await service.approve(action["value"], body["user"]["id"])
+        if not result.changed:
+            await _say_privately(respond, result.message)
+
+    @app.action(B.CANCEL)
+    async def cancel(ack: Any, body: dict, action: dict, respond: Any) -> None:
+        await ack()
+        result = await service.cancel(action["value"], body["user"]["id"])
+        if not result.changed:
+            await _say_privately(respond, result.message)
+
+    @app.action(B.REJECT)
+    async def reject(ack: Any, body: dict, action: dict, respond: Any, client: Any) -> None:
+        await ack()
+        user = body["user"]["id"]
+        view = service.view(action["value"])
+        if view is None:
+            await _say_privately(respond, f"There is no promotion `{B.esc(action['value'])}`.")
+            return
+        p = service._promotion(view.id)
+        refusal = await service.decision_refusal(p, user, "reject")
+        if refusal:
+            await _say_privately(respond, refusal)
+            return
+        await client.views_open(trigger_id=body["trigger_id"],
+                                view=B.reject_modal(view.id, view.service, view.tag, view.target_environment))
+
+    @app.view(B.REJECT_VIEW)
+    async def reject_reason(ack: Any, body: dict, view: dict, client: Any) -> None:
+        reason = (view["state"]["values"].get("reason", {}).get("value", {}).get("value") or "").strip()
+        if len(reason) < 3:
+            await ack(response_action="errors", errors={"reason": "Say why, so the requester knows what to fix."})
+            return
+        await ack()
+        user = body["user"]["id"]
+        result = await service.reject(view["private_metadata"], user, reason)
+        if not result.changed:
+            await client.chat_postMessage(channel=user, text=result.message)

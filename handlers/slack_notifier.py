@@ -1,0 +1,52 @@
+"""Posting promotions to Slack: the card in the service channel, its thread, and DMs."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from bot.roles import PromotionView
+from handlers import blocks as B
+
+log = logging.getLogger(__name__)
+MAX_DIRECT_MESSAGES = 25
+
+
+class SlackNotifier:
+    def __init__(self, client: Any):
+        self.client = client
+
+    async def promotion_requested(self, view: PromotionView, approver_users: list[str]) -> tuple[str | None, str | None]:
+        resp = await self.client.chat_postMessage(channel=view.channel, text=B.card_text(view),
+                                                  blocks=[b.to_dict() for b in B.approval_card(view)])
+        channel, ts = resp.get("channel"), resp.get("ts")
+        link = ""
+        try:
+            link = (await self.client.chat_getPermalink(channel=channel, message_ts=ts)).get("permalink", "")
+        except Exception:
+            log.info("no permalink for %s", view.id)
+        where = f"<{link}|the card in <#{channel}>>" if link else f"the card in <#{channel}>"
+        for user in [u for u in approver_users if u != view.requested_by][:MAX_DIRECT_MESSAGES]:
+            text = (f"<@{view.requested_by}> asks you to approve {B.esc(view.service)} `{B.esc(view.tag)}` → "
+                    f"{B.esc(view.target_environment)} (`{view.id}`). Decide on {where}.")
+            try:
+                await self.client.chat_postMessage(channel=user, text=text, blocks=[b.to_dict() for b in B.message(text)])
+            except Exception:
+                log.warning("could not DM approver %s about %s", user, view.id)
+        return channel, ts
+
+    async def promotion_changed(self, view: PromotionView, note: str | None = None) -> None:
+        if not (view.channel and view.message_ts):
+            if note and view.channel:
+                await self.alert(view.channel, f"`{view.id}`: {note}")
+            return
+        await self.client.chat_update(channel=view.channel, ts=view.message_ts, text=B.card_text(view),
+                                      blocks=[b.to_dict() for b in B.approval_card(view)])
+        if note:
+            await self.client.chat_postMessage(channel=view.channel, thread_ts=view.message_ts, text=note)
+
+    async def alert(self, channel: str, text: str) -> None:
+        await self.client.chat_postMessage(channel=channel, text=text, blocks=[b.to_dict() for b in B.message(text)])
+
+    async def tell(self, user: str, text: str) -> None:
+        await self.client.chat_postMessage(channel=user, text=text)

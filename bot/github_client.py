@@ -7,7 +7,7 @@ from typing import Any, Callable
 from bot.config import Settings
 
 
-def github_factory(settings: Settings, *, timeout: float = 15.0) -> Callable[[], Any]:
+def github_factory(settings: Settings, *, timeout: int = 15) -> Callable[[], Any]:
     """A factory of ``github.Github`` clients, one per call (PyGithub is not thread-safe to share).
 
     PyGithub's own retry is switched off: by default it repeats a POST that got a

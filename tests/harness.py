@@ -1,0 +1,267 @@
+"""The scenario-test harness: the real app on a real port, signed Slack requests, pipeline events.
+
+Importable (not buried in conftest) so that tests and bench scripts can use it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+import pytest
+import sqlalchemy as sa
+
+SIGNING_SECRET = "test-signing-secret-3f9c"
+BOT_TOKEN = "xoxb-test-token"
+API_TOKEN = "pipeline-token-7d1e"
+GITHUB_TOKEN = "ghp_test"
+WEBHOOK_SECRET = "webhook-secret-55aa"
+
+POSTGRES_URL = os.environ.get("PROMOBOT_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+CONFIG = """
+environments:
+  - name: dev
+    checks: {digest_matches: false}
+  - name: staging
+    approval: automatic
+    checks: {digest_matches: false}
+  - name: production
+    approval: manual
+    approvers: [U0LEAD, S0RELEASE]
+    required_approvals: 1
+    approval_ttl: 4h
+    soak_time: 1h
+    timezone: Europe/Berlin
+    checks: {digest_matches: false}
+policy:
+  immutable_tag_pattern: "^[0-9a-f]{7,40}$"
+  block_severities: [CRITICAL]
+  prohibited_licenses: [AGPL-3.0-only]
+  require_sbom: true
+services:
+  api-gateway:
+    repository: acme/api-gateway
+    image: registry.example.com/acme/api-gateway
+    workflow: deploy.yml
+    ref: main
+    channel: C0DEPLOYS
+  billing:
+    repository: acme/billing
+    image: registry.example.com/acme/billing
+    workflow: deploy.yml
+    ref: main
+    channel: C0BILLING
+"""
+
+RUN_NAME = "Deploy ${{ inputs.environment }} ${{ inputs.image_tag }} [${{ inputs.promotion_id }}]"
+
+
+def require_services() -> bool:
+    return os.environ.get("PROMOBOT_REQUIRE_SERVICES") == "1"
+
+
+def service_unavailable(reason: str) -> None:
+    """Skip on a laptop without the service; fail in CI, where PROMOBOT_REQUIRE_SERVICES=1."""
+    if require_services():
+        pytest.fail(f"{reason} (PROMOBOT_REQUIRE_SERVICES=1 turns this skip into a failure)")
+    pytest.skip(reason)
+
+
+def database_kind() -> str:
+    return os.environ.get("PROMOBOT_TEST_DATABASE", "sqlite")
+
+
+class PostgresSchema:
+    """A fresh schema on the test PostgreSQL server, dropped afterwards."""
+
+    def __init__(self, base_url: str = POSTGRES_URL):
+        self.base_url = base_url
+        self.schema = f"t_{uuid.uuid4().hex[:12]}"
+        try:
+            self._admin = sa.create_engine(base_url, isolation_level="AUTOCOMMIT")
+            with self._admin.connect() as conn:
+                conn.exec_driver_sql(f'CREATE SCHEMA "{self.schema}"')
+        except Exception as exc:  # unreachable server, missing driver
+            service_unavailable(f"PostgreSQL not reachable at {sa.engine.make_url(base_url).render_as_string()}: "
+                                f"{type(exc).__name__}")
+
+    @property
+    def url(self) -> str:
+        sep = "&" if "?" in self.base_url else "?"
+        return f"{self.base_url}{sep}options=-csearch_path%3D{self.schema}"
+
+    def drop(self) -> None:
+        with self._admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{self.schema}" CASCADE')
+        self._admin.dispose()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sign(body: str, *, secret: str = SIGNING_SECRET, timestamp: int | None = None) -> dict[str, str]:
+    """Headers as Slack sends them: v0 HMAC-SHA256 over 'v0:{timestamp}:{body}'."""
+    ts = str(timestamp or int(time.time()))
+    digest = hmac.new(secret.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
+    return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={digest}",
+            "Content-Type": "application/x-www-form-urlencoded"}
+
+
+@dataclass
+class SlackUser:
+    """Sends what the Slack client would send when this user acts."""
+
+    harness: "Harness"
+    user_id: str
+    channel: str = "C0DEPLOYS"
+
+    async def command(self, command: str, text: str) -> aiohttp.ClientResponse:
+        tag = f"{command.strip('/')}-{uuid.uuid4().hex[:8]}"
+        body = urlencode({
+            "token": "legacy-verification-token", "team_id": "T0TEST", "team_domain": "acme",
+            "channel_id": self.channel, "channel_name": "deploys", "user_id": self.user_id,
+            "user_name": self.user_id.lower(), "command": command, "text": text,
+            "api_app_id": "A0TEST", "is_enterprise_install": "false",
+            "response_url": self.harness.slack.response_url(tag), "trigger_id": f"{uuid.uuid4().hex}.trigger",
+        })
+        self.last_response_tag = tag
+        return await self.harness.post_slack(body)
+
+    async def click(self, card_message: dict, action_id: str) -> aiohttp.ClientResponse:
+        """Press a button on a message the bot posted (as recorded by the Slack stand-in)."""
+        element = next(el for b in card_message["blocks"] if b["type"] == "actions"
+                       for el in b["elements"] if el["action_id"] == action_id)
+        tag = f"action-{uuid.uuid4().hex[:8]}"
+        self.last_response_tag = tag
+        payload = {
+            "type": "block_actions", "team": {"id": "T0TEST", "domain": "acme"},
+            "user": {"id": self.user_id, "username": self.user_id.lower(), "team_id": "T0TEST"},
+            "api_app_id": "A0TEST", "token": "legacy-verification-token",
+            "container": {"type": "message", "message_ts": card_message["ts"], "channel_id": card_message["channel"],
+                          "is_ephemeral": False},
+            "trigger_id": f"{uuid.uuid4().hex}.trigger", "channel": {"id": card_message["channel"]},
+            "message": {"type": "message", "ts": card_message["ts"], "blocks": card_message["blocks"]},
+            "response_url": self.harness.slack.response_url(tag),
+            "actions": [{"action_id": action_id, "block_id": next(
+                b["block_id"] for b in card_message["blocks"] if b["type"] == "actions"),
+                "text": element["text"], "value": element["value"], "type": "button",
+                "action_ts": f"{time.time():.6f}"}],
+        }
+        return await self.harness.post_slack(urlencode({"payload": json.dumps(payload)}))
+
+    async def submit_view(self, view: dict, values: dict) -> aiohttp.ClientResponse:
+        payload = {
+            "type": "view_submission", "team": {"id": "T0TEST", "domain": "acme"},
+            "user": {"id": self.user_id, "username": self.user_id.lower(), "team_id": "T0TEST"},
+            "api_app_id": "A0TEST", "token": "legacy-verification-token", "trigger_id": "t.1",
+            "view": {**view, "id": "V0TEST", "state": {"values": values}}, "response_urls": [],
+        }
+        return await self.harness.post_slack(urlencode({"payload": json.dumps(payload)}))
+
+    def replies(self) -> list[dict]:
+        return self.harness.slack.responses(self.last_response_tag)
+
+
+@dataclass
+class Harness:
+    base_url: str
+    slack: Any
+    github: Any
+    bot: Any
+    session: aiohttp.ClientSession
+    clock: "Clock"
+    extra: dict = field(default_factory=dict)
+
+    def user(self, user_id: str, channel: str = "C0DEPLOYS") -> SlackUser:
+        return SlackUser(self, user_id, channel)
+
+    async def post_slack(self, body: str, headers: dict | None = None) -> aiohttp.ClientResponse:
+        resp = await self.session.post(f"{self.base_url}/slack/events", data=body.encode(),
+                                       headers=headers or sign(body))
+        await resp.read()
+        return resp
+
+    async def event(self, body: dict, *, token: str | None = API_TOKEN) -> tuple[int, dict]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with self.session.post(f"{self.base_url}/api/v1/events", json=body, headers=headers) as resp:
+            return resp.status, await resp.json()
+
+    async def get(self, path: str, *, token: str | None = API_TOKEN) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with self.session.get(f"{self.base_url}{path}", headers=headers) as resp:
+            return resp.status, await resp.json()
+
+    async def wait(self, predicate, timeout: float = 10.0):
+        return await self.slack.wait_for_async(predicate, timeout=timeout)
+
+    def cards(self, channel: str = "C0DEPLOYS", target: str | None = "production") -> list[dict]:
+        """Approval cards the bot posted (not their thread replies), into ``target`` when given."""
+        return [m for m in self.slack.messages(channel) if "thread_ts" not in m and m.get("blocks")
+                and any(b["type"] == "header" for b in m["blocks"])
+                and (target is None or f"→ {target}" in header_text(m))]
+
+
+class Clock:
+    """A settable clock for the engine; real time unless set."""
+
+    def __init__(self) -> None:
+        self.fixed: datetime | None = None
+
+    def __call__(self) -> datetime:
+        return self.fixed or datetime.now(timezone.utc)
+
+
+def header_text(message: dict) -> str:
+    return next(b["text"]["text"] for b in message["blocks"] if b["type"] == "header")
+
+
+def all_text(message: dict) -> str:
+    """Every piece of text in a message's blocks, for assertions on what a person reads."""
+    parts = [message.get("text") or ""]
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("text"), str):
+                parts.append(node["text"])
+            for v in node.values():
+                if isinstance(v, (dict, list)):
+                    walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(message.get("blocks") or [])
+    return "\n".join(parts)
+
+
+def artifact(service: str, tag: str, **overrides: Any) -> dict:
+    body = {"type": "artifact.built", "service": service, "tag": tag,
+            "digest": "sha256:" + hashlib.sha256(tag.encode()).hexdigest(),
+            "commit_sha": (tag + "0" * 40)[:40], "pipeline_run_id": "4242",
+            "built_at": "2026-11-20T08:00:00Z"}
+    body.update(overrides)
+    return body
+
+
+def deployed(service: str, tag: str, env: str, status: str = "success", **kw: Any) -> dict:
+    return {"type": "deployment.finished", "service": service, "tag": tag, "environment": env,
+            "status": status, "run_id": kw.pop("run_id", "77"), **kw}
+
+
+def verified(service: str, tag: str, env: str, result: str = "passed", **kw: Any) -> dict:
+    return {"type": "verification.finished", "service": service, "tag": tag, "environment": env,
+            "result": result, "checks": kw.pop("checks", {"smoke": result}), **kw}

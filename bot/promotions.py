@@ -314,20 +314,22 @@ class PromotionService:
     # --- deciding ------------------------------------------------------------
 
     async def approve(self, promotion_id: str, user: str) -> DecisionResult:
-        """Record ``user``'s approval; dispatch when enough approvals are in and the gates still hold."""
+        """Record ``user``'s approval, then complete it: dispatch once enough approvals are in."""
+        recorded = await self.record_approval(promotion_id, user)
+        if not recorded.changed:
+            return recorded
+        return await self.complete_approval(promotion_id, user)
+
+    async def record_approval(self, promotion_id: str, user: str) -> DecisionResult:
+        """The fast, durable half of an approval (before Slack is acknowledged): no approval is lost
+        if the process dies right after; ``resume_approvals`` completes it on restart."""
         p = self._promotion(promotion_id)
         if p is None:
             return DecisionResult(False, f"There is no promotion `{promotion_id}`.")
         refusal = await self.decision_refusal(p, user, "approve")
         if refusal:
             return DecisionResult(False, refusal, p.id)
-        report = await self._evaluate(p.service, p.tag, p.source_environment, p.target_environment, p.kind)
         now = self.clock()
-        if not report.eligible:
-            if self._void(p, report, user, now):
-                await self._announce(p.id, f"Approval by <@{user}> voided: the gates no longer hold.")
-            return DecisionResult(True, "The evidence changed since the request; the gates no longer hold, "
-                                        "so the promotion is void. See the card for why.", p.id)
         with transaction(self.engine) as s:
             if not _touch(s, p.id, S.PENDING_APPROVAL):
                 return DecisionResult(False, self._already(p.id), p.id)
@@ -336,24 +338,51 @@ class PromotionService:
                     s.add(Approval(promotion_id=p.id, approver=user, decision="approve", decided_at=now))
             except IntegrityError:
                 return DecisionResult(False, "You have already approved this promotion.", p.id)
-            count = s.exec(select(sa.func.count()).select_from(Approval)
-                           .where(Approval.promotion_id == p.id, Approval.decision == "approve")).one()
+            count = _approval_count(s, p.id)
             audit.append(s, at=now, actor=user, action=f"{p.kind}.approval", promotion_id=p.id, service=p.service,
                          environment=p.target_environment,
-                         detail={"approvals": count, "required": p.required_approvals, "report": report.to_json()})
-            complete = count >= p.required_approvals
-            if complete:
-                _move(s, p.id, S.PENDING_APPROVAL, S.APPROVED, approved_at=now, gate_report=report.to_json())
-                s.add(OutboxEntry(promotion_id=p.id, next_attempt_at=now, created_at=now))
-                audit.append(s, at=now, actor=user, action=f"{p.kind}.approved", promotion_id=p.id,
-                             service=p.service, environment=p.target_environment,
-                             detail={"approvers": self._approvers_of(s, p.id)})
-        if complete:
-            await self._announce(p.id, f"Approved by <@{user}>. Dispatching the deploy workflow.")
-            self.outbox_wakeup.set()
-            return DecisionResult(True, f"Approved `{p.id}`; dispatching.", p.id)
-        await self._announce(p.id, f"<@{user}> approved ({count} of {p.required_approvals}).")
+                         detail={"approvals": count, "required": p.required_approvals})
         return DecisionResult(True, f"Approval recorded: {count} of {p.required_approvals}.", p.id)
+
+    async def complete_approval(self, promotion_id: str, actor: str) -> DecisionResult:
+        """With enough approvals, check every gate again and queue the dispatch (or void)."""
+        p = self._promotion(promotion_id)
+        if p is None or p.status != S.PENDING_APPROVAL.value:
+            return DecisionResult(False, self._already(promotion_id) if p else "gone", promotion_id)
+        with Session(self.engine) as s:
+            count = _approval_count(s, p.id)
+        if count < p.required_approvals:
+            await self._announce(p.id, f"<@{actor}> approved ({count} of {p.required_approvals}).")
+            return DecisionResult(True, f"Approval recorded: {count} of {p.required_approvals}.", p.id)
+        report = await self._evaluate(p.service, p.tag, p.source_environment, p.target_environment, p.kind)
+        now = self.clock()
+        if not report.eligible:
+            if self._void(p, report, actor, now):
+                await self._announce(p.id, f"Approval by <@{actor}> voided: the gates no longer hold.")
+            return DecisionResult(True, "The evidence changed since the request; the gates no longer hold, "
+                                        "so the promotion is void. See the card for why.", p.id)
+        with transaction(self.engine) as s:
+            if not _move(s, p.id, S.PENDING_APPROVAL, S.APPROVED, approved_at=now, gate_report=report.to_json()):
+                return DecisionResult(False, self._already(p.id), p.id)
+            s.add(OutboxEntry(promotion_id=p.id, next_attempt_at=now, created_at=now))
+            audit.append(s, at=now, actor=actor, action=f"{p.kind}.approved", promotion_id=p.id,
+                         service=p.service, environment=p.target_environment,
+                         detail={"approvers": self._approvers_of(s, p.id), "report": report.to_json()})
+        await self._announce(p.id, f"Approved by <@{actor}>. Dispatching the deploy workflow.")
+        self.outbox_wakeup.set()
+        return DecisionResult(True, f"Approved `{p.id}`; dispatching.", p.id)
+
+    async def resume_approvals(self) -> int:
+        """Complete approvals that were recorded but not completed (the process died in between)."""
+        with Session(self.engine) as s:
+            rows = s.exec(select(Promotion.id, sa.func.max(Approval.approver))
+                          .join(Approval, Approval.promotion_id == Promotion.id)
+                          .where(Promotion.status == S.PENDING_APPROVAL.value, Approval.decision == "approve")
+                          .group_by(Promotion.id, Promotion.required_approvals)
+                          .having(sa.func.count(Approval.id) >= Promotion.required_approvals)).all()
+        for promotion_id, approver in rows:
+            await self.complete_approval(promotion_id, approver)
+        return len(rows)
 
     async def reject(self, promotion_id: str, user: str, reason: str) -> DecisionResult:
         p = self._promotion(promotion_id)
@@ -634,6 +663,7 @@ class PromotionService:
         self.recover_own_claims()
         while not stop.is_set():
             try:
+                await self.resume_approvals()
                 await self.process_outbox()
                 await self.expire_due()
             except Exception:
@@ -863,6 +893,11 @@ def _touch(s: Session, promotion_id: str, current: S) -> bool:
     result = s.execute(sa.update(Promotion).where(Promotion.id == promotion_id, Promotion.status == current.value)
                        .values(version=Promotion.version + 1))
     return result.rowcount == 1
+
+
+def _approval_count(s: Session, promotion_id: str) -> int:
+    return s.exec(select(sa.func.count()).select_from(Approval)
+                  .where(Approval.promotion_id == promotion_id, Approval.decision == "approve")).one()
 
 
 def _release(s: Session, p: Promotion) -> None:

@@ -47,8 +47,14 @@ def register(app: AsyncApp, service: PromotionService, router: CommandRouter) ->
 
     @app.action(B.APPROVE)
     async def approve(ack: Any, body: dict, action: dict, respond: Any) -> None:
+        # Recorded before the ack: a crash after Slack heard "ok" must not lose the approval.
+        user = body["user"]["id"]
+        recorded = await service.record_approval(action["value"], user)
         await ack()
-        result = await service.approve(action["value"], body["user"]["id"])
+        if not recorded.changed:
+            await _say_privately(respond, recorded.message)
+            return
+        result = await service.complete_approval(action["value"], user)
         if not result.changed:
             await _say_privately(respond, result.message)
 

@@ -1,0 +1,124 @@
+"""Exactly one dispatch per approved promotion, also when the bot is killed (SIGKILL) on the
+way and started again: real `promobot serve` processes on one database."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+import sqlalchemy as sa
+
+from tests.bot_process import BotProcess
+from tests.harness import CONFIG, Clock, Harness
+from tests.test_promotion_flow import TAG, production_dispatches, request_card, seed
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def processes(tmp_path, database_url, slack, github):
+    config = tmp_path / "promobot.yml"
+    config.write_text(CONFIG)
+    started: list[BotProcess] = []
+
+    def start(instance_id: str = "replica-a") -> BotProcess:
+        bot = BotProcess(config_path=config, database_url=database_url, slack=slack, github=github,
+                         instance_id=instance_id, log_path=tmp_path / f"{instance_id}.log").start()
+        started.append(bot)
+        return bot
+
+    yield start
+    for bot in started:
+        bot.stop()
+
+
+async def _harness(bot: BotProcess, slack, github, session) -> Harness:
+    return Harness(bot.url, slack, github, None, session, Clock())
+
+
+def _promotion(database_url: str, promotion_id: str) -> dict:
+    engine = sa.create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(sa.text("SELECT status, pipeline_run_id FROM promotion WHERE id = :id"),
+                               {"id": promotion_id}).one()
+            actions = [r[0] for r in conn.execute(sa.text(
+                "SELECT action FROM auditevent WHERE promotion_id = :id ORDER BY seq"), {"id": promotion_id})]
+            outbox = conn.execute(sa.text("SELECT status, attempts FROM outboxentry WHERE promotion_id = :id"),
+                                  {"id": promotion_id}).one()
+    finally:
+        engine.dispose()
+    return {"status": row[0], "run_id": row[1], "actions": actions, "outbox": tuple(outbox)}
+
+
+async def test_killed_while_github_was_answering_the_dispatch(processes, slack, github, database_url):
+    github.dispatch_delay = 5.0  # GitHub records the dispatch, then is slow to answer
+    bot = processes("replica-a")
+    async with aiohttp.ClientSession() as session:
+        h = await _harness(bot, slack, github, session)
+        await seed(h)
+        await request_card(h)
+        await h.user("U0LEAD").click(h.cards()[-1], "promotion.approve")
+        dispatch = (await h.wait(lambda s: production_dispatches(h), timeout=20))[0]
+        bot.kill()  # before the bot heard back: it cannot know whether the dispatch went through
+        github.dispatch_delay = 0.0
+
+        processes("replica-a")  # the same instance, started again
+        pid = dispatch["inputs"]["promotion_id"]
+        for _ in range(150):
+            state = _promotion(database_url, pid)
+            if state["status"] == "dispatched":
+                break
+            await asyncio.sleep(0.1)
+    assert state["status"] == "dispatched", state
+    assert len(production_dispatches(h)) == 1  # reconciled against the runs list, not repeated
+    assert state["run_id"] == str(dispatch["run_id"])
+    assert state["actions"].count("dispatch.sent") == 1
+    assert state["outbox"][0] == "done" and state["outbox"][1] == 2
+
+
+async def test_killed_right_after_acknowledging_the_approval(processes, slack, github, database_url):
+    bot = processes("replica-a")
+    async with aiohttp.ClientSession() as session:
+        h = await _harness(bot, slack, github, session)
+        await seed(h)
+        await request_card(h)
+        github.fail_next(count=1000, status=502)  # nothing after the approval can reach GitHub
+        resp = await h.user("U0LEAD").click(h.cards()[-1], "promotion.approve")
+        assert resp.status == 200  # Slack was told "ok": the approval must not be lost
+        bot.kill()
+        github.reset()
+        processes("replica-a")
+        dispatch = (await h.wait(lambda s: production_dispatches(h), timeout=30))[0]
+    state = _promotion(database_url, dispatch["inputs"]["promotion_id"])
+    assert state["actions"][:3] == ["promotion.requested", "promotion.approval", "promotion.approved"]
+    assert len(production_dispatches(h)) == 1
+
+
+async def test_killed_while_github_was_failing_then_recovers(processes, slack, github, database_url):
+    bot = processes("replica-a")
+    async with aiohttp.ClientSession() as session:
+        h = await _harness(bot, slack, github, session)
+        await seed(h)
+        await request_card(h)
+        github.fail_next(count=1000, status=502, path_contains="/dispatches")
+        await h.user("U0LEAD").click(h.cards()[-1], "promotion.approve")
+        await h.wait(lambda s: [r for r in github.requests() if r["path"].endswith("/dispatches")
+                                and r["status"] == 502], timeout=20)
+        bot.kill()
+        github.reset()  # GitHub recovers while the bot is down
+
+        processes("replica-a")
+        dispatch = (await h.wait(lambda s: production_dispatches(h), timeout=30))[0]
+        pid = dispatch["inputs"]["promotion_id"]
+        for _ in range(100):
+            state = _promotion(database_url, pid)
+            if state["status"] == "dispatched":
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)
+    assert state["status"] == "dispatched", state
+    assert len(production_dispatches(h)) == 1
+    assert state["actions"].count("dispatch.sent") == 1
+    assert "dispatch.retry_scheduled" in _promotion(database_url, pid)["actions"]

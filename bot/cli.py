@@ -117,7 +117,9 @@ def _report_event(args: argparse.Namespace) -> dict[str, Any]:
         if not key.startswith("--") or not extra:
             raise SystemExit(f"error: expected --FIELD VALUE pairs, got {key!r}")
         name, value = key[2:].replace("-", "_"), extra.pop(0)
-        if name == "check":
+        if name in ("url", "retries"):  # options given after the fields
+            setattr(args, name, int(value) if name == "retries" else value)
+        elif name == "check":
             k, _, v = value.partition("=")
             checks[k] = v
         elif name in ("report_file", "sbom_file", "file"):

@@ -90,7 +90,7 @@ async def harness(database_url, slack, github, config_text):
     from bot.server import make_web_app
     clock = Clock()
     bot = build(settings_for(database_url, slack, github), parse_config(config_text), clock=clock)
-    runner = web.AppRunner(make_web_app(bot))
+    runner = web.AppRunner(make_web_app(bot), shutdown_timeout=1.0)
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()

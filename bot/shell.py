@@ -252,7 +252,7 @@ async def run_shell(settings: Settings, config: PromobotConfig, *, user: str, gr
         print(text, flush=True)
 
     notifier = ShellNotifier(out)
-    bot = build(settings, config, notifier=notifier, directory=StaticDirectory(groups), echo=out,
+    bot = build(settings, config, notifier=notifier, directory=StaticDirectory(groups),
                 with_slack=False)
     shell = Shell(bot, notifier, user, out)
     out(f"promobot shell — database {redact_url(settings.database_url)}; dispatch: "

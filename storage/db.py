@@ -34,15 +34,17 @@ def create_db_engine(url: str) -> Engine:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 
-        # pysqlite's own transaction handling defers BEGIN; take the write lock up front
-        # so read-then-write transactions from two processes cannot deadlock.
+        # pysqlite's own transaction handling defers BEGIN. A unit of work (``transaction``)
+        # takes the write lock up front, so read-then-write transactions from two processes
+        # cannot deadlock; plain reads stay deferred and never wait for a writer (WAL).
         @event.listens_for(engine, "connect")
         def _no_autobegin(dbapi_conn, _record):  # noqa: ANN001
             dbapi_conn.isolation_level = None
 
         @event.listens_for(engine, "begin")
-        def _begin_immediate(conn):  # noqa: ANN001
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        def _begin(conn):  # noqa: ANN001
+            immediate = conn.get_execution_options().get("write_transaction")
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
     return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
@@ -51,7 +53,7 @@ def create_db_engine(url: str) -> Engine:
 @contextmanager
 def transaction(engine: Engine) -> Iterator[Session]:
     """One unit of work: committed when the block ends, rolled back on error."""
-    with Session(engine, expire_on_commit=False) as session:
+    with Session(engine.execution_options(write_transaction=True), expire_on_commit=False) as session:
         try:
             yield session
             session.commit()

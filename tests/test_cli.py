@@ -1,0 +1,113 @@
+"""The `promobot` command as a new user meets it: the shell quickstart, `check`, `db upgrade`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICKSTART = ROOT / "examples" / "promobot.yml"
+
+
+def promobot(*args: str, tmp_path: Path, stdin: str | None = None, env: dict | None = None):
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "SLACK_"))}
+    environ.update({"PROMOBOT_CONFIG": str(QUICKSTART), "DATABASE_URL": f"sqlite:///{tmp_path / 'promobot.db'}",
+                    **(env or {})})
+    return subprocess.run([sys.executable, "-m", "bot.cli", *args], cwd=ROOT, input=stdin, capture_output=True,
+                          text=True, env=environ, timeout=120)
+
+
+SESSION = """\
+/status api-gateway
+/promote api-gateway
+press 1
+as U0PLATFORMLEAD
+press 1
+press 1
+event deployment.finished service=api-gateway tag=7a3f9c2 environment=production status=success
+event verification.finished service=api-gateway tag=7a3f9c2 environment=production result=passed checks.smoke=passed
+/promote api-gateway latest to production
+/status api-gateway
+"""
+
+
+def test_shell_quickstart_promotes_to_production_with_a_dry_run_dispatch(tmp_path):
+    result = promobot("shell", "--demo", "--user", "U0DEV", "--script", "-", tmp_path=tmp_path, stdin=SESSION)
+    out = result.stdout
+    assert result.returncode == 0, result.stderr
+    assert "dispatch: DRY RUN (no GitHub credentials)" in out
+    assert "• *staging*: `7a3f9c2`" in out and "• *production*: `a1b2c3d`" in out
+    assert "== Promotion: api-gateway → production · Waiting for approval ==" in out
+    assert "[DM to U0PLATFORMLEAD]" in out
+    # the requester pressing Approve is refused; the approver's press goes through; a second press changes nothing
+    assert "You requested" in out and "cannot approve it" in out
+    assert ("[dry run] would dispatch workflow_dispatch acme/api-gateway deploy.yml @ main with inputs: "
+            "environment=production image_tag=7a3f9c2 image_digest=sha256:") in out
+    assert "promotion_id=prm-" in out
+    assert out.count("[dry run] would dispatch") == 1
+    assert "202 verification.finished: recorded" in out
+    assert "api-gateway → production · Verified" in out
+    assert "`latest` is a mutable tag" in out
+    assert "• *production*: `7a3f9c2`" in out.split("/status api-gateway")[-1]
+
+
+def test_check_exit_codes_and_json(tmp_path):
+    promobot("shell", "--demo", "--script", "-", tmp_path=tmp_path, stdin="")
+    eligible = promobot("check", "api-gateway", "7a3f9c2", "--env", "production", "--json", tmp_path=tmp_path)
+    assert eligible.returncode == 0, eligible.stdout + eligible.stderr
+    report = json.loads(eligible.stdout)
+    assert report["eligible"] is True and report["target_environment"] == "production"
+    blocked = promobot("check", "api-gateway", "a1b2c3d", "--env", "production", tmp_path=tmp_path)
+    assert blocked.returncode == 1
+    assert "BLOCKED" in blocked.stdout and "[FAIL] No skipped environment" in blocked.stdout
+    unknown = promobot("check", "api-gatewy", "7a3f9c2", tmp_path=tmp_path)
+    assert unknown.returncode == 2 and "did you mean `api-gateway`" in unknown.stderr
+
+
+def test_db_upgrade_applies_the_migrations(tmp_path):
+    result = promobot("db", "upgrade", tmp_path=tmp_path)
+    assert result.returncode == 0 and "schema at revision" in result.stdout
+    assert (tmp_path / "promobot.db").exists()
+
+
+def test_manifest_declares_what_the_bot_listens_to_and_only_the_scopes_it_uses():
+    manifest = yaml.safe_load((ROOT / "manifest.yml").read_text())
+    commands = {c["command"] for c in manifest["features"]["slash_commands"]}
+    assert commands == {"/promote", "/rollback", "/status"}
+    assert manifest["settings"]["interactivity"]["is_enabled"] is True
+    assert manifest["settings"]["socket_mode_enabled"] is True
+    source = (ROOT / "handlers" / "slack_app.py").read_text()
+    for command in commands:
+        assert f'@app.command("{command}")' in source
+    assert set(manifest["oauth_config"]["scopes"]["bot"]) == {"commands", "chat:write", "usergroups:read",
+                                                              "files:write"}
+
+
+# What each Slack Web API method needs (api.slack.com/methods); None: no scope.
+METHOD_SCOPES = {"chat.postMessage": "chat:write", "chat.update": "chat:write", "chat.postEphemeral": "chat:write",
+                 "usergroups.users.list": "usergroups:read", "files.getUploadURLExternal": "files:write",
+                 "files.completeUploadExternal": "files:write", "views.open": None, "views.publish": None,
+                 "views.update": None, "chat.getPermalink": None, "auth.test": None}
+
+
+async def test_a_whole_promotion_calls_only_methods_the_manifest_allows(harness):
+    from tests.test_promotion_flow import production_dispatches, request_card, seed
+    h = harness
+    await seed(h)
+    await request_card(h)
+    await h.user("U0LEAD").click(h.cards()[-1], "promotion.reject")
+    await h.wait(lambda s: s.calls("views.open"))
+    await request_card(h)
+    await h.user("U0LEAD").click(h.cards()[-1], "promotion.approve")
+    await h.wait(lambda s: production_dispatches(h))
+    scopes = set(yaml.safe_load((ROOT / "manifest.yml").read_text())["oauth_config"]["scopes"]["bot"])
+    called = {c["method"] for c in h.slack.calls()}
+    assert {"chat.postMessage", "chat.update", "usergroups.users.list", "views.open"} <= called
+    for method in called:
+        assert method in METHOD_SCOPES, f"{method}: unknown to this test; add its scope"
+        assert METHOD_SCOPES[method] in scopes | {None}, f"{method} needs {METHOD_SCOPES[method]}"

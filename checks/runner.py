@@ -2,12 +2,17 @@
 
 A gate that raises or runs out of time is *errored*, never passed: the runner
 is the one place that guarantees "could not verify" blocks.
+
+Each gate runs on its own worker thread with its own event loop: gates read
+the ledger through blocking database calls and some parse large reports, and
+neither may hold up the other gates or the bot's event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 from checks.base import Gate, GateContext, GateReport, GateResult, GateStatus
@@ -15,9 +20,18 @@ from checks.base import Gate, GateContext, GateReport, GateResult, GateStatus
 log = logging.getLogger(__name__)
 
 
+_POOL = ThreadPoolExecutor(max_workers=32, thread_name_prefix="gate")
+
+
+def _in_thread(gate: Gate, ctx: GateContext) -> GateResult:
+    # The thread's own deadline cancels the gate's awaits even if nobody waits any more.
+    return asyncio.run(asyncio.wait_for(gate.evaluate(ctx), timeout=gate.timeout))
+
+
 async def _run_one(gate: Gate, ctx: GateContext) -> GateResult:
     try:
-        result = await asyncio.wait_for(gate.evaluate(ctx), timeout=gate.timeout)
+        future = asyncio.get_running_loop().run_in_executor(_POOL, _in_thread, gate, ctx)
+        result = await asyncio.wait_for(future, timeout=gate.timeout + 0.5)
     except asyncio.TimeoutError:
         return gate.errored(f"could not verify {gate.title.lower()}: no answer within {gate.timeout:g}s",
                             timeout_seconds=gate.timeout)

@@ -58,6 +58,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
               "run `promobot shell`.", file=sys.stderr)
         return EXIT_ERROR
     socket_mode = settings.slack_app_token is not None and not args.http
+    if not socket_mode and not settings.secret("slack_signing_secret"):
+        print("SLACK_SIGNING_SECRET is not set: Slack over HTTP needs it to verify every request.", file=sys.stderr)
+        return EXIT_ERROR
     bot = build(settings, config)
     print(f"promobot: {len(config.services)} services, database {redact_url(settings.database_url)}, "
           f"dispatch {'dry run (no GitHub credentials)' if bot.service.dispatcher.dry_run else 'GitHub'}, "

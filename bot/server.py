@@ -9,15 +9,19 @@ import sqlalchemy as sa
 from aiohttp import web
 
 from bot.app import Promobot
-from handlers import pipeline_api
+from bot.tracking import Tracker
+from handlers import github_webhook, pipeline_api
 
 log = logging.getLogger(__name__)
 
 
 def make_web_app(bot: Promobot, *, background: bool = True) -> web.Application:
-    """The routes of the public contract; ``background`` runs the dispatch outbox in this process."""
+    """The routes of the public contract; ``background`` runs the dispatch outbox and the run tracking
+    in this process."""
     app = web.Application(client_max_size=pipeline_api.MAX_EVENT_BYTES + 1024)
     app.add_routes(pipeline_api.routes(bot.service, bot.settings.secret("promobot_api_token")))
+    tracker = Tracker(bot.service, interval=bot.settings.promobot_tracking_poll_interval)
+    app.add_routes(github_webhook.routes(tracker, bot.settings.secret("github_webhook_secret")))
 
     async def healthz(_: web.Request) -> web.Response:
         try:
@@ -28,7 +32,9 @@ def make_web_app(bot: Promobot, *, background: bool = True) -> web.Application:
 
     app.router.add_get("/healthz", healthz)
 
-    if bot.bolt is not None:
+    # Slack over HTTP only with signature verification: in Socket Mode without SLACK_SIGNING_SECRET
+    # the Bolt app verifies nothing, and this route would take forged commands and clicks.
+    if bot.bolt is not None and bot.settings.secret("slack_signing_secret"):
         from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 
         async def slack_events(request: web.Request) -> web.Response:
@@ -39,6 +45,7 @@ def make_web_app(bot: Promobot, *, background: bool = True) -> web.Application:
 
     if background:
         app.cleanup_ctx.append(_outbox_worker(bot))
+        app.cleanup_ctx.append(_background(tracker.run))
     return app
 
 
@@ -51,6 +58,18 @@ def _outbox_worker(bot: Promobot):
     async def ctx(_: web.Application):
         stop = asyncio.Event()
         task = asyncio.create_task(bot.service.run_outbox(stop, bot.settings.promobot_outbox_interval))
+        yield
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
+
+    return ctx
+
+
+def _background(loop):
+    """Run ``loop(stop)`` while the server runs; stop it with the server."""
+    async def ctx(_: web.Application):
+        stop = asyncio.Event()
+        task = asyncio.create_task(loop(stop))
         yield
         stop.set()
         await asyncio.wait_for(task, timeout=30)

@@ -16,8 +16,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class BotProcess:
+    """``app_token`` runs Slack over Socket Mode (SLACK_APP_TOKEN set, no ``--http``); by default the process
+    serves Slack over HTTP and never sees an app token."""
+
     def __init__(self, *, config_path: Path, database_url: str, slack, github, instance_id: str,
-                 log_path: Path, extra_env: dict | None = None):
+                 log_path: Path, extra_env: dict | None = None, app_token: str | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -28,11 +31,15 @@ class BotProcess:
                     "PROMOBOT_INSTANCE_ID": instance_id, "PROMOBOT_OUTBOX_INTERVAL": "0.2",
                     "PROMOBOT_TRACKING_POLL_INTERVAL": "0.5", **(extra_env or {})}
         self.env.pop("SLACK_APP_TOKEN", None)
+        self.socket_mode = app_token is not None
+        if self.socket_mode:
+            self.env["SLACK_APP_TOKEN"] = app_token
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 30.0) -> "BotProcess":
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--http", "--host", "127.0.0.1",
+        mode = [] if self.socket_mode else ["--http"]
+        self.proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", *mode, "--host", "127.0.0.1",
                                       "--port", str(self.port)], cwd=ROOT, env=self.env, stdout=log,
                                      stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout

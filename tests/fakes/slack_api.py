@@ -1,5 +1,9 @@
 """Local stand-in for Slack's Web API that the real slack_sdk / slack_bolt clients talk to.
 
+It also speaks Socket Mode the way Slack does: `apps.connections.open` (app-level `xapp-` token) hands out a
+one-time websocket URL; the websocket greets with `hello`, carries envelopes a test pushes
+(`socket_send`), records the client's acks (`socket_acks`) and answers its pings.
+
 Also home of `ThreadedFake`, the background-thread aiohttp server that FakeGitHub shares.
 """
 
@@ -11,9 +15,11 @@ import inspect
 import json
 import threading
 import time
+import uuid
 from typing import Any, Callable
+from urllib.parse import urlencode
 
-from aiohttp import web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 TEAM_ID = "T0TEST"
 APP_ID = "A0TEST"
@@ -21,6 +27,10 @@ BOT = {"user": "UBOT", "bot_id": "BBOT", "app_id": APP_ID, "team": TEAM_ID}
 WORKSPACE_URL = "https://promobot-test.slack.com/"
 # fields slack_sdk sends as JSON strings inside form bodies; decoded so recorded params hold real structures
 JSON_FIELDS = {"blocks", "attachments", "view", "files", "metadata", "user_auth_blocks"}
+APP_TOKEN = "xapp-1-A0TEST-1-fake0socket0mode"
+SOCKET_HOST = "applink-fake-0"  # debug_info.host in hello / disconnect, as Slack names its link servers
+# interactive payloads whose envelope lets the ack carry a response (errors, options, response_action)
+INTERACTIVE_WITH_RESPONSE = {"view_submission", "block_suggestion"}
 
 
 def _describe(predicate: Callable) -> str:
@@ -149,12 +159,16 @@ class FakeSlack(ThreadedFake):
     """Slack Web API at `api_url` (set SLACK_API_URL to it), plus upload and response_url endpoints."""
 
     def __init__(self, bot_token: str = "xoxb-test-token", usergroups: dict[str, list[str]] | None = None,
-                 users: dict[str, dict] | None = None) -> None:
+                 users: dict[str, dict] | None = None, app_token: str = APP_TOKEN) -> None:
         super().__init__()
         self.bot_token = bot_token
+        self.app_token = app_token  # app-level token (connections:write) for apps.connections.open
         self.usergroups: dict[str, list[str]] = dict(usergroups or {})
         self.users: dict[str, dict] = dict(users or {})  # users.info overrides, keyed by user id
         self._seq = 0
+        self._socket_seq = 0
+        self._sockets: dict[str, web.WebSocketResponse] = {}  # live Socket Mode connections by id
+        self._connections: list[dict] = []
         self.reset()
 
     @property
@@ -174,6 +188,13 @@ class FakeSlack(ThreadedFake):
             self._files: list[dict] = []
             self._uploads: dict[str, dict] = {}
             self._failures: list[dict] = []
+            self._tickets: dict[str, float] = {}  # unused websocket tickets -> issued at
+            self._envelopes: list[dict] = []
+            self._acks: list[dict] = []
+            self._socket_other: list[dict] = []
+            self._rejected_sockets: list[dict] = []
+            # live connections belong to running clients: keep them (and their records), forget closed ones
+            self._connections = [c for c in self._connections if c["id"] in self._sockets]
 
     def fail_next(self, method: str, error: str = "ratelimited", count: int = 1, status: int = 429,
                   retry_after: int | None = 1) -> None:
@@ -209,7 +230,114 @@ class FakeSlack(ThreadedFake):
     def _summary(self) -> str:
         lines = [f"  {c['method']}({', '.join(f'{k}={str(v)[:60]!r}' for k, v in c['params'].items())})"
                  f" -> {c['response'].get('error', 'ok')}" for c in self.calls()[-20:]]
+        with self._lock:
+            if self._connections or self._envelopes or self._rejected_sockets:
+                acked = {a["envelope_id"] for a in self._acks}
+                lines.append(f"  socket mode: {len(self._sockets)} live of {len(self._connections)} connections, "
+                             f"{len(self._rejected_sockets)} refused")
+                lines += [f"  envelope {e['envelope_id']} {e['type']}"
+                          f"{'/' + e['payload'].get('type', '') if isinstance(e['payload'], dict) else ''}"
+                          f" -> {'acked' if e['envelope_id'] in acked else 'NOT acked'}" for e in self._envelopes[-10:]]
         return "\n".join(lines) or "  (no calls)"
+
+    # --- Socket Mode: test controls and inspection ---
+
+    @property
+    def socket_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/socket-mode"
+
+    def socket_connections(self, live: bool = False) -> list[dict]:
+        """Websocket connections since reset: {id, opened_at, closed_at, close_code, pings, pongs}.
+
+        pings: the client's pings the fake answered (slack_sdk pings right after connecting, then every
+        ping_interval); pongs: the client's answers to `socket_ping`.
+        """
+        with self._lock:
+            return copy.deepcopy([c for c in self._connections if not live or c["id"] in self._sockets])
+
+    def socket_envelopes(self) -> list[dict]:
+        """Envelopes pushed with socket_send: {envelope_id, type, payload, accepts_response_payload, connection}."""
+        with self._lock:
+            return copy.deepcopy([{k: v for k, v in e.items() if k != "sent_at"} for e in self._envelopes])
+
+    def socket_acks(self, envelope_id: str | None = None) -> list[dict]:
+        """Acks the client sent: {envelope_id, payload (None when the ack had none), message (the JSON as
+        received), envelope_type, latency (seconds since the envelope was sent), connection}."""
+        with self._lock:
+            return copy.deepcopy([a for a in self._acks if envelope_id in (None, a["envelope_id"])])
+
+    def socket_messages(self) -> list[dict]:
+        """Text frames from the client that were not acks: {connection, data}."""
+        with self._lock:
+            return copy.deepcopy(self._socket_other)
+
+    def socket_rejected(self) -> list[dict]:
+        """Websocket upgrades refused for an unknown or already used ticket: {ticket, reason}."""
+        with self._lock:
+            return copy.deepcopy(self._rejected_sockets)
+
+    def socket_send(self, type: str, payload: dict, *, accepts_response_payload: bool | None = None,
+                    retry_attempt: int | None = None, retry_reason: str | None = None,
+                    connection: str | None = None, timeout: float = 10.0) -> str:
+        """Push an envelope as Slack does and return its envelope_id.
+
+        type: "slash_commands" (payload: the command's fields, as in the HTTP form body), "interactive"
+        (payload: the interaction JSON, e.g. block_actions) or "events_api" (payload: the event_callback
+        body). Goes to ``connection`` or the newest live one, waiting up to ``timeout`` for a client to
+        connect. This blocks: with a bot in the test's own event loop, first wait_for_async on
+        socket_connections(live=True).
+        """
+        if accepts_response_payload is None:
+            accepts_response_payload = type == "slash_commands" or (
+                type == "interactive" and payload.get("type") in INTERACTIVE_WITH_RESPONSE)
+        envelope = {"envelope_id": str(uuid.uuid4()), "payload": payload, "type": type,
+                    "accepts_response_payload": accepts_response_payload}
+        if type == "events_api":
+            envelope["retry_attempt"] = retry_attempt or 0
+            envelope["retry_reason"] = retry_reason or ""
+        conn_id, ws = self._live_socket(connection, timeout)
+        with self._lock:
+            self._envelopes.append({**copy.deepcopy(envelope), "connection": conn_id, "sent_at": time.monotonic()})
+        self._on_loop(ws.send_str(json.dumps(envelope)))
+        return envelope["envelope_id"]
+
+    def socket_disconnect(self, reason: str = "refresh_requested", connection: str | None = None) -> str:
+        """Send Slack's `disconnect` message (reason: warning, refresh_requested, link_disabled); the client
+        is expected to open a new connection (apps.connections.open again). Returns the connection id."""
+        conn_id, ws = self._live_socket(connection, timeout=0)
+        message = {"type": "disconnect", "reason": reason, "debug_info": {"host": SOCKET_HOST}}
+        self._on_loop(ws.send_str(json.dumps(message)))
+        return conn_id
+
+    def socket_ping(self, data: bytes = b"fake-slack-ping", connection: str | None = None) -> str:
+        """Ping the client as Slack's servers do; its pong is counted in socket_connections()[…]["pongs"]."""
+        conn_id, ws = self._live_socket(connection, timeout=0)
+        self._on_loop(ws.ping(data))
+        return conn_id
+
+    def socket_close(self, connection: str | None = None, code: int = WSCloseCode.GOING_AWAY) -> str:
+        """Drop a connection from the server side (a Slack link server going away)."""
+        conn_id, ws = self._live_socket(connection, timeout=0)
+        self._on_loop(ws.close(code=code, message=b"fake slack closed the link"))
+        return conn_id
+
+    def _live_socket(self, connection: str | None, timeout: float) -> tuple[str, web.WebSocketResponse]:
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                live = {k: ws for k, ws in self._sockets.items() if not ws.closed}
+                if connection is None and live:
+                    conn_id = next(reversed(live))  # newest
+                    return conn_id, live[conn_id]
+                if connection in live:
+                    return connection, live[connection]
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"FakeSlack: no live Socket Mode connection{' ' + connection if connection else ''}"
+                                     f" within {timeout}s\nrecorded so far:\n{self._summary()}")
+            time.sleep(0.02)
+
+    def _on_loop(self, coro) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=10)
 
     # --- HTTP ---
 
@@ -218,7 +346,73 @@ class FakeSlack(ThreadedFake):
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_post("/upload/{file_id}", self._upload)
         app.router.add_post("/response/{tag}", self._response)
+        app.router.add_get("/socket-mode", self._socket)
+        app.on_shutdown.append(self._close_sockets)
         return app
+
+    async def _close_sockets(self, _: web.Application) -> None:
+        with self._lock:
+            live = list(self._sockets.values())
+        for ws in live:
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+
+    async def _socket(self, request: web.Request) -> web.StreamResponse:
+        ticket = request.query.get("ticket", "")
+        with self._lock:
+            issued = self._tickets.pop(ticket, None)  # one connection per apps.connections.open
+            if issued is None:
+                self._rejected_sockets.append({"ticket": ticket, "reason": "invalid or used ticket"})
+        if issued is None:
+            return web.json_response({"ok": False, "error": "invalid_ticket"}, status=401)
+        # autoping off: the fake answers pings itself so that it can count them
+        ws = web.WebSocketResponse(autoping=False)
+        await ws.prepare(request)
+        with self._lock:
+            self._socket_seq += 1
+            conn_id = f"conn-{self._socket_seq}"
+            record = {"id": conn_id, "opened_at": time.time(), "closed_at": None, "close_code": None,
+                      "pings": 0, "pongs": 0}
+            self._sockets[conn_id] = ws
+            self._connections.append(record)
+            num_connections = len(self._sockets)
+        try:
+            await ws.send_str(json.dumps({
+                "type": "hello", "num_connections": num_connections,
+                "debug_info": {"host": SOCKET_HOST, "build_number": 1, "approximate_connection_time": 18060},
+                "connection_info": {"app_id": APP_ID}}))
+            async for msg in ws:
+                if msg.type == WSMsgType.PING:
+                    await ws.pong(msg.data)
+                    with self._lock:
+                        record["pings"] += 1
+                elif msg.type == WSMsgType.PONG:
+                    with self._lock:
+                        record["pongs"] += 1
+                elif msg.type == WSMsgType.TEXT:
+                    self._on_client_text(conn_id, msg.data)
+                elif msg.type == WSMsgType.ERROR:
+                    break
+        finally:
+            with self._lock:
+                self._sockets.pop(conn_id, None)
+                record["closed_at"] = time.time()
+                record["close_code"] = ws.close_code
+        return ws
+
+    def _on_client_text(self, conn_id: str, data: str) -> None:
+        now = time.monotonic()
+        try:
+            message = json.loads(data)
+        except ValueError:
+            message = None
+        with self._lock:
+            if not isinstance(message, dict) or "envelope_id" not in message:
+                self._socket_other.append({"connection": conn_id, "data": data})
+                return
+            sent = next((e for e in self._envelopes if e["envelope_id"] == message["envelope_id"]), None)
+            self._acks.append({"envelope_id": message["envelope_id"], "payload": message.get("payload"),
+                               "message": message, "envelope_type": sent and sent["type"],
+                               "latency": sent and now - sent["sent_at"], "connection": conn_id})
 
     async def _api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
@@ -234,8 +428,14 @@ class FakeSlack(ThreadedFake):
         return web.json_response(body, status=status, headers=extra_headers)
 
     def _answer(self, method: str, params: dict, token: str) -> tuple[int, dict, dict]:
-        if token != self.bot_token:
+        # apps.connections.open takes only the app-level token, and that token is good for nothing else
+        if token and token == self.app_token:
+            if method != "apps.connections.open":
+                return 200, {}, {"ok": False, "error": "not_allowed_token_type"}
+        elif token != self.bot_token:
             return 200, {}, {"ok": False, "error": "invalid_auth"}
+        elif method == "apps.connections.open":
+            return 200, {}, {"ok": False, "error": "not_allowed_token_type"}
         failure = next((f for f in self._failures if f["method"] == method and f["count"] > 0), None)
         if failure:
             failure["count"] -= 1
@@ -286,6 +486,11 @@ class FakeSlack(ThreadedFake):
     def _dm(channel: str) -> str:
         # posting to a user id lands in the bot's DM with them
         return "D" + channel if channel[:1] in ("U", "W") else channel
+
+    def _m_apps_connections_open(self, p: dict) -> dict:
+        ticket = str(uuid.uuid4())
+        self._tickets[ticket] = time.time()
+        return {"url": f"{self.socket_url}?{urlencode({'ticket': ticket, 'app_id': APP_ID})}"}
 
     def _m_auth_test(self, p: dict) -> dict:
         return {"url": WORKSPACE_URL, "team": "Promobot Test", "user": "promobot", "team_id": TEAM_ID,

@@ -3,9 +3,88 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from checks.base import GateReport
+from checks.base import DeploymentRecord, GateReport, HoldRecord, VerificationRecord
+
+
+@dataclass(frozen=True)
+class SourceCommit:
+    sha: str
+    title: str  # the first line that says what changed (a merge commit's pull request title)
+    author: str
+    pull_request: int | None = None
+
+
+@dataclass(frozen=True)
+class SourceChanges:
+    """The commits in ``head_sha`` that are not in ``base_sha``: newest first, capped; ``total`` counts all."""
+
+    base_sha: str
+    head_sha: str
+    commits: tuple[SourceCommit, ...]
+    total: int
+    compare_url: str | None = None
+    repository_url: str | None = None
+
+
+class SourceHistory(Protocol):
+    """What changed between two commits of a repository (GitHub compare)."""
+
+    async def commits_between(self, repository: str, base_sha: str, head_sha: str) -> SourceChanges:
+        """Commits reachable from ``head_sha`` but not from ``base_sha``; raises SourceHostError."""
+        ...
+
+
+@dataclass(frozen=True)
+class SoakProgress:
+    """How long an artifact has run verified in ``environment``, against what the next one requires."""
+
+    environment: str
+    since: datetime | None  # first passed verification after the latest deployment; None: not verified
+    soaked: timedelta
+    required: timedelta
+
+    @property
+    def done(self) -> bool:
+        return self.since is not None and self.soaked >= self.required
+
+    @property
+    def eligible_at(self) -> datetime | None:
+        return self.since + self.required if self.since is not None else None
+
+
+@dataclass(frozen=True)
+class WindowState:
+    """An environment's deployment window and freezes at one moment."""
+
+    environment: str
+    windows: tuple[str, ...]
+    timezone: str
+    open_now: bool
+    freeze_reason: str | None = None  # set while a freeze is active
+    freeze_end: str | None = None
+    next_opening: datetime | None = None
+
+
+@dataclass(frozen=True)
+class CardEvidence:
+    """What an approver needs besides the gates, read when the card is drawn."""
+
+    changes: SourceChanges | None = None
+    changes_note: str | None = None  # why there is no commit list (first deployment, GitHub unreachable)
+    rolled_back_changes: bool = False  # a rollback: ``changes`` are the commits it takes out
+    replaces_digest: str | None = None
+    previous_environment: str | None = None
+    previous_deployments: tuple[DeploymentRecord, ...] = ()  # of this artifact, in previous_environment
+    previous_verifications: tuple[VerificationRecord, ...] = ()
+    target_deployments: tuple[DeploymentRecord, ...] = ()  # the target environment's latest, any artifact
+    target_verifications: tuple[VerificationRecord, ...] = ()
+    soak: SoakProgress | None = None
+    window: WindowState | None = None
+    hold: HoldRecord | None = None
+    now: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -49,6 +128,7 @@ class PromotionView:
     report: GateReport | None
     dry_run: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    evidence: CardEvidence | None = None  # filled in by ``bot.card_evidence`` before a card is drawn
 
     @property
     def approved_by(self) -> list[str]:

@@ -61,11 +61,18 @@ class ShellNotifier:
         self.out(f"\n[{where}]")
         for line in blocks_to_text(blocks):
             self.out("  " + line)
+        self._remember_buttons(view, blocks)
+
+    def _remember_buttons(self, view: PromotionView, blocks: list[dict]) -> None:
+        """The card's current buttons replace its old ones (numbers shown again when they change)."""
+        before = [x for x in self.buttons if x[2] == view.id]
         self.buttons = [x for x in self.buttons if x[2] != view.id]
         for b in blocks:
             if b["type"] == "actions":
                 for el in b["elements"]:
                     self.buttons.append((el["action_id"], el["text"]["text"], el["value"]))
+        if [x for x in self.buttons if x[2] == view.id] == before:
+            return
         for i, (_, label, pid) in enumerate(self.buttons, 1):
             if pid == view.id:
                 self.out(f"  [{i}] {label}")
@@ -83,7 +90,7 @@ class ShellNotifier:
         # The whole card was shown once; an update shows its new header and any buttons left.
         blocks = [b.to_dict() for b in B.approval_card(view)]
         self.out(f"[#{view.channel} card updated] {blocks_to_text(blocks[:1])[0]}")
-        self.buttons = [x for x in self.buttons if x[2] != view.id or view.status == "pending_approval"]
+        self._remember_buttons(view, blocks)
         if note:
             self.out(f"  [thread] {note}")
 
@@ -233,6 +240,8 @@ class Shell:
             result = await service.approve(pid, self.user)
         elif action == B.CANCEL:
             result = await service.cancel(pid, self.user)
+        elif action == B.REVOKE:
+            result = await service.revoke_approval(pid, self.user)
         else:
             reason = args[1] if len(args) > 1 else ""
             if not reason:

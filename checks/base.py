@@ -170,6 +170,17 @@ class LockRecord:
     locked_at: datetime
 
 
+@dataclass(frozen=True)
+class HoldRecord:
+    """An artifact taken out of circulation (after a rollback, or by hand) until someone clears it."""
+
+    service: str
+    tag: str
+    reason: str
+    held_by: str | None = None
+    held_at: datetime | None = None
+
+
 class Ledger(Protocol):
     """What promobot has recorded: artifacts, deployments, verifications, reports."""
 
@@ -194,6 +205,10 @@ class Ledger(Protocol):
     def latest_sbom(self, service: str, tag: str, digest: str | None) -> SbomRecord | None: ...
 
     def lock(self, service: str, environment: str) -> LockRecord | None: ...
+
+    def hold(self, service: str, tag: str) -> HoldRecord | None:
+        """The hold on this artifact, if it is on hold."""
+        ...
 
 
 class RegistryError(Exception):

@@ -10,6 +10,7 @@ from checks.base import Gate
 # Gate module names, in report order. Each module exposes GATE.
 ORDER = (
     "environment_lock",
+    "artifact_hold",
     "known_good",
     "immutable_tag",
     "digest_matches",

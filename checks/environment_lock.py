@@ -13,7 +13,7 @@ async def _evaluate(ctx: GateContext) -> GateResult:
                        f"at {lock.locked_at:%Y-%m-%d %H:%M} UTC: {lock.reason}",
                        f"Ask <@{lock.locked_by}> or run `/promote unlock {ctx.service} {ctx.target_environment}` "
                        "once it is safe.",
-                       locked_by=lock.locked_by, locked_at=lock.locked_at.isoformat(), reason=lock.reason)
+                       locked_by=lock.locked_by, locked_at=lock.locked_at.isoformat(), lock_reason=lock.reason)
 
 
 GATE = Gate(name="environment_lock", title="Environment lock", evaluate=_evaluate)

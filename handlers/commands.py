@@ -1,7 +1,8 @@
 """The slash commands, independent of transport: Slack and `promobot shell` both call these.
 
 Parsing is pure (``parse_promote`` …); ``CommandRouter`` turns a parsed
-command into engine calls and a ``Reply``.
+command into engine calls and a ``Reply``. Every reply to a mistake says
+what was expected; everything the user typed is escaped before it is shown.
 """
 
 from __future__ import annotations
@@ -9,34 +10,46 @@ from __future__ import annotations
 import re
 import shlex
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from slack_sdk.models.blocks import Block
 
+from bot import service_status as status_of
+from bot.holds import clear_hold, put_on_hold
 from bot.promotions import PromotionService, UserError
-from bot.states import PromotionStatus as S
 from handlers import blocks as B
-from storage.db import transaction
+from bot.text import esc, literal, mention
 from storage import audit
+from storage.db import transaction
 from storage.models import EnvironmentLock
+
+PROMOTE_USAGE = "`/promote SERVICE [TAG] [to ENV] [--check]`"
 
 PROMOTE_HELP = """*`/promote`* moves an artifact to the next environment, with its gates and approvals.
 • `/promote SERVICE` — the artifact verified in the environment before the next one
 • `/promote SERVICE TAG` — that tag, to the environment after the one where it is verified
 • `/promote SERVICE TAG to ENV` — name the target
 • `/promote SERVICE TAG --check` — show every gate without requesting anything
-• `/promote lock SERVICE ENV reason…` / `/promote unlock SERVICE ENV` — stop or allow promotions into ENV
-Example: `/promote api-gateway 7a3f9c2 to production`"""
+• `/promote revoke PROMOTION_ID` — take back your approval while the request still waits for others
+• `/promote lock SERVICE ENV reason…` / `/promote unlock SERVICE ENV` — stop or allow every promotion into ENV
+• `/promote hold SERVICE TAG reason…` — keep an artifact out of every environment
+• `/promote hold clear SERVICE TAG reason…` — let it be promoted again (a verified rollback holds the \
+artifact it replaced)
+Examples: `/promote api-gateway 7a3f9c2 to production` · `/promote api-gateway --check` ·
+`/promote lock api-gateway production incident INC-42` · `/promote hold clear api-gateway 7a3f9c2 fixed by 9b1e0d4`"""
 
 ROLLBACK_HELP = """*`/rollback`* brings back the last known-good artifact, through the same gates and approval.
-• `/rollback SERVICE` — the artifact verified in the last environment before the current one
-• `/rollback SERVICE TAG in ENV reason…` — a specific known-good tag, environment and reason
-Example: `/rollback api-gateway in production error rate doubled after 7a3f9c2`"""
+• `/rollback SERVICE` — the artifact verified in the last environment before the one running now
+• `/rollback SERVICE TAG` — a specific tag that passed verification there before
+• `/rollback SERVICE [TAG] in ENV reason…` — name the environment and say why
+The card shows exactly which tag and digest will run and which it replaces. Once the rollback is verified, the \
+replaced artifact is on hold until `/promote hold clear SERVICE TAG reason…`.
+Examples: `/rollback api-gateway` · `/rollback api-gateway in production error rate doubled after 7a3f9c2`"""
 
 STATUS_HELP = """*`/status`* shows where every artifact is.
 • `/status` — every service at a glance
-• `/status SERVICE` — per environment: what runs there, its verification, what is pending
+• `/status SERVICE` — per environment: what runs there, when it was deployed, its verification, soak and when \
+it may move on, pending promotions and whom they wait for, locks, holds and freezes
 Example: `/status api-gateway`"""
 
 
@@ -52,7 +65,13 @@ class Reply:
 
 
 def text_reply(text: str) -> Reply:
+    """A reply from mrkdwn the caller built (and escaped)."""
     return Reply(text=text, blocks=B.message(text))
+
+
+def problem(exc: Exception) -> Reply:
+    """A refusal or a mistake; its message may quote what the user typed, so it is escaped whole."""
+    return text_reply(f":warning: {esc(exc)}")
 
 
 class CommandError(UserError):
@@ -75,6 +94,19 @@ class LockCommand:
     unlock: bool = False
 
 
+@dataclass(frozen=True)
+class HoldCommand:
+    service: str
+    tag: str
+    reason: str
+    clear: bool = False
+
+
+@dataclass(frozen=True)
+class RevokeCommand:
+    promotion_id: str
+
+
 def _words(text: str) -> list[str]:
     try:
         return shlex.split(text or "")
@@ -82,24 +114,39 @@ def _words(text: str) -> list[str]:
         return (text or "").split()
 
 
-def parse_promote(text: str) -> PromoteCommand | LockCommand | str:
-    """``/promote`` text → a command, or "help"."""
+def _parse_hold(words: list[str]) -> HoldCommand:
+    clear = len(words) > 1 and words[1] == "clear"
+    rest = words[2:] if clear else words[1:]
+    if len(rest) < 3:
+        usage = "`/promote hold clear SERVICE TAG reason…`" if clear else "`/promote hold SERVICE TAG reason…`"
+        raise CommandError(f"Expected {usage}: a hold is placed and cleared with a reason, for the audit trail.")
+    return HoldCommand(rest[0], rest[1], " ".join(rest[2:]), clear)
+
+
+def parse_promote(text: str) -> PromoteCommand | LockCommand | HoldCommand | RevokeCommand | str:
+    """``/promote`` text → a command, or "help"; raises CommandError saying what was expected."""
     words = _words(text)
     if not words or words[0] in ("help", "-h", "--help"):
         return "help"
     if words[0] in ("lock", "unlock"):
         unlock = words[0] == "unlock"
-        if len(words) < 3 or (not unlock and len(words) < 4):
+        if len(words) < 3 or (not unlock and len(words) < 4) or (unlock and len(words) > 3):
             usage = "`/promote unlock SERVICE ENV`" if unlock else "`/promote lock SERVICE ENV reason…`"
             raise CommandError(f"Expected {usage}.")
         return LockCommand(words[1], words[2], " ".join(words[3:]), unlock)
+    if words[0] == "hold":
+        return _parse_hold(words)
+    if words[0] == "revoke":
+        if len(words) != 2:
+            raise CommandError("Expected `/promote revoke PROMOTION_ID` (the id is on the card's last line).")
+        return RevokeCommand(words[1])
     check = False
     rest = []
     for w in words:
         if w in ("--check", "-n", "--dry-run"):
             check = True
         elif w.startswith("-"):
-            raise CommandError(f"Unknown option `{w}`. Expected `/promote SERVICE [TAG] [to ENV] [--check]`.")
+            raise CommandError(f"Unknown option `{w}`. Expected {PROMOTE_USAGE}.")
         else:
             rest.append(w)
     env = None
@@ -110,8 +157,8 @@ def parse_promote(text: str) -> PromoteCommand | LockCommand | str:
         env = rest[i + 1]
         rest = rest[:i] + rest[i + 2:]
     if not rest or len(rest) > 2:
-        raise CommandError("Expected `/promote SERVICE [TAG] [to ENV] [--check]`, "
-                           "e.g. `/promote api-gateway 7a3f9c2`.")
+        raise CommandError(f"Expected {PROMOTE_USAGE}, e.g. `/promote api-gateway 7a3f9c2`; "
+                           "`/promote help` lists everything.")
     return PromoteCommand(rest[0], rest[1] if len(rest) > 1 else None, env, check)
 
 
@@ -152,18 +199,23 @@ class CommandRouter:
                 return text_reply(PROMOTE_HELP)
             if isinstance(cmd, LockCommand):
                 return self._lock(user, cmd)
+            if isinstance(cmd, HoldCommand):
+                return await self._hold(user, cmd)
+            if isinstance(cmd, RevokeCommand):
+                result = await self.service.revoke_approval(cmd.promotion_id, user)
+                return text_reply((":white_check_mark: " if result.changed else ":warning: ") + result.message)
             if cmd.check_only:
                 report = await self.service.check(cmd.service, cmd.tag, cmd.environment)
                 return Reply(text=("eligible" if report.eligible else B.refusal_text(report)),
                              blocks=B.eligibility(report))
             result = await self.service.request(user, cmd.service, cmd.tag, cmd.environment)
         except UserError as exc:
-            return text_reply(f":warning: {exc}")
+            return problem(exc)
         if result.outcome == "refused":
             if not result.report.results:
-                return text_reply(f":no_entry: {result.message}")
+                return text_reply(f":no_entry: {esc(result.message)}")
             return Reply(text=B.refusal_text(result.report), blocks=B.refusal(result.report))
-        return text_reply(f":white_check_mark: {B.esc(result.message)}")
+        return text_reply(f":white_check_mark: {esc(result.message)}")
 
     async def rollback(self, user: str, text: str) -> Reply:
         try:
@@ -173,13 +225,13 @@ class CommandRouter:
             result = await self.service.request(user, cmd.service, cmd.tag, cmd.environment, kind="rollback",
                                                 reason=cmd.reason or None)
         except UserError as exc:
-            return text_reply(f":warning: {exc}")
+            return problem(exc)
         if result.outcome == "refused":
             if not result.report.results:
-                return text_reply(f":no_entry: {result.message}")
+                return text_reply(f":no_entry: {esc(result.message)}")
             return Reply(text=B.refusal_text(result.report, kind="rollback"),
                          blocks=B.refusal(result.report, kind="rollback"))
-        return text_reply(f":white_check_mark: {B.esc(result.message)}")
+        return text_reply(f":white_check_mark: {esc(result.message)}")
 
     def _looks_like_tag(self, text: str, word: str) -> bool:
         service = _words(text)[0]
@@ -191,75 +243,65 @@ class CommandRouter:
         self.service.service_config(cmd.service)
         self.service.environment_config(cmd.environment)
         now = self.service.clock()
+        where = f"{esc(cmd.service)} in {esc(cmd.environment)}"
         with transaction(self.service.engine) as s:
             existing = s.get(EnvironmentLock, (cmd.service, cmd.environment))
             if cmd.unlock:
                 if existing is None:
-                    return text_reply(f"{cmd.service} in {cmd.environment} is not locked.")
+                    return text_reply(f"{where} is not locked; nothing changed.")
                 s.delete(existing)
                 audit.append(s, at=now, actor=user, action="environment.unlocked", service=cmd.service,
                              environment=cmd.environment, detail={"was_locked_by": existing.locked_by,
                                                                   "reason": existing.reason})
-                return text_reply(f":unlock: Unlocked {cmd.service} in {cmd.environment}.")
+                return text_reply(f":unlock: Unlocked {where} (locked by {mention(existing.locked_by)} since "
+                                  f"{existing.locked_at:%Y-%m-%d %H:%M} UTC: {literal(existing.reason)}).")
             if existing is not None:
-                return text_reply(f"{cmd.service} in {cmd.environment} is already locked by <@{existing.locked_by}> "
-                                  f"since {existing.locked_at:%Y-%m-%d %H:%M} UTC: {B.esc(existing.reason)}")
+                return text_reply(f"{where} is already locked by {mention(existing.locked_by)} since "
+                                  f"{existing.locked_at:%Y-%m-%d %H:%M} UTC: {literal(existing.reason)}")
             s.add(EnvironmentLock(service=cmd.service, environment=cmd.environment, locked_by=user,
                                   reason=cmd.reason, locked_at=now))
             audit.append(s, at=now, actor=user, action="environment.locked", service=cmd.service,
                          environment=cmd.environment, detail={"reason": cmd.reason})
-        return text_reply(f":lock: Locked {cmd.service} in {cmd.environment}: {B.esc(cmd.reason)}. Every promotion "
-                          f"into it is refused until `/promote unlock {cmd.service} {cmd.environment}`.")
+        return text_reply(f":lock: Locked {where}: {literal(cmd.reason)}. Every promotion into it, automatic ones "
+                          f"too, is refused until `/promote unlock {esc(cmd.service)} {esc(cmd.environment)}`.")
+
+    async def _hold(self, user: str, cmd: HoldCommand) -> Reply:
+        svc = self.service.service_config(cmd.service)
+        if self.service.ledger.artifact(cmd.service, cmd.tag) is None:
+            raise UserError(f"No artifact `{cmd.tag}` is recorded for {cmd.service}. Expected "
+                            f"`/promote hold{' clear' if cmd.clear else ''} SERVICE TAG reason…` with a built tag.")
+        now = self.service.clock()
+        what = f"{esc(cmd.service)} `{esc(cmd.tag)}`"
+        with transaction(self.service.engine) as s:
+            if cmd.clear:
+                previous = clear_hold(s, service=cmd.service, tag=cmd.tag, reason=cmd.reason, user=user, now=now)
+            else:
+                placed = put_on_hold(s, service=cmd.service, tag=cmd.tag, reason=cmd.reason, held_by=user, now=now)
+        if cmd.clear and previous is None:
+            return text_reply(f"{what} is not on hold; nothing changed.")
+        if not cmd.clear and not placed:
+            hold = self.service.ledger.hold(cmd.service, cmd.tag)
+            return text_reply(f"{what} is already on hold: {literal(hold.reason if hold else '')}")
+        if cmd.clear:
+            note = (f":white_check_mark: {mention(user)} cleared the hold on {what} ({literal(previous)}): "
+                    f"{literal(cmd.reason)}. It may be promoted again.")
+        else:
+            note = (f":raised_hand: {mention(user)} put {what} on hold: {literal(cmd.reason)}. No environment "
+                    f"takes it until `/promote hold clear {esc(cmd.service)} {esc(cmd.tag)} reason…`.")
+        await self.service._alert(svc.channel, note)
+        return text_reply(note)
 
     async def status(self, user: str, text: str) -> Reply:
         words = _words(text)
         if words and words[0] in ("help", "-h", "--help"):
             return text_reply(STATUS_HELP)
         try:
+            if len(words) > 1:
+                raise CommandError("Expected `/status` or `/status SERVICE` (one service).")
             if not words:
-                return self._overview()
-            return self._service_status(words[0])
+                rows = status_of.overview(self.service)
+                return Reply(text=f"Status of {len(rows)} services", blocks=B.overview(rows, self.service.clock()))
+            status = status_of.service_status(self.service, words[0])
+            return Reply(text=B.service_status_text(status), blocks=B.service_status(status))
         except UserError as exc:
-            return text_reply(f":warning: {exc}")
-
-    def _overview(self) -> Reply:
-        ledger = self.service.ledger
-        names = self.service.config.environment_names
-        lines = []
-        for svc in sorted(self.service.config.services):
-            cells = [f"{env} `{B.esc(ledger.current_artifact(svc, env) or '—')}`" for env in names]
-            lines.append(f"*{B.esc(svc)}*: " + " · ".join(cells))
-        text = "\n".join(lines) or "No services configured."
-        return Reply(text="Status of every service", blocks=[
-            *(B.message(chunk)[0] for chunk in B._chunks(lines or [text]))][:45])
-
-    def _service_status(self, name: str) -> Reply:
-        self.service.service_config(name)
-        ledger = self.service.ledger
-        lines = [f"*{B.esc(name)}*"]
-        for env in self.service.config.environment_names:
-            tag = ledger.current_artifact(name, env)
-            if tag is None:
-                lines.append(f"• *{env}*: nothing deployed")
-                continue
-            dep = ledger.deployments(name, env, tag=tag, limit=1)
-            ver = ledger.verifications(name, env, tag=tag, limit=1)
-            verified = (f"verification {ver[0].result} {_ago(ver[0].finished_at, self.service.clock())}"
-                        if ver else "not verified yet")
-            deployed = f"deployed {_ago(dep[0].finished_at, self.service.clock())}" if dep else ""
-            lock = ledger.lock(name, env)
-            locked = f" · :lock: locked by <@{lock.locked_by}>: {B.esc(lock.reason)}" if lock else ""
-            lines.append(f"• *{env}*: `{B.esc(tag)}` {deployed}, {verified}{locked}")
-            active = self.service._active(name, env)
-            if active is not None and not S(active.status).is_terminal:
-                lines.append(f"    pending: `{active.id}` `{B.esc(active.tag)}` — {S(active.status).label.lower()}")
-        return text_reply("\n".join(lines))
-
-
-def _ago(then: datetime, now: datetime) -> str:
-    minutes = int((now - then).total_seconds() // 60)
-    if minutes < 60:
-        return f"{minutes} min ago"
-    if minutes < 48 * 60:
-        return f"{minutes // 60} h ago"
-    return f"{minutes // 1440} days ago"
+            return problem(exc)

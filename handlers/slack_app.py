@@ -1,4 +1,4 @@
-"""Bolt listeners: slash commands, buttons and the reject modal.
+"""Bolt listeners: slash commands, buttons, the reject modal and App Home.
 
 Every listener acknowledges at once (Slack allows three seconds), then does
 the work and answers through ``respond`` (the command's response_url) or the
@@ -14,6 +14,7 @@ from slack_bolt.async_app import AsyncApp
 
 from bot.promotions import PromotionService
 from handlers import blocks as B
+from handlers.app_home import home_view
 from handlers.commands import CommandRouter, Reply
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,18 @@ def register(app: AsyncApp, service: PromotionService, router: CommandRouter) ->
         result = await service.cancel(action["value"], body["user"]["id"])
         if not result.changed:
             await _say_privately(respond, result.message)
+
+    @app.action(B.REVOKE)
+    async def revoke(ack: Any, body: dict, action: dict, respond: Any) -> None:
+        await ack()
+        result = await service.revoke_approval(action["value"], body["user"]["id"])
+        await _say_privately(respond, result.message)
+
+    @app.event("app_home_opened")
+    async def home(event: dict, client: Any) -> None:
+        if event.get("tab", "home") != "home":
+            return
+        await client.views_publish(user_id=event["user"], view=await home_view(service, event["user"]))
 
     @app.action(B.REJECT)
     async def reject(ack: Any, body: dict, action: dict, respond: Any, client: Any) -> None:

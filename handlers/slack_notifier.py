@@ -26,8 +26,12 @@ class SlackNotifier:
         except Exception:
             log.info("no permalink for %s", view.id)
         where = f"<{link}|the card in <#{channel}>>" if link else f"the card in <#{channel}>"
+        # promobot itself asks for automatic rollbacks: say why, and that it is urgent
+        asker = (f":rotating_light: promobot ({B.esc(view.reason or 'automatic')})" if view.requested_by == "promobot"
+                 else f"<@{view.requested_by}>")
+        what = ("the rollback of " if view.kind == "rollback" else "") + B.esc(view.service)
         for user in [u for u in approver_users if u != view.requested_by][:MAX_DIRECT_MESSAGES]:
-            text = (f"<@{view.requested_by}> asks you to approve {B.esc(view.service)} `{B.esc(view.tag)}` → "
+            text = (f"{asker} asks you to approve {what} `{B.esc(view.tag)}` → "
                     f"{B.esc(view.target_environment)} (`{view.id}`). Decide on {where}.")
             try:
                 await self.client.chat_postMessage(channel=user, text=text, blocks=[b.to_dict() for b in B.message(text)])

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from checks.base import (ArtifactRecord, DeploymentRecord, LockRecord, SbomRecord, ScanRecord,
+from checks.base import (ArtifactRecord, DeploymentRecord, HoldRecord, LockRecord, SbomRecord, ScanRecord,
                          VerificationRecord)
-from storage.models import (Artifact, Deployment, EnvironmentLock, SbomReport, ScanReport,
+from storage.models import (Artifact, AuditEvent, Deployment, EnvironmentLock, SbomReport, ScanReport,
                             Verification)
+
+HELD = "artifact.held"  # the audit action that says who put an artifact on hold, and when
 
 
 class SqlLedger:
@@ -97,3 +100,52 @@ class SqlLedger:
             if lk is None:
                 return None
             return LockRecord(lk.service, lk.environment, lk.locked_by, lk.reason, lk.locked_at)
+
+    def hold(self, service: str, tag: str) -> HoldRecord | None:
+        """The artifact's hold: the reason from the artifact, who and when from the audit trail."""
+        with Session(self.engine) as s:
+            reason = s.exec(select(Artifact.hold_reason).where(Artifact.service == service,
+                                                               Artifact.tag == tag)).first()
+            if not reason:
+                return None
+            events = s.exec(select(AuditEvent).where(AuditEvent.action == HELD, AuditEvent.service == service)
+                            .order_by(col(AuditEvent.seq).desc()).limit(200))
+            placed = next((e for e in events if (e.detail or {}).get("tag") == tag), None)
+            if placed is None:  # purged by retention: the reason is all that is left
+                return HoldRecord(service, tag, reason)
+            return HoldRecord(service, tag, reason, (placed.detail or {}).get("held_by") or placed.actor, placed.at)
+
+    # --- every service at once (``/status``, App Home) ---------------------------------
+
+    def current_deployments(self) -> dict[tuple[str, str], DeploymentRecord]:
+        """The latest successful deployment of every (service, environment), in one query."""
+        with Session(self.engine) as s:
+            rank = sa.func.row_number().over(partition_by=(Deployment.service, Deployment.environment),
+                                             order_by=(col(Deployment.finished_at).desc(), col(Deployment.id).desc()))
+            latest = select(Deployment.id, rank.label("rank")).where(Deployment.status == "success").subquery()
+            rows = s.exec(select(Deployment).join(latest, latest.c.id == Deployment.id).where(latest.c.rank == 1))
+            return {(d.service, d.environment): DeploymentRecord(d.service, d.tag, d.environment, d.status,
+                                                                 d.finished_at, d.run_id, d.url) for d in rows}
+
+    def latest_verifications(self) -> dict[tuple[str, str], VerificationRecord]:
+        """The latest verification of every (service, environment), in one query."""
+        with Session(self.engine) as s:
+            rank = sa.func.row_number().over(partition_by=(Verification.service, Verification.environment),
+                                             order_by=(col(Verification.finished_at).desc(),
+                                                       col(Verification.id).desc()))
+            latest = select(Verification.id, rank.label("rank")).subquery()
+            rows = s.exec(select(Verification).join(latest, latest.c.id == Verification.id)
+                          .where(latest.c.rank == 1))
+            return {(v.service, v.environment): VerificationRecord(v.service, v.tag, v.environment, v.result,
+                                                                   v.finished_at, v.checks or {}, v.url)
+                    for v in rows}
+
+    def locks(self) -> list[LockRecord]:
+        with Session(self.engine) as s:
+            return [LockRecord(lk.service, lk.environment, lk.locked_by, lk.reason, lk.locked_at)
+                    for lk in s.exec(select(EnvironmentLock))]
+
+    def held_tags(self) -> set[tuple[str, str]]:
+        """(service, tag) of every artifact on hold."""
+        with Session(self.engine) as s:
+            return set(s.exec(select(Artifact.service, Artifact.tag).where(col(Artifact.hold_reason).is_not(None))))

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from sqlalchemy.engine import Engine
 
+from bot.card_evidence import CardEvidenceNotifier
 from bot.config import PromobotConfig, Settings
 from bot.dispatch import Dispatcher, DryRunDispatcher, GitHubDispatcher
 from bot.github_client import github_factory
@@ -67,11 +68,14 @@ def build(settings: Settings, config: PromobotConfig, *, notifier: Notifier | No
     factory = github_factory(settings) if settings.github_configured else None
     if dispatcher is None:
         dispatcher = GitHubDispatcher(factory) if factory else DryRunDispatcher(echo=echo)
+    ledger = SqlLedger(engine)
+    source_host = GitHubSourceHost(factory) if factory else None
+    # every card, whoever draws it, carries the commits, history and stability approvers decide on
+    notifier = CardEvidenceNotifier(notifier, config=config, ledger=ledger, history=source_host, clock=clock)
     service = PromotionService(
-        config=config, engine=engine, ledger=SqlLedger(engine), dispatcher=dispatcher, notifier=notifier,
+        config=config, engine=engine, ledger=ledger, dispatcher=dispatcher, notifier=notifier,
         directory=directory or StaticDirectory(), registry=OciRegistryClient.from_env(os.environ),
-        source_host=GitHubSourceHost(factory) if factory else None, clock=clock,
-        instance_id=instance_id(settings))
+        source_host=source_host, clock=clock, instance_id=instance_id(settings))
     bot = Promobot(settings, config, engine, service, CommandRouter(service), slack_client)
     if slack_client is not None:
         bot.bolt = build_bolt(settings, bot)

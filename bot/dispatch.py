@@ -12,9 +12,12 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Protocol
 
 log = logging.getLogger(__name__)
+
+SECONDARY_RATE_LIMIT_WAIT = 60.0
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,10 @@ def retry_after_seconds(headers: dict[str, Any] | None, now: float | None = None
         try:
             return max(0.0, float(h["retry-after"]))
         except ValueError:
-            pass
+            try:  # the HTTP-date form
+                return max(0.0, parsedate_to_datetime(h["retry-after"]).timestamp() - (now or time.time()))
+            except (TypeError, ValueError):
+                pass
     if str(h.get("x-ratelimit-remaining", "")) == "0" and h.get("x-ratelimit-reset"):
         try:
             return max(0.0, float(h["x-ratelimit-reset"]) - (now or time.time()))
@@ -100,6 +106,9 @@ class GitHubDispatcher:
             status = exc.status
             retry_after = retry_after_seconds(exc.headers)
             message = (exc.data or {}).get("message") if isinstance(exc.data, dict) else None
+            secondary = status in (403, 429) and "secondary rate limit" in (message or "").lower()
+            if secondary and retry_after is None:
+                retry_after = SECONDARY_RATE_LIMIT_WAIT  # GitHub: without Retry-After, wait at least a minute
             rate_limited = status == 429 or (status == 403 and retry_after is not None)
             retryable = status >= 500 or rate_limited
             # A 5xx may come after GitHub accepted the dispatch; a 4xx means it refused it.

@@ -24,10 +24,12 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from bot import rollback
 from bot.config import PromobotConfig, format_duration
 from bot.dispatch import DispatchError, DispatchRequest, Dispatcher, RunInfo, describe
 from bot.roles import ApprovalView, ApproverDirectory, Notifier, PromotionView
-from bot.text import esc
+from bot.holds import put_on_hold
+from bot.text import esc, evidence_text, literal, mention
 from bot.states import PromotionStatus as S, after_deployment, after_verification
 from checks import runner
 from checks.base import GateContext, GateReport, Ledger, Registry, SourceHost
@@ -42,6 +44,8 @@ log = logging.getLogger(__name__)
 SYSTEM = "promobot"
 OUTBOX_LEASE = timedelta(seconds=60)
 MAX_DISPATCH_ATTEMPTS = 8
+CARD_GRACE = timedelta(seconds=30)  # an automatic promotion's dispatch waits this long at most for its card
+RETRY_BACKOFF_BASE = 2.0  # seconds before the first retry; doubles each attempt, at most 300
 
 
 def utcnow() -> datetime:
@@ -151,9 +155,14 @@ class PromotionService:
         environment = environment or self.config.environment_names[-1]
         self.environment_config(environment)
         current = self.ledger.current_artifact(service, environment)
+        latest = self.ledger.deployments(service, environment, limit=1)
+        if latest and latest[0].status != "success":
+            current = None  # a failed deploy leaves the environment in doubt: the last good one may come back
         passed = [v for v in self.ledger.verifications(service, environment, limit=200) if v.result == "passed"]
         if tag is None:
-            known_good = next((v.tag for v in passed if v.tag != current), None)
+            # an artifact on hold was rolled back once already: it is not "known good"
+            known_good = next((v.tag for v in passed if v.tag != current and self.ledger.hold(service, v.tag) is None),
+                              None)
             if known_good is None:
                 raise UserError(f"No earlier artifact of {service} was verified in {environment}, so there is "
                                 f"nothing known-good to roll back to (it runs `{current or 'nothing'}`).")
@@ -274,12 +283,14 @@ class PromotionService:
                     audit.append(s, at=now, actor=SYSTEM, action=f"{kind}.approved", promotion_id=promotion.id,
                                  service=service, environment=target,
                                  detail={"approval": env.approval, "approvers": []})
-                    s.add(OutboxEntry(promotion_id=promotion.id, next_attempt_at=now, created_at=now))
+                    # held until the card is posted (so the dispatch notice threads under it), at most CARD_GRACE
+                    s.add(OutboxEntry(promotion_id=promotion.id, next_attempt_at=now + CARD_GRACE, created_at=now))
         except IntegrityError:
             raise UserError(f"Another promotion of {service} to {target} was opened at the same moment. "
                             "Run `/status` to see it.") from None
         if superseded:
-            await self._announce(superseded, f"Superseded by a newer request `{promotion.id}` from <@{requester}>.")
+            await self._announce(superseded,
+                                 f"Superseded by a newer request `{promotion.id}` from {mention(requester)}.")
         view = self.view(promotion.id)
         approver_users = sorted(await self._approver_users(env.approvers)) if manual else []
         try:
@@ -292,6 +303,10 @@ class PromotionService:
                 s.execute(sa.update(Promotion).where(Promotion.id == promotion.id)
                           .values(channel=channel, message_ts=ts))
         if not manual:
+            with transaction(self.engine) as s:
+                s.execute(sa.update(OutboxEntry).where(OutboxEntry.promotion_id == promotion.id,
+                                                       OutboxEntry.status == "pending")
+                          .values(next_attempt_at=self.clock()))
             self.outbox_wakeup.set()
             return RequestResult("approved", report, promotion.id,
                                  f"`{tag}` is going to {target} (approval: {env.approval}); promotion `{promotion.id}`.")
@@ -364,6 +379,12 @@ class PromotionService:
         with transaction(self.engine) as s:
             if not _move(s, p.id, S.PENDING_APPROVAL, S.APPROVED, approved_at=now, gate_report=report.to_json()):
                 return DecisionResult(False, self._already(p.id), p.id)
+            # counted again under the row lock: an approval revoked while the gates ran must not count
+            count = _approval_count(s, p.id)
+            if count < p.required_approvals:
+                s.rollback()
+                return DecisionResult(False, f"An approval was revoked meanwhile: {count} of "
+                                             f"{p.required_approvals}; `{p.id}` still waits for approval.", p.id)
             s.add(OutboxEntry(promotion_id=p.id, next_attempt_at=now, created_at=now))
             audit.append(s, at=now, actor=actor, action=f"{p.kind}.approved", promotion_id=p.id,
                          service=p.service, environment=p.target_environment,
@@ -402,9 +423,9 @@ class PromotionService:
             _release(s, p)
             audit.append(s, at=now, actor=user, action=f"{p.kind}.rejected", promotion_id=p.id, service=p.service,
                          environment=p.target_environment, detail={"reason": reason})
-        await self._announce(p.id, f"Rejected by <@{user}>: {esc(reason)}")
+        await self._announce(p.id, f"Rejected by <@{user}>: {literal(reason)}")
         await self._tell(p.requested_by, f"Your promotion `{p.id}` of {p.service} `{p.tag}` to "
-                                         f"{p.target_environment} was rejected by <@{user}>: {esc(reason)}")
+                                         f"{p.target_environment} was rejected by <@{user}>: {literal(reason)}")
         return DecisionResult(True, f"Rejected `{p.id}`.", p.id)
 
     async def cancel(self, promotion_id: str, user: str) -> DecisionResult:
@@ -423,6 +444,43 @@ class PromotionService:
                          service=p.service, environment=p.target_environment)
         await self._announce(p.id, f"Cancelled by <@{user}>.")
         return DecisionResult(True, f"Cancelled `{p.id}`.", p.id)
+
+    async def revoke_approval(self, promotion_id: str, user: str) -> DecisionResult:
+        """Withdraw ``user``'s approval while the promotion still waits for approvals (the count goes
+        back down); once it is approved and queued or dispatched, refuse and say what to do instead."""
+        p = self._promotion(promotion_id)
+        if p is None:
+            return DecisionResult(False, f"There is no promotion `{esc(promotion_id)}`. Expected "
+                                         "`/promote revoke PROMOTION_ID` (the id is on the card's last line).")
+        now = self.clock()
+        with transaction(self.engine) as s:
+            if not _touch(s, p.id, S.PENDING_APPROVAL):
+                return DecisionResult(False, self._revoke_refusal(p.id), p.id)
+            removed = s.execute(sa.delete(Approval).where(Approval.promotion_id == p.id, Approval.approver == user,
+                                                          Approval.decision == "approve")).rowcount
+            if not removed:
+                return DecisionResult(False, f"You have not approved `{p.id}`, so there is nothing to revoke.", p.id)
+            count = _approval_count(s, p.id)
+            audit.append(s, at=now, actor=user, action=f"{p.kind}.approval_revoked", promotion_id=p.id,
+                         service=p.service, environment=p.target_environment,
+                         detail={"approvals": count, "required": p.required_approvals})
+        await self._announce(p.id, f"<@{user}> revoked their approval ({count} of {p.required_approvals}).")
+        return DecisionResult(True, f"Your approval of `{p.id}` is revoked: {count} of {p.required_approvals}.",
+                              p.id)
+
+    def _revoke_refusal(self, promotion_id: str) -> str:
+        p = self._promotion(promotion_id)
+        st = S(p.status)
+        if st is S.APPROVED:
+            return (f"`{p.id}` is already approved and its dispatch is queued: an approval can be revoked only "
+                    f"while the request waits for approvals. To stop it before dispatch, lock the environment: "
+                    f"`/promote lock {esc(p.service)} {p.target_environment} reason…` (the gates run again "
+                    "right before dispatch).")
+        if st in (S.DISPATCHED, S.DEPLOYED, S.VERIFIED):
+            return (f"`{p.id}` was dispatched{f' at {p.dispatched_at:%Y-%m-%d %H:%M} UTC' if p.dispatched_at else ''}"
+                    f": revoking cannot undo a deploy. To undo it: `/rollback {esc(p.service)} in "
+                    f"{p.target_environment} reason…`.")
+        return self._already(p.id)
 
     async def decision_refusal(self, p: Promotion, user: str, verb: str) -> str | None:
         if p.status != S.PENDING_APPROVAL.value:
@@ -564,7 +622,11 @@ class PromotionService:
             try:
                 run = await self.dispatcher.find_run(request, since=entry.created_at)
             except DispatchError as exc:
-                self._reschedule(entry, f"reconciling: {exc}", exc.retry_after)
+                if exc.retryable and entry.attempts < MAX_DISPATCH_ATTEMPTS:
+                    self._reschedule(entry, f"reconciling: {exc}", exc.retry_after)
+                else:  # never dispatch again without knowing whether an earlier attempt went through
+                    await self._fail_dispatch(entry, p, f"could not check whether an earlier attempt started "
+                                                        f"a run ({exc}); look at the workflow's runs")
                 return
             if run is not None:
                 await self._mark_dispatched(entry, p, request, run, reconciled=True)
@@ -581,6 +643,11 @@ class PromotionService:
         except DispatchError as exc:
             if exc.retryable and entry.attempts < MAX_DISPATCH_ATTEMPTS:
                 self._reschedule(entry, str(exc), exc.retry_after)
+                return
+            # the last attempt may have started a run all the same: look before calling it failed
+            late = await self._find_after_dispatch(request, entry.created_at) if exc.maybe_sent else None
+            if late is not None:
+                await self._mark_dispatched(entry, p, request, late, reconciled=True)
                 return
             await self._fail_dispatch(entry, p, str(exc))
             return
@@ -601,7 +668,7 @@ class PromotionService:
         return None
 
     def _reschedule(self, entry: OutboxEntry, error: str, retry_after: float | None) -> None:
-        backoff = min(300.0, 2.0 * (2 ** max(0, entry.attempts - 1)))
+        backoff = min(300.0, RETRY_BACKOFF_BASE * (2 ** max(0, entry.attempts - 1)))
         wait = max(backoff, retry_after or 0.0)
         with transaction(self.engine) as s:
             s.execute(sa.update(OutboxEntry).where(OutboxEntry.id == entry.id, OutboxEntry.status == "in_flight",
@@ -728,11 +795,16 @@ class PromotionService:
         self.service_config(service)
         self.environment_config(environment)
         now = self.clock()
-        note = None
+        note, roll_back = None, False
         with transaction(self.engine) as s:
             if self._seen(s, event.get("event_id"), "deployment.finished", event):
                 return "duplicate"
             p = self._tracked(s, service, environment, tag, (S.DISPATCHED,))
+            # lock the promotion first: a webhook, a poll and the pipeline may report the same run at once
+            if p is not None and not _touch(s, p.id, S.DISPATCHED):
+                p = None
+            if p is None and _run_recorded(s, service, environment, tag, _str(event.get("run_id"))):
+                return "duplicate"
             s.add(Deployment(service=service, tag=tag, environment=environment, status=event["status"],
                              run_id=_str(event.get("run_id")), url=event.get("url"),
                              promotion_id=p.id if p else None, finished_at=event.get("finished_at") or now,
@@ -750,10 +822,13 @@ class PromotionService:
                 if _move(s, p.id, S(p.status), target, **values):
                     if target is S.FAILED:
                         _release(s, p)
+                        roll_back = rollback.queue(s, self.config, p, now) or p.kind == "rollback"
                     note = ("Deployed; waiting for verification." if target is S.DEPLOYED
                             else f"Deployment failed: {event.get('url') or 'see the run'}")
         if note and p is not None:
             await self._announce(p.id, note)
+        if roll_back:
+            await rollback.after_failure(self, p.id)
         return "recorded"
 
     async def verification_finished(self, event: dict, *, actor: str = "pipeline", follow_up: bool = True) -> str:
@@ -762,11 +837,13 @@ class PromotionService:
         self.service_config(service)
         self.environment_config(environment)
         now = self.clock()
-        note = None
+        note, roll_back = None, False
         with transaction(self.engine) as s:
             if self._seen(s, event.get("event_id"), "verification.finished", event):
                 return "duplicate"
             p = self._tracked(s, service, environment, tag, (S.DEPLOYED, S.DISPATCHED))
+            if p is not None and not _touch(s, p.id, S(p.status)):
+                p = None  # moved by a concurrent report; locking it first also keeps the lock order
             s.add(Verification(service=service, tag=tag, environment=environment, result=event["result"],
                                checks=event.get("checks") or {}, url=event.get("url"),
                                promotion_id=p.id if p else None, finished_at=event.get("finished_at") or now,
@@ -777,16 +854,25 @@ class PromotionService:
                                  "url": event.get("url")})
             if p is not None:
                 target = after_verification(event["result"])
-                reason = None if target is S.VERIFIED else "verification failed"
-                if _move(s, p.id, S(p.status), target, completed_at=now, reason=reason):
+                # the tracker's deadline passes its own reason ("no verification within 1h")
+                reason = None if target is S.VERIFIED else (event.get("reason") or "verification failed")
+                # a verified rollback keeps why it was asked for
+                if _move(s, p.id, S(p.status), target, completed_at=now, reason=reason or p.reason):
                     _release(s, p)
+                    held = _hold_replaced(s, p, now) if target is S.VERIFIED else None
+                    if target is S.FAILED:
+                        roll_back = rollback.queue(s, self.config, p, now) or p.kind == "rollback"
                     failed = ", ".join(k for k, v in (event.get("checks") or {}).items()
                                        if str(v).lower() not in ("passed", "pass", "ok", "success", "true"))
                     note = (f"Verified in {environment}. :white_check_mark:" if target is S.VERIFIED
                             else f"Verification failed in {environment}" + (f" ({failed})" if failed else "")
                             + (f": {event['url']}" if event.get("url") else "."))
+                    if held:
+                        note += f" {held}"
         if note and p is not None:
             await self._announce(p.id, note)
+        if roll_back:
+            await rollback.after_failure(self, p.id)
         if event["result"] == "passed" and follow_up:
             await self._promote_automatically(service, tag, environment)
         return "recorded"
@@ -837,10 +923,13 @@ class PromotionService:
         try:
             result = await self.request(SYSTEM, service, tag, target)
         except UserError as exc:
-            await self._alert(svc.channel, f"Automatic promotion of {service} `{tag}` to {target} not started: {exc}")
+            await self._alert(svc.channel, f"Automatic promotion of {service} `{tag}` to {target} not started: "
+                                           f"{esc(exc)}")
             return
         if result.outcome == "refused":
-            reasons = "\n".join(f"• {r.title}: {r.reason}" for r in result.report.blocking) or result.message
+            # gate reasons quote lock and hold reasons people typed: escaped, only recorded users mentioned
+            reasons = "\n".join(f"• {r.title}: {evidence_text(r.reason, r.evidence)}"
+                                 for r in result.report.blocking) or esc(result.message)
             await self._alert(svc.channel, f"Automatic promotion of {service} `{tag}` to {target} refused:\n{reasons}")
 
     @staticmethod
@@ -900,8 +989,29 @@ def _approval_count(s: Session, promotion_id: str) -> int:
                   .where(Approval.promotion_id == promotion_id, Approval.decision == "approve")).one()
 
 
+def _run_recorded(s: Session, service: str, environment: str, tag: str, run_id: str | None) -> bool:
+    """Whether this run's outcome is already recorded for its promotion (reported twice)."""
+    if run_id is None:
+        return False
+    return s.exec(select(Deployment.id).where(Deployment.service == service, Deployment.environment == environment,
+                                              Deployment.tag == tag, Deployment.run_id == run_id,
+                                              col(Deployment.promotion_id).is_not(None))).first() is not None
+
+
 def _release(s: Session, p: Promotion) -> None:
     s.execute(sa.delete(ActivePromotion).where(ActivePromotion.promotion_id == p.id))
+
+
+def _hold_replaced(s: Session, p: Promotion, now: datetime) -> str | None:
+    """A verified rollback puts the artifact it replaced on hold; returns the note for the card's thread."""
+    if p.kind != "rollback" or not p.replaces_tag or p.replaces_tag == p.tag:
+        return None  # after a failed deploy the environment may "replace" the very artifact it restores
+    reason = f"rolled back in {p.target_environment} by {p.id}" + (f": {p.reason}" if p.reason else "")
+    if not put_on_hold(s, service=p.service, tag=p.replaces_tag, reason=reason, held_by=p.requested_by, now=now,
+                       actor=SYSTEM, promotion_id=p.id):
+        return None
+    return (f"`{esc(p.replaces_tag)}` is now on hold: no environment takes it until "
+            f"`/promote hold clear {esc(p.service)} {esc(p.replaces_tag)} reason…`.")
 
 
 def _str(value: Any) -> str | None:

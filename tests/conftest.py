@@ -73,7 +73,8 @@ def settings_for(database_url: str, slack, github, **overrides):
     values = dict(promobot_config="(tests)", database_url=database_url, slack_bot_token=BOT_TOKEN,
                   slack_signing_secret=SIGNING_SECRET, slack_api_url=slack.api_url, github_token=GITHUB_TOKEN,
                   github_api_url=github.api_url, github_webhook_secret=WEBHOOK_SECRET,
-                  promobot_api_token=API_TOKEN, promobot_instance_id="test-1", promobot_outbox_interval=0.2)
+                  promobot_api_token=API_TOKEN, promobot_instance_id="test-1", promobot_outbox_interval=0.2,
+                  promobot_tracking_poll_interval=0.3)
     values.update(overrides)
     return Settings(**values)
 
@@ -84,12 +85,19 @@ def config_text():
 
 
 @pytest.fixture
-async def harness(database_url, slack, github, config_text):
+def settings_overrides():
+    """Settings a test changes (``@pytest.mark.parametrize("settings_overrides", [{...}])``)."""
+    return {}
+
+
+@pytest.fixture
+async def harness(database_url, slack, github, config_text, settings_overrides):
     from bot.app import build
     from bot.config import parse_config
     from bot.server import make_web_app
     clock = Clock()
-    bot = build(settings_for(database_url, slack, github), parse_config(config_text), clock=clock)
+    bot = build(settings_for(database_url, slack, github, **settings_overrides), parse_config(config_text),
+                clock=clock)
     runner = web.AppRunner(make_web_app(bot), shutdown_timeout=1.0)
     await runner.setup()
     port = free_port()

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.bot_process import BotProcess
-from tests.harness import CONFIG, Clock, Harness
+from tests.harness import CONFIG, Clock, Harness, verified
 from tests.test_promotion_flow import TAG, production_dispatches, request_card, seed
 
 pytestmark = pytest.mark.slow
@@ -50,6 +50,15 @@ def _promotion(database_url: str, promotion_id: str) -> dict:
     finally:
         engine.dispose()
     return {"status": row[0], "run_id": row[1], "actions": actions, "outbox": tuple(outbox)}
+
+
+def production_promotion_id(database_url: str) -> str:
+    engine = sa.create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text("SELECT id FROM promotion WHERE target_environment = 'production'")).scalar_one()
+    finally:
+        engine.dispose()
 
 
 async def test_killed_while_github_was_answering_the_dispatch(processes, slack, github, database_url):
@@ -106,6 +115,11 @@ async def test_killed_while_github_was_failing_then_recovers(processes, slack, g
         await h.user("U0LEAD").click(h.cards()[-1], "promotion.approve")
         await h.wait(lambda s: [r for r in github.requests() if r["path"].endswith("/dispatches")
                                 and r["status"] == 502], timeout=20)
+        pid = production_promotion_id(database_url)
+        for _ in range(100):  # the failure is on record (GitHub's answer alone is not)
+            if "dispatch.retry_scheduled" in _promotion(database_url, pid)["actions"]:
+                break
+            await asyncio.sleep(0.05)
         bot.kill()
         github.reset()  # GitHub recovers while the bot is down
 
@@ -122,3 +136,32 @@ async def test_killed_while_github_was_failing_then_recovers(processes, slack, g
     assert len(production_dispatches(h)) == 1
     assert state["actions"].count("dispatch.sent") == 1
     assert "dispatch.retry_scheduled" in _promotion(database_url, pid)["actions"]
+
+
+async def test_killed_while_the_run_was_deploying(processes, slack, github, database_url):
+    bot = processes("replica-a")
+    async with aiohttp.ClientSession() as session:
+        h = await _harness(bot, slack, github, session)
+        await seed(h)
+        await request_card(h)
+        await h.user("U0LEAD").click(h.cards()[-1], "promotion.approve")
+        dispatch = (await h.wait(lambda s: production_dispatches(h), timeout=20))[0]
+        pid = dispatch["inputs"]["promotion_id"]
+        for _ in range(100):
+            if _promotion(database_url, pid)["status"] == "dispatched":
+                break
+            await asyncio.sleep(0.1)
+        bot.kill()
+        github.complete_run(dispatch["run_id"], "success")  # the run ends while promobot is down: no webhook
+
+        h = await _harness(processes("replica-a"), slack, github, session)  # tracked runs resume from the database
+        for _ in range(100):
+            if _promotion(database_url, pid)["status"] == "deployed":
+                break
+            await asyncio.sleep(0.1)
+        assert (await h.event(verified("api-gateway", TAG, "production")))[0] == 202
+        state = _promotion(database_url, pid)
+    assert state["status"] == "verified", state
+    assert state["actions"] == ["promotion.requested", "promotion.approval", "promotion.approved", "dispatch.sent",
+                                "deployment.finished", "verification.finished"]
+    assert len(production_dispatches(h)) == 1

@@ -151,7 +151,7 @@ class FakeGitHub(ThreadedFake):
             return copy.deepcopy([self._run_json(run) for run in self._sorted_runs(repo)])
 
     def requests(self) -> list[dict]:
-        """{method, path, query, status} for every request, in arrival order."""
+        """{method, path, query, status, at (epoch seconds)} for every request, in arrival order."""
         with self._lock:
             return copy.deepcopy(self._requests)
 
@@ -288,7 +288,7 @@ class FakeGitHub(ThreadedFake):
             response = _error(exc.status, exc.reason)
         with self._lock:
             self._requests.append({"method": request.method, "path": request.path, "query": dict(request.query),
-                                   "status": response.status})
+                                   "status": response.status, "at": time.time()})
             used = len(self._requests)
         rate = {"X-RateLimit-Limit": "5000", "X-RateLimit-Remaining": str(max(5000 - used, 0)),
                 "X-RateLimit-Reset": str(self._reset_at), "X-RateLimit-Used": str(used), "X-RateLimit-Resource": "core"}

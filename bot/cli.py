@@ -200,12 +200,26 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
+    import dataclasses
+    from datetime import datetime, timedelta, timezone
+    from sqlmodel import Session
     from bot.app import open_database
     from storage import metrics
     settings = _settings()
     config = _config(settings)
     engine = open_database(settings)
-    print(metrics.cli_report(engine, config, days=args.days, service=args.service, as_json=args.json))
+    if args.service and args.service not in config.services:
+        print(f"error: unknown service {args.service!r}", file=sys.stderr)
+        return EXIT_ERROR
+    end = datetime.now(timezone.utc)
+    with Session(engine) as s:
+        report = metrics.compute(s, start=end - timedelta(days=args.days), end=end,
+                                 services=[args.service] if args.service else None,
+                                 production=config.environment_names[-1])
+    if args.json:
+        print(json.dumps(dataclasses.asdict(report), default=str, indent=2))
+    else:
+        print(report.format_table())
     return EXIT_OK
 
 

@@ -228,6 +228,17 @@ class DigestConfig(_Strict):
     def _window(cls, v: Any) -> timedelta:
         return parse_duration(v)
 
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        return EnvironmentConfig._tz(v)
+
+    @model_validator(mode="after")
+    def _schedule(self) -> "DigestConfig":
+        from bot.digests import digest_trigger  # the scheduler's own reading of the schedule
+        digest_trigger(self)
+        return self
+
 
 class PromobotConfig(_Strict):
     environments: list[EnvironmentConfig] = Field(min_length=1)
@@ -376,6 +387,7 @@ class Settings(BaseSettings):
     promobot_instance_id: str | None = None
     promobot_outbox_interval: float = 2.0
     promobot_tracking_poll_interval: float = 30.0
+    promobot_audit_archive_dir: str = "./audit-archive"
 
     @field_validator("slack_api_url")
     @classmethod

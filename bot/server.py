@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 import sqlalchemy as sa
 from aiohttp import web
 
-from bot.app import Promobot
+from bot import retention_job
+from bot.app import Promobot, instance_id
 from bot.tracking import Tracker
 from handlers import github_webhook, pipeline_api
 
@@ -32,6 +34,16 @@ def make_web_app(bot: Promobot, *, background: bool = True) -> web.Application:
 
     app.router.add_get("/healthz", healthz)
 
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    from storage.metrics import build_registry
+    registry = build_registry(bot.engine)
+
+    async def metrics(_: web.Request) -> web.Response:
+        body = await asyncio.to_thread(generate_latest, registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app.router.add_get("/metrics", metrics)
+
     # Slack over HTTP only with signature verification: in Socket Mode without SLACK_SIGNING_SECRET
     # the Bolt app verifies nothing, and this route would take forged commands and clicks.
     if bot.bolt is not None and bot.settings.secret("slack_signing_secret"):
@@ -44,25 +56,33 @@ def make_web_app(bot: Promobot, *, background: bool = True) -> web.Application:
         app.router.add_post("/slack/events", slack_events)
 
     if background:
-        app.cleanup_ctx.append(_outbox_worker(bot))
+        interval = bot.settings.promobot_outbox_interval
+        app.cleanup_ctx.append(_background(lambda stop: bot.service.run_outbox(stop, interval)))
         app.cleanup_ctx.append(_background(tracker.run))
+        app.cleanup_ctx.append(_background(lambda stop: retention_job.run(
+            stop, engine=bot.engine, archive_dir=Path(bot.settings.promobot_audit_archive_dir),
+            instance_id=instance_id(bot.settings), clock=bot.service.clock)))
+        if bot.slack_client is not None and bot.config.digests:
+            app.cleanup_ctx.append(_digests(bot))
     return app
+
+
+def _digests(bot: Promobot):
+    """The daily digests' cron jobs; each run is claimed in the database, so one replica posts it."""
+    async def ctx(_: web.Application):
+        from bot.digests import DigestScheduler
+        scheduler = DigestScheduler(bot.engine, bot.config, bot.slack_client, instance_id(bot.settings),
+                                    clock=bot.service.clock)
+        scheduler.start()
+        yield
+        scheduler.shutdown()
+
+    return ctx
 
 
 def _ping(bot: Promobot) -> None:
     with bot.engine.connect() as conn:
         conn.execute(sa.text("SELECT 1"))
-
-
-def _outbox_worker(bot: Promobot):
-    async def ctx(_: web.Application):
-        stop = asyncio.Event()
-        task = asyncio.create_task(bot.service.run_outbox(stop, bot.settings.promobot_outbox_interval))
-        yield
-        stop.set()
-        await asyncio.wait_for(task, timeout=30)
-
-    return ctx
 
 
 def _background(loop):

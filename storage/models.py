@@ -61,7 +61,8 @@ class Artifact(SQLModel, table=True):
 class Deployment(SQLModel, table=True):
     """A deploy workflow's outcome in one environment (``deployment.finished`` or tracking)."""
 
-    __table_args__ = (sa.Index("ix_deployment_lookup", "service", "environment", "finished_at"),)
+    __table_args__ = (sa.Index("ix_deployment_lookup", "service", "environment", "finished_at"),
+                      sa.Index("ix_deployment_finished_at", "finished_at"))
     id: Optional[int] = Field(default=None, primary_key=True)
     service: str
     tag: str
@@ -77,7 +78,9 @@ class Deployment(SQLModel, table=True):
 class Verification(SQLModel, table=True):
     """Post-deploy verification in one environment (``verification.finished``)."""
 
-    __table_args__ = (sa.Index("ix_verification_lookup", "service", "environment", "finished_at"),)
+    __table_args__ = (sa.Index("ix_verification_lookup", "service", "environment", "finished_at"),
+                      sa.Index("ix_verification_finished_at", "finished_at"),
+                      sa.Index("ix_verification_artifact", "service", "tag", "environment"))
     id: Optional[int] = Field(default=None, primary_key=True)
     service: str
     tag: str
@@ -117,6 +120,11 @@ class SbomReport(SQLModel, table=True):
 class Promotion(SQLModel, table=True):
     """One request to move an artifact into an environment (a rollback is one too)."""
 
+    # the metrics and digests aggregate over these timestamps
+    __table_args__ = (sa.Index("ix_promotion_requested_at", "requested_at"),
+                      sa.Index("ix_promotion_approved_at", "approved_at"),
+                      sa.Index("ix_promotion_completed_at", "completed_at"),
+                      sa.Index("ix_promotion_pipeline_run_id", "pipeline_run_id"))
     id: str = Field(primary_key=True)
     kind: str = "promotion"  # promotion | rollback
     service: str = Field(index=True)
@@ -227,3 +235,15 @@ class JobClaim(SQLModel, table=True):
     run_key: str = Field(primary_key=True)
     claimed_by: str
     claimed_at: datetime = _ts()
+
+
+class AuditAnchor(SQLModel, table=True):
+    """Where the audit chain starts after a purge: the last purged event's seq and hash."""
+
+    seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})  # last event purged
+    hash: str  # that event's hash: the first remaining event's prev_hash
+    first_seq: int  # first event this purge removed
+    first_prev_hash: str  # the link before it: GENESIS or the previous anchor's hash
+    events: int
+    archive: str  # the archive file the purged events were written to
+    purged_at: datetime = _ts()

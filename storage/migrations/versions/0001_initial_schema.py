@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 10:57:13.351620
+Create Date: 2026-11-26 11:59:19.533349
 """
 from alembic import op
 import sqlalchemy as sa
@@ -53,6 +53,16 @@ def upgrade() -> None:
     with op.batch_alter_table('artifact', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_artifact_service'), ['service'], unique=False)
 
+    op.create_table('auditanchor',
+    sa.Column('seq', sa.Integer(), autoincrement=False, nullable=False),
+    sa.Column('hash', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('first_seq', sa.Integer(), nullable=False),
+    sa.Column('first_prev_hash', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('events', sa.Integer(), nullable=False),
+    sa.Column('archive', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('purged_at', storage.models.UTCDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('seq')
+    )
     op.create_table('auditevent',
     sa.Column('seq', sa.Integer(), autoincrement=False, nullable=False),
     sa.Column('at', storage.models.UTCDateTime(timezone=True), nullable=False),
@@ -91,6 +101,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('deployment', schema=None) as batch_op:
+        batch_op.create_index('ix_deployment_finished_at', ['finished_at'], unique=False)
         batch_op.create_index('ix_deployment_lookup', ['service', 'environment', 'finished_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_deployment_promotion_id'), ['promotion_id'], unique=False)
 
@@ -163,6 +174,10 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('promotion', schema=None) as batch_op:
+        batch_op.create_index('ix_promotion_approved_at', ['approved_at'], unique=False)
+        batch_op.create_index('ix_promotion_completed_at', ['completed_at'], unique=False)
+        batch_op.create_index('ix_promotion_pipeline_run_id', ['pipeline_run_id'], unique=False)
+        batch_op.create_index('ix_promotion_requested_at', ['requested_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_promotion_service'), ['service'], unique=False)
         batch_op.create_index(batch_op.f('ix_promotion_status'), ['status'], unique=False)
 
@@ -206,10 +221,17 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('verification', schema=None) as batch_op:
+        batch_op.create_index('ix_verification_artifact', ['service', 'tag', 'environment'], unique=False)
+        batch_op.create_index('ix_verification_finished_at', ['finished_at'], unique=False)
         batch_op.create_index('ix_verification_lookup', ['service', 'environment', 'finished_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_verification_promotion_id'), ['promotion_id'], unique=False)
 
     # ### end Alembic commands ###
+
+    # the chain's head row exists from the start, so that concurrent first appends only update it
+    op.bulk_insert(sa.table("audithead", sa.column("id", sa.Integer), sa.column("seq", sa.Integer),
+                            sa.column("last_hash", sa.String)),
+                   [{"id": 1, "seq": 0, "last_hash": "0" * 64}])
 
 
 def downgrade() -> None:
@@ -217,6 +239,8 @@ def downgrade() -> None:
     with op.batch_alter_table('verification', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_verification_promotion_id'))
         batch_op.drop_index('ix_verification_lookup')
+        batch_op.drop_index('ix_verification_finished_at')
+        batch_op.drop_index('ix_verification_artifact')
 
     op.drop_table('verification')
     with op.batch_alter_table('scanreport', schema=None) as batch_op:
@@ -230,6 +254,10 @@ def downgrade() -> None:
     with op.batch_alter_table('promotion', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_promotion_status'))
         batch_op.drop_index(batch_op.f('ix_promotion_service'))
+        batch_op.drop_index('ix_promotion_requested_at')
+        batch_op.drop_index('ix_promotion_pipeline_run_id')
+        batch_op.drop_index('ix_promotion_completed_at')
+        batch_op.drop_index('ix_promotion_approved_at')
 
     op.drop_table('promotion')
     op.drop_table('pipelineevent')
@@ -242,6 +270,7 @@ def downgrade() -> None:
     with op.batch_alter_table('deployment', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_deployment_promotion_id'))
         batch_op.drop_index('ix_deployment_lookup')
+        batch_op.drop_index('ix_deployment_finished_at')
 
     op.drop_table('deployment')
     op.drop_table('audithead')
@@ -251,6 +280,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_auditevent_action'))
 
     op.drop_table('auditevent')
+    op.drop_table('auditanchor')
     with op.batch_alter_table('artifact', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_artifact_service'))
 

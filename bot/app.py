@@ -40,7 +40,9 @@ class Promobot:
 
 
 def instance_id(settings: Settings) -> str:
-    return settings.promobot_instance_id or f"{socket.gethostname()}"
+    """This process's name for outbox claims. Unique per process unless PROMOBOT_INSTANCE_ID names it
+    (a stable name lets a restarted process take back its own claims at once)."""
+    return settings.promobot_instance_id or f"{socket.gethostname()}-{os.getpid()}"
 
 
 def open_database(settings: Settings, *, upgrade: bool = True) -> Engine:

@@ -249,6 +249,9 @@ class PromobotConfig(_Strict):
     @model_validator(mode="after")
     def _cross(self) -> "PromobotConfig":
         names = [e.name for e in self.environments]
+        if self.environments[-1].approval != "manual":
+            raise ValueError(f"environments.{names[-1]}: the last environment needs approval: manual "
+                             "(production changes need a person's approval)")
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"environments: names must be unique, repeated: {', '.join(dupes)}")

@@ -26,6 +26,7 @@ from sqlmodel import Session
 
 from bot.charts import digest_chart
 from bot.config import DigestConfig, PromobotConfig
+from bot.text import esc
 from storage import audit, metrics
 from storage.db import transaction
 from storage.metrics import DayPoint, Listing, MetricsReport, SlowApproval, human, percent
@@ -221,7 +222,7 @@ def digest_blocks(d: Digest) -> list[Block]:
         blocks.append(_lines("Rollbacks", [
             f"• `{r.promotion_id}` {r.service} {r.environment}: back to `{r.tag}`"
             + (f" from `{r.replaces_tag}`" if r.replaces_tag else "") + f" — {r.status}"
-            + (f" ({r.reason})" if r.reason else "")
+            + (f" ({esc(r.reason)})" if r.reason else "")
             for r in d.rollbacks.items], d.rollbacks.total))
     seq, head = d.audit_head
     blocks.append(ContextBlock(elements=[MarkdownTextObject(

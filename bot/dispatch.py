@@ -96,9 +96,10 @@ class GitHubDispatcher:
 
     dry_run = False
 
-    def __init__(self, github_factory: Callable[[], Any], timeout: float = 20.0):
+    def __init__(self, github_factory: Callable[[], Any], timeout: float = 20.0, http_timeout: float = 15.0):
         self._github_factory = github_factory
         self._timeout = timeout
+        self._http_timeout = http_timeout
 
     def _error(self, exc: Exception, *, sending: bool) -> DispatchError:
         from github import GithubException
@@ -120,11 +121,14 @@ class GitHubDispatcher:
     def _workflow(self, request: DispatchRequest) -> Any:
         return self._github_factory().get_repo(request.repository).get_workflow(request.workflow)
 
-    def _dispatch_sync(self, request: DispatchRequest) -> RunInfo:
+    def _workflow_sync(self, request: DispatchRequest) -> Any:
         try:
-            workflow = self._workflow(request)
+            return self._workflow(request)
         except Exception as exc:
             raise self._error(exc, sending=False) from None
+
+    def _send_sync(self, workflow: Any, request: DispatchRequest) -> RunInfo:
+        """The one call that may start a run: a single POST, nothing else in this thread."""
         try:
             result = workflow.create_dispatch(request.ref, inputs=request.inputs, throw=True,
                                               return_run_details=True)
@@ -161,11 +165,16 @@ class GitHubDispatcher:
         try:
             return await asyncio.wait_for(asyncio.to_thread(fn, *args), timeout=self._timeout)
         except asyncio.TimeoutError:
+            sending = fn == self._send_sync
+            # We stopped waiting, but the thread's POST may still go out: retry only after it surely ended
+            # (connect and read timeouts of the HTTP client, each), then reconcile first.
             raise DispatchError(f"GitHub did not answer within {self._timeout:g}s", retryable=True,
-                                maybe_sent=fn is self._dispatch_sync) from None
+                                maybe_sent=sending,
+                                retry_after=2 * self._http_timeout + 5 if sending else None) from None
 
     async def dispatch(self, request: DispatchRequest) -> RunInfo:
-        return await self._in_thread(self._dispatch_sync, request)
+        workflow = await self._in_thread(self._workflow_sync, request)
+        return await self._in_thread(self._send_sync, workflow, request)
 
     async def find_run(self, request: DispatchRequest, *, since: datetime) -> RunInfo | None:
         return await self._in_thread(self._find_run_sync, request, since)

@@ -42,7 +42,10 @@ from storage.models import (ActivePromotion, Approval, Artifact, Deployment, Out
 log = logging.getLogger(__name__)
 
 SYSTEM = "promobot"
-OUTBOX_LEASE = timedelta(seconds=60)
+# A claim must outlive everything one delivery can do (reconcile, gates, dispatch, finding the run):
+# another replica may take an entry only when its claimer is surely gone.
+OUTBOX_LEASE = timedelta(minutes=5)
+RESUME_AFTER = timedelta(seconds=30)  # an approval older than this whose completion never ran is resumed
 MAX_DISPATCH_ATTEMPTS = 8
 CARD_GRACE = timedelta(seconds=30)  # an automatic promotion's dispatch waits this long at most for its card
 RETRY_BACKOFF_BASE = 2.0  # seconds before the first retry; doubles each attempt, at most 300
@@ -369,10 +372,15 @@ class PromotionService:
         if count < p.required_approvals:
             await self._announce(p.id, f"<@{actor}> approved ({count} of {p.required_approvals}).")
             return DecisionResult(True, f"Approval recorded: {count} of {p.required_approvals}.", p.id)
+        if p.expires_at is not None and self.clock() >= p.expires_at:
+            await self.expire_due()  # approvals completed after the deadline do not count
+            return DecisionResult(False, f"`{p.id}` expired at {p.expires_at:%Y-%m-%d %H:%M} UTC before its "
+                                         "approval was complete; request it again.", p.id)
         report = await self._evaluate(p.service, p.tag, p.source_environment, p.target_environment, p.kind)
         now = self.clock()
         if not report.eligible:
-            if self._void(p, report, actor, now):
+            # only a pending request: once approved, the dispatch's own check decides (never two voiders)
+            if self._void(p, report, actor, now, states=(S.PENDING_APPROVAL,)):
                 await self._announce(p.id, f"Approval by <@{actor}> voided: the gates no longer hold.")
             return DecisionResult(True, "The evidence changed since the request; the gates no longer hold, "
                                         "so the promotion is void. See the card for why.", p.id)
@@ -400,7 +408,9 @@ class PromotionService:
                           .join(Approval, Approval.promotion_id == Promotion.id)
                           .where(Promotion.status == S.PENDING_APPROVAL.value, Approval.decision == "approve")
                           .group_by(Promotion.id, Promotion.required_approvals)
-                          .having(sa.func.count(Approval.id) >= Promotion.required_approvals)).all()
+                          .having(sa.func.count(Approval.id) >= Promotion.required_approvals)
+                          # a fresh approval is still being completed by the handler that recorded it
+                          .having(sa.func.max(Approval.decided_at) <= self.clock() - RESUME_AFTER)).all()
         for promotion_id, approver in rows:
             await self.complete_approval(promotion_id, approver)
         return len(rows)
@@ -525,13 +535,12 @@ class PromotionService:
         with Session(self.engine) as s:
             return s.get(Promotion, promotion_id)
 
-    def _void(self, p: Promotion, report: GateReport, actor: str, now: datetime) -> bool:
+    def _void(self, p: Promotion, report: GateReport, actor: str, now: datetime, *,
+              states: tuple[S, ...] = (S.PENDING_APPROVAL, S.APPROVED)) -> bool:
         reasons = "; ".join(f"{r.title}: {r.reason}" for r in report.blocking)
         with transaction(self.engine) as s:
-            moved = (_move(s, p.id, S.PENDING_APPROVAL, S.VOIDED, completed_at=now, reason=reasons,
-                           gate_report=report.to_json())
-                     or _move(s, p.id, S.APPROVED, S.VOIDED, completed_at=now, reason=reasons,
-                              gate_report=report.to_json()))
+            moved = any(_move(s, p.id, st, S.VOIDED, completed_at=now, reason=reasons, gate_report=report.to_json())
+                        for st in states)
             if moved:
                 _release(s, p)
                 audit.append(s, at=now, actor=actor, action=f"{p.kind}.voided", promotion_id=p.id,
@@ -600,9 +609,13 @@ class PromotionService:
             handled += 1
             try:
                 await self._deliver(entry)
-            except Exception:
+            except Exception as exc:
                 log.exception("outbox entry %s for %s failed unexpectedly", entry.id, entry.promotion_id)
-                self._reschedule(entry, "internal error (see logs)", None)
+                p = self._promotion(entry.promotion_id)
+                if entry.attempts >= MAX_DISPATCH_ATTEMPTS and p is not None:
+                    await self._fail_dispatch(entry, p, f"internal error: {type(exc).__name__} (see the bot's logs)")
+                else:
+                    self._reschedule(entry, "internal error (see logs)", None)
         return handled
 
     def _dispatch_request(self, p: Promotion) -> DispatchRequest:
@@ -618,9 +631,10 @@ class PromotionService:
             return
         request = self._dispatch_request(p)
         if entry.attempts > 1:
-            # An earlier attempt may have reached GitHub before we lost track: never repeat blindly.
+            # An earlier attempt may have reached GitHub before we lost track: never repeat blindly,
+            # and look more than once (GitHub lists a new run a moment after accepting it).
             try:
-                run = await self.dispatcher.find_run(request, since=entry.created_at)
+                run = await self._find_after_dispatch(request, entry.created_at, delays=(0, 0.5, 1.5), strict=True)
             except DispatchError as exc:
                 if exc.retryable and entry.attempts < MAX_DISPATCH_ATTEMPTS:
                     self._reschedule(entry, f"reconciling: {exc}", exc.retry_after)
@@ -637,6 +651,9 @@ class PromotionService:
             if self._void(p, report, SYSTEM, now):
                 await self._announce(p.id, "Not dispatched: the gates no longer hold (checked right before dispatch).")
             self._finish_entry(entry, "done", "voided before dispatch")
+            return
+        if not self._renew(entry):
+            log.warning("outbox entry %s was taken over by another instance; not dispatching", entry.id)
             return
         try:
             run = await self.dispatcher.dispatch(request)
@@ -655,17 +672,33 @@ class PromotionService:
             run = await self._find_after_dispatch(request, entry.created_at) or run
         await self._mark_dispatched(entry, p, request, run, reconciled=False)
 
-    async def _find_after_dispatch(self, request: DispatchRequest, since: datetime) -> RunInfo | None:
-        # Servers that do not return the run id list it a moment later.
-        for delay in (0.5, 1, 2, 4):
+    async def _find_after_dispatch(self, request: DispatchRequest, since: datetime, *,
+                                   delays: tuple[float, ...] = (0.5, 1, 2, 4), strict: bool = False) -> RunInfo | None:
+        """The run of this promotion's dispatch, looked for a few times (GitHub lists runs a moment late).
+        ``strict`` raises the last DispatchError when no look succeeded, instead of answering None."""
+        error: DispatchError | None = None
+        answered = False
+        for delay in delays:
             await asyncio.sleep(delay)
             try:
                 run = await self.dispatcher.find_run(request, since=since)
-            except DispatchError:
+            except DispatchError as exc:
+                error = exc
                 continue
+            answered = True
             if run is not None:
                 return run
+        if strict and not answered and error is not None:
+            raise error
         return None
+
+    def _renew(self, entry: OutboxEntry) -> bool:
+        """Extend this instance's claim before a call that may send; False if the claim was lost."""
+        with transaction(self.engine) as s:
+            return s.execute(sa.update(OutboxEntry)
+                             .where(OutboxEntry.id == entry.id, OutboxEntry.status == "in_flight",
+                                    OutboxEntry.claimed_by == self.instance_id)
+                             .values(claimed_until=self.clock() + OUTBOX_LEASE)).rowcount == 1
 
     def _reschedule(self, entry: OutboxEntry, error: str, retry_after: float | None) -> None:
         backoff = min(300.0, RETRY_BACKOFF_BASE * (2 ** max(0, entry.attempts - 1)))
@@ -708,14 +741,20 @@ class PromotionService:
                       .values(status="done", completed_at=now, claimed_until=None))
             moved = _move(s, p.id, S.APPROVED, S.DISPATCHED, dispatched_at=now, pipeline_run_id=run.run_id,
                           run_url=run.url)
-            if moved:
-                audit.append(s, at=now, actor=SYSTEM, action="dispatch.sent", promotion_id=p.id, service=p.service,
-                             environment=p.target_environment,
-                             detail={"repository": request.repository, "workflow": request.workflow,
-                                     "ref": request.ref, "inputs": request.inputs, "run_id": run.run_id,
-                                     "run_url": run.url, "attempts": entry.attempts, "reconciled": reconciled,
-                                     "dry_run": self.dispatcher.dry_run})
+            # a run that was sent is on record even if the promotion moved meanwhile
+            audit.append(s, at=now, actor=SYSTEM, action="dispatch.sent", promotion_id=p.id, service=p.service,
+                         environment=p.target_environment,
+                         detail={"repository": request.repository, "workflow": request.workflow,
+                                 "ref": request.ref, "inputs": request.inputs, "run_id": run.run_id,
+                                 "run_url": run.url, "attempts": entry.attempts, "reconciled": reconciled,
+                                 "dry_run": self.dispatcher.dry_run, "promotion_status": None if moved else
+                                 s.get(Promotion, p.id).status})
         if not moved:
+            current = self._promotion(p.id)
+            await self._alert(self.config.services[p.service].channel,
+                              f":warning: `{p.id}` was dispatched (run {run.run_id or 'not yet listed'}) although it "
+                              f"is now {S(current.status).label.lower()}: watch that deploy and roll back if "
+                              "needed.")
             return
         if self.dispatcher.dry_run:
             note = "Dry run: no GitHub credentials, so nothing was dispatched. " + describe(request, dry_run=True)

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from bot.config import PromobotConfig
+from bot.text import esc, evidence_text
 from storage import audit
 from storage.db import transaction
 from storage.models import JobClaim, Promotion
@@ -119,12 +120,14 @@ async def _request(service: "PromotionService", p: Promotion) -> tuple[str | Non
                                        reason=f"automatic: {what}")
     except UserError as exc:
         await _alert_approvers(service, p, svc.channel,
-                               f"{headline} No rollback was requested: {exc} "
+                               f"{headline} No rollback was requested: {esc(exc)} "
                                "Production needs a person: fix forward, or deploy a good artifact by hand.")
         return None, {"refused": str(exc)}
     tag = result.report.tag
     if result.outcome == "refused":
-        reasons = "\n".join(f"• {r.title}: {r.reason}" for r in result.report.blocking) or result.message
+        # gate reasons quote lock and hold reasons people typed: escaped, only recorded users mentioned
+        reasons = "\n".join(f"• {r.title}: {evidence_text(r.reason, r.evidence)}"
+                             for r in result.report.blocking) or esc(result.message)
         await _alert_approvers(service, p, svc.channel,
                                f"{headline} The rollback to the last known-good "
                                f"`{tag}` was refused:\n{reasons}\nWhen that is resolved: "

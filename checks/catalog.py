@@ -30,14 +30,9 @@ NOT_FOR_ROLLBACK = {"previous_environment_verified", "no_skipped_environment", "
 ONLY_FOR_ROLLBACK = {"known_good"}
 
 
-def _load(name: str) -> Gate | None:
-    try:
-        module = importlib.import_module(f"checks.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name == f"checks.{name}":
-            return None
-        raise
-    return module.GATE
+def _load(name: str) -> Gate:
+    # Every gate in ORDER is required: a missing module must fail loudly, never skip a rule.
+    return importlib.import_module(f"checks.{name}").GATE
 
 
 def gates_for(config, environment: str, *, kind: str = "promotion") -> list[Gate]:
@@ -49,7 +44,5 @@ def gates_for(config, environment: str, *, kind: str = "promotion") -> list[Gate
             continue
         if (kind == "rollback" and name in NOT_FOR_ROLLBACK) or (kind != "rollback" and name in ONLY_FOR_ROLLBACK):
             continue
-        gate = _load(name)
-        if gate is not None:
-            out.append(replace(gate, timeout=toggles.gate_timeout))
+        out.append(replace(_load(name), timeout=toggles.gate_timeout))
     return out

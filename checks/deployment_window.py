@@ -33,9 +33,15 @@ def in_window(env: EnvironmentConfig, at: datetime) -> bool:
     if not env.windows:
         return True
     local = at.astimezone(env.zone)
+    day, now = local.weekday(), local.time()
     for w in env.windows:
         m = _WINDOW.match(w.strip().lower())
-        if local.weekday() in _days(m["days"]) and _parse_hhmm(m["start"]) <= local.time() < _parse_hhmm(m["end"]):
+        days, start, end = _days(m["days"]), _parse_hhmm(m["start"]), _parse_hhmm(m["end"])
+        if start <= end:
+            if day in days and start <= now < end:
+                return True
+        # an overnight window ("fri 22:00-06:00") opens on its days and runs into the next morning
+        elif (day in days and now >= start) or ((day - 1) % 7 in days and now < end):
             return True
     return False
 

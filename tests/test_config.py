@@ -115,3 +115,8 @@ def test_serve_refuses_an_invalid_file_before_starting(tmp_path):
                           "SLACK_SIGNING_SECRET": "s", "DATABASE_URL": f"sqlite:///{tmp_path}/p.db"})
     assert result.returncode == 2 and "invalid configuration" in result.stderr
     assert not (tmp_path / "p.db").exists()
+
+
+def test_the_last_environment_needs_a_person():
+    text = CONFIG.replace("    approval: manual\n", "    approval: automatic\n")
+    assert "environments.production: the last environment needs approval: manual" in "\n".join(problems_of(text))

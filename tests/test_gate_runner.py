@@ -75,3 +75,15 @@ async def test_gates_run_at_the_same_time_even_when_they_block():
 
 async def test_no_gates_is_not_eligible():
     assert not (await runner.evaluate([], context())).eligible
+
+
+def test_overnight_windows_run_into_the_next_morning():
+    from checks.deployment_window import in_window
+    env = parse_config(CONFIG.replace("    timezone: Europe/Berlin\n",
+                                      "    timezone: Europe/Berlin\n    windows: ['fri 22:00-06:00']\n")
+                       ).environment("production")
+    berlin = env.zone
+    assert in_window(env, datetime(2026, 11, 27, 23, 0, tzinfo=berlin))  # Friday night
+    assert in_window(env, datetime(2026, 11, 28, 5, 59, tzinfo=berlin))  # Saturday morning
+    assert not in_window(env, datetime(2026, 11, 28, 6, 0, tzinfo=berlin))
+    assert not in_window(env, datetime(2026, 11, 27, 5, 0, tzinfo=berlin))  # Friday morning: Thursday is closed

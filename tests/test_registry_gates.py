@@ -62,6 +62,8 @@ def context(image: str, record: ArtifactRecord | None, registry) -> GateContext:
 environments:
   - name: dev
   - name: staging
+    approval: manual
+    approvers: [U0LEAD]
 services:
   {SERVICE}:
     repository: acme/api-gateway

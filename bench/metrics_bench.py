@@ -1,7 +1,7 @@
 """How long one daily digest for 50 services takes over two years of history:
 1,000,000 audit events and 100,000 promotions, on SQLite and on PostgreSQL.
 
-    /work/venv/bin/python bench/metrics_bench.py [--skip-postgres] [--verify]
+    python bench/metrics_bench.py [--skip-postgres] [--verify]
 
 SQLite uses a temporary file; PostgreSQL the server at PROMOBOT_BENCH_POSTGRES_URL
 (default postgresql+psycopg://postgres@127.0.0.1:5432/test), in a schema of its own

@@ -111,3 +111,22 @@ async def test_a_whole_promotion_calls_only_methods_the_manifest_allows(harness)
     for method in called:
         assert method in METHOD_SCOPES, f"{method}: unknown to this test; add its scope"
         assert METHOD_SCOPES[method] in scopes | {None}, f"{method} needs {METHOD_SCOPES[method]}"
+
+
+def test_audit_verify_and_export_after_a_promotion(tmp_path):
+    session = "/promote api-gateway\nas U0PLATFORMLEAD\npress 1\n"
+    assert promobot("shell", "--demo", "--user", "U0DEV", "--script", "-", tmp_path=tmp_path,
+                    stdin=session).returncode == 0
+    verify = promobot("audit", "verify", tmp_path=tmp_path)
+    assert verify.returncode == 0 and "audit chain intact" in verify.stdout, verify.stdout + verify.stderr
+    export = promobot("audit", "export", "--format", "jsonl", tmp_path=tmp_path)
+    records = [json.loads(line) for line in export.stdout.splitlines() if line.strip()]
+    production = [r for r in records if r["target_environment"] == "production"]
+    assert len(production) == 1 and production[0]["status"] == "dispatched"
+    assert production[0]["approver"] == "U0PLATFORMLEAD" and production[0]["artifact"]["tag"] == "7a3f9c2"
+    # an edited event is named by verify
+    import sqlite3
+    with sqlite3.connect(tmp_path / "promobot.db") as db:
+        db.execute("UPDATE auditevent SET actor = 'U0MALLORY' WHERE seq = 3")
+    broken = promobot("audit", "verify", tmp_path=tmp_path)
+    assert broken.returncode == 1 and "audit chain BROKEN at event 3" in broken.stdout, broken.stdout

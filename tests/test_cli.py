@@ -55,6 +55,13 @@ def test_shell_quickstart_promotes_to_production_with_a_dry_run_dispatch(tmp_pat
     assert "`latest` is a mutable tag" in out
     assert "• *production*: `7a3f9c2`" in out.split("/status api-gateway")[-1]
 
+    # the promotion is in the metrics, with its targets
+    table = promobot("metrics", "--days", "30", tmp_path=tmp_path)
+    assert table.returncode == 0 and "api-gateway  production" in table.stdout and "DORA (production)" in table.stdout
+    report = json.loads(promobot("metrics", "--json", tmp_path=tmp_path).stdout)
+    production = [m for m in report["promotions"] if m["environment"] == "production"]
+    assert production[0]["completed"] == 1 and production[0]["rolled_back"] == 0
+
 
 def test_check_exit_codes_and_json(tmp_path):
     promobot("shell", "--demo", "--script", "-", tmp_path=tmp_path, stdin="")

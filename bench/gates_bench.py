@@ -19,21 +19,21 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bot.config import parse_config  # noqa: E402
-from checks import runner  # noqa: E402
-from checks.base import GateContext, ManifestInfo  # noqa: E402
-from checks.catalog import gates_for  # noqa: E402
-from checks.reports import parse_sbom, parse_scan  # noqa: E402
-from storage import migrate  # noqa: E402
-from storage.db import create_db_engine, transaction  # noqa: E402
-from storage.ledger import SqlLedger  # noqa: E402
-from storage.models import Artifact, Deployment, SbomReport, ScanReport, Verification  # noqa: E402
+from bot.config import parse_config
+from checks import runner
+from checks.base import GateContext, ManifestInfo
+from checks.catalog import gates_for
+from checks.reports import parse_sbom, parse_scan
+from storage import migrate
+from storage.db import create_db_engine, transaction
+from storage.ledger import SqlLedger
+from storage.models import Artifact, Deployment, SbomReport, ScanReport, Verification
 
 CONFIG = """
 environments:
@@ -114,7 +114,7 @@ async def main(latency: float, rounds: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         engine = create_db_engine(f"sqlite:///{tmp}/bench.db")
         migrate.upgrade(engine)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         seed(engine, now)
         config = parse_config(CONFIG)
         ctx = GateContext(service="api-gateway", tag=TAG, target_environment="production",

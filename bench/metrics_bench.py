@@ -22,9 +22,9 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Callable, Iterator
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -32,18 +32,18 @@ from sqlmodel import Session, SQLModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot.charts import digest_chart  # noqa: E402
-from bot.config import DigestConfig  # noqa: E402
-from bot.digests import compute_digest  # noqa: E402
-from storage import audit  # noqa: E402
-from storage.audit import GENESIS, event_hash  # noqa: E402
-from storage.db import create_db_engine, normalise_url  # noqa: E402
-from storage.metrics import build_registry  # noqa: E402
+from bot.config import DigestConfig
+from handlers.blocks.chart import digest_chart
+from storage import audit
+from storage.audit import GENESIS, event_hash
+from storage.db import create_db_engine, normalise_url
+from storage.metrics.digest import compute_digest
+from storage.metrics.prometheus import build_registry
 
 SERVICES = [f"service-{i:02d}" for i in range(50)]
 RELEASES = 50_000  # two promotions each
 EVENTS_PER_RELEASE = 20
-END = datetime(2025, 6, 2, 7, 0, tzinfo=timezone.utc)  # Monday 09:00 in Berlin
+END = datetime(2025, 6, 2, 7, 0, tzinfo=UTC)  # Monday 09:00 in Berlin
 HISTORY = timedelta(days=730)
 ENVIRONMENTS = ["dev", "staging", "production"]
 ACTIONS = ["artifact.built", "scan.finished", "sbom.published", "deployment.finished", "verification.finished",
@@ -105,7 +105,7 @@ def history() -> dict[str, Iterator[dict]]:
 
     def outcomes(table: str) -> Iterator[dict]:
         n = 0
-        for r, service, tag, built, requested, approved, rollback, failed, previous in releases:
+        for r, service, tag, built, _requested, _approved, rollback, failed, previous in releases:
             promoted = previous if rollback else tag
             for env, promotion_id, tag_, at, ok in (
                     ("dev", None, tag, built + timedelta(minutes=10), True),
@@ -124,7 +124,7 @@ def history() -> dict[str, Iterator[dict]]:
 
     def events() -> Iterator[dict]:
         prev, seq = GENESIS, 0
-        for r, service, tag, built, requested, approved, *_ in releases:
+        for r, service, tag, built, _requested, _approved, *_ in releases:
             for i, action in enumerate(ACTIONS):
                 seq += 1
                 at = built + timedelta(minutes=3 * i)
@@ -145,7 +145,7 @@ def history() -> dict[str, Iterator[dict]]:
 
 def _sqlite_value(value: object) -> object:
     if isinstance(value, datetime):  # the format SQLAlchemy's SQLite DateTime stores
-        return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
     return json.dumps(value) if isinstance(value, dict) else value
 
 

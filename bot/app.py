@@ -1,26 +1,37 @@
-"""App assembly: the one place where concrete clients are chosen and wired together."""
+"""App assembly, the composition root: the one place where concrete clients are chosen and wired together.
+
+Read this first. ``build`` takes the settings and promobot.yml and returns the
+running parts: storage, the evidence sources the gates read (ledger, OCI
+registry, GitHub), the dispatcher, Slack, the engine and the command router.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.engine import Engine
 
-from bot.card_evidence import CardEvidenceNotifier
+from bot.clients.dispatchers import DryRunDispatcher, GitHubDispatcher
+from bot.clients.github import github_factory
+from bot.clients.registry import OciRegistryClient
+from bot.clients.slack_directory import SlackDirectory, StaticDirectory
+from bot.clients.source_host import GitHubSourceHost
+from bot.clock import utcnow
 from bot.config import PromobotConfig, Settings
-from bot.dispatch import Dispatcher, DryRunDispatcher, GitHubDispatcher
-from bot.github_client import github_factory
-from bot.promotions import PromotionService, utcnow
-from bot.registry import OciRegistryClient
-from bot.roles import ApproverDirectory, Notifier
-from bot.slack_directory import SlackDirectory, StaticDirectory
-from bot.source_host import GitHubSourceHost
+from bot.engine.card_evidence import CardEvidenceNotifier
+from bot.engine.roles import ApproverDirectory, Dispatcher, Notifier
+from bot.engine.service import PromotionService
 from handlers.commands import CommandRouter
+from handlers.slack_app import register
+from handlers.slack_notifier import SlackNotifier
 from storage import migrate
 from storage.db import create_db_engine
 from storage.ledger import SqlLedger
@@ -60,8 +71,6 @@ def build(settings: Settings, config: PromobotConfig, *, notifier: Notifier | No
     engine = open_database(settings)
     slack_client = None
     if with_slack and settings.slack_bot_token is not None:
-        from slack_sdk.web.async_client import AsyncWebClient
-        from handlers.slack_notifier import SlackNotifier
         slack_client = AsyncWebClient(token=settings.secret("slack_bot_token"), base_url=settings.slack_api_url)
         notifier = notifier or SlackNotifier(slack_client)
         directory = directory or SlackDirectory(slack_client)
@@ -77,7 +86,8 @@ def build(settings: Settings, config: PromobotConfig, *, notifier: Notifier | No
     service = PromotionService(
         config=config, engine=engine, ledger=ledger, dispatcher=dispatcher, notifier=notifier,
         directory=directory or StaticDirectory(), registry=OciRegistryClient.from_env(os.environ),
-        source_host=source_host, clock=clock, instance_id=instance_id(settings))
+        source_host=source_host, clock=clock, instance_id=instance_id(settings),
+        tracking_interval=settings.promobot_tracking_poll_interval)
     bot = Promobot(settings, config, engine, service, CommandRouter(service), slack_client)
     if slack_client is not None:
         bot.bolt = build_bolt(settings, bot)
@@ -85,8 +95,6 @@ def build(settings: Settings, config: PromobotConfig, *, notifier: Notifier | No
 
 
 def build_bolt(settings: Settings, bot: Promobot) -> Any:
-    from slack_bolt.async_app import AsyncApp
-    from handlers.slack_app import register
     socket_mode = settings.slack_app_token is not None
     secret = settings.secret("slack_signing_secret")
     if not secret and not socket_mode:

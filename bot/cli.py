@@ -9,8 +9,10 @@ import logging
 import sys
 import time
 import uuid
+from collections.abc import Sequence
+from datetime import UTC
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from bot.config import ConfigError, Settings, load_config
 
@@ -86,7 +88,7 @@ def cmd_shell(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from bot.app import build
-    from bot.promotions import UserError
+    from bot.engine.errors import UserError
     from bot.shell import SilentNotifier
     settings = _settings()
     config = _config(settings)
@@ -139,7 +141,8 @@ def _report_event(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_report(args: argparse.Namespace) -> int:
     import urllib.error
     import urllib.request
-    from handlers.pipeline_api import BadEvent, validate_event
+
+    from handlers.pipeline_events import BadEvent, validate_event
     settings = _settings()
     event = _report_event(args)
     try:
@@ -177,9 +180,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from datetime import datetime, timezone
+    from datetime import datetime
+
     from sqlmodel import Session
+
     from bot.app import open_database
+    from bot.engine.records import export
     from storage import audit
     settings = _settings()
     engine = open_database(settings)
@@ -193,25 +199,28 @@ def cmd_audit(args: argparse.Namespace) -> int:
             head = s.get(AuditHead, 1)
             print(f"audit chain intact: {head.seq if head else 0} events verified")
             return EXIT_OK
-        since = datetime.fromisoformat(args.since).replace(tzinfo=timezone.utc) if args.since else None
-        for chunk in audit.export(s, since=since, fmt=args.format):
+        since = datetime.fromisoformat(args.since).replace(tzinfo=UTC) if args.since else None
+        for chunk in export(s, since=since, fmt=args.format):
             sys.stdout.write(chunk)
     return EXIT_OK
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
     import dataclasses
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
+
     from sqlmodel import Session
+
     from bot.app import open_database
     from storage import metrics
+    from storage.metrics.table import format_table
     settings = _settings()
     config = _config(settings)
     engine = open_database(settings)
     if args.service and args.service not in config.services:
         print(f"error: unknown service {args.service!r}", file=sys.stderr)
         return EXIT_ERROR
-    end = datetime.now(timezone.utc)
+    end = datetime.now(UTC)
     with Session(engine) as s:
         report = metrics.compute(s, start=end - timedelta(days=args.days), end=end,
                                  services=[args.service] if args.service else None,
@@ -219,7 +228,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(dataclasses.asdict(report), default=str, indent=2))
     else:
-        print(report.format_table())
+        print(format_table(report))
     return EXIT_OK
 
 

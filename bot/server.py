@@ -8,11 +8,15 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 
-from bot import retention_job
 from bot.app import Promobot, instance_id
-from bot.tracking import Tracker
+from bot.jobs import retention
+from bot.jobs.digests import DigestScheduler
 from handlers import github_webhook, pipeline_api
+from storage.metrics.prometheus import build_registry
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +26,7 @@ def make_web_app(bot: Promobot, *, background: bool = True) -> web.Application:
     in this process."""
     app = web.Application(client_max_size=pipeline_api.MAX_EVENT_BYTES + 1024)
     app.add_routes(pipeline_api.routes(bot.service, bot.settings.secret("promobot_api_token")))
-    tracker = Tracker(bot.service, interval=bot.settings.promobot_tracking_poll_interval)
+    tracker = bot.service.tracker
     app.add_routes(github_webhook.routes(tracker, bot.settings.secret("github_webhook_secret")))
 
     async def healthz(_: web.Request) -> web.Response:
@@ -34,8 +38,6 @@ def make_web_app(bot: Promobot, *, background: bool = True) -> web.Application:
 
     app.router.add_get("/healthz", healthz)
 
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-    from storage.metrics import build_registry
     registry = build_registry(bot.engine)
 
     async def metrics(_: web.Request) -> web.Response:
@@ -47,8 +49,6 @@ def make_web_app(bot: Promobot, *, background: bool = True) -> web.Application:
     # Slack over HTTP only with signature verification: in Socket Mode without SLACK_SIGNING_SECRET
     # the Bolt app verifies nothing, and this route would take forged commands and clicks.
     if bot.bolt is not None and bot.settings.secret("slack_signing_secret"):
-        from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
-
         async def slack_events(request: web.Request) -> web.Response:
             bolt_response = await bot.bolt.async_dispatch(await to_bolt_request(request))
             return await to_aiohttp_response(bolt_response)
@@ -59,7 +59,7 @@ def make_web_app(bot: Promobot, *, background: bool = True) -> web.Application:
         interval = bot.settings.promobot_outbox_interval
         app.cleanup_ctx.append(_background(lambda stop: bot.service.run_outbox(stop, interval)))
         app.cleanup_ctx.append(_background(tracker.run))
-        app.cleanup_ctx.append(_background(lambda stop: retention_job.run(
+        app.cleanup_ctx.append(_background(lambda stop: retention.run(
             stop, engine=bot.engine, archive_dir=Path(bot.settings.promobot_audit_archive_dir),
             instance_id=instance_id(bot.settings), clock=bot.service.clock)))
         if bot.slack_client is not None and bot.config.digests:
@@ -70,7 +70,6 @@ def make_web_app(bot: Promobot, *, background: bool = True) -> web.Application:
 def _digests(bot: Promobot):
     """The daily digests' cron jobs; each run is claimed in the database, so one replica posts it."""
     async def ctx(_: web.Application):
-        from bot.digests import DigestScheduler
         scheduler = DigestScheduler(bot.engine, bot.config, bot.slack_client, instance_id(bot.settings),
                                     clock=bot.service.clock)
         scheduler.start()
@@ -108,7 +107,6 @@ async def serve(bot: Promobot, *, port: int, host: str = "0.0.0.0", socket_mode:
     handler = None
     try:
         if socket_mode:
-            from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
             handler = AsyncSocketModeHandler(bot.bolt, bot.settings.secret("slack_app_token"))
             await handler.connect_async()
         await asyncio.Event().wait()

@@ -10,14 +10,19 @@ from __future__ import annotations
 import json
 import shlex
 import sys
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from bot.app import build
+from bot.clients.slack_directory import StaticDirectory
 from bot.config import PromobotConfig, Settings
-from bot.promotions import Conflict, UserError
-from bot.roles import PromotionView
+from bot.engine.errors import Conflict, UserError
+from bot.engine.roles import PromotionView
 from handlers import blocks as B
+from handlers.pipeline_events import BadEvent, apply_event, validate_event
+from storage.db import redact_url
 
 SHELL_HELP = """Type slash commands as in Slack, as the current user:
   /promote SERVICE [TAG] [to ENV] [--check]    /rollback SERVICE [TAG] [in ENV] [reason]    /status [SERVICE]
@@ -182,7 +187,6 @@ class Shell:
             pass
 
     async def send_event(self, event: dict[str, Any], *, follow_up: bool = True) -> str:
-        from handlers.pipeline_api import BadEvent, apply_event, validate_event
         try:
             checked = validate_event(event, services=self.bot.config.services,
                                      environments=self.bot.config.environment_names)
@@ -221,7 +225,7 @@ class Shell:
                 self.out(f"! unknown command {name}: try /promote, /rollback or /status")
                 return
             reply = await commands[name](self.user, rest)
-            self.out(f"[only you] ")
+            self.out("[only you] ")
             for line in blocks_to_text([b.to_dict() for b in reply.blocks]) or [reply.text]:
                 self.out("  " + line)
         elif text.startswith("press"):
@@ -234,7 +238,7 @@ class Shell:
     async def _press(self, args: list[str]) -> None:
         if not args or not args[0].isdigit() or not 1 <= int(args[0]) <= len(self.notifier.buttons):
             raise UserError(f"Expected `press N` with N from 1 to {len(self.notifier.buttons)}.")
-        action, label, pid = self.notifier.buttons[int(args[0]) - 1]
+        action, _label, pid = self.notifier.buttons[int(args[0]) - 1]
         service = self.bot.service
         if action == B.APPROVE:
             result = await service.approve(pid, self.user)
@@ -253,10 +257,6 @@ class Shell:
 
 async def run_shell(settings: Settings, config: PromobotConfig, *, user: str, groups: dict[str, list[str]],
                     demo: bool = False, script: str | None = None) -> int:
-    from bot.app import build
-    from bot.slack_directory import StaticDirectory
-    from storage.db import redact_url
-
     def out(text: str) -> None:
         print(text, flush=True)
 
@@ -268,12 +268,12 @@ async def run_shell(settings: Settings, config: PromobotConfig, *, user: str, gr
         f"{'DRY RUN (no GitHub credentials)' if bot.service.dispatcher.dry_run else 'GitHub'}; "
         f"you are {user}. Type help.")
     if demo:
-        for event in demo_events(config, datetime.now(timezone.utc)):
+        for event in demo_events(config, datetime.now(UTC)):
             result = await shell.send_event(event, follow_up=False)
             if not result.startswith("202"):
                 out(f"demo event refused: {result}")
         out(f"demo history recorded for {next(iter(config.services))}. Try: /status {next(iter(config.services))}")
-    stream = sys.stdin if script in (None, "-") else open(script, encoding="utf-8")
+    stream = sys.stdin if script in (None, "-") else open(script, encoding="utf-8")  # noqa: SIM115 (closed below)
     interactive = script is None and sys.stdin.isatty()
     try:
         while True:

@@ -1,13 +1,22 @@
 """Text that reaches Slack: user input is escaped, never interpreted."""
 
+from __future__ import annotations
+
 import re
+from collections.abc import Iterable
 
 SLACK_USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
+SLACK_GROUP = re.compile(r"^S[A-Z0-9]{2,}$")
 
 
 def esc(text: object) -> str:
     """Escape for mrkdwn: no mentions (<!channel>), links or broken formatting from input."""
     return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def clip(text: str, limit: int) -> str:
+    """At most ``limit`` characters, with an ellipsis when cut (Slack refuses longer texts)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def literal(text: object) -> str:
@@ -24,7 +33,12 @@ def mention(user: object) -> str:
 
 def approver_mention(ident: str) -> str:
     """A configured approver: a user (``<@U…>``) or a user group (``<!subteam^S…>``)."""
-    return f"<!subteam^{ident}>" if re.match(r"^S[A-Z0-9]{2,}$", ident) else mention(ident)
+    return f"<!subteam^{ident}>" if SLACK_GROUP.match(ident) else mention(ident)
+
+
+def approver_mentions(idents: Iterable[str], sep: str = ", ") -> str:
+    """Every configured approver, users and groups, as mentions."""
+    return sep.join(approver_mention(a) for a in idents)
 
 
 def evidence_text(text: str, evidence: dict) -> str:
@@ -36,7 +50,7 @@ def evidence_text(text: str, evidence: dict) -> str:
         reason = evidence.get(key)
         if isinstance(reason, str) and reason.strip() and esc(reason) in out:
             i = out.rindex(esc(reason))
-            out = out[:i] + literal(reason) + out[i + len(esc(reason)):]
+            out = out[:i] + literal(reason) + out[i + len(esc(reason)) :]
     for key in ("locked_by", "held_by"):
         user = evidence.get(key)
         if isinstance(user, str) and SLACK_USER.match(user):

@@ -15,12 +15,24 @@ source host). Concrete clients are chosen once, in ``bot.app``.
 from __future__ import annotations
 
 import enum
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Awaitable, Callable, Protocol, Sequence
+from typing import Any, Protocol
+
+from bot.config import EnvironmentConfig, PromobotConfig, ServiceConfig
+from storage.records import (
+    ArtifactRecord,
+    DeploymentRecord,
+    HoldRecord,
+    LockRecord,
+    SbomRecord,
+    ScanRecord,
+    VerificationRecord,
+)
 
 
-class GateStatus(str, enum.Enum):
+class GateStatus(enum.StrEnum):
     PASSED = "passed"
     FAILED = "failed"
     ERRORED = "errored"
@@ -52,7 +64,7 @@ class GateResult:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "GateResult":
+    def from_json(cls, data: dict[str, Any]) -> GateResult:
         return cls(
             gate=data["gate"],
             title=data.get("title", data["gate"]),
@@ -87,6 +99,13 @@ class GateReport:
     def errored(self) -> bool:
         return any(r.status is GateStatus.ERRORED for r in self.results)
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> GateReport:
+        return cls(service=data["service"], tag=data["tag"], target_environment=data["target_environment"],
+                   source_environment=data.get("source_environment"), digest=data.get("digest"),
+                   evaluated_at=datetime.fromisoformat(data["evaluated_at"]),
+                   results=tuple(GateResult.from_json(g) for g in data.get("gates", [])))
+
     def to_json(self) -> dict[str, Any]:
         return {
             "service": self.service,
@@ -101,84 +120,6 @@ class GateReport:
 
 
 # --- evidence the gates read -------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ArtifactRecord:
-    """An artifact as recorded at build (``artifact.built``)."""
-
-    service: str
-    tag: str
-    digest: str
-    commit_sha: str | None
-    pipeline_run_id: str | None
-    built_at: datetime | None
-
-
-@dataclass(frozen=True)
-class DeploymentRecord:
-    service: str
-    tag: str
-    environment: str
-    status: str  # success | failure
-    finished_at: datetime
-    run_id: str | None = None
-    url: str | None = None
-
-
-@dataclass(frozen=True)
-class VerificationRecord:
-    service: str
-    tag: str
-    environment: str
-    result: str  # passed | failed
-    finished_at: datetime
-    checks: dict[str, Any] = field(default_factory=dict)
-    url: str | None = None
-
-
-@dataclass(frozen=True)
-class ScanRecord:
-    """A normalised vulnerability scan (``scan.finished``) for one digest."""
-
-    service: str
-    tag: str
-    digest: str | None
-    scanner: str
-    received_at: datetime
-    findings: tuple[dict[str, Any], ...]  # {id, package, installed, fixed, severity, title}
-
-
-@dataclass(frozen=True)
-class SbomRecord:
-    """A normalised SBOM (``sbom.published``) for one digest."""
-
-    service: str
-    tag: str
-    digest: str | None
-    format: str
-    received_at: datetime
-    components: tuple[dict[str, Any], ...]  # {name, version, licenses: [expression strings]}
-
-
-@dataclass(frozen=True)
-class LockRecord:
-    service: str
-    environment: str
-    locked_by: str
-    reason: str
-    locked_at: datetime
-
-
-@dataclass(frozen=True)
-class HoldRecord:
-    """An artifact taken out of circulation (after a rollback, or by hand) until someone clears it."""
-
-    service: str
-    tag: str
-    reason: str
-    held_by: str | None = None
-    held_at: datetime | None = None
 
 
 class Ledger(Protocol):
@@ -255,18 +196,18 @@ class GateContext:
     target_environment: str
     source_environment: str | None
     now: datetime
-    config: Any  # bot.config.PromobotConfig
+    config: PromobotConfig
     ledger: Ledger
     registry: Registry | None = None
     source_host: SourceHost | None = None
     kind: str = "promotion"  # promotion | rollback
 
     @property
-    def service_config(self) -> Any:
+    def service_config(self) -> ServiceConfig:
         return self.config.services[self.service]
 
     @property
-    def environment_config(self) -> Any:
+    def environment_config(self) -> EnvironmentConfig:
         return self.config.environment(self.target_environment)
 
     @property

@@ -2,31 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta, timezone
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
-from bot.config import DAYS, EnvironmentConfig, _WINDOW
+from bot.config import EnvironmentConfig, parse_window
 from checks.base import Gate, GateContext, GateResult
-
-
-def _days(spec: str) -> set[int]:
-    out: set[int] = set()
-    for part in spec.split(","):
-        if "-" in part:
-            a, b = (DAYS.index(x) for x in part.split("-"))
-            i = a
-            while True:
-                out.add(i)
-                if i == b:
-                    break
-                i = (i + 1) % 7
-        else:
-            out.add(DAYS.index(part))
-    return out
-
-
-def _parse_hhmm(s: str) -> time:
-    h, m = map(int, s.split(":"))
-    return time(23, 59, 59, 999999) if h == 24 else time(h, m)
 
 
 def in_window(env: EnvironmentConfig, at: datetime) -> bool:
@@ -34,14 +14,12 @@ def in_window(env: EnvironmentConfig, at: datetime) -> bool:
         return True
     local = at.astimezone(env.zone)
     day, now = local.weekday(), local.time()
-    for w in env.windows:
-        m = _WINDOW.match(w.strip().lower())
-        days, start, end = _days(m["days"]), _parse_hhmm(m["start"]), _parse_hhmm(m["end"])
-        if start <= end:
-            if day in days and start <= now < end:
+    for w in map(parse_window, env.windows):
+        if w.start <= w.end:
+            if day in w.days and w.start <= now < w.end:
                 return True
         # an overnight window ("fri 22:00-06:00") opens on its days and runs into the next morning
-        elif (day in days and now >= start) or ((day - 1) % 7 in days and now < end):
+        elif (day in w.days and now >= w.start) or ((day - 1) % 7 in w.days and now < w.end):
             return True
     return False
 
@@ -60,12 +38,12 @@ def active_freeze(env: EnvironmentConfig, at: datetime):
 
 def next_opening(env: EnvironmentConfig, after: datetime) -> datetime | None:
     """The first minute at or after ``after`` inside a window and outside every freeze (8 days ahead)."""
-    t = after.astimezone(timezone.utc).replace(second=0, microsecond=0) + timedelta(minutes=1)
+    t = after.astimezone(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
     end = t + timedelta(days=8 + sum(1 for _ in env.freezes) * 31)
     while t < end:
         f = active_freeze(env, t)
         if f is not None:
-            t = _parse_moment(f.end, env).astimezone(timezone.utc)
+            t = _parse_moment(f.end, env).astimezone(UTC)
             continue
         if in_window(env, t):
             return t
@@ -98,3 +76,26 @@ async def _evaluate(ctx: GateContext) -> GateResult:
 
 
 GATE = Gate(name="deployment_window", title="Deployment window", evaluate=_evaluate)
+
+
+@dataclass(frozen=True)
+class WindowState:
+    """An environment's deployment window and freezes at one moment (for /status and cards)."""
+
+    environment: str
+    windows: tuple[str, ...]
+    timezone: str
+    open_now: bool
+    freeze_reason: str | None = None  # set while a freeze is active
+    freeze_end: str | None = None
+    next_opening: datetime | None = None
+
+
+def window_state(env: EnvironmentConfig, now: datetime) -> WindowState:
+    """Whether ``env`` takes deployments at ``now``, and when it opens next."""
+    freeze = active_freeze(env, now)
+    open_now = freeze is None and in_window(env, now)
+    return WindowState(environment=env.name, windows=tuple(env.windows), timezone=env.timezone, open_now=open_now,
+                       freeze_reason=(freeze.reason or "no reason given") if freeze else None,
+                       freeze_end=freeze.end if freeze else None,
+                       next_opening=None if open_now else next_opening(env, now))

@@ -7,7 +7,7 @@ and ``org.opencontainers.image.created``, they must match what the build reporte
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from checks.base import Gate, GateContext, GateResult, ManifestNotFound, RegistryError
 
@@ -20,7 +20,7 @@ _SHA = re.compile(r"[0-9a-fA-F]{7,40}")
 
 def _utc(value: datetime) -> datetime:
     # naive timestamps (e.g. read back from SQLite) are stored as UTC
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def _parse_time(text: str) -> datetime | None:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Sequence
 
 from checks.base import Gate, GateContext, GateReport, GateResult, GateStatus
 
@@ -32,7 +32,7 @@ async def _run_one(gate: Gate, ctx: GateContext) -> GateResult:
     try:
         future = asyncio.get_running_loop().run_in_executor(_POOL, _in_thread, gate, ctx)
         result = await asyncio.wait_for(future, timeout=gate.timeout + 0.5)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return gate.errored(f"could not verify {gate.title.lower()}: no answer within {gate.timeout:g}s",
                             timeout_seconds=gate.timeout)
     except Exception as exc:  # a broken evidence source must block, not crash the request

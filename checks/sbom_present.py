@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from checks.base import Gate, GateContext, GateResult, SbomRecord
+from checks.base import Gate, GateContext, GateResult
+from storage.records import SbomRecord
 
 NEXT_STEP = ("Publish the SBOM from the build pipeline: send sbom.published with format cyclonedx or spdx "
              "for this tag.")

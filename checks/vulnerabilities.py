@@ -8,7 +8,7 @@ or names the service. An expired exception waives nothing and is named.
 from __future__ import annotations
 
 from collections import Counter
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 from checks.base import Gate, GateContext, GateResult
@@ -20,7 +20,7 @@ SHOWN = 5
 
 def _today(now: datetime) -> date:
     # a naive clock is taken to be UTC already
-    return (now if now.tzinfo is None else now.astimezone(timezone.utc)).date()
+    return (now if now.tzinfo is None else now.astimezone(UTC)).date()
 
 
 def _counts(findings: Any) -> dict[str, int]:

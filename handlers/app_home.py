@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from slack_sdk.models.views import View
 
-from bot import service_status as status_of
-from bot.promotions import PromotionService
+from bot.engine.service import PromotionService
 from handlers import blocks as B
 
 
 async def home_view(service: PromotionService, user: str) -> View:
     """The Home tab for ``user``, read fresh each time it is opened."""
-    waiting = await status_of.awaiting_approval_by(service, user)
-    mine = status_of.requested_by(service, user)
-    return B.home(waiting, mine, status_of.overview(service), service.clock())
+    waiting = await service.status.awaiting_approval_by(user)
+    mine = service.status.requested_by(user)
+    return B.home(waiting, mine, service.status.overview(), service.clock())

@@ -14,7 +14,7 @@ import logging
 
 from aiohttp import web
 
-from bot.tracking import Tracker
+from bot.engine.tracking import Tracker
 
 log = logging.getLogger(__name__)
 

@@ -1,202 +1,22 @@
-"""The pipeline event API: ``POST /api/v1/events`` and the read-only routes beside it.
-
-Validation is a pure function (``validate_event``) shared with ``promobot
-report`` and ``promobot shell``: a bad event is refused as a whole with every
-bad field named, and changes nothing.
-"""
+"""The pipeline event API: ``POST /api/v1/events`` and the read-only routes beside it."""
 
 from __future__ import annotations
 
 import hmac
 import json
 import logging
-import re
-from datetime import datetime, timezone
-from typing import Any, Callable, Literal, Union
+from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from bot.promotions import Conflict, PromotionService, UserError
+from bot.engine.errors import Conflict, UserError
+from bot.engine.service import PromotionService
 from checks.reports import ReportError
+from handlers.pipeline_events import BadEvent, apply_event, validate_event
 
 log = logging.getLogger(__name__)
 
 MAX_EVENT_BYTES = 10 * 1024 * 1024  # scanner reports and SBOMs of several MB are normal
-TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
-DIGEST = re.compile(r"^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$")
-COMMIT = re.compile(r"^[0-9a-f]{7,40}$")
-
-
-class _Event(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    event_id: str | None = Field(default=None, min_length=1, max_length=200)
-    service: str = Field(min_length=1, max_length=100)
-    tag: str
-
-    @field_validator("tag")
-    @classmethod
-    def _tag(cls, v: str) -> str:
-        if not TAG.match(v):
-            raise ValueError("not a valid image tag (letters, digits, '.', '_', '-'; at most 128)")
-        return v
-
-
-def _aware(v: Any) -> Any:
-    if isinstance(v, str) and v.strip().lower() == "now":
-        return datetime.now(timezone.utc)
-    if isinstance(v, str):
-        try:
-            v = datetime.fromisoformat(v.replace("Z", "+00:00"))
-        except ValueError:
-            raise ValueError("not an ISO 8601 timestamp (e.g. 2026-11-26T10:15:00Z)")
-    if isinstance(v, datetime) and v.tzinfo is None:
-        raise ValueError("needs a time zone (e.g. 2026-11-26T10:15:00Z)")
-    return v
-
-
-class ArtifactBuilt(_Event):
-    type: Literal["artifact.built"]
-    digest: str
-    commit_sha: str
-    pipeline_run_id: str
-    built_at: datetime
-
-    @field_validator("digest")
-    @classmethod
-    def _digest(cls, v: str) -> str:
-        if not DIGEST.match(v):
-            raise ValueError("not an image digest (expected sha256: and 64 lowercase hex digits)")
-        return v
-
-    @field_validator("commit_sha")
-    @classmethod
-    def _commit(cls, v: str) -> str:
-        if not COMMIT.match(v):
-            raise ValueError("not a commit SHA (7 to 40 lowercase hex digits)")
-        return v
-
-    @field_validator("pipeline_run_id", mode="before")
-    @classmethod
-    def _run_id(cls, v: Any) -> Any:
-        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
-
-    @field_validator("built_at", mode="before")
-    @classmethod
-    def _built_at(cls, v: Any) -> Any:
-        return _aware(v)
-
-
-class _InEnvironment(_Event):
-    environment: str = Field(min_length=1)
-    url: str | None = None
-    finished_at: datetime | None = None
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^https?://\S+$", v):
-            raise ValueError("not an http(s) URL")
-        return v
-
-    @field_validator("finished_at", mode="before")
-    @classmethod
-    def _finished(cls, v: Any) -> Any:
-        return _aware(v)
-
-
-class DeploymentFinished(_InEnvironment):
-    type: Literal["deployment.finished"]
-    status: Literal["success", "failure"]
-    run_id: str | None = None
-
-    @field_validator("run_id", mode="before")
-    @classmethod
-    def _run_id(cls, v: Any) -> Any:
-        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
-
-
-class VerificationFinished(_InEnvironment):
-    type: Literal["verification.finished"]
-    result: Literal["passed", "failed"]
-    checks: dict[str, Union[str, bool, int, float, None]] = Field(default_factory=dict)
-
-
-class ScanFinished(_Event):
-    type: Literal["scan.finished"]
-    scanner: Literal["trivy", "grype", "sarif", "cyclonedx"]
-    report: dict[str, Any]
-    digest: str | None = None
-
-
-class SbomPublished(_Event):
-    type: Literal["sbom.published"]
-    format: Literal["cyclonedx", "spdx"]
-    sbom: dict[str, Any]
-    digest: str | None = None
-
-
-EVENT_TYPES: dict[str, type[_Event]] = {
-    "artifact.built": ArtifactBuilt,
-    "deployment.finished": DeploymentFinished,
-    "verification.finished": VerificationFinished,
-    "scan.finished": ScanFinished,
-    "sbom.published": SbomPublished,
-}
-
-
-class BadEvent(Exception):
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__("; ".join(problems))
-
-
-def validate_event(body: Any, *, services: Any = None, environments: list[str] | None = None) -> dict[str, Any]:
-    """A checked event as a dict, or BadEvent naming every bad field."""
-    if not isinstance(body, dict):
-        raise BadEvent(["(body): expected a JSON object with a type field"])
-    type_ = body.get("type")
-    if type_ not in EVENT_TYPES:
-        raise BadEvent([f"type: must be one of {', '.join(EVENT_TYPES)} (got {type_!r})"])
-    problems: list[str] = []
-    event = None
-    try:
-        event = EVENT_TYPES[type_].model_validate(body)
-    except ValidationError as exc:
-        for err in exc.errors():
-            place = ".".join(str(p) for p in err["loc"]) or "(body)"
-            msg = err["msg"].removeprefix("Value error, ")
-            msg = msg.replace("Field required", "field required").replace("Extra inputs are not permitted",
-                                                                         "unknown field")
-            problems.append(f"{place}: {msg}")
-    service = body.get("service")
-    if services is not None and isinstance(service, str) and service and service not in services:
-        problems.append(f"service: unknown service {service!r} (known: {', '.join(sorted(services))})")
-    env = body.get("environment")
-    if environments is not None and "environment" in EVENT_TYPES[type_].model_fields \
-            and isinstance(env, str) and env and env not in environments:
-        problems.append(f"environment: unknown environment {env!r} (known: {', '.join(environments)})")
-    if problems:
-        raise BadEvent(problems)
-    return event.model_dump(exclude_none=False)
-
-
-async def apply_event(service: PromotionService, event: dict[str, Any], *, actor: str = "pipeline",
-                      follow_up: bool = True) -> str:
-    """Hand a validated event to the engine; returns recorded | duplicate | unchanged.
-
-    ``follow_up: False`` records history without starting automatic promotions.
-    """
-    handlers: dict[str, Callable[..., Any]] = {
-        "artifact.built": service.artifact_built,
-        "deployment.finished": service.deployment_finished,
-        "verification.finished": service.verification_finished,
-        "scan.finished": service.scan_finished,
-        "sbom.published": service.sbom_published,
-    }
-    if event["type"] == "verification.finished":
-        return await service.verification_finished(event, actor=actor, follow_up=follow_up)
-    return await handlers[event["type"]](event, actor=actor)
 
 
 def _problem(status: int, error: str, **extra: Any) -> web.Response:

@@ -12,10 +12,12 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncApp
 
-from bot.promotions import PromotionService
+from bot.engine.service import PromotionService
+from bot.text import esc
 from handlers import blocks as B
 from handlers.app_home import home_view
 from handlers.commands import CommandRouter, Reply
+from storage.statuses import Decision
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +86,9 @@ def register(app: AsyncApp, service: PromotionService, router: CommandRouter) ->
         user = body["user"]["id"]
         view = service.view(action["value"])
         if view is None:
-            await _say_privately(respond, f"There is no promotion `{B.esc(action['value'])}`.")
+            await _say_privately(respond, f"There is no promotion `{esc(action['value'])}`.")
             return
-        p = service._promotion(view.id)
-        refusal = await service.decision_refusal(p, user, "reject")
+        refusal = await service.decision_refusal(view.id, user, Decision.REJECT.value)
         if refusal:
             await _say_privately(respond, refusal)
             return

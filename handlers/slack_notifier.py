@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from bot.roles import PromotionView
+from bot.engine.roles import PromotionView
+from bot.text import esc
 from handlers import blocks as B
 
 log = logging.getLogger(__name__)
@@ -27,12 +28,12 @@ class SlackNotifier:
             log.info("no permalink for %s", view.id)
         where = f"<{link}|the card in <#{channel}>>" if link else f"the card in <#{channel}>"
         # promobot itself asks for automatic rollbacks: say why, and that it is urgent
-        asker = (f":rotating_light: promobot ({B.esc(view.reason or 'automatic')})" if view.requested_by == "promobot"
+        asker = (f":rotating_light: promobot ({esc(view.reason or 'automatic')})" if view.requested_by == "promobot"
                  else f"<@{view.requested_by}>")
-        what = ("the rollback of " if view.kind == "rollback" else "") + B.esc(view.service)
+        what = ("the rollback of " if view.kind == "rollback" else "") + esc(view.service)
         for user in [u for u in approver_users if u != view.requested_by][:MAX_DIRECT_MESSAGES]:
-            text = (f"{asker} asks you to approve {what} `{B.esc(view.tag)}` → "
-                    f"{B.esc(view.target_environment)} (`{view.id}`). Decide on {where}.")
+            text = (f"{asker} asks you to approve {what} `{esc(view.tag)}` → "
+                    f"{esc(view.target_environment)} (`{view.id}`). Decide on {where}.")
             try:
                 await self.client.chat_postMessage(channel=user, text=text, blocks=[b.to_dict() for b in B.message(text)])
             except Exception:

@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Iterable, Iterator, Literal
+from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from storage.models import AuditAnchor, AuditEvent, AuditHead, Promotion
+from storage.models import AuditAnchor, AuditEvent, AuditHead
 
 GENESIS = "0" * 64
 
@@ -73,7 +74,7 @@ def append(session: Session, *, at: datetime, actor: str, action: str, promotion
     _take_head(session)
     head = session.execute(select(AuditHead.seq, AuditHead.last_hash).where(AuditHead.id == 1)).one()
     seq, prev = head.seq, head.last_hash or GENESIS
-    at = at.astimezone(timezone.utc)
+    at = at.astimezone(UTC)
     detail = json.loads(_canonical(detail or {}))
     digest = event_hash(seq=seq, at=at, actor=actor, action=action, promotion_id=promotion_id,
                         service=service, environment=environment, detail=detail, prev_hash=prev)
@@ -160,26 +161,3 @@ def head_summary(session: Session) -> tuple[int, str]:
 def events_for(session: Session, promotion_id: str) -> list[AuditEvent]:
     return list(session.exec(select(AuditEvent).where(AuditEvent.promotion_id == promotion_id)
                              .order_by(AuditEvent.seq)))
-
-
-def export(session: Session, since: datetime | None = None,
-           fmt: Literal["json", "jsonl"] = "jsonl") -> Iterator[str]:
-    """Promotion records (the promotion model's shape) of promotions requested at or after ``since``,
-    oldest first: one line per record for ``jsonl``, the pieces of one JSON array for ``json``."""
-    if fmt not in ("json", "jsonl"):
-        raise ValueError(f"unknown export format {fmt!r}: expected json or jsonl")
-    # the record shape belongs to the engine; imported here to keep storage importable on its own
-    from bot.promotions import promotion_record
-    query = select(Promotion).order_by(col(Promotion.requested_at), col(Promotion.id))
-    if since is not None:
-        query = query.where(Promotion.requested_at >= since)
-    first = True
-    for promotion in session.exec(query).yield_per(500):
-        record = promotion_record(session, promotion)
-        if fmt == "jsonl":
-            yield json.dumps(record, sort_keys=True) + "\n"
-        else:
-            yield ("[\n" if first else ",\n") + json.dumps(record, indent=2, sort_keys=True)
-        first = False
-    if fmt == "json":
-        yield "[]\n" if first else "\n]\n"

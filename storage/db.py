@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -26,7 +26,7 @@ def create_db_engine(url: str) -> Engine:
         engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record):  # noqa: ANN001
+        def _sqlite_pragmas(dbapi_conn, _record):
             # WAL lets the bot, `promobot report` and a second process share the file.
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
@@ -38,11 +38,11 @@ def create_db_engine(url: str) -> Engine:
         # takes the write lock up front, so read-then-write transactions from two processes
         # cannot deadlock; plain reads stay deferred and never wait for a writer (WAL).
         @event.listens_for(engine, "connect")
-        def _no_autobegin(dbapi_conn, _record):  # noqa: ANN001
+        def _no_autobegin(dbapi_conn, _record):
             dbapi_conn.isolation_level = None
 
         @event.listens_for(engine, "begin")
-        def _begin(conn):  # noqa: ANN001
+        def _begin(conn):
             immediate = conn.get_execution_options().get("write_transaction")
             conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from checks.base import (ArtifactRecord, DeploymentRecord, HoldRecord, LockRecord, SbomRecord, ScanRecord,
-                         VerificationRecord)
-from storage.models import (Artifact, AuditEvent, Deployment, EnvironmentLock, SbomReport, ScanReport,
-                            Verification)
+from storage.models import Artifact, AuditEvent, Deployment, EnvironmentLock, SbomReport, ScanReport, Verification
+from storage.records import (
+    ArtifactRecord,
+    DeploymentRecord,
+    HoldRecord,
+    LockRecord,
+    SbomRecord,
+    ScanRecord,
+    VerificationRecord,
+)
 
 HELD = "artifact.held"  # the audit action that says who put an artifact on hold, and when
 

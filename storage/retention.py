@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Iterator
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -42,7 +42,7 @@ def retention_cutoff(now: datetime, retention: timedelta = RETENTION) -> datetim
 
 
 def _line(ev: sa.Row) -> str:
-    return json.dumps({"seq": ev.seq, "at": ev.at.astimezone(timezone.utc).isoformat(timespec="microseconds"),
+    return json.dumps({"seq": ev.seq, "at": ev.at.astimezone(UTC).isoformat(timespec="microseconds"),
                        "actor": ev.actor, "action": ev.action, "promotion_id": ev.promotion_id,
                        "service": ev.service, "environment": ev.environment, "detail": ev.detail or {},
                        "prev_hash": ev.prev_hash, "hash": ev.hash}, sort_keys=True) + "\n"
@@ -65,7 +65,7 @@ def purge(engine: Engine, *, older_than: datetime, archive_path: Path, actor: st
     again, identical lines that ``read_archive`` folds together.
     """
     archive_path = Path(archive_path)
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     with transaction(engine) as s:
         # the head row's lock keeps appenders and other purges out while the chain is cut
         if s.execute(sa.update(AuditHead).where(AuditHead.id == 1).values(seq=AuditHead.seq)).rowcount == 0:

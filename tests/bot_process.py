@@ -36,8 +36,8 @@ class BotProcess:
             self.env["SLACK_APP_TOKEN"] = app_token
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 30.0) -> "BotProcess":
-        log = open(self.log_path, "ab")
+    def start(self, timeout: float = 30.0) -> BotProcess:
+        log = open(self.log_path, "ab")  # noqa: SIM115 (the child process writes to it until stopped)
         mode = [] if self.socket_mode else ["--http"]
         self.proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", *mode, "--host", "127.0.0.1",
                                       "--port", str(self.port)], cwd=ROOT, env=self.env, stdout=log,

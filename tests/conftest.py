@@ -6,24 +6,25 @@ PROMOBOT_TEST_DATABASE=postgres runs the whole suite against PostgreSQL.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import aiohttp
 import pytest
 from aiohttp import web
 
 from tests.fakes.github_api import FakeGitHub
 from tests.fakes.slack_api import FakeSlack
-from tests.harness import (API_TOKEN, BOT_TOKEN, CONFIG, GITHUB_TOKEN, RUN_NAME, SIGNING_SECRET, WEBHOOK_SECRET,
-                           Clock, Harness, PostgresSchema, database_kind, free_port)
+from tests.harness import (
+    BOT_TOKEN,
+    CONFIG,
+    GITHUB_TOKEN,
+    RUN_NAME,
+    Clock,
+    Harness,
+    PostgresSchema,
+    database_kind,
+    free_port,
+    settings_for,
+)
 from tests.oci_registry import oci_registry  # noqa: F401  (fixture)
-
-FIXTURES = Path(__file__).parent / "fixtures"
-
-
-def fixture_json(relative: str) -> dict:
-    return json.loads((FIXTURES / relative).read_text(encoding="utf-8"))
 
 
 @pytest.fixture
@@ -66,17 +67,6 @@ def github(github_server):
         github_server.add_repo(repo)
         github_server.add_workflow(repo, "deploy.yml", run_name=RUN_NAME)
     return github_server
-
-
-def settings_for(database_url: str, slack, github, **overrides):
-    from bot.config import Settings
-    values = dict(promobot_config="(tests)", database_url=database_url, slack_bot_token=BOT_TOKEN,
-                  slack_signing_secret=SIGNING_SECRET, slack_api_url=slack.api_url, github_token=GITHUB_TOKEN,
-                  github_api_url=github.api_url, github_webhook_secret=WEBHOOK_SECRET,
-                  promobot_api_token=API_TOKEN, promobot_instance_id="test-1", promobot_outbox_interval=0.2,
-                  promobot_tracking_poll_interval=0.3)
-    values.update(overrides)
-    return Settings(**values)
 
 
 @pytest.fixture

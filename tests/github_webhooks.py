@@ -10,8 +10,7 @@ import uuid
 
 import aiohttp
 
-from tests.conftest import fixture_json
-from tests.harness import WEBHOOK_SECRET
+from tests.harness import WEBHOOK_SECRET, fixture_json
 
 
 def workflow_run(run: dict, *, action: str = "completed", conclusion: str | None = "success",

@@ -13,7 +13,8 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -21,12 +22,15 @@ import aiohttp
 import pytest
 import sqlalchemy as sa
 
+from bot.config import Settings
+
 SIGNING_SECRET = "test-signing-secret-3f9c"
 BOT_TOKEN = "xoxb-test-token"
 API_TOKEN = "pipeline-token-7d1e"
 GITHUB_TOKEN = "ghp_test"
 WEBHOOK_SECRET = "webhook-secret-55aa"
 
+FIXTURES = Path(__file__).parent / "fixtures"
 POSTGRES_URL = os.environ.get("PROMOBOT_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 CONFIG = """
@@ -65,6 +69,16 @@ services:
 """
 
 RUN_NAME = "Deploy ${{ inputs.environment }} ${{ inputs.image_tag }} [${{ inputs.promotion_id }}]"
+
+
+def settings_for(database_url: str, slack, github, **overrides):
+    values = dict(promobot_config="(tests)", database_url=database_url, slack_bot_token=BOT_TOKEN,
+                  slack_signing_secret=SIGNING_SECRET, slack_api_url=slack.api_url, github_token=GITHUB_TOKEN,
+                  github_api_url=github.api_url, github_webhook_secret=WEBHOOK_SECRET,
+                  promobot_api_token=API_TOKEN, promobot_instance_id="test-1", promobot_outbox_interval=0.2,
+                  promobot_tracking_poll_interval=0.3)
+    values.update(overrides)
+    return Settings(**values)
 
 
 def require_services() -> bool:
@@ -125,7 +139,7 @@ def sign(body: str, *, secret: str = SIGNING_SECRET, timestamp: int | None = Non
 class SlackUser:
     """Sends what the Slack client would send when this user acts."""
 
-    harness: "Harness"
+    harness: Harness
     user_id: str
     channel: str = "C0DEPLOYS"
 
@@ -183,7 +197,7 @@ class Harness:
     github: Any
     bot: Any
     session: aiohttp.ClientSession
-    clock: "Clock"
+    clock: Clock
     extra: dict = field(default_factory=dict)
 
     def user(self, user_id: str, channel: str = "C0DEPLOYS") -> SlackUser:
@@ -222,7 +236,7 @@ class Clock:
         self.fixed: datetime | None = None
 
     def __call__(self) -> datetime:
-        return self.fixed or datetime.now(timezone.utc)
+        return self.fixed or datetime.now(UTC)
 
 
 def header_text(message: dict) -> str:
@@ -265,3 +279,56 @@ def deployed(service: str, tag: str, env: str, status: str = "success", **kw: An
 def verified(service: str, tag: str, env: str, result: str = "passed", **kw: Any) -> dict:
     return {"type": "verification.finished", "service": service, "tag": tag, "environment": env,
             "result": result, "checks": kw.pop("checks", {"smoke": result}), **kw}
+
+
+def fixture_json(relative: str) -> dict:
+    """A sample report, SBOM or payload from tests/fixtures (see tests/fixtures/SOURCES.md)."""
+    return json.loads((FIXTURES / relative).read_text(encoding="utf-8"))
+
+
+# --- scenario steps shared by the scenario tests ----------------------------------------------------
+
+
+TAG = "7a3f9c2"
+
+
+def ago(**kw) -> str:
+    return (datetime.now(UTC) - timedelta(**kw)).isoformat()
+
+
+async def seed(h, service="api-gateway", tag=TAG, *, envs=("dev", "staging"), scan="trivy/trivy-centos-7-low-medium.json",
+               scanner="trivy"):
+    """An artifact built, scanned, with an SBOM, deployed and verified through ``envs`` hours ago."""
+    body = artifact(service, tag, built_at=ago(hours=30))
+    h.github.add_commits(f"acme/{service}", "main", [body["commit_sha"]])
+    for event in (body,
+                  {"type": "scan.finished", "service": service, "tag": tag, "scanner": scanner,
+                   "report": fixture_json(scan)},
+                  {"type": "sbom.published", "service": service, "tag": tag, "format": "cyclonedx",
+                   "sbom": fixture_json("sbom/cyclonedx-1.6-licenses-id-expression-name.json")}):
+        status, answer = await h.event(event)
+        assert status == 202, answer
+    for i, env in enumerate(envs):
+        if env == "staging":  # dev's verification starts gate 1; the deploy it dispatched reports back
+            channel = h.bot.config.services[service].channel if h.bot else "C0DEPLOYS"
+            await h.wait(lambda s, channel=channel: [u for u in s.updates(channel)
+                                                     if "→ staging · Deploying" in header_text(u)]
+                         or [m for m in s.messages(channel) if "Automatic promotion of" in m["text"]])
+        for event in (deployed(service, tag, env, finished_at=ago(hours=10 - 2 * i)),
+                      verified(service, tag, env, finished_at=ago(hours=9 - 2 * i))):
+            status, answer = await h.event(event)
+            assert status == 202, answer
+    return body
+
+
+def production_dispatches(h) -> list[dict]:
+    """Dispatches into production (seeding also starts gate 1 into staging by itself)."""
+    return [d for d in h.github.dispatches() if d["inputs"]["environment"] == "production"]
+
+
+async def request_card(h, requester="U0DEV", text=f"api-gateway {TAG}"):
+    dev = h.user(requester)
+    resp = await dev.command("/promote", text)
+    assert resp.status == 200
+    await h.wait(lambda s: dev.replies())
+    return dev

@@ -18,9 +18,9 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import urljoin
 
 import pytest
@@ -65,7 +65,7 @@ class RegistryProcess:
                 self.process.kill()
                 self.process.wait(timeout=5)
 
-    def __enter__(self) -> "RegistryProcess":
+    def __enter__(self) -> RegistryProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:

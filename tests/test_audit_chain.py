@@ -5,22 +5,23 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, select
 
+from bot.engine.records import export
 from storage import audit, retention
 from storage.db import create_db_engine, transaction
 from storage.models import Approval, AuditAnchor, AuditEvent, AuditHead, Promotion, Verification
 from tests.harness import PostgresSchema
 
-T0 = datetime(2023, 1, 2, 9, 0, tzinfo=timezone.utc)
+T0 = datetime(2023, 1, 2, 9, 0, tzinfo=UTC)
 
 
 @contextmanager
@@ -208,8 +209,8 @@ def test_purging_everything_leaves_a_verifiable_chain(engine: Engine, tmp_path: 
 
 
 def test_default_retention_is_two_years() -> None:
-    now = datetime(2025, 6, 1, tzinfo=timezone.utc)
-    assert retention.retention_cutoff(now) == datetime(2023, 6, 2, tzinfo=timezone.utc)
+    now = datetime(2025, 6, 1, tzinfo=UTC)
+    assert retention.retention_cutoff(now) == datetime(2023, 6, 2, tzinfo=UTC)
 
 
 @pytest.mark.parametrize("tamper, seq, words", [
@@ -265,11 +266,11 @@ def test_export_gives_promotion_records_since_a_time(engine: Engine) -> None:
         add_promotion(s, "prm-b", T0 + timedelta(days=2))
         add_promotion(s, "prm-a", T0 + timedelta(days=3))
     with Session(engine) as s:
-        lines = list(audit.export(s, since=T0 + timedelta(days=1), fmt="jsonl"))
-        whole = json.loads("".join(audit.export(s, since=None, fmt="json")))
-        empty = json.loads("".join(audit.export(s, since=T0 + timedelta(days=9), fmt="json")))
+        lines = list(export(s, since=T0 + timedelta(days=1), fmt="jsonl"))
+        whole = json.loads("".join(export(s, since=None, fmt="json")))
+        empty = json.loads("".join(export(s, since=T0 + timedelta(days=9), fmt="json")))
         with pytest.raises(ValueError, match="json or jsonl"):
-            list(audit.export(s, fmt="csv"))
+            list(export(s, fmt="csv"))
     records = [json.loads(line) for line in lines]
     assert [r["promotion_id"] for r in records] == ["prm-b", "prm-a"]
     assert records[0] == {
@@ -297,7 +298,7 @@ def append_concurrently(engine: Engine, writers: int = 2, each: int = 200) -> No
             barrier.wait()
             for i in range(each):
                 with transaction(engine) as s:
-                    audit.append(s, at=datetime.now(timezone.utc), actor=f"writer-{n}", action="test.event",
+                    audit.append(s, at=datetime.now(UTC), actor=f"writer-{n}", action="test.event",
                                  detail={"i": i})
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
@@ -353,13 +354,14 @@ def test_verify_on_postgresql_is_not_fooled_by_appends_while_it_reads() -> None:
 
 
 def test_the_daily_purge_archives_old_events_once_per_day(tmp_path):
-    from datetime import datetime, timedelta, timezone
-    from bot.retention_job import purge_once
+    from datetime import datetime, timedelta
+
+    from bot.jobs.retention import purge_once
     from storage import migrate
     from storage.db import create_db_engine, transaction
     engine = create_db_engine(f"sqlite:///{tmp_path / 'p.db'}")
     migrate.upgrade(engine)
-    now = datetime(2026, 11, 26, 3, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 26, 3, 0, tzinfo=UTC)
     with transaction(engine) as s:
         for days in (900, 800, 10):
             audit.append(s, at=now - timedelta(days=days), actor="U0DEV", action="promotion.requested")

@@ -103,7 +103,7 @@ METHOD_SCOPES = {"chat.postMessage": "chat:write", "chat.update": "chat:write", 
 
 
 async def test_a_whole_promotion_calls_only_methods_the_manifest_allows(harness):
-    from tests.test_promotion_flow import production_dispatches, request_card, seed
+    from tests.harness import production_dispatches, request_card, seed
     h = harness
     await seed(h)
     await request_card(h)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Iterator
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -17,8 +17,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel
 
-from bot.config import DigestConfig, parse_config
-from bot.digests import DigestScheduler, digest_trigger, last_fire_time
+from bot.config import parse_config
+from bot.config.schedule import digest_trigger
+from bot.jobs.digests import DigestScheduler, last_fire_time
 from storage.db import create_db_engine
 from storage.models import JobClaim
 from tests.fakes.slack_api import FakeSlack  # the `slack` fixture (tests/conftest.py) is one, reset per test
@@ -52,12 +53,11 @@ digests:
     window: 7d
 """
 # Monday 9 June 2025, 02:00:30 in Berlin: 30 s after the digest's scheduled time
-NOW = datetime(2025, 6, 9, 0, 0, 30, tzinfo=timezone.utc)
+NOW = datetime(2025, 6, 9, 0, 0, 30, tzinfo=UTC)
 
 
 def next_fire(schedule: str, after: datetime) -> datetime:
-    return digest_trigger(DigestConfig(channel="C0X", schedule=schedule, timezone="Europe/Berlin")) \
-        .get_next_fire_time(None, after)
+    return digest_trigger(schedule, "Europe/Berlin").get_next_fire_time(None, after)
 
 
 def test_schedules_use_day_names_in_the_digest_time_zone() -> None:
@@ -71,7 +71,7 @@ def test_schedules_use_day_names_in_the_digest_time_zone() -> None:
     assert next_fire("30 8 * * sat,sun", friday_evening) == datetime(2025, 6, 7, 8, 30, tzinfo=BERLIN)
     assert next_fire("0 9 * * */2", friday_evening) == datetime(2025, 6, 7, 9, 0, tzinfo=BERLIN)  # sun,tue,thu,sat
     # the run a firing belongs to: the latest scheduled time, within the misfire grace
-    trigger = digest_trigger(DigestConfig(channel="C0X", schedule="0 9 * * mon-fri", timezone="Europe/Berlin"))
+    trigger = digest_trigger("0 9 * * mon-fri", "Europe/Berlin")
     assert last_fire_time(trigger, monday_nine + timedelta(seconds=40)) == monday_nine
     assert last_fire_time(trigger, monday_nine - timedelta(seconds=1)) is None
     assert last_fire_time(trigger, monday_nine + timedelta(hours=1)) is None
@@ -124,8 +124,8 @@ async def test_two_schedulers_post_the_digest_exactly_once(kind: str, tmp_path: 
             s.scheduler.add_listener(finished.append, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
             job = s.scheduler.get_job(s.job_id(0, config.digests[0]))
             # the trigger's own next run, then "now" so the test need not wait for 02:00 in Berlin
-            assert job.next_run_time > datetime.now(timezone.utc)
-            job.modify(next_run_time=datetime.now(timezone.utc))
+            assert job.next_run_time > datetime.now(UTC)
+            job.modify(next_run_time=datetime.now(UTC))
         try:
             for _ in range(500):
                 if len(finished) == 2:
@@ -143,7 +143,7 @@ async def test_two_schedulers_post_the_digest_exactly_once(kind: str, tmp_path: 
         assert [(c.job, c.run_key) for c in claims] == [("digest:0:C0METRICS", "2025-06-09T00:00:00+00:00")]
         assert claims[0].claimed_by in ("replica-0", "replica-1")
         # the run is taken: firing it again posts nothing
-        assert not await schedulers[0].fire(0, datetime(2025, 6, 9, 0, 0, tzinfo=timezone.utc))
+        assert not await schedulers[0].fire(0, datetime(2025, 6, 9, 0, 0, tzinfo=UTC))
 
     blocks = messages[0]["blocks"]
     texts = [text_of(b) for b in blocks]

@@ -10,8 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.bot_process import BotProcess
-from tests.harness import CONFIG, Clock, Harness, verified
-from tests.test_promotion_flow import TAG, production_dispatches, request_card, seed
+from tests.harness import CONFIG, TAG, Clock, Harness, production_dispatches, request_card, seed, verified
 
 pytestmark = pytest.mark.slow
 

@@ -5,14 +5,20 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from github import Auth, BadCredentialsException, Github, GithubException, RateLimitExceededException
-from github import UnknownObjectException
+from github import (
+    Auth,
+    BadCredentialsException,
+    Github,
+    GithubException,
+    RateLimitExceededException,
+    UnknownObjectException,
+)
 from slack_sdk.errors import SlackApiError
 from slack_sdk.models.blocks import SectionBlock
 from slack_sdk.web.async_client import AsyncWebClient
@@ -142,7 +148,7 @@ def test_dispatch_returns_run_details(gh_fake):
 
 def test_dispatch_without_run_details_then_find_run(gh_fake):
     gh_fake.ghes_no_run_details = True
-    since = (datetime.now(timezone.utc) - timedelta(seconds=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    since = (datetime.now(UTC) - timedelta(seconds=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
     workflow = github(gh_fake).get_repo(REPO).get_workflow("deploy.yml")
     inputs = {**INPUTS, "promotion_id": "prm-7"}
     assert workflow.create_dispatch("main", inputs=inputs, throw=True, return_run_details=True) is True
@@ -150,7 +156,7 @@ def test_dispatch_without_run_details_then_find_run(gh_fake):
     runs = list(workflow.get_runs(event="workflow_dispatch", branch="main", created=f">={since}"))
     assert len(runs) == 2 and "[prm-42]" in runs[0].display_title  # newest first
     assert [r.id for r in runs if "[prm-7]" in r.display_title] == [gh_fake.dispatches()[0]["run_id"]]
-    assert list(workflow.get_runs(created=f">={(datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()}")) == []
+    assert list(workflow.get_runs(created=f">={(datetime.now(UTC) + timedelta(hours=1)).isoformat()}")) == []
 
 
 def test_dispatch_to_unknown_branch_is_422(gh_fake):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from bot.config import parse_config
 from checks import runner
@@ -19,7 +19,7 @@ class EmptyLedger:
 
 def context() -> GateContext:
     return GateContext(service="api-gateway", tag="7a3f9c2", target_environment="production",
-                       source_environment="staging", now=datetime.now(timezone.utc),
+                       source_environment="staging", now=datetime.now(UTC),
                        config=parse_config(CONFIG), ledger=EmptyLedger())
 
 

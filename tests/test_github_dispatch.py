@@ -11,9 +11,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlmodel import Session, select
 
-from bot import promotions
 from storage.models import AuditEvent
-from tests.test_promotion_flow import production_dispatches, request_card, seed
+from tests.harness import production_dispatches, request_card, seed
 
 
 def _audit(h, pid: str) -> list[AuditEvent]:
@@ -22,8 +21,8 @@ def _audit(h, pid: str) -> list[AuditEvent]:
 
 
 async def test_dispatch_retries_through_502_and_rate_limits_then_happens_once(harness, monkeypatch):
-    monkeypatch.setattr(promotions, "RETRY_BACKOFF_BASE", 0.1)  # GitHub's own headers set the longer waits
     h, gh = harness, harness.github
+    monkeypatch.setattr(h.bot.service.outbox, "backoff_base", 0.1)  # GitHub's own headers set the longer waits
     await seed(h)
     await request_card(h)
     start = time.time()  # seeding dispatched staging already

@@ -3,9 +3,9 @@ are worked out by hand in the comments."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from prometheus_client import generate_latest
@@ -16,17 +16,19 @@ from sqlmodel import Session, SQLModel
 from storage import metrics
 from storage.db import create_db_engine, transaction
 from storage.metrics import ALL, Durations
+from storage.metrics.prometheus import build_registry
+from storage.metrics.table import format_table
 from storage.models import Artifact, Deployment, Promotion, Verification
 from tests.test_audit_chain import postgres_engine
 
 H, M, S = timedelta(hours=1), timedelta(minutes=1), timedelta(seconds=1)
-START = datetime(2025, 6, 2, tzinfo=timezone.utc)  # a Monday
+START = datetime(2025, 6, 2, tzinfo=UTC)  # a Monday
 END = START + timedelta(days=7)
 
 
 def at(day: int, hh: int, mm: int = 0) -> datetime:
     """June ``day`` 2025, hh:mm UTC."""
-    return datetime(2025, 6, day, hh, mm, tzinfo=timezone.utc)
+    return datetime(2025, 6, day, hh, mm, tzinfo=UTC)
 
 
 class History:
@@ -223,13 +225,13 @@ def test_services_filter(engine: Engine) -> None:
 
 
 def test_format_table(engine: Engine) -> None:
-    lines = report(engine).format_table().splitlines()
+    lines = format_table(report(engine)).splitlines()
     assert lines[1].split() == ["service", "environment", "promotions/week", "success", "rate", "time", "to",
                                 "promote", "approval", "duration"]
     assert lines[2].split() == ["api", "production", "3.0/week", "✓", "50.0%", "✗", "missed", "3.5h", "✓", "20m", "✓"]
     assert lines[4].split() == ["web", "staging", "1.0/week", "✓", "100.0%", "✓", "1.5h", "✓", "–"]
     assert lines[-1].split() == ["web", "production", "1.0", "6.5h", "(p90", "6.5h,", "n=1)", "100.0%", "1", "open"]
-    totals = report(engine, per_service=False).format_table()
+    totals = format_table(report(engine, per_service=False))
     assert "all services  production" in totals
 
 
@@ -254,7 +256,7 @@ def test_digest_listings(engine: Engine) -> None:
 
 
 def test_prometheus_registry_queries_at_scrape_time(engine: Engine) -> None:
-    registry = metrics.build_registry(engine, max_age=0)
+    registry = build_registry(engine, max_age=0)
     families = {f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())}
 
     def value(family: str, sample: str, **labels: str) -> float:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from tests.test_promotion_flow import TAG, production_dispatches, request_card, seed
-from tests.harness import deployed, verified
+from tests.harness import TAG, deployed, production_dispatches, request_card, seed, verified
 
 
 async def _text(h, path: str) -> tuple[int, str, str]:

@@ -4,12 +4,11 @@ and the next step, and no approval card is posted."""
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.harness import CONFIG, all_text, verified
-from tests.test_promotion_flow import TAG, ago, request_card, seed
+from tests.harness import CONFIG, TAG, ago, all_text, request_card, seed, verified
 
 
 def only_refusal(reply: dict, title: str) -> str:
@@ -22,7 +21,7 @@ def only_refusal(reply: dict, title: str) -> str:
 async def test_soak_time_alone(harness):
     h = harness
     await seed(h)  # staging verified 7 hours ago
-    h.clock.fixed = datetime.now(timezone.utc) - timedelta(hours=7) + timedelta(minutes=10)
+    h.clock.fixed = datetime.now(UTC) - timedelta(hours=7) + timedelta(minutes=10)
     text = only_refusal((await request_card(h)).replies()[0], "Soak time")
     assert "in staging 10m of 1h; eligible at" in text and re.search(r"Wait (49|50)m and ask again", text)
     assert h.cards() == []

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from bot.app import build, instance_id
 from bot.config import Settings, parse_config
-from bot.promotions import OUTBOX_LEASE
+from bot.engine.outbox import OUTBOX_LEASE
 from storage.db import transaction
-from storage.models import Artifact, Deployment, OutboxEntry, Promotion, ScanReport, SbomReport, Verification
-from tests.conftest import fixture_json, settings_for
-from tests.harness import CONFIG
+from storage.models import Artifact, Deployment, OutboxEntry, Promotion, SbomReport, ScanReport, Verification
+from tests.harness import CONFIG, fixture_json, settings_for
 
 
 def _ready(bot, now):
@@ -38,7 +37,7 @@ def _ready(bot, now):
 
 async def test_an_instance_that_lost_its_claim_does_not_dispatch(database_url, slack, github):
     bot = build(settings_for(database_url, slack, github, promobot_instance_id="replica-a"), parse_config(CONFIG))
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     github.add_commits("acme/api-gateway", "main", [_ready(bot, now)])
     service = bot.service
     requested = await service.request("U0DEV", "api-gateway", "7a3f9c2", "production")
@@ -47,12 +46,12 @@ async def test_an_instance_that_lost_its_claim_does_not_dispatch(database_url, s
     assert (await service.complete_approval(requested.promotion_id, "U0LEAD")).changed
     with Session(bot.engine) as s:
         entry_id = s.exec(select(OutboxEntry.id)).one()
-    entry = service._claim(entry_id)
+    entry = service.outbox.claim(entry_id)
     assert entry is not None and entry.claimed_until >= now + OUTBOX_LEASE - timedelta(seconds=5)
     # while this instance was busy, its claim was taken over (say, it stalled past the lease)
     with transaction(bot.engine) as s:
         s.execute(sa.update(OutboxEntry).values(claimed_by="replica-b"))
-    await service._deliver(entry)
+    await service.outbox.deliver(entry)
     assert github.dispatches() == []
     with Session(bot.engine) as s:
         assert s.get(Promotion, requested.promotion_id).status == "approved"

@@ -7,57 +7,23 @@ The real Bolt app serves real HTTP; Slack and GitHub are the local stand-ins.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlmodel import Session, select
 
 from storage.models import AuditEvent
-from tests.conftest import fixture_json
-from tests.harness import all_text, artifact, deployed, header_text, sign, verified
-
-TAG = "7a3f9c2"
-
-
-def ago(**kw) -> str:
-    return (datetime.now(timezone.utc) - timedelta(**kw)).isoformat()
-
-
-async def seed(h, service="api-gateway", tag=TAG, *, envs=("dev", "staging"), scan="trivy/trivy-centos-7-low-medium.json",
-               scanner="trivy"):
-    """An artifact built, scanned, with an SBOM, deployed and verified through ``envs`` hours ago."""
-    body = artifact(service, tag, built_at=ago(hours=30))
-    h.github.add_commits(f"acme/{service}", "main", [body["commit_sha"]])
-    for event in (body,
-                  {"type": "scan.finished", "service": service, "tag": tag, "scanner": scanner,
-                   "report": fixture_json(scan)},
-                  {"type": "sbom.published", "service": service, "tag": tag, "format": "cyclonedx",
-                   "sbom": fixture_json("sbom/cyclonedx-1.6-licenses-id-expression-name.json")}):
-        status, answer = await h.event(event)
-        assert status == 202, answer
-    for i, env in enumerate(envs):
-        if env == "staging":  # dev's verification starts gate 1; the deploy it dispatched reports back
-            channel = h.bot.config.services[service].channel if h.bot else "C0DEPLOYS"
-            await h.wait(lambda s: [u for u in s.updates(channel) if "→ staging · Deploying" in header_text(u)]
-                         or [m for m in s.messages(channel) if "Automatic promotion of" in m["text"]])
-        for event in (deployed(service, tag, env, finished_at=ago(hours=10 - 2 * i)),
-                      verified(service, tag, env, finished_at=ago(hours=9 - 2 * i))):
-            status, answer = await h.event(event)
-            assert status == 202, answer
-    return body
-
-
-def production_dispatches(h) -> list[dict]:
-    """Dispatches into production (seeding also starts gate 1 into staging by itself)."""
-    return [d for d in h.github.dispatches() if d["inputs"]["environment"] == "production"]
-
-
-async def request_card(h, requester="U0DEV", text=f"api-gateway {TAG}"):
-    dev = h.user(requester)
-    resp = await dev.command("/promote", text)
-    assert resp.status == 200
-    await h.wait(lambda s: dev.replies())
-    return dev
+from tests.harness import (
+    TAG,
+    all_text,
+    deployed,
+    fixture_json,
+    header_text,
+    production_dispatches,
+    request_card,
+    seed,
+    sign,
+    verified,
+)
 
 
 async def test_promote_staging_artifact_to_production_with_one_approval(harness):
@@ -180,7 +146,7 @@ async def test_refusals_name_the_gate_and_evidence(harness):
                             ("api-gateway 7a3f9c2 --force", "Unknown option `--force`")):
         user = h.user("U0DEV")
         await user.command("/promote", words)
-        await h.wait(lambda s: user.replies())
+        await h.wait(lambda s, user=user: user.replies())
         assert expected in all_text(user.replies()[0]), (words, all_text(user.replies()[0]))
 
 

@@ -9,25 +9,25 @@ from __future__ import annotations
 import hashlib
 import json
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from aiohttp import BasicAuth, web
 
+from bot.clients.registry import OCI_INDEX, OCI_MANIFEST, OciRegistryClient, parse_challenge, parse_image
 from bot.config import parse_config
-from bot.registry import (OCI_INDEX, OCI_MANIFEST, OciRegistryClient, parse_challenge, parse_image)
-from checks.base import (ArtifactRecord, GateContext, GateStatus, ManifestInfo, ManifestNotFound,
-                         RegistryError)
+from checks.base import GateContext, GateStatus, ManifestInfo, ManifestNotFound, RegistryError
 from checks.digest_matches import GATE as DIGEST
 from checks.metadata_complete import GATE as METADATA
-from tests.oci_registry import digest_of, oci_registry, push_image, put_manifest  # noqa: F401 (fixture)
+from storage.records import ArtifactRecord
+from tests.oci_registry import digest_of, push_image, put_manifest
 
 FIXTURES = Path(__file__).parent / "fixtures" / "oci"
 SERVICE, NAME = "api-gateway", "acme/api-gateway"
 SHA = "7a3f9c2e1b4d5f60718293a4b5c6d7e8f9012345"
 TAG = SHA[:10]
-BUILT = datetime(2026, 3, 2, 10, 0, tzinfo=timezone.utc)
+BUILT = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 NOW = BUILT + timedelta(hours=2)
 
 

@@ -9,10 +9,20 @@ from concurrent.futures import ThreadPoolExecutor
 import aiohttp
 import pytest
 import sqlalchemy as sa
+
 from tests.bot_process import BotProcess
 from tests.github_webhooks import deliver, workflow_run
-from tests.harness import CONFIG, Clock, Harness, database_kind, verified
-from tests.test_promotion_flow import TAG, production_dispatches, request_card, seed
+from tests.harness import (
+    CONFIG,
+    TAG,
+    Clock,
+    Harness,
+    database_kind,
+    production_dispatches,
+    request_card,
+    seed,
+    verified,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -81,7 +91,7 @@ async def test_two_replicas_get_the_same_clicks_and_webhook_and_act_once(replica
         await asyncio.sleep(1.0)  # both replicas' outbox and tracking passes run meanwhile
 
     assert len(production_dispatches(ha)) == 1
-    status, final, intact = _state(database_url, pid)
+    _status, final, intact = _state(database_url, pid)
     assert final == actions and intact
     approvals = [x for x in actions if x == "promotion.approval"]
     assert actions == ["promotion.requested", *approvals, "promotion.approved", "dispatch.sent",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -12,14 +12,15 @@ import pytest
 import yaml
 
 from bot.config import parse_config
-from checks.base import ArtifactRecord, GateContext, GateResult, SbomRecord, ScanRecord
+from checks.base import GateContext, GateResult
 from checks.licenses import GATE as LICENSES
 from checks.reports import ReportError, parse_sbom, parse_scan
 from checks.sbom_present import GATE as SBOM_PRESENT
 from checks.vulnerabilities import GATE as VULNERABILITIES
+from storage.records import ArtifactRecord, SbomRecord, ScanRecord
 
 FIXTURES = Path(__file__).parent / "fixtures"
-NOW = datetime(2025, 6, 1, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 SERVICE, TAG, DIGEST = "api-gateway", "3f9c2a1", "sha256:" + "ab" * 32
 ALPINE = "trivy/trivy-alpine-3.9-high-critical.json"
 CENTOS = "trivy/trivy-centos-7-low-medium.json"

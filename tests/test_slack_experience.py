@@ -8,14 +8,25 @@ Assertions look at the blocks the Slack stand-in received and at what changed in
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlmodel import Session, select
 
 from storage.models import ActivePromotion, Approval, Artifact, AuditEvent, EnvironmentLock, Promotion
-from tests.harness import CONFIG, all_text, artifact, deployed, header_text, verified
-from tests.test_promotion_flow import TAG, ago, production_dispatches, request_card, seed
+from tests.harness import (
+    CONFIG,
+    TAG,
+    ago,
+    all_text,
+    artifact,
+    deployed,
+    header_text,
+    production_dispatches,
+    request_card,
+    seed,
+    verified,
+)
 
 OLD = "a1b2c3d"  # what production ran before TAG
 REPO = "acme/api-gateway"
@@ -243,7 +254,7 @@ async def test_an_expired_request_updates_the_card_and_tells_the_requester(harne
     await request_card(h)
     card = h.cards()[-1]
     pid = card_id(card)
-    h.clock.fixed = datetime.now(timezone.utc) + timedelta(hours=4, minutes=1)  # approval_ttl is 4h
+    h.clock.fixed = datetime.now(UTC) + timedelta(hours=4, minutes=1)  # approval_ttl is 4h
     update = await card_update(h, card, lambda u: "Expired" in header_text(u))
     assert buttons(update) == [] and "*Expires*" not in all_text(update)
     dm = await h.wait(lambda s: [m for m in s.messages("U0DEV") if "expired without approval" in m["text"]])
@@ -415,7 +426,7 @@ async def test_nothing_people_type_becomes_a_mention_a_broadcast_or_formatting(h
                           ("/promote", f"{INJECTION} 7a3f9c2"),
                           ("/promote", f"api-gateway {INJECTION}"),
                           ("/status", "<!channel>"),
-                          ("/rollback", f"<!channel> in production"),
+                          ("/rollback", "<!channel> in production"),
                           ("/status", "api-gateway"),
                           ("/rollback", f"api-gateway in production {INJECTION}")):
         await reply_to(h, "U0DEV", command, text)
@@ -424,7 +435,7 @@ async def test_nothing_people_type_becomes_a_mention_a_broadcast_or_formatting(h
     assert why[0]["text"] == "Why: &lt;!channel&gt; &lt;@U0EVIL&gt; *bold* `tick"
 
     # the lock's reason reaches billing's refusal, the status and the card's reject thread
-    reply = await reply_to(h, "U0DEV", "/promote", "billing 7a3f9c2 to production --check")
+    await reply_to(h, "U0DEV", "/promote", "billing 7a3f9c2 to production --check")
     await reply_to(h, "U0DEV", "/status", "billing")
     await h.user("U0LEAD").click(card, "promotion.reject")
     view = (await h.wait(lambda s: s.calls("views.open")))[0]["params"]["view"]
@@ -445,6 +456,6 @@ async def test_nothing_people_type_becomes_a_mention_a_broadcast_or_formatting(h
     ("", "abcdef1", None),
 ])
 def test_commit_titles_name_their_pull_request(message, title, number):
-    from bot.source_host import summarize_commit
+    from bot.clients.source_host import summarize_commit
     commit = summarize_commit("abcdef1234", message, "dev")
     assert (commit.title, commit.pull_request, commit.author) == (title, number, "dev")

@@ -21,8 +21,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from tests.bot_process import BotProcess
 from tests.fakes.slack_api import APP_ID, FakeSlack
-from tests.harness import CONFIG, Clock, Harness, header_text
-from tests.test_promotion_flow import TAG, production_dispatches, seed
+from tests.harness import CONFIG, TAG, Clock, Harness, header_text, production_dispatches, seed
 
 ACK_DEADLINE = 3.0  # Slack shows the user an error when an envelope is not acknowledged within 3 s
 
@@ -200,11 +199,11 @@ async def test_promote_and_approve_over_socket_mode(socket_bot, slack, github):
 
 async def test_socket_mode_without_signing_secret_refuses_unsigned_http(database_url, slack, github):
     from aiohttp import web
+
     from bot.app import build
     from bot.config import parse_config
     from bot.server import make_web_app
-    from tests.conftest import settings_for
-    from tests.harness import free_port
+    from tests.harness import free_port, settings_for
 
     bot = build(settings_for(database_url, slack, github, slack_signing_secret=None, slack_app_token=slack.app_token),
                 parse_config(CONFIG))

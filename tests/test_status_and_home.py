@@ -6,21 +6,27 @@ from __future__ import annotations
 import json
 import re
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 from sqlmodel import Session
 
-from bot.service_status import OverviewCell, OverviewRow
+from bot.engine.status import OverviewCell, OverviewRow
 from handlers import blocks as B
 from storage.models import Artifact, Deployment, EnvironmentLock, Verification
-from tests.harness import CONFIG, all_text, header_text, sign
-from tests.test_promotion_flow import TAG, request_card, seed
-from tests.test_slack_experience import (OLD, assert_no_injection, assert_within_slack_limits, card_id,
-                                         production_history, reply_to, section_with)
+from tests.harness import CONFIG, TAG, all_text, header_text, request_card, seed, sign
+from tests.test_slack_experience import (
+    OLD,
+    assert_no_injection,
+    assert_within_slack_limits,
+    card_id,
+    production_history,
+    reply_to,
+    section_with,
+)
 
-THAW = (datetime.now(timezone.utc) + timedelta(days=2)).replace(hour=12, minute=0, second=0, microsecond=0,
+THAW = (datetime.now(UTC) + timedelta(days=2)).replace(hour=12, minute=0, second=0, microsecond=0,
                                                                   tzinfo=None)  # Europe/Berlin wall time
 FROZEN = CONFIG.replace("    soak_time: 1h\n", "    soak_time: 1h\n    freezes:\n"
                         f"      - {{start: '2020-01-01T00:00', end: '{THAW:%Y-%m-%dT%H:%M}', "
@@ -62,7 +68,7 @@ async def test_status_shows_a_freeze_and_when_the_artifact_becomes_eligible(harn
     await seed(h)
     reply = await reply_to(h, "U0DEV", "/status", "api-gateway")
     production = section_with(reply, "• *production*")
-    thaw_utc = THAW.replace(tzinfo=ZoneInfo("Europe/Berlin")).astimezone(timezone.utc)
+    thaw_utc = THAW.replace(tzinfo=ZoneInfo("Europe/Berlin")).astimezone(UTC)
     assert (f"window: :snowflake: frozen until {THAW:%Y-%m-%dT%H:%M}: `&lt;!channel&gt; year-end`; "
             f"opens {thaw_utc:%Y-%m-%d %H:%M} UTC") in production
     staging = section_with(reply, "• *staging*")
@@ -83,7 +89,7 @@ def many_services(count: int) -> str:
 @pytest.mark.parametrize("config_text", [many_services(300)])
 async def test_status_of_300_services_fits_one_message_within_slack_limits(harness):
     h = harness
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with Session(h.bot.engine) as s:
         for i, name in enumerate(sorted(h.bot.config.services)):
             for j, env in enumerate(("dev", "staging", "production")):
@@ -118,7 +124,7 @@ async def test_status_of_300_services_fits_one_message_within_slack_limits(harne
 def test_the_overview_says_what_did_not_fit_when_there_are_thousands():
     cells = tuple(OverviewCell(env, "0123456789abcdef" * 2, "passed") for env in ("dev", "staging", "production"))
     rows = [OverviewRow(f"service-{i:05d}-with-a-rather-long-name", cells) for i in range(3000)]
-    blocks = [b.to_dict() for b in B.overview(rows, datetime.now(timezone.utc))]
+    blocks = [b.to_dict() for b in B.overview(rows, datetime.now(UTC))]
     assert_within_slack_limits(blocks)
     assert len(blocks) == 50
     shown = sum(b["text"]["text"].count("\n") + 1 for b in blocks if b["type"] == "section")

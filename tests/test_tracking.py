@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -13,14 +13,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from sqlmodel import Session, select
 
-from bot import rollback
-from bot.tracking import Tracker
 from handlers import github_webhook
 from storage.db import transaction
 from storage.models import AuditEvent, Deployment, Promotion
 from tests.github_webhooks import deliver, headers, workflow_run
-from tests.harness import all_text, deployed, header_text, verified
-from tests.test_promotion_flow import TAG, production_dispatches, request_card, seed
+from tests.harness import TAG, all_text, deployed, header_text, production_dispatches, request_card, seed, verified
 
 OLD = "0c0ffee"
 
@@ -76,7 +73,7 @@ async def test_webhook_needs_a_valid_signature_and_a_configured_secret(harness):
 
     # without GITHUB_WEBHOOK_SECRET nothing unsigned is ever accepted, and the answer says why
     app = web.Application()
-    app.add_routes(github_webhook.routes(Tracker(h.bot.service), None))
+    app.add_routes(github_webhook.routes(h.bot.service.tracker, None))
     server = TestServer(app)
     await server.start_server()
     try:
@@ -194,13 +191,13 @@ async def test_no_verification_within_the_deadline_fails_the_promotion(harness):
     await asyncio.sleep(0.7)
     assert promotion(h, pid).status == "deployed"  # within the deadline (1h by default)
 
-    h.clock.fixed = datetime.now(timezone.utc) + timedelta(hours=1, minutes=1)
+    h.clock.fixed = datetime.now(UTC) + timedelta(hours=1, minutes=1)
     await until(lambda: promotion(h, pid).status == "failed")
     assert promotion(h, pid).reason == "no verification within 1h"
     await until(lambda: any("Verification failed in staging (no verification within 1h)" in t
                             for t in thread(h, pid)))
     assert audit_trail(h, pid)[-1] == ("verification.finished", "promobot")
-    status, record = await h.get(f"/api/v1/promotions/{pid}")
+    _status, record = await h.get(f"/api/v1/promotions/{pid}")
     assert record["verification_results"][0]["checks"] == {"no verification within 1h": "missed"}
     # a late verification is recorded, but the promotion stays failed; staging is not rolled back
     await h.event(verified("api-gateway", TAG, "staging"))
@@ -223,7 +220,7 @@ async def test_failed_production_requests_a_rollback_to_the_last_known_good(harn
     if failure != "no verification within 1h":  # requested before the pipeline is answered
         assert [c for c in h.cards() if header_text(c).startswith("Rollback")]
     else:
-        h.clock.fixed = datetime.now(timezone.utc) + timedelta(hours=1, minutes=1)
+        h.clock.fixed = datetime.now(UTC) + timedelta(hours=1, minutes=1)
     await until(lambda: promotion(h, pid).status == "failed")
     assert promotion(h, pid).reason == failure
 
@@ -268,11 +265,12 @@ async def test_a_rollback_queued_by_a_process_that_died_is_requested_by_the_next
     await seed(h)
     pid, run = await dispatched_to_production(h)
 
-    async def died(service, promotion_id):  # the process died right after committing the failure
+    async def died(promotion_id):  # the process died right after committing the failure
         return None
 
-    monkeypatch.setattr(rollback, "after_failure", died)
-    monkeypatch.setattr(rollback, "ORPHANED_AFTER", timedelta(0))  # another replica steps in (1 min in service)
+    rollbacks = h.bot.service.rollbacks
+    monkeypatch.setattr(rollbacks, "after_failure", died)
+    monkeypatch.setattr(rollbacks, "orphaned_after", timedelta(0))  # another replica steps in (1 min in service)
     await h.event(deployed("api-gateway", TAG, "production", run_id=str(run["id"])))
     await h.event(verified("api-gateway", TAG, "production", result="failed"))
     card = (await h.wait(lambda s: [c for c in h.cards() if header_text(c).startswith("Rollback")]))[0]

@@ -10,9 +10,10 @@ import operator
 import re
 import secrets
 import time
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import jwt
 from aiohttp import web
@@ -28,7 +29,7 @@ CREATED_OPS = ((">=", operator.ge), ("<=", operator.le), (">", operator.gt), ("<
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(microsecond=0)  # GitHub timestamps have second resolution
+    return datetime.now(UTC).replace(microsecond=0)  # GitHub timestamps have second resolution
 
 
 def _iso(dt: datetime) -> str:
@@ -38,7 +39,7 @@ def _iso(dt: datetime) -> str:
 def _parse_time(value: str) -> datetime:
     # an unescaped "+" in a query string arrives as a space
     dt = datetime.fromisoformat(value.strip().replace(" ", "+"))
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 def _created_filter(spec: str) -> Callable[[datetime], bool]:
@@ -366,7 +367,7 @@ class FakeGitHub(ThreadedFake):
             run = self._create_run(r, wf, branch, inputs)
             self._dispatches.append({"repo": r["full_name"], "workflow": wf["file"], "ref": ref, "inputs": inputs,
                                      "return_run_details": body.get("return_run_details", False), "run_id": run["id"],
-                                     "at": datetime.now(timezone.utc)})
+                                     "at": datetime.now(UTC)})
             details = body.get("return_run_details") is True and not self.ghes_no_run_details
             run_json, delay = self._run_json(run), self.dispatch_delay
         if delay:

@@ -16,7 +16,8 @@ import json
 import threading
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import WSCloseCode, WSMsgType, web

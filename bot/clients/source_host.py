@@ -1,0 +1,102 @@
+"""The source host role over GitHub: does a commit exist, is it reachable from the ref, and what
+changed between two commits (the source history an approval card shows)?"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from github import GithubException
+
+from bot.engine.roles import SourceChanges, SourceCommit
+from checks.base import SourceHostError
+
+
+class GitHubSourceHost:
+    def __init__(self, github_factory: Callable[[], Any], timeout: float = 10.0):
+        self._github_factory = github_factory
+        self._timeout = timeout
+        # two commit shas always compare the same: remember the answer, so card redraws cost nothing
+        self._changes: OrderedDict[tuple[str, str, str], SourceChanges] = OrderedDict()
+
+    def _reachable_sync(self, repository: str, sha: str, ref: str) -> tuple[bool, str]:
+        try:
+            comparison = self._github_factory().get_repo(repository).compare(sha, ref)
+        except GithubException as exc:
+            if exc.status in (404, 422):
+                return False, f"commit {sha} does not exist in {repository}"
+            raise SourceHostError(f"GitHub answered {exc.status} comparing {sha[:12]}...{ref}") from None
+        except Exception as exc:
+            raise SourceHostError(f"GitHub could not be reached: {type(exc).__name__}") from None
+        # compare(base=sha, head=ref): "ahead" or "identical" means ref contains sha
+        if comparison.status in ("ahead", "identical"):
+            return True, f"{sha[:12]} is in {ref} ({comparison.ahead_by} commit(s) behind its tip)"
+        return False, (f"{sha[:12]} is not reachable from {ref} (status {comparison.status}: "
+                       f"{comparison.behind_by} commit(s) not on {ref}); was it built from another branch "
+                       "or a force-pushed history?")
+
+    async def commit_reachable(self, repository: str, sha: str, ref: str) -> tuple[bool, str]:
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(self._reachable_sync, repository, sha, ref),
+                                          timeout=self._timeout)
+        except TimeoutError:
+            raise SourceHostError(f"GitHub did not answer within {self._timeout:g}s") from None
+
+    def _changes_sync(self, repository: str, base_sha: str, head_sha: str) -> SourceChanges:
+        try:
+            comparison = self._github_factory().get_repo(repository).compare(base_sha, head_sha)
+        except GithubException as exc:
+            raise SourceHostError(f"GitHub answered {exc.status} comparing {base_sha[:12]}...{head_sha[:12]}") from None
+        except Exception as exc:
+            raise SourceHostError(f"GitHub could not be reached: {type(exc).__name__}") from None
+        return changes_from_compare(comparison.raw_data, base_sha, head_sha)
+
+    async def commits_between(self, repository: str, base_sha: str, head_sha: str) -> SourceChanges:
+        """Commits in ``head_sha`` and not in ``base_sha``, newest first (at most MAX_COMMITS), with the total."""
+        key = (repository, base_sha, head_sha)
+        if key in self._changes:
+            return self._changes[key]
+        try:
+            changes = await asyncio.wait_for(asyncio.to_thread(self._changes_sync, repository, base_sha, head_sha),
+                                             timeout=self._timeout)
+        except TimeoutError:
+            raise SourceHostError(f"GitHub did not answer within {self._timeout:g}s") from None
+        self._changes[key] = changes
+        while len(self._changes) > 256:
+            self._changes.popitem(last=False)
+        return changes
+
+
+PULL_REQUEST = (re.compile(r"^Merge pull request #(\d+)"), re.compile(r"\(#(\d+)\)\s*$"))
+MAX_COMMITS = 20  # the card shows a handful; the compare link has the rest
+
+
+def summarize_commit(sha: str, message: str, author: str) -> SourceCommit:
+    """One commit as a card line: its title and the pull request it came from ("(#123)" or a merge)."""
+    lines = [line.strip() for line in (message or "").splitlines() if line.strip()]
+    title = lines[0] if lines else sha[:7]
+    number = None
+    for pattern in PULL_REQUEST:
+        m = pattern.search(title)
+        if m:
+            number = int(m[1])
+            break
+    if title.startswith("Merge pull request #") and len(lines) > 1:
+        title = lines[1]  # a merge commit's body is the pull request's title
+    return SourceCommit(sha=sha, title=title, author=author, pull_request=number)
+
+
+def changes_from_compare(body: dict, base_sha: str, head_sha: str, limit: int = MAX_COMMITS) -> SourceChanges:
+    """A GitHub compare response (its first page) → the newest ``limit`` commits and the total."""
+    commits = body.get("commits") or []
+    newest = [summarize_commit(c["sha"], (c.get("commit") or {}).get("message", ""),
+                               (c.get("author") or {}).get("login")
+                               or ((c.get("commit") or {}).get("author") or {}).get("name") or "unknown")
+              for c in reversed(commits[-limit:])]
+    html = body.get("html_url")
+    return SourceChanges(base_sha=base_sha, head_sha=head_sha, commits=tuple(newest),
+                         total=int(body.get("total_commits", len(commits))), compare_url=html,
+                         repository_url=html.split("/compare/")[0] if html and "/compare/" in html else None)

@@ -1,0 +1,249 @@
+"""Approvals and decisions: approve (N of M), reject, cancel, revoke, expiry, and voiding.
+
+An approval is recorded first, on its own, before Slack hears "ok"
+(``record_approval``), and completed afterwards (``complete_approval``): the
+gates run again, then the move to approved and its outbox entry commit
+together. ``resume`` completes approvals whose completion never ran.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from bot.clock import format_duration
+from bot.engine import messages
+from bot.engine.context import SYSTEM, EngineContext
+from bot.engine.notifications import Notifications
+from bot.engine.outcomes import DecisionResult
+from bot.engine.records import approvers_of
+from bot.engine.requests import Requests
+from bot.engine.transitions import lock_row, move, release_slot
+from checks.base import GateReport
+from storage import audit
+from storage.db import transaction
+from storage.models import Approval, OutboxEntry, Promotion
+from storage.statuses import Decision
+from storage.statuses import PromotionStatus as S
+
+RESUME_AFTER = timedelta(seconds=30)  # an approval older than this whose completion never ran is resumed
+
+
+def approval_count(s: Session, promotion_id: str) -> int:
+    return s.exec(select(sa.func.count()).select_from(Approval)
+                  .where(Approval.promotion_id == promotion_id, Approval.decision == Decision.APPROVE.value)).one()
+
+
+def void(ctx: EngineContext, p: Promotion, report: GateReport, actor: str, now: datetime, *,
+         states: tuple[S, ...] = (S.PENDING_APPROVAL, S.APPROVED)) -> bool:
+    """The gates no longer hold: end the promotion as voided, with every reason."""
+    reasons = "; ".join(f"{r.title}: {r.reason}" for r in report.blocking)
+    with transaction(ctx.db) as s:
+        moved = any(move(s, p, st, S.VOIDED, at=now, actor=actor, action=f"{p.kind}.voided",
+                         detail={"report": report.to_json()}, completed_at=now, reason=reasons,
+                         gate_report=report.to_json())
+                    for st in states)
+        if moved:
+            release_slot(s, p)
+    return moved
+
+
+class Approvals:
+    def __init__(self, ctx: EngineContext, notifications: Notifications, requests: Requests):
+        self.ctx = ctx
+        self.notifications = notifications
+        self.requests = requests
+
+    def _already(self, promotion_id: str) -> str:
+        p = self.ctx.promotion(promotion_id)
+        assert p is not None
+        names: list[str] = []
+        if S(p.status) in (S.APPROVED, S.DISPATCHED, S.DEPLOYED, S.VERIFIED):
+            with Session(self.ctx.db) as s:
+                names = approvers_of(s, p.id)
+        return messages.already_decided(p, names)
+
+    async def approve(self, promotion_id: str, user: str) -> DecisionResult:
+        """Record ``user``'s approval, then complete it: dispatch once enough approvals are in."""
+        recorded = await self.record_approval(promotion_id, user)
+        if not recorded.changed:
+            return recorded
+        return await self.complete_approval(promotion_id, user)
+
+    async def record_approval(self, promotion_id: str, user: str) -> DecisionResult:
+        """The fast, durable half of an approval (before Slack is acknowledged): no approval is lost
+        if the process dies right after; ``resume`` completes it on restart."""
+        p = self.ctx.promotion(promotion_id)
+        if p is None:
+            return DecisionResult(False, messages.no_such_promotion(promotion_id))
+        refusal = await self.refusal(p, user, Decision.APPROVE.value)
+        if refusal:
+            return DecisionResult(False, refusal, p.id)
+        now = self.ctx.clock()
+        with transaction(self.ctx.db) as s:
+            if not lock_row(s, p.id, S.PENDING_APPROVAL):
+                return DecisionResult(False, self._already(p.id), p.id)
+            try:
+                with s.begin_nested():
+                    s.add(Approval(promotion_id=p.id, approver=user, decision=Decision.APPROVE.value,
+                                   decided_at=now))
+            except IntegrityError:
+                return DecisionResult(False, "You have already approved this promotion.", p.id)
+            count = approval_count(s, p.id)
+            audit.append(s, at=now, actor=user, action=f"{p.kind}.approval", promotion_id=p.id, service=p.service,
+                         environment=p.target_environment,
+                         detail={"approvals": count, "required": p.required_approvals})
+        return DecisionResult(True, f"Approval recorded: {count} of {p.required_approvals}.", p.id)
+
+    async def complete_approval(self, promotion_id: str, actor: str) -> DecisionResult:
+        """With enough approvals, check every gate again and queue the dispatch (or void)."""
+        ctx = self.ctx
+        p = ctx.promotion(promotion_id)
+        if p is None or p.status != S.PENDING_APPROVAL.value:
+            return DecisionResult(False, self._already(promotion_id) if p else "gone", promotion_id)
+        with Session(ctx.db) as s:
+            count = approval_count(s, p.id)
+        if count < p.required_approvals:
+            await self.notifications.announce(p.id, f"<@{actor}> approved ({count} of {p.required_approvals}).")
+            return DecisionResult(True, f"Approval recorded: {count} of {p.required_approvals}.", p.id)
+        if p.expires_at is not None and ctx.clock() >= p.expires_at:
+            await self.expire_due()  # approvals completed after the deadline do not count
+            return DecisionResult(False, messages.expired_before_complete(p), p.id)
+        report = await self.requests.evaluate(p.service, p.tag, p.source_environment, p.target_environment, p.kind)
+        now = ctx.clock()
+        if not report.eligible:
+            # only a pending request: once approved, the dispatch's own check decides (never two voiders)
+            if void(ctx, p, report, actor, now, states=(S.PENDING_APPROVAL,)):
+                await self.notifications.announce(p.id, f"Approval by <@{actor}> voided: the gates no longer hold.")
+            return DecisionResult(True, "The evidence changed since the request; the gates no longer hold, "
+                                        "so the promotion is void. See the card for why.", p.id)
+        with transaction(ctx.db) as s:
+            approvers = approvers_of(s, p.id)
+            if not move(s, p, S.PENDING_APPROVAL, S.APPROVED, at=now, actor=actor, action=f"{p.kind}.approved",
+                        detail={"approvers": approvers, "report": report.to_json()},
+                        approved_at=now, gate_report=report.to_json()):
+                return DecisionResult(False, self._already(p.id), p.id)
+            # counted again under the row lock: an approval revoked while the gates ran must not count
+            count = approval_count(s, p.id)
+            if count < p.required_approvals:
+                s.rollback()
+                return DecisionResult(False, f"An approval was revoked meanwhile: {count} of "
+                                             f"{p.required_approvals}; `{p.id}` still waits for approval.", p.id)
+            s.add(OutboxEntry(promotion_id=p.id, next_attempt_at=now, created_at=now))
+        await self.notifications.announce(p.id, f"Approved by <@{actor}>. Dispatching the deploy workflow.")
+        ctx.outbox_wakeup.set()
+        return DecisionResult(True, f"Approved `{p.id}`; dispatching.", p.id)
+
+    async def resume(self) -> int:
+        """Complete approvals that were recorded but not completed (the process died in between)."""
+        with Session(self.ctx.db) as s:
+            rows = s.exec(select(Promotion.id, sa.func.max(Approval.approver))
+                          .join(Approval, col(Approval.promotion_id) == col(Promotion.id))
+                          .where(Promotion.status == S.PENDING_APPROVAL.value,
+                                 Approval.decision == Decision.APPROVE.value)
+                          .group_by(Promotion.id, Promotion.required_approvals)
+                          .having(sa.func.count(Approval.id) >= Promotion.required_approvals)
+                          # a fresh approval is still being completed by the handler that recorded it
+                          .having(sa.func.max(Approval.decided_at) <= self.ctx.clock() - RESUME_AFTER)).all()
+        for promotion_id, approver in rows:
+            await self.complete_approval(promotion_id, approver)
+        return len(rows)
+
+    async def reject(self, promotion_id: str, user: str, reason: str) -> DecisionResult:
+        p = self.ctx.promotion(promotion_id)
+        if p is None:
+            return DecisionResult(False, messages.no_such_promotion(promotion_id))
+        reason = (reason or "").strip()
+        if not reason:
+            return DecisionResult(False, "A rejection needs a reason, so the requester knows what to fix.", p.id)
+        refusal = await self.refusal(p, user, Decision.REJECT.value)
+        if refusal:
+            return DecisionResult(False, refusal, p.id)
+        now = self.ctx.clock()
+        with transaction(self.ctx.db) as s:
+            if not move(s, p, S.PENDING_APPROVAL, S.REJECTED, at=now, actor=user, action=f"{p.kind}.rejected",
+                        detail={"reason": reason}, completed_at=now, reason=reason, decided_by=user):
+                return DecisionResult(False, self._already(p.id), p.id)
+            s.add(Approval(promotion_id=p.id, approver=user, decision=Decision.REJECT.value, reason=reason,
+                           decided_at=now))
+            release_slot(s, p)
+        await self.notifications.announce(p.id, messages.rejected_note(user, reason))
+        await self.notifications.tell(p.requested_by, messages.rejected_tell(p, user, reason))
+        return DecisionResult(True, f"Rejected `{p.id}`.", p.id)
+
+    async def cancel(self, promotion_id: str, user: str) -> DecisionResult:
+        p = self.ctx.promotion(promotion_id)
+        if p is None:
+            return DecisionResult(False, messages.no_such_promotion(promotion_id))
+        if user != p.requested_by:
+            return DecisionResult(False, f"Only the requester <@{p.requested_by}> can cancel `{p.id}`.", p.id)
+        now = self.ctx.clock()
+        with transaction(self.ctx.db) as s:
+            if not move(s, p, S.PENDING_APPROVAL, S.CANCELLED, at=now, actor=user, action=f"{p.kind}.cancelled",
+                        completed_at=now, decided_by=user, reason="cancelled by the requester"):
+                return DecisionResult(False, self._already(p.id), p.id)
+            release_slot(s, p)
+        await self.notifications.announce(p.id, f"Cancelled by <@{user}>.")
+        return DecisionResult(True, f"Cancelled `{p.id}`.", p.id)
+
+    async def revoke(self, promotion_id: str, user: str) -> DecisionResult:
+        """Withdraw ``user``'s approval while the promotion still waits for approvals (the count goes
+        back down); once it is approved and queued or dispatched, refuse and say what to do instead."""
+        p = self.ctx.promotion(promotion_id)
+        if p is None:
+            return DecisionResult(False, messages.nothing_to_revoke(promotion_id))
+        now = self.ctx.clock()
+        with transaction(self.ctx.db) as s:
+            if not lock_row(s, p.id, S.PENDING_APPROVAL):
+                current = s.get(Promotion, p.id)
+                assert current is not None
+                refusal = (messages.revoke_refused(current) if S(current.status) in
+                           (S.APPROVED, S.DISPATCHED, S.DEPLOYED, S.VERIFIED) else None)
+                return DecisionResult(False, refusal or self._already(p.id), p.id)
+            removed = s.execute(sa.delete(Approval).where(Approval.promotion_id == p.id, Approval.approver == user,
+                                                          Approval.decision == Decision.APPROVE.value)).rowcount
+            if not removed:
+                return DecisionResult(False, f"You have not approved `{p.id}`, so there is nothing to revoke.", p.id)
+            count = approval_count(s, p.id)
+            audit.append(s, at=now, actor=user, action=f"{p.kind}.approval_revoked", promotion_id=p.id,
+                         service=p.service, environment=p.target_environment,
+                         detail={"approvals": count, "required": p.required_approvals})
+        await self.notifications.announce(p.id, f"<@{user}> revoked their approval "
+                                                f"({count} of {p.required_approvals}).")
+        return DecisionResult(True, f"Your approval of `{p.id}` is revoked: {count} of {p.required_approvals}.",
+                              p.id)
+
+    async def refusal(self, p: Promotion, user: str, verb: str) -> str | None:
+        """Why ``user`` may not ``verb`` (approve or reject) ``p`` now, or None when they may."""
+        if p.status != S.PENDING_APPROVAL.value:
+            return self._already(p.id)
+        if user == p.requested_by:
+            return messages.own_request(p, verb)
+        env = self.ctx.config.environment(p.target_environment)
+        if user not in await self.notifications.approver_users(env.approvers):
+            return messages.not_an_approver(p.target_environment, env.approvers)
+        if p.expires_at is not None and self.ctx.clock() >= p.expires_at:
+            await self.expire_due()
+            return messages.expired_ask_again(p, format_duration(env.approval_ttl))
+        return None
+
+    async def expire_due(self) -> int:
+        """Expire pending promotions whose approval_ttl has run out; returns how many."""
+        now = self.ctx.clock()
+        with Session(self.ctx.db) as s:
+            due = s.exec(select(Promotion).where(Promotion.status == S.PENDING_APPROVAL.value,
+                                                 col(Promotion.expires_at) <= now)).all()
+        expired = []
+        for p in due:
+            with transaction(self.ctx.db) as s:
+                if move(s, p, S.PENDING_APPROVAL, S.EXPIRED, at=now, actor=SYSTEM, action=f"{p.kind}.expired",
+                        completed_at=now, reason="approval_ttl elapsed"):
+                    release_slot(s, p)
+                    expired.append(p)
+        for p in expired:
+            await self.notifications.announce(p.id, "Expired: nobody approved in time.")
+            await self.notifications.tell(p.requested_by, messages.expired_tell(p))
+        return len(expired)

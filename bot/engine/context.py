@@ -1,0 +1,61 @@
+"""What every stage of the engine works with: the rules, the database, the evidence and the outside roles."""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from bot.config import EnvironmentConfig, PromobotConfig, ServiceConfig
+from bot.engine.errors import UserError
+from bot.engine.roles import ApproverDirectory, Dispatcher, Notifier
+from checks.base import Ledger, Registry, SourceHost
+from storage.models import Promotion
+
+SYSTEM = "promobot"  # the actor of everything promobot does by itself
+
+
+def closest(name: str, options: list[str]) -> str:
+    """A hint for a mistyped name: the nearest known ones, else the list."""
+    near = difflib.get_close_matches(name, options, n=3, cutoff=0.5)
+    if near:
+        return "did you mean " + " or ".join(f"`{n}`" for n in near) + "?"
+    return "known: " + ", ".join(f"`{o}`" for o in sorted(options)[:20])
+
+
+@dataclass
+class EngineContext:
+    """Shared by the stages; built once by the service front (``bot.engine.service``)."""
+
+    config: PromobotConfig
+    db: Engine  # the SQLAlchemy engine
+    ledger: Ledger
+    dispatcher: Dispatcher
+    notifier: Notifier
+    directory: ApproverDirectory
+    clock: Callable[[], datetime]
+    instance_id: str
+    registry: Registry | None = None
+    source_host: SourceHost | None = None
+    outbox_wakeup: asyncio.Event = field(default_factory=asyncio.Event)  # set when a dispatch is queued
+
+    def service_config(self, service: str) -> ServiceConfig:
+        if service not in self.config.services:
+            raise UserError(f"Unknown service `{service}`: {closest(service, list(self.config.services))}")
+        return self.config.services[service]
+
+    def environment_config(self, environment: str) -> EnvironmentConfig:
+        if environment not in self.config.environment_names:
+            raise UserError(f"Unknown environment `{environment}`: "
+                            f"{closest(environment, self.config.environment_names)}")
+        return self.config.environment(environment)
+
+    def promotion(self, promotion_id: str) -> Promotion | None:
+        """The promotion's row as it is now, or None."""
+        with Session(self.db) as s:
+            return s.get(Promotion, promotion_id)

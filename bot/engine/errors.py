@@ -1,0 +1,9 @@
+"""What the engine raises at its callers: a request it cannot serve, and a contradiction of the record."""
+
+
+class UserError(Exception):
+    """A request that cannot be understood or served; the message says what was expected."""
+
+
+class Conflict(Exception):
+    """The request contradicts what is recorded (a tag reported with a second digest)."""

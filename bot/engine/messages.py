@@ -1,0 +1,234 @@
+"""What the engine says to people, in one place: refusals, explanations and the card thread's notes.
+
+Every refusal names the rule, the evidence and the next step. Anything a person
+or a pipeline typed is escaped (``esc``) or quoted (``literal``) before it is
+shown; only recorded Slack user ids become mentions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bot.engine.roles import DispatchRequest
+from bot.text import approver_mentions, esc, evidence_text, link, literal, mention
+from checks.base import GateReport
+from storage.models import Promotion
+from storage.statuses import PromotionStatus as S
+
+# --- resolving and requesting ------------------------------------------------------------
+
+
+def first_environment_needs_tag(service: str, environment: str) -> str:
+    return (f"`{environment}` is the first environment: name the tag to promote "
+            f"(`/promote {service} TAG to {environment}`).")
+
+
+def nothing_verified(service: str, source: str, target: str) -> str:
+    return (f"Nothing is verified in {source} for {service}, so there is nothing to promote to {target}. "
+            f"Name a tag, or verify one in {source} first.")
+
+
+def no_such_artifact(service: str, tag: str) -> str:
+    return (f"No artifact `{tag}` is recorded for {service}. Check the tag, or report it from the build with "
+            "`promobot report artifact.built`.")
+
+
+def nothing_waiting(service: str) -> str:
+    return (f"Nothing is waiting to be promoted for {service}: every verified artifact already runs in the next "
+            "environment. Name a tag: `/promote SERVICE TAG [to ENV]`.")
+
+
+def no_known_good(service: str, environment: str, current: str | None) -> str:
+    return (f"No earlier artifact of {service} was verified in {environment}, so there is nothing known-good to "
+            f"roll back to (it runs `{current or 'nothing'}`).")
+
+
+def never_verified_there(tag: str, environment: str) -> str:
+    return (f"`{tag}` was never verified in {environment}, so it is not a known-good artifact to roll back to. "
+            "Omit the tag to take the last known-good one.")
+
+
+def in_progress(p: Promotion) -> str:
+    return (f"Promotion `{p.id}` of `{p.tag}` to {p.target_environment} is in progress "
+            f"({S(p.status).label.lower()}). Wait for it to finish, then ask again.")
+
+
+def already_in_progress(promotion_id: str, target: str) -> str:
+    return f"Promotion `{promotion_id}` to {target} is already in progress. Wait for it to finish, then ask again."
+
+
+def opened_at_the_same_moment(service: str, target: str) -> str:
+    return f"Another promotion of {service} to {target} was opened at the same moment. Run `/status` to see it."
+
+
+def superseded_by(promotion_id: str, requester: str) -> str:
+    return f"Superseded by a newer request `{promotion_id}` from {mention(requester)}."
+
+
+def blocking_reasons(report: GateReport) -> str:
+    """The refusing gates as bullet lines; gate reasons quote lock and hold reasons people typed, so they
+    are escaped and only the recorded users are mentioned."""
+    return "\n".join(f"• {r.title}: {evidence_text(r.reason, r.evidence)}" for r in report.blocking)
+
+
+def automatic_not_started(service: str, tag: str, target: str, problem: Exception) -> str:
+    return f"Automatic promotion of {service} `{tag}` to {target} not started: {esc(problem)}"
+
+
+def automatic_refused(service: str, tag: str, target: str, report: GateReport, message: str) -> str:
+    reasons = blocking_reasons(report) or esc(message)
+    return f"Automatic promotion of {service} `{tag}` to {target} refused:\n{reasons}"
+
+
+# --- approvals and decisions ------------------------------------------------------------
+
+
+def no_such_promotion(promotion_id: str) -> str:
+    return f"There is no promotion `{promotion_id}`."
+
+
+def nothing_to_revoke(promotion_id: str) -> str:
+    return (f"There is no promotion `{esc(promotion_id)}`. Expected `/promote revoke PROMOTION_ID` (the id is on "
+            "the card's last line).")
+
+
+def already_decided(p: Promotion, approvers: Sequence[str]) -> str:
+    """Why a click changed nothing: the promotion's state, and who decided it."""
+    st = S(p.status)
+    if st is S.PENDING_APPROVAL:
+        return f"`{p.id}` is still waiting for approval."
+    if st in (S.APPROVED, S.DISPATCHED, S.DEPLOYED, S.VERIFIED):
+        who = " by " + ", ".join(f"<@{u}>" for u in approvers) if approvers else ""
+        return f"`{p.id}` was already approved{who} ({st.label.lower()}); nothing changed."
+    by = f" by <@{p.decided_by}>" if p.decided_by else ""
+    return f"`{p.id}` is {st.label.lower()}{by}; nothing changed."
+
+
+def own_request(p: Promotion, verb: str) -> str:
+    return f"You requested `{p.id}`, so you cannot {verb} it: another approver must. You can cancel it instead."
+
+
+def not_an_approver(environment: str, approvers: Sequence[str]) -> str:
+    return (f"You are not an approver for {environment}. Approvers: {approver_mentions(approvers)}. "
+            "Ask one of them, or ask your platform team to add you in promobot.yml.")
+
+
+def expired_ask_again(p: Promotion, ttl: str) -> str:
+    expires = f"{p.expires_at:%Y-%m-%d %H:%M} UTC" if p.expires_at else "its deadline"
+    return f"`{p.id}` expired at {expires} (approvals last {ttl}). Ask the requester to request it again."
+
+
+def expired_before_complete(p: Promotion) -> str:
+    expires = f"{p.expires_at:%Y-%m-%d %H:%M} UTC" if p.expires_at else "its deadline"
+    return f"`{p.id}` expired at {expires} before its approval was complete; request it again."
+
+
+def expired_tell(p: Promotion) -> str:
+    return (f"Your promotion `{p.id}` of {p.service} `{p.tag}` to {p.target_environment} expired without approval. "
+            "Request it again if it is still wanted.")
+
+
+def rejected_note(user: str, reason: str) -> str:
+    return f"Rejected by <@{user}>: {literal(reason)}"
+
+
+def rejected_tell(p: Promotion, user: str, reason: str) -> str:
+    return (f"Your promotion `{p.id}` of {p.service} `{p.tag}` to {p.target_environment} was rejected by "
+            f"<@{user}>: {literal(reason)}")
+
+
+def revoke_refused(p: Promotion) -> str:
+    """Why an approval cannot be taken back once the promotion went ahead, and what to do instead."""
+    if S(p.status) is S.APPROVED:
+        return (f"`{p.id}` is already approved and its dispatch is queued: an approval can be revoked only while "
+                f"the request waits for approvals. To stop it before dispatch, lock the environment: "
+                f"`/promote lock {esc(p.service)} {p.target_environment} reason…` (the gates run again right "
+                "before dispatch).")
+    when = f" at {p.dispatched_at:%Y-%m-%d %H:%M} UTC" if p.dispatched_at else ""
+    return (f"`{p.id}` was dispatched{when}: revoking cannot undo a deploy. To undo it: "
+            f"`/rollback {esc(p.service)} in {p.target_environment} reason…`.")
+
+
+# --- dispatch -------------------------------------------------------------------------------
+
+
+def dispatch_failed(attempts: int, error: str, workflow: str, repository: str, ref: str) -> str:
+    return (f"Dispatch failed after {attempts} attempt(s): {error}. Check that `{workflow}` exists in {repository} "
+            f"at `{ref}`, has a workflow_dispatch trigger with the inputs environment, image_tag, image_digest and "
+            "promotion_id, and that promobot's token may run it.")
+
+
+def dispatched_anyway(p: Promotion, run_id: str | None, status: S) -> str:
+    return (f":warning: `{p.id}` was dispatched (run {run_id or 'not yet listed'}) although it is now "
+            f"{status.label.lower()}: watch that deploy and roll back if needed.")
+
+
+def dispatched(request: DispatchRequest, run_id: str | None, url: str | None, described_dry_run: str | None) -> str:
+    if described_dry_run is not None:
+        return "Dry run: no GitHub credentials, so nothing was dispatched. " + described_dry_run
+    if url:
+        return f"Dispatched `{request.workflow}`: <{url}|run {run_id}>"
+    return f"Dispatched `{request.workflow}`; the run will be linked once GitHub lists it."
+
+
+def run_linked(run_id: str, url: str | None) -> str:
+    return f"Run linked: <{url}|run {run_id}>" if url else f"Run linked: {run_id}"
+
+
+# --- pipeline events -----------------------------------------------------------------------
+
+
+def tag_mutation(service: str, tag: str, recorded_digest: str, recorded_at: str, digest: str) -> str:
+    return (f":rotating_light: Tag mutation refused: {service} `{tag}` was recorded with `{recorded_digest}` at "
+            f"{recorded_at} and is now reported with `{digest}`. A tag must name one build forever: find who "
+            "re-pushed it, and build a new tag.")
+
+
+def deployment_note(deployed: bool, url: str | None) -> str:
+    return "Deployed; waiting for verification." if deployed else f"Deployment failed: {url or 'see the run'}"
+
+
+def verification_note(environment: str, verified: bool, failed_checks: Sequence[str], url: str | None) -> str:
+    if verified:
+        return f"Verified in {environment}. :white_check_mark:"
+    which = f" ({', '.join(failed_checks)})" if failed_checks else ""
+    return f"Verification failed in {environment}{which}" + (f": {url}" if url else ".")
+
+
+# --- rollback and holds ----------------------------------------------------------------------
+
+
+def rollback_failed(p: Promotion) -> str:
+    run = f" <{p.run_url}|{p.pipeline_run_id}>" if p.run_url else ""
+    return (f":rotating_light: The rollback of {p.service} to `{p.tag}` in {p.target_environment} (`{p.id}`) "
+            f"failed: {p.reason}. promobot does not retry a rollback by itself: check the run{run} and act by hand.")
+
+
+def failure_headline(p: Promotion) -> str:
+    what = f"{p.reason or 'failed'} for {p.service} `{p.tag}` in {p.target_environment} (`{p.id}`)"
+    return f":rotating_light: {what[0].upper()}{what[1:]}."
+
+
+def rollback_not_requested(headline: str, problem: Exception) -> str:
+    return (f"{headline} No rollback was requested: {esc(problem)} Production needs a person: fix forward, or "
+            "deploy a good artifact by hand.")
+
+
+def rollback_refused(headline: str, p: Promotion, tag: str, report: GateReport, message: str) -> str:
+    reasons = blocking_reasons(report) or esc(message)
+    return (f"{headline} The rollback to the last known-good `{tag}` was refused:\n{reasons}\nWhen that is "
+            f"resolved: `/rollback {p.service} {tag} in {p.target_environment}`.")
+
+
+def rollback_requested(headline: str, tag: str, rollback_id: str | None, approvers: Sequence[str]) -> str:
+    return (f"{headline} promobot requested a rollback to the last known-good `{tag}`: `{rollback_id}`. "
+            f"{approver_mentions(approvers, ' ')}: please decide on its card.")
+
+
+def now_on_hold(service: str, tag: str) -> str:
+    return (f"`{esc(tag)}` is now on hold: no environment takes it until "
+            f"`/promote hold clear {esc(service)} {esc(tag)} reason…`.")
+
+
+def run_link(url: str | None, label: str) -> str:
+    return link(url, label)

@@ -1,0 +1,234 @@
+"""Resolving and requesting: what ``/promote`` and ``/rollback`` mean, the gates, and opening a promotion.
+
+A request runs every gate. When they all pass it opens the promotion in one
+transaction with its audit event (superseding a pending request for the same
+environment), then posts the card. Where the target needs no person, the
+dispatch is queued in that same transaction (gate 1).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from datetime import timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from bot.engine import messages, records
+from bot.engine.context import SYSTEM, EngineContext
+from bot.engine.errors import UserError
+from bot.engine.notifications import Notifications
+from bot.engine.outcomes import RequestResult
+from bot.engine.transitions import move
+from checks import runner
+from checks.base import GateContext, GateReport
+from checks.catalog import gates_for
+from storage import audit
+from storage.db import transaction
+from storage.models import ActivePromotion, OutboxEntry, Promotion
+from storage.statuses import OutboxStatus, PromotionKind
+from storage.statuses import PromotionStatus as S
+
+log = logging.getLogger(__name__)
+
+CARD_GRACE = timedelta(seconds=30)  # an automatic promotion's dispatch waits this long at most for its card
+
+
+class Requests:
+    def __init__(self, ctx: EngineContext, notifications: Notifications):
+        self.ctx = ctx
+        self.notifications = notifications
+
+    # --- what the command means ---------------------------------------------------------
+
+    def resolve(self, service: str, tag: str | None, environment: str | None) -> tuple[str, str | None, str]:
+        """Fill in what /promote leaves out: (tag, source environment, target environment)."""
+        ctx, ledger = self.ctx, self.ctx.ledger
+        ctx.service_config(service)
+        names = ctx.config.environment_names
+        if environment is not None:
+            ctx.environment_config(environment)
+            source = ctx.config.previous_environment(environment)
+            if tag is None:
+                if source is None:
+                    raise UserError(messages.first_environment_needs_tag(service, environment))
+                tag = ledger.latest_verified_tag(service, source)
+                if tag is None:
+                    raise UserError(messages.nothing_verified(service, source, environment))
+            return tag, source, environment
+        if tag is not None:
+            # the next environment after the last one where the tag is verified
+            verified_in = [e for e in names if ledger.latest_verified_tag(service, e) == tag]
+            if not verified_in:
+                if ledger.artifact(service, tag) is None:
+                    raise UserError(messages.no_such_artifact(service, tag))
+                return tag, None, names[0]
+            last = verified_in[-1]
+            target = ctx.config.next_environment(last)
+            if target is None:
+                raise UserError(f"`{tag}` is already verified in {last}, the last environment.")
+            return tag, last, target
+        for target in reversed(names[1:]):
+            source = ctx.config.previous_environment(target)
+            candidate = ledger.latest_verified_tag(service, source) if source else None
+            if candidate and candidate != ledger.current_artifact(service, target):
+                return candidate, source, target
+        raise UserError(messages.nothing_waiting(service))
+
+    def resolve_rollback(self, service: str, tag: str | None, environment: str | None) -> tuple[str, str]:
+        """(tag, environment) for /rollback: by default the last known-good artifact of the last environment."""
+        ctx, ledger = self.ctx, self.ctx.ledger
+        ctx.service_config(service)
+        environment = environment or ctx.config.environment_names[-1]
+        ctx.environment_config(environment)
+        current = ledger.current_artifact(service, environment)
+        latest = ledger.deployments(service, environment, limit=1)
+        if latest and latest[0].status != "success":
+            current = None  # a failed deploy leaves the environment in doubt: the last good one may come back
+        passed = [v for v in ledger.verifications(service, environment, limit=200) if v.result == "passed"]
+        if tag is None:
+            # an artifact on hold was rolled back once already: it is not "known good"
+            known_good = next((v.tag for v in passed if v.tag != current and ledger.hold(service, v.tag) is None),
+                              None)
+            if known_good is None:
+                raise UserError(messages.no_known_good(service, environment, current))
+            return known_good, environment
+        if tag == current:
+            raise UserError(f"{service} already runs `{tag}` in {environment}.")
+        if not any(v.tag == tag for v in passed):
+            raise UserError(messages.never_verified_there(tag, environment))
+        return tag, environment
+
+    # --- the gates ------------------------------------------------------------------------
+
+    async def evaluate(self, service: str, tag: str, source: str | None, target: str, kind: str) -> GateReport:
+        """Every gate switched on for ``target``, at once; changes nothing."""
+        ctx = self.ctx
+        gate_ctx = GateContext(service=service, tag=tag, target_environment=target, source_environment=source,
+                               now=ctx.clock(), config=ctx.config, ledger=ctx.ledger, registry=ctx.registry,
+                               source_host=ctx.source_host, kind=kind)
+        return await runner.evaluate(gates_for(ctx.config, target, kind=kind), gate_ctx)
+
+    async def check(self, service: str, tag: str | None = None, environment: str | None = None, *,
+                    kind: str = PromotionKind.PROMOTION.value) -> GateReport:
+        """Evaluate every gate for the promotion; changes nothing."""
+        tag, source, target = self.resolve(service, tag, environment)
+        return await self.evaluate(service, tag, source, target, kind)
+
+    # --- opening a promotion -----------------------------------------------------------
+
+    def active(self, service: str, environment: str) -> Promotion | None:
+        """The promotion holding the (service, environment) slot, if any."""
+        with Session(self.ctx.db) as s:
+            slot = s.get(ActivePromotion, (service, environment))
+            return s.get(Promotion, slot.promotion_id) if slot else None
+
+    async def request(self, requester: str, service: str, tag: str | None = None, environment: str | None = None,
+                      *, kind: str = PromotionKind.PROMOTION.value, reason: str | None = None) -> RequestResult:
+        """Check the gates and, when they all pass, open a promotion (or refuse with every reason)."""
+        ctx = self.ctx
+        svc = ctx.service_config(service)
+        if kind == PromotionKind.ROLLBACK:
+            tag, target = self.resolve_rollback(service, tag, environment)
+            source = None
+        else:
+            tag, source, target = self.resolve(service, tag, environment)
+        env = ctx.config.environment(target)
+        in_flight = self.active(service, target)
+        if in_flight is not None and in_flight.status != S.PENDING_APPROVAL.value:
+            report = GateReport(service, tag, target, source, None, ctx.clock(), ())
+            return RequestResult("refused", report, in_flight.id, messages.in_progress(in_flight))
+        report = await self.evaluate(service, tag, source, target, kind)
+        now = ctx.clock()
+        if not report.eligible:
+            with transaction(ctx.db) as s:
+                audit.append(s, at=now, actor=requester, action=f"{kind}.refused", service=service,
+                             environment=target, detail={"tag": tag, "report": report.to_json(), "reason": reason})
+            return RequestResult("refused", report, None, "")
+        artifact = ctx.ledger.artifact(service, tag)
+        assert artifact is not None  # every gate passed, the metadata gate among them
+        manual = env.approval == "manual"
+        promotion = Promotion(
+            id=f"prm-{secrets.token_hex(5)}", kind=kind, service=service, tag=tag, digest=artifact.digest,
+            source_commit=artifact.commit_sha, source_environment=source, target_environment=target,
+            status=(S.PENDING_APPROVAL if manual else S.APPROVED).value, requested_by=requester,
+            requested_at=now, approved_at=None if manual else now,
+            expires_at=now + env.approval_ttl if manual else None,
+            required_approvals=env.required_approvals if manual else 0, reason=reason,
+            channel=svc.channel, gate_report=report.to_json(),
+            replaces_tag=ctx.ledger.current_artifact(service, target))
+        superseded: str | None = None
+        try:
+            with transaction(ctx.db) as s:
+                slot = s.get(ActivePromotion, (service, target))
+                if slot is not None:
+                    earlier = s.get(Promotion, slot.promotion_id)
+                    if earlier is None or not move(
+                            s, earlier, S.PENDING_APPROVAL, S.SUPERSEDED, at=now, actor=requester,
+                            action=f"{kind}.superseded", detail={"by": promotion.id},
+                            reason=f"superseded by {promotion.id}", decided_by=requester):
+                        raise UserError(messages.already_in_progress(slot.promotion_id, target))
+                    superseded = slot.promotion_id
+                    s.delete(slot)
+                    s.flush()
+                s.add(promotion)
+                s.add(ActivePromotion(service=service, environment=target, promotion_id=promotion.id))
+                s.flush()
+                audit.append(s, at=now, actor=requester, action=f"{kind}.requested", promotion_id=promotion.id,
+                             service=service, environment=target,
+                             detail={"tag": tag, "digest": artifact.digest, "source_environment": source,
+                                     "reason": reason, "report": report.to_json()})
+                if not manual:
+                    audit.append(s, at=now, actor=SYSTEM, action=f"{kind}.approved", promotion_id=promotion.id,
+                                 service=service, environment=target,
+                                 detail={"approval": env.approval, "approvers": []})
+                    # held until the card is posted (so the dispatch notice threads under it), at most the grace
+                    s.add(OutboxEntry(promotion_id=promotion.id, created_at=now, next_attempt_at=now + CARD_GRACE))
+        except IntegrityError:
+            raise UserError(messages.opened_at_the_same_moment(service, target)) from None
+        if superseded:
+            await self.notifications.announce(superseded, messages.superseded_by(promotion.id, requester))
+        await self._post_card(promotion.id, env.approvers if manual else [])
+        if not manual:
+            with transaction(ctx.db) as s:
+                s.execute(sa.update(OutboxEntry).where(OutboxEntry.promotion_id == promotion.id,
+                                                       OutboxEntry.status == OutboxStatus.PENDING.value)
+                          .values(next_attempt_at=ctx.clock()))
+            ctx.outbox_wakeup.set()
+            return RequestResult("approved", report, promotion.id,
+                                 f"`{tag}` is going to {target} (approval: {env.approval}); promotion `{promotion.id}`.")
+        return RequestResult("requested", report, promotion.id,
+                             f"Requested promotion `{promotion.id}` of {service} `{tag}` to {target}; "
+                             f"waiting for {env.required_approvals} approval(s).")
+
+    async def _post_card(self, promotion_id: str, approvers: list[str]) -> None:
+        """Post the card and tell the approvers; remember where the card is."""
+        view = records.view(self.ctx, promotion_id)
+        assert view is not None
+        approver_users = sorted(await self.notifications.approver_users(approvers)) if approvers else []
+        try:
+            channel, ts = await self.ctx.notifier.promotion_requested(view, approver_users)
+        except Exception:
+            log.exception("could not post the card for %s", promotion_id)
+            channel, ts = None, None
+        if ts:
+            with transaction(self.ctx.db) as s:
+                s.execute(sa.update(Promotion).where(Promotion.id == promotion_id)
+                          .values(channel=channel, message_ts=ts))
+
+    async def promote_automatically(self, service: str, tag: str, environment: str) -> None:
+        """Gate 1: a verified artifact moves on by itself into an environment with approval: automatic."""
+        ctx = self.ctx
+        target = ctx.config.next_environment(environment)
+        if target is None or ctx.config.environment(target).approval != "automatic":
+            return
+        svc = ctx.config.services[service]
+        try:
+            result = await self.request(SYSTEM, service, tag, target)
+        except UserError as exc:
+            await self.notifications.alert(svc.channel, messages.automatic_not_started(service, tag, target, exc))
+            return
+        if result.outcome == "refused":
+            await self.notifications.alert(svc.channel, messages.automatic_refused(service, tag, target, result.report, result.message))

@@ -1,0 +1,138 @@
+"""The engine's front: the one object handlers, the shell and the server talk to.
+
+It builds the lifecycle stages and hands each call to the stage that owns it:
+
+- ``requests``: what a command means, the gates, opening a promotion (and gate 1);
+- ``approvals``: approving (N of M), rejecting, cancelling, revoking, expiry;
+- ``outbox``: the dispatch, exactly once, and its worker loop;
+- ``events``: builds, deployments, verifications, scans and SBOMs from the pipeline;
+- ``tracker``: following dispatched runs (webhooks, polling, verification deadlines);
+- ``rollbacks``: automatic rollback requests; ``safeguards``: locks and holds;
+- ``notifications`` and ``messages``: telling people; ``status`` and ``records``: reading back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from bot.clock import utcnow
+from bot.config import EnvironmentConfig, PromobotConfig, ServiceConfig
+from bot.engine import records
+from bot.engine.approvals import Approvals
+from bot.engine.context import EngineContext
+from bot.engine.events import PipelineEvents
+from bot.engine.holds import Safeguards
+from bot.engine.notifications import Notifications
+from bot.engine.outbox import RETRY_BACKOFF_BASE, Outbox
+from bot.engine.outcomes import DecisionResult, RequestResult
+from bot.engine.requests import Requests
+from bot.engine.roles import ApproverDirectory, Dispatcher, Notifier, PromotionView
+from bot.engine.rollback import Rollbacks
+from bot.engine.status import Status
+from bot.engine.tracking import Tracker
+from checks.base import GateReport, Ledger, Registry, SourceHost
+from storage.statuses import PromotionKind
+
+
+class PromotionService:
+    def __init__(self, *, config: PromobotConfig, engine: Engine, ledger: Ledger, dispatcher: Dispatcher,
+                 notifier: Notifier, directory: ApproverDirectory, registry: Registry | None = None,
+                 source_host: SourceHost | None = None, clock: Callable[[], datetime] = utcnow,
+                 instance_id: str = "promobot", tracking_interval: float = 30.0,
+                 retry_backoff_base: float = RETRY_BACKOFF_BASE):
+        self.clock = clock  # the engine's clock, injected (tests set it)
+        self.ctx = EngineContext(config=config, db=engine, ledger=ledger, dispatcher=dispatcher, notifier=notifier,
+                                 directory=directory, clock=clock, instance_id=instance_id, registry=registry,
+                                 source_host=source_host)
+        self.notifications = Notifications(self.ctx)
+        self.requests = Requests(self.ctx, self.notifications)
+        self.approvals = Approvals(self.ctx, self.notifications, self.requests)
+        self.outbox = Outbox(self.ctx, self.notifications, self.requests, self.approvals,
+                             backoff_base=retry_backoff_base)
+        self.rollbacks = Rollbacks(self.ctx, self.notifications, self.requests)
+        self.events = PipelineEvents(self.ctx, self.notifications, self.requests, self.rollbacks)
+        self.tracker = Tracker(self.ctx, self.notifications, self.events, self.rollbacks, interval=tracking_interval)
+        self.safeguards = Safeguards(self.ctx, self.notifications)
+        self.status = Status(self.ctx, self.notifications)
+
+    # --- what the engine works with ------------------------------------------------------------
+
+    @property
+    def config(self) -> PromobotConfig:
+        return self.ctx.config
+
+    @property
+    def ledger(self) -> Ledger:
+        return self.ctx.ledger
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        return self.ctx.dispatcher
+
+    def service_config(self, service: str) -> ServiceConfig:
+        """The service's configuration; raises UserError naming the closest known services."""
+        return self.ctx.service_config(service)
+
+    def environment_config(self, environment: str) -> EnvironmentConfig:
+        return self.ctx.environment_config(environment)
+
+    # --- reading -----------------------------------------------------------------------------
+
+    async def check(self, service: str, tag: str | None = None, environment: str | None = None, *,
+                    kind: str = PromotionKind.PROMOTION.value) -> GateReport:
+        """Evaluate every gate for the promotion; changes nothing."""
+        return await self.requests.check(service, tag, environment, kind=kind)
+
+    def view(self, promotion_id: str) -> PromotionView | None:
+        return records.view(self.ctx, promotion_id)
+
+    def record(self, promotion_id: str) -> dict[str, Any] | None:
+        """The promotion record in the promotion model's JSON shape."""
+        return records.record(self.ctx, promotion_id)
+
+    # --- requesting and deciding --------------------------------------------------------------
+
+    async def request(self, requester: str, service: str, tag: str | None = None, environment: str | None = None,
+                      *, kind: str = PromotionKind.PROMOTION.value, reason: str | None = None) -> RequestResult:
+        return await self.requests.request(requester, service, tag, environment, kind=kind, reason=reason)
+
+    async def approve(self, promotion_id: str, user: str) -> DecisionResult:
+        return await self.approvals.approve(promotion_id, user)
+
+    async def record_approval(self, promotion_id: str, user: str) -> DecisionResult:
+        return await self.approvals.record_approval(promotion_id, user)
+
+    async def complete_approval(self, promotion_id: str, actor: str) -> DecisionResult:
+        return await self.approvals.complete_approval(promotion_id, actor)
+
+    async def reject(self, promotion_id: str, user: str, reason: str) -> DecisionResult:
+        return await self.approvals.reject(promotion_id, user, reason)
+
+    async def cancel(self, promotion_id: str, user: str) -> DecisionResult:
+        return await self.approvals.cancel(promotion_id, user)
+
+    async def revoke_approval(self, promotion_id: str, user: str) -> DecisionResult:
+        return await self.approvals.revoke(promotion_id, user)
+
+    async def decision_refusal(self, promotion_id: str, user: str, verb: str) -> str | None:
+        """Why ``user`` may not ``verb`` (approve or reject) the promotion now; None when they may."""
+        p = self.ctx.promotion(promotion_id)
+        if p is None:
+            return f"There is no promotion `{promotion_id}`."
+        return await self.approvals.refusal(p, user, verb)
+
+    async def expire_due(self) -> int:
+        return await self.approvals.expire_due()
+
+    # --- the background work -------------------------------------------------------------------
+
+    async def process_outbox(self) -> int:
+        return await self.outbox.process()
+
+    async def run_outbox(self, stop: asyncio.Event, interval: float = 2.0) -> None:
+        await self.outbox.run(stop, interval)

@@ -1,0 +1,162 @@
+"""Where every artifact is: per service and environment, for ``/status`` and App Home.
+
+Reads only; the rendering lives in ``handlers.blocks``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlmodel import Session, col, select
+
+from bot.engine import records
+from bot.engine.context import EngineContext
+from bot.engine.notifications import Notifications
+from bot.engine.roles import PromotionView
+from checks.deployment_window import WindowState, window_state
+from checks.soak_time import SoakProgress, soak_progress
+from storage.models import ActivePromotion, Promotion
+from storage.records import DeploymentRecord, HoldRecord, LockRecord, VerificationRecord
+from storage.statuses import PromotionStatus as S
+
+
+@dataclass(frozen=True)
+class EnvironmentStatus:
+    """One environment of one service: what runs there, and what may come next."""
+
+    environment: str
+    tag: str | None
+    digest: str | None
+    deployed: DeploymentRecord | None
+    verification: VerificationRecord | None  # the current artifact's latest verification since its deployment
+    window: WindowState
+    lock: LockRecord | None
+    hold: HoldRecord | None  # on the artifact that runs here
+    pending: PromotionView | None  # the active promotion into this environment
+    next_environment: str | None = None
+    in_next: bool = False  # the next environment already runs this artifact
+    soak: SoakProgress | None = None  # toward the next environment
+    next_window: WindowState | None = None
+    eligible_at: datetime | None = None  # soak done and the next environment's window open
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    service: str
+    environments: tuple[EnvironmentStatus, ...]
+    now: datetime
+
+
+@dataclass(frozen=True)
+class OverviewCell:
+    environment: str
+    tag: str | None
+    verification: str | None  # passed | failed | None (not verified since deployment)
+    locked: bool = False
+    held: bool = False
+    pending: str | None = None  # status of the active promotion into this environment
+
+
+@dataclass(frozen=True)
+class OverviewRow:
+    service: str
+    cells: tuple[OverviewCell, ...]
+
+    @property
+    def needs_attention(self) -> bool:
+        return any(c.verification == "failed" or c.locked or c.held or c.pending for c in self.cells)
+
+
+class Status:
+    """Reads for /status and App Home."""
+
+    def __init__(self, ctx: EngineContext, notifications: Notifications):
+        self.ctx = ctx
+        self.notifications = notifications
+
+    def _active(self, service: str, environment: str) -> Promotion | None:
+        with Session(self.ctx.db) as s:
+            slot = s.get(ActivePromotion, (service, environment))
+            return s.get(Promotion, slot.promotion_id) if slot else None
+
+    def service_status(self, name: str) -> ServiceStatus:
+        """Every environment of ``name``; raises UserError (with the closest names) for an unknown service."""
+        self.ctx.service_config(name)
+        ledger, config, now = self.ctx.ledger, self.ctx.config, self.ctx.clock()
+        rows = []
+        for env_name in config.environment_names:
+            env = config.environment(env_name)
+            tag = ledger.current_artifact(name, env_name)
+            deployed = verification = None
+            if tag is not None:
+                deployed = next(iter(ledger.deployments(name, env_name, tag=tag, limit=1)), None)
+                verification = next((v for v in ledger.verifications(name, env_name, tag=tag, limit=1)
+                                     if deployed is None or v.finished_at >= deployed.finished_at), None)
+            artifact = ledger.artifact(name, tag) if tag else None
+            active = self._active(name, env_name)
+            pending = records.view(self.ctx, active.id) if active is not None and not S(active.status).is_terminal else None
+            nxt = config.next_environment(env_name)
+            soak = next_window = eligible_at = None
+            if nxt is not None and tag is not None:
+                next_env = config.environment(nxt)
+                soak = soak_progress(ledger, name, tag, env_name, next_env.soak_time, now)
+                next_window = window_state(next_env, max(now, soak.eligible_at or now))
+                if soak.since is not None and verification is not None and verification.result == "passed":
+                    eligible_at = max(now, soak.eligible_at) if next_window.open_now else next_window.next_opening
+            status = EnvironmentStatus(
+                environment=env_name, tag=tag, digest=artifact.digest if artifact else None, deployed=deployed,
+                verification=verification, window=window_state(env, now), lock=ledger.lock(name, env_name),
+                hold=ledger.hold(name, tag) if tag else None, pending=pending, next_environment=nxt,
+                in_next=bool(nxt and tag and ledger.current_artifact(name, nxt) == tag), soak=soak,
+                next_window=next_window, eligible_at=eligible_at)
+            rows.append(status)
+        return ServiceStatus(name, tuple(rows), now)
+
+    def overview(self) -> list[OverviewRow]:
+        """Every service × environment from a handful of queries (not one per service)."""
+        ledger, config = self.ctx.ledger, self.ctx.config
+        current = ledger.current_deployments()
+        verifications = ledger.latest_verifications()
+        locked = {(lk.service, lk.environment) for lk in ledger.locks()}
+        held = ledger.held_tags()
+        with Session(self.ctx.db) as s:
+            active = {(a.service, a.environment): status for a, status in
+                      s.exec(select(ActivePromotion, Promotion.status)
+                             .join(Promotion, col(Promotion.id) == col(ActivePromotion.promotion_id)))}
+        rows = []
+        for name in sorted(config.services):
+            cells = []
+            for env in config.environment_names:
+                dep = current.get((name, env))
+                ver = verifications.get((name, env))
+                result = (ver.result if dep and ver and ver.tag == dep.tag and ver.finished_at >= dep.finished_at
+                          else None)
+                cells.append(OverviewCell(env, dep.tag if dep else None, result, (name, env) in locked,
+                                          bool(dep and (name, dep.tag) in held), active.get((name, env))))
+            rows.append(OverviewRow(name, tuple(cells)))
+        return rows
+
+
+    async def awaiting_approval_by(self, user: str) -> list[PromotionView]:
+        """Pending promotions that ``user`` may approve and has not: not theirs, and they are an approver."""
+        with Session(self.ctx.db) as s:
+            ids = list(s.exec(select(Promotion.id).where(Promotion.status == S.PENDING_APPROVAL.value,
+                                                         Promotion.requested_by != user)
+                              .order_by(col(Promotion.requested_at))))
+        out = []
+        for pid in ids:
+            view = records.view(self.ctx, pid)
+            if view is None or user in view.approved_by or view.target_environment not in self.ctx.config.environment_names:
+                continue
+            if user in await self.notifications.approver_users(list(view.approvers)):
+                out.append(view)
+        return out
+
+
+    def requested_by(self, user: str, limit: int = 10) -> list[PromotionView]:
+        """``user``'s latest requests, newest first."""
+        with Session(self.ctx.db) as s:
+            ids = list(s.exec(select(Promotion.id).where(Promotion.requested_by == user)
+                              .order_by(col(Promotion.requested_at).desc()).limit(limit)))
+        return [v for v in (records.view(self.ctx, pid) for pid in ids) if v is not None]

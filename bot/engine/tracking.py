@@ -1,0 +1,224 @@
+"""Following each dispatched run to its end: GitHub webhooks, polling where none arrive, and the
+verification deadline.
+
+Every outcome goes through the engine's own ``deployment_finished`` and
+``verification_finished`` with an ``event_id`` derived from the run (or the
+deadline), so a webhook, a poll and the pipeline's own report of the same run
+move a promotion once, on any number of replicas. The periodic pass runs on
+every replica; a ``JobClaim`` per time slot lets exactly one of them do it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from bot.clock import format_duration
+from bot.engine import messages
+from bot.engine.context import SYSTEM, EngineContext
+from bot.engine.errors import Conflict
+from bot.engine.events import PipelineEvents
+from bot.engine.notifications import Notifications
+from bot.engine.outbox import dispatch_request
+from bot.engine.roles import DispatchError, RunInfo
+from bot.engine.rollback import Rollbacks
+from storage.db import transaction
+from storage.models import Deployment, JobClaim, PipelineEvent, Promotion
+from storage.statuses import DeploymentStatus
+from storage.statuses import PromotionStatus as S
+
+log = logging.getLogger(__name__)
+
+PROMOTION_ID = re.compile(r"\bprm-[0-9a-f]{10}\b")
+JOB = "tracking"
+CLAIM_RETENTION = timedelta(hours=1)
+MAX_POLLS_PER_PASS = 50
+
+
+def deployment_status(conclusion: str | None) -> str:
+    """A run's conclusion as a deployment outcome: only ``success`` deployed anything."""
+    return (DeploymentStatus.SUCCESS if conclusion == "success" else DeploymentStatus.FAILURE).value
+
+
+class Tracker:
+    """Follows dispatched runs for the engine: one per process, safe to run on every replica."""
+
+    def __init__(self, ctx: EngineContext, notifications: Notifications, events: PipelineEvents,
+                 rollbacks: Rollbacks, *, interval: float = 30.0):
+        self.ctx = ctx
+        self.notifications = notifications
+        self.events = events
+        self.rollbacks = rollbacks
+        self.interval = interval
+
+    # --- matching runs to promotions ---------------------------------------------
+
+    def match(self, repository: str, run_id: str | None, title: str | None) -> Promotion | None:
+        """The promotion a run belongs to: by its recorded run id, else by the promotion id in the run name."""
+        with Session(self.ctx.db) as s:
+            p = None
+            if run_id:
+                p = s.exec(select(Promotion).where(Promotion.pipeline_run_id == str(run_id))).first()
+            if p is None and title and (m := PROMOTION_ID.search(title)):
+                p = s.get(Promotion, m.group(0))
+        svc = self.ctx.config.services.get(p.service) if p else None
+        # a run of another repository never moves a promotion, whatever its name says
+        return p if svc and svc.repository.lower() == repository.lower() else None
+
+    # --- recording ---------------------------------------------------------------
+
+    async def record_run(self, p: Promotion, run: RunInfo, *, actor: str) -> str:
+        """Link the run to its promotion; when it completed, record the deployment's outcome once.
+        Returns recorded | linked | duplicate | ignored."""
+        if p.status != S.DISPATCHED.value:
+            return "ignored"  # not dispatched yet, or its outcome is already known
+        if run.status != "completed":
+            return "linked" if await self.link(p, run) else "ignored"
+        event = {"type": "deployment.finished", "event_id": f"github-run:{run.run_id}", "service": p.service,
+                 "tag": p.tag, "environment": p.target_environment, "status": deployment_status(run.conclusion),
+                 "run_id": run.run_id, "url": run.url}
+        try:
+            return await self.events.deployment_finished(event, actor=actor)
+        except IntegrityError:
+            return "duplicate"  # another replica recorded the same run at the same moment
+        except Conflict:
+            return "duplicate"  # a re-run of the same run id: the first outcome stands
+
+    async def link(self, p: Promotion, run: RunInfo) -> bool:
+        """Remember the run of a dispatch whose answer carried no run id (GHES); says so once."""
+        if not run.run_id or p.pipeline_run_id:
+            return False
+        with transaction(self.ctx.db) as s:
+            linked = s.execute(sa.update(Promotion).where(Promotion.id == p.id, Promotion.pipeline_run_id.is_(None))
+                               .values(pipeline_run_id=run.run_id, run_url=run.url)).rowcount == 1
+        if linked:
+            await self.notifications.announce(p.id, messages.run_linked(run.run_id, run.url))
+        return linked
+
+    # --- webhooks -----------------------------------------------------------------
+
+    def claim_delivery(self, delivery_id: str, event: str, body: bytes) -> bool:
+        """First sight of this X-GitHub-Delivery on any replica; False for a redelivery or a twin."""
+        try:
+            with transaction(self.ctx.db) as s:
+                if s.get(PipelineEvent, f"github:{delivery_id}") is not None:
+                    return False
+                s.add(PipelineEvent(event_id=f"github:{delivery_id}", type=f"github.{event}",
+                                    body_sha256=hashlib.sha256(body).hexdigest(), received_at=self.ctx.clock()))
+            return True
+        except IntegrityError:
+            return False
+
+    def release_delivery(self, delivery_id: str) -> None:
+        """Forget a delivery that could not be handled, so that GitHub's redelivery is."""
+        with transaction(self.ctx.db) as s:
+            s.execute(sa.delete(PipelineEvent).where(PipelineEvent.event_id == f"github:{delivery_id}"))
+
+    async def workflow_run(self, payload: dict[str, Any]) -> str:
+        """Handle a ``workflow_run`` webhook; returns recorded | linked | duplicate | ignored."""
+        run = payload.get("workflow_run") or {}
+        repository = (payload.get("repository") or {}).get("full_name") or ""
+        title = " ".join(str(run.get(k) or "") for k in ("display_title", "name"))
+        run_id = str(run["id"]) if run.get("id") is not None else None
+        p = self.match(repository, run_id, title)
+        if p is None:
+            return "ignored"
+        info = RunInfo(run_id, run.get("html_url"), run.get("status"), run.get("conclusion"), title)
+        if payload.get("action") == "completed":
+            info = RunInfo(run_id, info.url, "completed", info.conclusion, title)
+        return await self.record_run(p, info, actor="github-webhook")
+
+    # --- the periodic pass -------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run a pass every ``interval`` seconds until ``stop`` is set."""
+        while not stop.is_set():
+            try:
+                if self.claim_slot():
+                    await self.run_pass()
+            except Exception:
+                log.exception("tracking pass failed")
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=self.interval)
+            except TimeoutError:
+                pass
+
+    def claim_slot(self) -> bool:
+        """One pass per time slot across replicas: the first INSERT of the slot's key wins."""
+        slot, now = int(time.time() // self.interval), datetime.now(UTC)
+        try:
+            with transaction(self.ctx.db) as s:
+                s.execute(sa.delete(JobClaim).where(JobClaim.job == JOB, JobClaim.claimed_at < now - CLAIM_RETENTION))
+                s.add(JobClaim(job=JOB, run_key=str(slot), claimed_by=self.ctx.instance_id, claimed_at=now))
+            return True
+        except IntegrityError:
+            return False
+
+    async def run_pass(self) -> None:
+        await self.poll_dispatched()
+        await self.enforce_deadlines()
+        await self.rollbacks.process_pending()
+
+    async def poll_dispatched(self) -> int:
+        """Ask GitHub about runs dispatched longer than one interval ago without an outcome; returns
+        how many outcomes were recorded."""
+        if self.ctx.dispatcher.dry_run:
+            return 0
+        cutoff = self.ctx.clock() - timedelta(seconds=self.interval)
+        with Session(self.ctx.db) as s:
+            waiting = s.exec(select(Promotion).where(Promotion.status == S.DISPATCHED.value,
+                                                     col(Promotion.dispatched_at) <= cutoff)
+                             .order_by(col(Promotion.dispatched_at)).limit(MAX_POLLS_PER_PASS)).all()
+        recorded = 0
+        for p in waiting:
+            svc = self.ctx.config.services.get(p.service)
+            if svc is None:
+                continue
+            try:
+                if p.pipeline_run_id:
+                    run = await self.ctx.dispatcher.get_run(svc.repository, p.pipeline_run_id)
+                else:
+                    run = await self.ctx.dispatcher.find_run(dispatch_request(self.ctx, p),
+                                                                 since=p.dispatched_at)
+            except DispatchError as exc:
+                log.info("could not ask GitHub about the run of %s: %s", p.id, exc)
+                if exc.retry_after:
+                    break  # rate limited: the next pass comes back later
+                continue
+            if run is not None and await self.record_run(p, run, actor="github-poll") == "recorded":
+                recorded += 1
+        return recorded
+
+    async def enforce_deadlines(self) -> int:
+        """Fail promotions deployed without a verification within their environment's
+        ``verification_deadline`` (reported as a failed verification); returns how many were reported."""
+        now = self.ctx.clock()
+        with Session(self.ctx.db) as s:
+            rows = s.exec(select(Promotion, sa.func.max(Deployment.recorded_at))
+                          .join(Deployment, Deployment.promotion_id == Promotion.id, isouter=True)
+                          .where(Promotion.status == S.DEPLOYED.value).group_by(Promotion.id)).all()
+        failed = 0
+        for p, deployed_at in rows:
+            if p.target_environment not in self.ctx.config.environment_names:
+                continue
+            deadline = self.ctx.config.environment(p.target_environment).verification_deadline
+            if now < (deployed_at or p.dispatched_at or p.requested_at) + deadline:
+                continue
+            missed = f"no verification within {format_duration(deadline)}"
+            event = {"type": "verification.finished", "event_id": f"deadline:{p.id}", "service": p.service,
+                     "tag": p.tag, "environment": p.target_environment, "result": "failed",
+                     "checks": {missed: "missed"}, "url": None, "reason": missed}
+            try:
+                failed += await self.events.verification_finished(event, actor=SYSTEM, follow_up=False) == "recorded"
+            except (IntegrityError, Conflict):
+                pass  # another replica enforced the same deadline
+        return failed

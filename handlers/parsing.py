@@ -1,0 +1,153 @@
+"""What people type after ``/promote`` and ``/rollback``, parsed by pure functions, and the help texts.
+
+A command that does not parse raises ``CommandError`` saying what was expected.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bot.engine.errors import UserError
+
+PROMOTE_USAGE = "`/promote SERVICE [TAG] [to ENV] [--check]`"
+
+PROMOTE_HELP = """*`/promote`* moves an artifact to the next environment, with its gates and approvals.
+• `/promote SERVICE` — the artifact verified in the environment before the next one
+• `/promote SERVICE TAG` — that tag, to the environment after the one where it is verified
+• `/promote SERVICE TAG to ENV` — name the target
+• `/promote SERVICE TAG --check` — show every gate without requesting anything
+• `/promote revoke PROMOTION_ID` — take back your approval while the request still waits for others
+• `/promote lock SERVICE ENV reason…` / `/promote unlock SERVICE ENV` — stop or allow every promotion into ENV
+• `/promote hold SERVICE TAG reason…` — keep an artifact out of every environment
+• `/promote hold clear SERVICE TAG reason…` — let it be promoted again (a verified rollback holds the \
+artifact it replaced)
+Examples: `/promote api-gateway 7a3f9c2 to production` · `/promote api-gateway --check` ·
+`/promote lock api-gateway production incident INC-42` · `/promote hold clear api-gateway 7a3f9c2 fixed by 9b1e0d4`"""
+
+ROLLBACK_HELP = """*`/rollback`* brings back the last known-good artifact, through the same gates and approval.
+• `/rollback SERVICE` — the artifact verified in the last environment before the one running now
+• `/rollback SERVICE TAG` — a specific tag that passed verification there before
+• `/rollback SERVICE [TAG] in ENV reason…` — name the environment and say why
+The card shows exactly which tag and digest will run and which it replaces. Once the rollback is verified, the \
+replaced artifact is on hold until `/promote hold clear SERVICE TAG reason…`.
+Examples: `/rollback api-gateway` · `/rollback api-gateway in production error rate doubled after 7a3f9c2`"""
+
+STATUS_HELP = """*`/status`* shows where every artifact is.
+• `/status` — every service at a glance
+• `/status SERVICE` — per environment: what runs there, when it was deployed, its verification, soak and when \
+it may move on, pending promotions and whom they wait for, locks, holds and freezes
+Example: `/status api-gateway`"""
+
+
+class CommandError(UserError):
+    """A command that does not parse; the message says what was expected."""
+
+
+@dataclass(frozen=True)
+class PromoteCommand:
+    service: str
+    tag: str | None = None
+    environment: str | None = None
+    check_only: bool = False
+
+
+@dataclass(frozen=True)
+class LockCommand:
+    service: str
+    environment: str
+    reason: str = ""
+    unlock: bool = False
+
+
+@dataclass(frozen=True)
+class HoldCommand:
+    service: str
+    tag: str
+    reason: str
+    clear: bool = False
+
+
+@dataclass(frozen=True)
+class RevokeCommand:
+    promotion_id: str
+
+
+def words_of(text: str) -> list[str]:
+    try:
+        return shlex.split(text or "")
+    except ValueError:
+        return (text or "").split()
+
+
+def _parse_hold(words: list[str]) -> HoldCommand:
+    clear = len(words) > 1 and words[1] == "clear"
+    rest = words[2:] if clear else words[1:]
+    if len(rest) < 3:
+        usage = "`/promote hold clear SERVICE TAG reason…`" if clear else "`/promote hold SERVICE TAG reason…`"
+        raise CommandError(f"Expected {usage}: a hold is placed and cleared with a reason, for the audit trail.")
+    return HoldCommand(rest[0], rest[1], " ".join(rest[2:]), clear)
+
+
+def parse_promote(text: str) -> PromoteCommand | LockCommand | HoldCommand | RevokeCommand | str:
+    """``/promote`` text → a command, or "help"; raises CommandError saying what was expected."""
+    words = words_of(text)
+    if not words or words[0] in ("help", "-h", "--help"):
+        return "help"
+    if words[0] in ("lock", "unlock"):
+        unlock = words[0] == "unlock"
+        if len(words) < 3 or (not unlock and len(words) < 4) or (unlock and len(words) > 3):
+            usage = "`/promote unlock SERVICE ENV`" if unlock else "`/promote lock SERVICE ENV reason…`"
+            raise CommandError(f"Expected {usage}.")
+        return LockCommand(words[1], words[2], " ".join(words[3:]), unlock)
+    if words[0] == "hold":
+        return _parse_hold(words)
+    if words[0] == "revoke":
+        if len(words) != 2:
+            raise CommandError("Expected `/promote revoke PROMOTION_ID` (the id is on the card's last line).")
+        return RevokeCommand(words[1])
+    check = False
+    rest = []
+    for w in words:
+        if w in ("--check", "-n", "--dry-run"):
+            check = True
+        elif w.startswith("-"):
+            raise CommandError(f"Unknown option `{w}`. Expected {PROMOTE_USAGE}.")
+        else:
+            rest.append(w)
+    env = None
+    if "to" in rest:
+        i = rest.index("to")
+        if i + 1 >= len(rest):
+            raise CommandError("`to` needs an environment: `/promote SERVICE [TAG] to ENV`.")
+        env = rest[i + 1]
+        rest = rest[:i] + rest[i + 2:]
+    if not rest or len(rest) > 2:
+        raise CommandError(f"Expected {PROMOTE_USAGE}, e.g. `/promote api-gateway 7a3f9c2`; "
+                           "`/promote help` lists everything.")
+    return PromoteCommand(rest[0], rest[1] if len(rest) > 1 else None, env, check)
+
+
+@dataclass(frozen=True)
+class RollbackCommand:
+    service: str
+    tag: str | None = None
+    environment: str | None = None
+    reason: str = ""
+
+
+def parse_rollback(text: str, *, is_tag: Callable[[str], bool] = lambda w: False) -> RollbackCommand | str:
+    """``/rollback`` text → a command, or "help". ``is_tag`` tells a tag from the first word of a reason."""
+    words = words_of(text)
+    if not words or words[0] in ("help", "-h", "--help"):
+        return "help"
+    service, rest = words[0], words[1:]
+    tag = env = None
+    if rest and rest[0] != "in" and is_tag(rest[0]):
+        tag, rest = rest[0], rest[1:]
+    if rest and rest[0] == "in":
+        if len(rest) < 2:
+            raise CommandError("`in` needs an environment: `/rollback SERVICE [TAG] in ENV [reason…]`.")
+        env, rest = rest[1], rest[2:]
+    return RollbackCommand(service, tag, env, " ".join(rest))

@@ -1,0 +1,85 @@
+"""What promobot has recorded, as plain values: the evidence gates and cards read through the ledger."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ArtifactRecord:
+    """An artifact as recorded at build (``artifact.built``)."""
+
+    service: str
+    tag: str
+    digest: str
+    commit_sha: str | None
+    pipeline_run_id: str | None
+    built_at: datetime | None
+
+
+@dataclass(frozen=True)
+class DeploymentRecord:
+    service: str
+    tag: str
+    environment: str
+    status: str  # success | failure
+    finished_at: datetime
+    run_id: str | None = None
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class VerificationRecord:
+    service: str
+    tag: str
+    environment: str
+    result: str  # passed | failed
+    finished_at: datetime
+    checks: dict[str, Any] = field(default_factory=dict)
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class ScanRecord:
+    """A normalised vulnerability scan (``scan.finished``) for one digest."""
+
+    service: str
+    tag: str
+    digest: str | None
+    scanner: str
+    received_at: datetime
+    findings: tuple[dict[str, Any], ...]  # {id, package, installed, fixed, severity, title}
+
+
+@dataclass(frozen=True)
+class SbomRecord:
+    """A normalised SBOM (``sbom.published``) for one digest."""
+
+    service: str
+    tag: str
+    digest: str | None
+    format: str
+    received_at: datetime
+    components: tuple[dict[str, Any], ...]  # {name, version, licenses: [expression strings]}
+
+
+@dataclass(frozen=True)
+class LockRecord:
+    service: str
+    environment: str
+    locked_by: str
+    reason: str
+    locked_at: datetime
+
+
+@dataclass(frozen=True)
+class HoldRecord:
+    """An artifact taken out of circulation (after a rollback, or by hand) until someone clears it."""
+
+    service: str
+    tag: str
+    reason: str
+    held_by: str | None = None
+    held_at: datetime | None = None

@@ -60,8 +60,9 @@ class SlowRegistry:
 
     async def manifest(self, image, tag):
         await asyncio.sleep(self.latency)
-        return ManifestInfo(DIGEST, "application/vnd.oci.image.manifest.v1+json",
-                            labels={"org.opencontainers.image.revision": SHA})
+        return ManifestInfo(
+            DIGEST, "application/vnd.oci.image.manifest.v1+json", labels={"org.opencontainers.image.revision": SHA}
+        )
 
 
 class SlowSourceHost:
@@ -92,18 +93,60 @@ class SlowReportStore(SqlLedger):
 def seed(engine, now: datetime) -> None:
     fixtures = ROOT / "tests" / "fixtures"
     with transaction(engine) as s:
-        s.add(Artifact(service="api-gateway", tag=TAG, digest=DIGEST, commit_sha=SHA, pipeline_run_id="1",
-                       built_at=now - timedelta(hours=5), recorded_at=now))
-        s.add(Deployment(service="api-gateway", tag=TAG, environment="staging", status="success",
-                         finished_at=now - timedelta(hours=3), recorded_at=now))
-        s.add(Verification(service="api-gateway", tag=TAG, environment="staging", result="passed", checks={},
-                           finished_at=now - timedelta(hours=2), recorded_at=now))
+        s.add(
+            Artifact(
+                service="api-gateway",
+                tag=TAG,
+                digest=DIGEST,
+                commit_sha=SHA,
+                pipeline_run_id="1",
+                built_at=now - timedelta(hours=5),
+                recorded_at=now,
+            )
+        )
+        s.add(
+            Deployment(
+                service="api-gateway",
+                tag=TAG,
+                environment="staging",
+                status="success",
+                finished_at=now - timedelta(hours=3),
+                recorded_at=now,
+            )
+        )
+        s.add(
+            Verification(
+                service="api-gateway",
+                tag=TAG,
+                environment="staging",
+                result="passed",
+                checks={},
+                finished_at=now - timedelta(hours=2),
+                recorded_at=now,
+            )
+        )
         trivy = json.loads((fixtures / "trivy" / "trivy-centos-7-low-medium.json").read_text())
-        s.add(ScanReport(service="api-gateway", tag=TAG, digest=DIGEST, scanner="trivy",
-                         findings=parse_scan("trivy", trivy), received_at=now))
+        s.add(
+            ScanReport(
+                service="api-gateway",
+                tag=TAG,
+                digest=DIGEST,
+                scanner="trivy",
+                findings=parse_scan("trivy", trivy),
+                received_at=now,
+            )
+        )
         sbom = json.loads((fixtures / "sbom" / "cyclonedx-1.6-licenses-id-expression-name.json").read_text())
-        s.add(SbomReport(service="api-gateway", tag=TAG, digest=DIGEST, format="cyclonedx",
-                         components=parse_sbom("cyclonedx", sbom), received_at=now))
+        s.add(
+            SbomReport(
+                service="api-gateway",
+                tag=TAG,
+                digest=DIGEST,
+                format="cyclonedx",
+                components=parse_sbom("cyclonedx", sbom),
+                received_at=now,
+            )
+        )
 
 
 async def sequential(gates, ctx):
@@ -117,10 +160,17 @@ async def main(latency: float, rounds: int) -> None:
         now = datetime.now(UTC)
         seed(engine, now)
         config = parse_config(CONFIG)
-        ctx = GateContext(service="api-gateway", tag=TAG, target_environment="production",
-                          source_environment="staging", now=now, config=config,
-                          ledger=SlowReportStore(engine, latency), registry=SlowRegistry(latency),
-                          source_host=SlowSourceHost(latency))
+        ctx = GateContext(
+            service="api-gateway",
+            tag=TAG,
+            target_environment="production",
+            source_environment="staging",
+            now=now,
+            config=config,
+            ledger=SlowReportStore(engine, latency),
+            registry=SlowRegistry(latency),
+            source_host=SlowSourceHost(latency),
+        )
         gates = gates_for(config, "production")
         await runner.evaluate(gates, ctx)  # warm up imports and connections
         concurrent_times, sequential_times = [], []
@@ -136,8 +186,10 @@ async def main(latency: float, rounds: int) -> None:
     conc, seq = statistics.median(concurrent_times), statistics.median(sequential_times)
     print(f"gates evaluated: {len(gates)} ({', '.join(g.name for g in gates)})")
     print(f"slowest evidence source: {latency * 1000:.0f} ms (registry, GitHub, scan/SBOM store)")
-    print(f"concurrent evaluation:  median {conc * 1000:.0f} ms over {rounds} rounds "
-          f"= {conc / latency:.2f} x the slowest source (goal <= 1.25)")
+    print(
+        f"concurrent evaluation:  median {conc * 1000:.0f} ms over {rounds} rounds "
+        f"= {conc / latency:.2f} x the slowest source (goal <= 1.25)"
+    )
     print(f"sequential evaluation:  median {seq * 1000:.0f} ms = {seq / latency:.2f} x the slowest source")
     print("goal met" if conc <= 1.25 * latency else "GOAL MISSED")
 

@@ -46,11 +46,28 @@ EVENTS_PER_RELEASE = 20
 END = datetime(2025, 6, 2, 7, 0, tzinfo=UTC)  # Monday 09:00 in Berlin
 HISTORY = timedelta(days=730)
 ENVIRONMENTS = ["dev", "staging", "production"]
-ACTIONS = ["artifact.built", "scan.finished", "sbom.published", "deployment.finished", "verification.finished",
-           "promotion.requested", "promotion.approved", "dispatch.sent", "deployment.finished",
-           "verification.finished", "promotion.requested", "promotion.approval", "promotion.approved",
-           "dispatch.sent", "deployment.finished", "verification.finished", "check.evaluated", "check.evaluated",
-           "card.updated", "card.updated"]
+ACTIONS = [
+    "artifact.built",
+    "scan.finished",
+    "sbom.published",
+    "deployment.finished",
+    "verification.finished",
+    "promotion.requested",
+    "promotion.approved",
+    "dispatch.sent",
+    "deployment.finished",
+    "verification.finished",
+    "promotion.requested",
+    "promotion.approval",
+    "promotion.approved",
+    "dispatch.sent",
+    "deployment.finished",
+    "verification.finished",
+    "check.evaluated",
+    "check.evaluated",
+    "card.updated",
+    "card.updated",
+]
 # what the metric queries need beyond the existing indexes (proposed for storage/models.py)
 INDEXES = {
     "ix_promotion_requested_at": ("promotion", "requested_at"),
@@ -80,37 +97,86 @@ def history() -> dict[str, Iterator[dict]]:
 
     def artifacts() -> Iterator[dict]:
         for r, service, tag, built, *_ in releases:
-            yield dict(id=r + 1, service=service, tag=tag, digest="sha256:" + tag.ljust(64, "0"), commit_sha=tag,
-                       pipeline_run_id=str(r), built_at=built, recorded_at=built, hold_reason=None)
+            yield dict(
+                id=r + 1,
+                service=service,
+                tag=tag,
+                digest="sha256:" + tag.ljust(64, "0"),
+                commit_sha=tag,
+                pipeline_run_id=str(r),
+                built_at=built,
+                recorded_at=built,
+                hold_reason=None,
+            )
 
     def promotions() -> Iterator[dict]:
         for r, service, tag, built, requested, approved, rollback, failed, previous in releases:
             staged = built + timedelta(minutes=21)
-            yield dict(id=f"s-{r}", kind="promotion", service=service, tag=tag, digest="sha256:" + tag.ljust(64, "0"),
-                       source_commit=tag, source_environment="dev", target_environment="staging", status="verified",
-                       requested_by="promobot", requested_at=staged, approved_at=staged, dispatched_at=staged,
-                       completed_at=staged + timedelta(minutes=30), expires_at=None, required_approvals=0,
-                       reason=None, decided_by=None, channel="C0DEPLOYS", message_ts=None, pipeline_run_id=str(r),
-                       run_url=None, gate_report=None, replaces_tag=previous, version=4)
+            yield dict(
+                id=f"s-{r}",
+                kind="promotion",
+                service=service,
+                tag=tag,
+                digest="sha256:" + tag.ljust(64, "0"),
+                source_commit=tag,
+                source_environment="dev",
+                target_environment="staging",
+                status="verified",
+                requested_by="promobot",
+                requested_at=staged,
+                approved_at=staged,
+                dispatched_at=staged,
+                completed_at=staged + timedelta(minutes=30),
+                expires_at=None,
+                required_approvals=0,
+                reason=None,
+                decided_by=None,
+                channel="C0DEPLOYS",
+                message_ts=None,
+                pipeline_run_id=str(r),
+                run_url=None,
+                gate_report=None,
+                replaces_tag=previous,
+                version=4,
+            )
             kind, promoted = ("rollback", previous) if rollback else ("promotion", tag)
-            yield dict(id=f"p-{r}", kind=kind, service=service, tag=promoted,
-                       digest="sha256:" + promoted.ljust(64, "0"), source_commit=promoted,
-                       source_environment=None if rollback else "staging", target_environment="production",
-                       status="failed" if failed else "verified", requested_by="U0DEV", requested_at=requested,
-                       approved_at=approved, dispatched_at=approved + timedelta(minutes=1),
-                       completed_at=approved + timedelta(minutes=31), expires_at=None, required_approvals=1,
-                       reason="verification failed" if failed else None, decided_by=None, channel="C0DEPLOYS",
-                       message_ts=None, pipeline_run_id=str(r), run_url=None, gate_report=None,
-                       replaces_tag=previous if not rollback else tag, version=5)
+            yield dict(
+                id=f"p-{r}",
+                kind=kind,
+                service=service,
+                tag=promoted,
+                digest="sha256:" + promoted.ljust(64, "0"),
+                source_commit=promoted,
+                source_environment=None if rollback else "staging",
+                target_environment="production",
+                status="failed" if failed else "verified",
+                requested_by="U0DEV",
+                requested_at=requested,
+                approved_at=approved,
+                dispatched_at=approved + timedelta(minutes=1),
+                completed_at=approved + timedelta(minutes=31),
+                expires_at=None,
+                required_approvals=1,
+                reason="verification failed" if failed else None,
+                decided_by=None,
+                channel="C0DEPLOYS",
+                message_ts=None,
+                pipeline_run_id=str(r),
+                run_url=None,
+                gate_report=None,
+                replaces_tag=previous if not rollback else tag,
+                version=5,
+            )
 
     def outcomes(table: str) -> Iterator[dict]:
         n = 0
         for r, service, tag, built, _requested, _approved, rollback, failed, previous in releases:
             promoted = previous if rollback else tag
             for env, promotion_id, tag_, at, ok in (
-                    ("dev", None, tag, built + timedelta(minutes=10), True),
-                    ("staging", f"s-{r}", tag, built + timedelta(minutes=40), True),
-                    ("production", f"p-{r}", promoted, approved + timedelta(minutes=21), not failed)):
+                ("dev", None, tag, built + timedelta(minutes=10), True),
+                ("staging", f"s-{r}", tag, built + timedelta(minutes=40), True),
+                ("production", f"p-{r}", promoted, approved + timedelta(minutes=21), not failed),
+            ):
                 n += 1
                 common = dict(id=n, service=service, tag=tag_, environment=env, url=None, promotion_id=promotion_id)
                 if table == "deployment":
@@ -128,9 +194,17 @@ def history() -> dict[str, Iterator[dict]]:
             for i, action in enumerate(ACTIONS):
                 seq += 1
                 at = built + timedelta(minutes=3 * i)
-                row = dict(seq=seq, at=at, actor="promobot", action=action,
-                           promotion_id=f"p-{r}" if i > 9 else f"s-{r}", service=service,
-                           environment=ENVIRONMENTS[min(i // 7, 2)], detail={"tag": tag}, prev_hash=prev)
+                row = dict(
+                    seq=seq,
+                    at=at,
+                    actor="promobot",
+                    action=action,
+                    promotion_id=f"p-{r}" if i > 9 else f"s-{r}",
+                    service=service,
+                    environment=ENVIRONMENTS[min(i // 7, 2)],
+                    detail={"tag": tag},
+                    prev_hash=prev,
+                )
                 prev = row["hash"] = event_hash(**row)
                 yield row
         tip.update(seq=seq, hash=prev)
@@ -138,9 +212,14 @@ def history() -> dict[str, Iterator[dict]]:
     def head() -> Iterator[dict]:  # read after events() is exhausted
         yield dict(id=1, seq=tip["seq"], last_hash=tip["hash"])
 
-    return {"artifact": artifacts(), "promotion": promotions(), "deployment": outcomes("deployment"),
-            "verification": outcomes("verification"), "auditevent": events(),
-            "audithead": head()}
+    return {
+        "artifact": artifacts(),
+        "promotion": promotions(),
+        "deployment": outcomes("deployment"),
+        "verification": outcomes("verification"),
+        "auditevent": events(),
+        "audithead": head(),
+    }
 
 
 def _sqlite_value(value: object) -> object:
@@ -207,8 +286,7 @@ def timed(fn: Callable[[], object], runs: int = 5) -> tuple[float, float]:
 
 
 def measure(name: str, engine: Engine, verify: bool) -> dict[str, float]:
-    digest = DigestConfig(channel="C0METRICS", schedule="0 9 * * mon-fri", timezone="Europe/Berlin",
-                          services=SERVICES)
+    digest = DigestConfig(channel="C0METRICS", schedule="0 9 * * mon-fri", timezone="Europe/Berlin", services=SERVICES)
 
     def one_digest():
         with Session(engine) as s:
@@ -216,18 +294,24 @@ def measure(name: str, engine: Engine, verify: bool) -> dict[str, float]:
 
     content = one_digest()
     with Session(engine) as s:
-        counts = {t: s.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar_one()
-                  for t in ("auditevent", "promotion", "deployment", "verification")}
+        counts = {
+            t: s.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar_one()
+            for t in ("auditevent", "promotion", "deployment", "verification")
+        }
     registry = build_registry(engine, max_age=0)  # measure the queries, not the cache
     digest_first, digest_median = timed(one_digest)
     scrape_first, scrape_median = timed(lambda: list(registry.collect()), runs=3)
     chart_first, chart_median = timed(lambda: digest_chart(content.series, title="bench"), runs=3)
     production = next(m for m in content.totals.promotions if m.environment == "production")
-    print(f"{name}: {counts['auditevent']:,} audit events, {counts['promotion']:,} promotions, "
-          f"{counts['deployment']:,} deployments, {counts['verification']:,} verifications")
-    print(f"  digest for {len(SERVICES)} services (1 day, 14-day chart data): first {digest_first:.3f} s, "
-          f"median {digest_median:.3f} s  [production: {production.outcomes} ended, "
-          f"success {production.success_rate:.1%}]")
+    print(
+        f"{name}: {counts['auditevent']:,} audit events, {counts['promotion']:,} promotions, "
+        f"{counts['deployment']:,} deployments, {counts['verification']:,} verifications"
+    )
+    print(
+        f"  digest for {len(SERVICES)} services (1 day, 14-day chart data): first {digest_first:.3f} s, "
+        f"median {digest_median:.3f} s  [production: {production.outcomes} ended, "
+        f"success {production.success_rate:.1%}]"
+    )
     print(f"  /metrics scrape (all-time aggregates): first {scrape_first:.3f} s, median {scrape_median:.3f} s")
     print(f"  chart PNG render: first {chart_first:.3f} s, median {chart_median:.3f} s")
     if verify:
@@ -250,8 +334,9 @@ def main() -> int:
         results["SQLite"] = measure("SQLite", engine, args.verify)
         engine.dispose()
     if not args.skip_postgres:
-        url = normalise_url(os.environ.get("PROMOBOT_BENCH_POSTGRES_URL",
-                                           "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
+        url = normalise_url(
+            os.environ.get("PROMOBOT_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+        )
         schema = f"promobot_bench_{uuid.uuid4().hex[:8]}"
         admin = sa.create_engine(url)
         with admin.begin() as conn:

@@ -63,10 +63,17 @@ def open_database(settings: Settings, *, upgrade: bool = True) -> Engine:
     return engine
 
 
-def build(settings: Settings, config: PromobotConfig, *, notifier: Notifier | None = None,
-          directory: ApproverDirectory | None = None, dispatcher: Dispatcher | None = None,
-          clock: Callable[[], datetime] = utcnow, echo: Callable[[str], None] | None = None,
-          with_slack: bool = True) -> Promobot:
+def build(
+    settings: Settings,
+    config: PromobotConfig,
+    *,
+    notifier: Notifier | None = None,
+    directory: ApproverDirectory | None = None,
+    dispatcher: Dispatcher | None = None,
+    clock: Callable[[], datetime] = utcnow,
+    echo: Callable[[str], None] | None = None,
+    with_slack: bool = True,
+) -> Promobot:
     """Wire storage, gates' evidence sources, GitHub, Slack and the engine from settings."""
     engine = open_database(settings)
     slack_client = None
@@ -84,10 +91,18 @@ def build(settings: Settings, config: PromobotConfig, *, notifier: Notifier | No
     # every card, whoever draws it, carries the commits, history and stability approvers decide on
     notifier = CardEvidenceNotifier(notifier, config=config, ledger=ledger, history=source_host, clock=clock)
     service = PromotionService(
-        config=config, engine=engine, ledger=ledger, dispatcher=dispatcher, notifier=notifier,
-        directory=directory or StaticDirectory(), registry=OciRegistryClient.from_env(os.environ),
-        source_host=source_host, clock=clock, instance_id=instance_id(settings),
-        tracking_interval=settings.promobot_tracking_poll_interval)
+        config=config,
+        engine=engine,
+        ledger=ledger,
+        dispatcher=dispatcher,
+        notifier=notifier,
+        directory=directory or StaticDirectory(),
+        registry=OciRegistryClient.from_env(os.environ),
+        source_host=source_host,
+        clock=clock,
+        instance_id=instance_id(settings),
+        tracking_interval=settings.promobot_tracking_poll_interval,
+    )
     bot = Promobot(settings, config, engine, service, CommandRouter(service), slack_client)
     if slack_client is not None:
         bot.bolt = build_bolt(settings, bot)
@@ -99,7 +114,11 @@ def build_bolt(settings: Settings, bot: Promobot) -> Any:
     secret = settings.secret("slack_signing_secret")
     if not secret and not socket_mode:
         raise ValueError("SLACK_SIGNING_SECRET is required in HTTP mode (Slack signs every request with it)")
-    app = AsyncApp(client=bot.slack_client, signing_secret=secret or "unused-in-socket-mode",
-                   request_verification_enabled=bool(secret), process_before_response=False)
+    app = AsyncApp(
+        client=bot.slack_client,
+        signing_secret=secret or "unused-in-socket-mode",
+        request_verification_enabled=bool(secret),
+        process_before_response=False,
+    )
     register(app, bot.service, bot.router)
     return app

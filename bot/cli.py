@@ -33,9 +33,11 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
     settings = _settings()
     path = args.file or settings.promobot_config
     config = load_config(path)
-    print(f"{path}: valid — {len(config.environments)} environments "
-          f"({' → '.join(config.environment_names)}), {len(config.services)} services, "
-          f"{len(config.digests)} digests")
+    print(
+        f"{path}: valid — {len(config.environments)} environments "
+        f"({' → '.join(config.environment_names)}), {len(config.services)} services, "
+        f"{len(config.digests)} digests"
+    )
     return EXIT_OK
 
 
@@ -43,6 +45,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from bot.app import open_database
     from storage import migrate
     from storage.db import redact_url
+
     settings = _settings()
     engine = open_database(settings)
     print(f"{redact_url(settings.database_url)}: schema at revision {migrate.current(engine)}")
@@ -53,20 +56,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from bot.app import build
     from bot.server import serve
     from storage.db import redact_url
+
     settings = _settings()
     config = _config(settings)
     if settings.slack_bot_token is None:
-        print("SLACK_BOT_TOKEN is not set: promobot needs a Slack app to serve. To try it without Slack, "
-              "run `promobot shell`.", file=sys.stderr)
+        print(
+            "SLACK_BOT_TOKEN is not set: promobot needs a Slack app to serve. To try it without Slack, "
+            "run `promobot shell`.",
+            file=sys.stderr,
+        )
         return EXIT_ERROR
     socket_mode = settings.slack_app_token is not None and not args.http
     if not socket_mode and not settings.secret("slack_signing_secret"):
         print("SLACK_SIGNING_SECRET is not set: Slack over HTTP needs it to verify every request.", file=sys.stderr)
         return EXIT_ERROR
     bot = build(settings, config)
-    print(f"promobot: {len(config.services)} services, database {redact_url(settings.database_url)}, "
-          f"dispatch {'dry run (no GitHub credentials)' if bot.service.dispatcher.dry_run else 'GitHub'}, "
-          f"Slack over {'Socket Mode' if socket_mode else 'HTTP /slack/events'}, port {args.port}", flush=True)
+    print(
+        f"promobot: {len(config.services)} services, database {redact_url(settings.database_url)}, "
+        f"dispatch {'dry run (no GitHub credentials)' if bot.service.dispatcher.dry_run else 'GitHub'}, "
+        f"Slack over {'Socket Mode' if socket_mode else 'HTTP /slack/events'}, port {args.port}",
+        flush=True,
+    )
     try:
         asyncio.run(serve(bot, port=args.port, host=args.host, socket_mode=socket_mode))
     except KeyboardInterrupt:
@@ -76,20 +86,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_shell(args: argparse.Namespace) -> int:
     from bot.shell import run_shell
+
     settings = _settings()
     config = _config(settings)
     groups = {}
     for g in args.group or []:
         name, _, members = g.partition("=")
         groups[name] = [m for m in members.split(",") if m]
-    return asyncio.run(run_shell(settings, config, user=args.user, groups=groups, demo=args.demo,
-                                 script=args.script))
+    return asyncio.run(run_shell(settings, config, user=args.user, groups=groups, demo=args.demo, script=args.script))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from bot.app import build
     from bot.engine.errors import UserError
     from bot.shell import SilentNotifier
+
     settings = _settings()
     config = _config(settings)
     bot = build(settings, config, notifier=SilentNotifier(), with_slack=False)
@@ -143,6 +154,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     import urllib.request
 
     from handlers.pipeline_events import BadEvent, validate_event
+
     settings = _settings()
     event = _report_event(args)
     try:
@@ -158,8 +170,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     data = json.dumps(event, default=str).encode()
     # The same event_id on every try: a resend after a lost answer is harmless.
     for attempt in range(1, args.retries + 2):
-        request = urllib.request.Request(url, data=data, method="POST", headers={
-            "Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+        request = urllib.request.Request(
+            url,
+            data=data,
+            method="POST",
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+        )
         try:
             with urllib.request.urlopen(request, timeout=30) as resp:
                 print(f"{resp.status} {resp.read().decode()}")
@@ -174,7 +190,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             problem = f"cannot reach {url}: {getattr(exc, 'reason', exc)}"
         if attempt <= args.retries:
             print(f"attempt {attempt} failed ({problem}); retrying", file=sys.stderr)
-            time.sleep(min(30, 2 ** attempt))
+            time.sleep(min(30, 2**attempt))
     print(f"error: {problem}", file=sys.stderr)
     return EXIT_ERROR
 
@@ -187,6 +203,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from bot.app import open_database
     from bot.engine.records import export
     from storage import audit
+
     settings = _settings()
     engine = open_database(settings)
     with Session(engine) as s:
@@ -196,6 +213,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
                 print(f"audit chain BROKEN at {problem}")
                 return EXIT_BLOCKED
             from storage.models import AuditHead
+
             head = s.get(AuditHead, 1)
             print(f"audit chain intact: {head.seq if head else 0} events verified")
             return EXIT_OK
@@ -214,6 +232,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     from bot.app import open_database
     from storage import metrics
     from storage.metrics.table import format_table
+
     settings = _settings()
     config = _config(settings)
     engine = open_database(settings)
@@ -222,9 +241,13 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     end = datetime.now(UTC)
     with Session(engine) as s:
-        report = metrics.compute(s, start=end - timedelta(days=args.days), end=end,
-                                 services=[args.service] if args.service else None,
-                                 production=config.environment_names[-1])
+        report = metrics.compute(
+            s,
+            start=end - timedelta(days=args.days),
+            end=end,
+            services=[args.service] if args.service else None,
+            production=config.environment_names[-1],
+        )
     if args.json:
         print(json.dumps(dataclasses.asdict(report), default=str, indent=2))
     else:
@@ -257,15 +280,23 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_check)
 
-    s = sub.add_parser("report", help="send a pipeline event to a running bot (for CI)",
-                       description="e.g. promobot report artifact.built --service api-gateway --tag 7a3f9c2 "
-                                   "--digest sha256:… --commit-sha 7a3f9c2… --pipeline-run-id 42 --built-at now")
-    s.add_argument("type", choices=["artifact.built", "deployment.finished", "verification.finished",
-                                    "scan.finished", "sbom.published"])
+    s = sub.add_parser(
+        "report",
+        help="send a pipeline event to a running bot (for CI)",
+        description="e.g. promobot report artifact.built --service api-gateway --tag 7a3f9c2 "
+        "--digest sha256:… --commit-sha 7a3f9c2… --pipeline-run-id 42 --built-at now",
+    )
+    s.add_argument(
+        "type",
+        choices=["artifact.built", "deployment.finished", "verification.finished", "scan.finished", "sbom.published"],
+    )
     s.add_argument("--url", help="the bot's base URL (default PROMOBOT_URL)")
     s.add_argument("--retries", type=int, default=4)
-    s.add_argument("fields", nargs=argparse.REMAINDER,
-                   help="--FIELD VALUE pairs; --check NAME=RESULT (repeatable); --report-file / --sbom-file PATH")
+    s.add_argument(
+        "fields",
+        nargs=argparse.REMAINDER,
+        help="--FIELD VALUE pairs; --check NAME=RESULT (repeatable); --report-file / --sbom-file PATH",
+    )
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("audit", help="verify the audit chain or export promotion records")
@@ -293,8 +324,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     for noisy in ("slack_sdk", "slack_bolt", "urllib3", "github", "aiohttp.access", "alembic"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:

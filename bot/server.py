@@ -49,6 +49,7 @@ def make_web_app(bot: Promobot, *, background: bool = True) -> web.Application:
     # Slack over HTTP only with signature verification: in Socket Mode without SLACK_SIGNING_SECRET
     # the Bolt app verifies nothing, and this route would take forged commands and clicks.
     if bot.bolt is not None and bot.settings.secret("slack_signing_secret"):
+
         async def slack_events(request: web.Request) -> web.Response:
             bolt_response = await bot.bolt.async_dispatch(await to_bolt_request(request))
             return await to_aiohttp_response(bolt_response)
@@ -59,9 +60,17 @@ def make_web_app(bot: Promobot, *, background: bool = True) -> web.Application:
         interval = bot.settings.promobot_outbox_interval
         app.cleanup_ctx.append(_background(lambda stop: bot.service.run_outbox(stop, interval)))
         app.cleanup_ctx.append(_background(tracker.run))
-        app.cleanup_ctx.append(_background(lambda stop: retention.run(
-            stop, engine=bot.engine, archive_dir=Path(bot.settings.promobot_audit_archive_dir),
-            instance_id=instance_id(bot.settings), clock=bot.service.clock)))
+        app.cleanup_ctx.append(
+            _background(
+                lambda stop: retention.run(
+                    stop,
+                    engine=bot.engine,
+                    archive_dir=Path(bot.settings.promobot_audit_archive_dir),
+                    instance_id=instance_id(bot.settings),
+                    clock=bot.service.clock,
+                )
+            )
+        )
         if bot.slack_client is not None and bot.config.digests:
             app.cleanup_ctx.append(_digests(bot))
     return app
@@ -69,9 +78,11 @@ def make_web_app(bot: Promobot, *, background: bool = True) -> web.Application:
 
 def _digests(bot: Promobot):
     """The daily digests' cron jobs; each run is claimed in the database, so one replica posts it."""
+
     async def ctx(_: web.Application):
-        scheduler = DigestScheduler(bot.engine, bot.config, bot.slack_client, instance_id(bot.settings),
-                                    clock=bot.service.clock)
+        scheduler = DigestScheduler(
+            bot.engine, bot.config, bot.slack_client, instance_id(bot.settings), clock=bot.service.clock
+        )
         scheduler.start()
         yield
         scheduler.shutdown()
@@ -86,6 +97,7 @@ def _ping(bot: Promobot) -> None:
 
 def _background(loop):
     """Run ``loop(stop)`` while the server runs; stop it with the server."""
+
     async def ctx(_: web.Application):
         stop = asyncio.Event()
         task = asyncio.create_task(loop(stop))
@@ -102,8 +114,12 @@ async def serve(bot: Promobot, *, port: int, host: str = "0.0.0.0", socket_mode:
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    log.info("promobot listening on http://%s:%s (Slack over %s)", host, port,
-             "Socket Mode" if socket_mode else "HTTP at /slack/events")
+    log.info(
+        "promobot listening on http://%s:%s (Slack over %s)",
+        host,
+        port,
+        "Socket Mode" if socket_mode else "HTTP at /slack/events",
+    )
     handler = None
     try:
         if socket_mode:

@@ -82,13 +82,17 @@ class ShellNotifier:
             if pid == view.id:
                 self.out(f"  [{i}] {label}")
 
-    async def promotion_requested(self, view: PromotionView, approver_users: list[str]) -> tuple[str | None, str | None]:
+    async def promotion_requested(
+        self, view: PromotionView, approver_users: list[str]
+    ) -> tuple[str | None, str | None]:
         self._ts += 1
         self._draw(view, f"#{view.channel} card")
         for user in approver_users:
             if user != view.requested_by:
-                self.out(f"[DM to {user}] <@{view.requested_by}> asks you to approve {view.service} "
-                         f"{view.tag} → {view.target_environment} ({view.id})")
+                self.out(
+                    f"[DM to {user}] <@{view.requested_by}> asks you to approve {view.service} "
+                    f"{view.tag} → {view.target_environment} ({view.id})"
+                )
         return view.channel, f"shell.{self._ts}"
 
     async def promotion_changed(self, view: PromotionView, note: str | None = None) -> None:
@@ -135,7 +139,7 @@ def parse_event_words(words: list[str]) -> dict[str, Any]:
         if value.startswith("@"):
             parsed = json.loads(Path(value[1:]).read_text(encoding="utf-8"))
         if key.startswith("checks."):
-            event.setdefault("checks", {})[key[len("checks."):]] = parsed
+            event.setdefault("checks", {})[key[len("checks.") :]] = parsed
         else:
             event[key] = parsed
     return event
@@ -153,24 +157,81 @@ def demo_events(config: PromobotConfig, now: datetime) -> list[dict[str, Any]]:
         return (now - timedelta(hours=hours)).isoformat()
 
     for tag, age in ((old, 240), (new, 30)):
-        events.append({"type": "artifact.built", "service": service, "tag": tag,
-                       "digest": "sha256:" + (tag * 10)[:64].ljust(64, "0"), "commit_sha": tag + "e" * 33,
-                       "pipeline_run_id": str(1000 + age), "built_at": at(age)})
-        events.append({"type": "scan.finished", "service": service, "tag": tag, "scanner": "trivy",
-                       "report": json.loads((EXAMPLES / "reports" / "trivy-clean.json").read_text())})
-        events.append({"type": "sbom.published", "service": service, "tag": tag, "format": "cyclonedx",
-                       "sbom": json.loads((EXAMPLES / "reports" / "sbom.cdx.json").read_text())})
+        events.append(
+            {
+                "type": "artifact.built",
+                "service": service,
+                "tag": tag,
+                "digest": "sha256:" + (tag * 10)[:64].ljust(64, "0"),
+                "commit_sha": tag + "e" * 33,
+                "pipeline_run_id": str(1000 + age),
+                "built_at": at(age),
+            }
+        )
+        events.append(
+            {
+                "type": "scan.finished",
+                "service": service,
+                "tag": tag,
+                "scanner": "trivy",
+                "report": json.loads((EXAMPLES / "reports" / "trivy-clean.json").read_text()),
+            }
+        )
+        events.append(
+            {
+                "type": "sbom.published",
+                "service": service,
+                "tag": tag,
+                "format": "cyclonedx",
+                "sbom": json.loads((EXAMPLES / "reports" / "sbom.cdx.json").read_text()),
+            }
+        )
     for i, env in enumerate(envs):
-        events.append({"type": "deployment.finished", "service": service, "tag": old, "environment": env,
-                       "status": "success", "run_id": str(500 + i), "finished_at": at(200 - i)})
-        events.append({"type": "verification.finished", "service": service, "tag": old, "environment": env,
-                       "result": "passed", "checks": {"smoke": "passed"}, "finished_at": at(199 - i)})
+        events.append(
+            {
+                "type": "deployment.finished",
+                "service": service,
+                "tag": old,
+                "environment": env,
+                "status": "success",
+                "run_id": str(500 + i),
+                "finished_at": at(200 - i),
+            }
+        )
+        events.append(
+            {
+                "type": "verification.finished",
+                "service": service,
+                "tag": old,
+                "environment": env,
+                "result": "passed",
+                "checks": {"smoke": "passed"},
+                "finished_at": at(199 - i),
+            }
+        )
     for i, env in enumerate(envs[:-1]):
-        events.append({"type": "deployment.finished", "service": service, "tag": new, "environment": env,
-                       "status": "success", "run_id": str(600 + i), "finished_at": at(28 - 4 * i)})
-        events.append({"type": "verification.finished", "service": service, "tag": new, "environment": env,
-                       "result": "passed", "checks": {"smoke": "passed", "e2e": "passed"},
-                       "finished_at": at(27 - 4 * i)})
+        events.append(
+            {
+                "type": "deployment.finished",
+                "service": service,
+                "tag": new,
+                "environment": env,
+                "status": "success",
+                "run_id": str(600 + i),
+                "finished_at": at(28 - 4 * i),
+            }
+        )
+        events.append(
+            {
+                "type": "verification.finished",
+                "service": service,
+                "tag": new,
+                "environment": env,
+                "result": "passed",
+                "checks": {"smoke": "passed", "e2e": "passed"},
+                "finished_at": at(27 - 4 * i),
+            }
+        )
     return events
 
 
@@ -188,8 +249,9 @@ class Shell:
 
     async def send_event(self, event: dict[str, Any], *, follow_up: bool = True) -> str:
         try:
-            checked = validate_event(event, services=self.bot.config.services,
-                                     environments=self.bot.config.environment_names)
+            checked = validate_event(
+                event, services=self.bot.config.services, environments=self.bot.config.environment_names
+            )
             result = await apply_event(self.bot.service, checked, actor=f"shell:{self.user}", follow_up=follow_up)
         except BadEvent as exc:
             return "400 invalid event:\n" + "\n".join(f"  {p}" for p in exc.problems)
@@ -255,18 +317,26 @@ class Shell:
             self.out(f"[only you] {result.message}")
 
 
-async def run_shell(settings: Settings, config: PromobotConfig, *, user: str, groups: dict[str, list[str]],
-                    demo: bool = False, script: str | None = None) -> int:
+async def run_shell(
+    settings: Settings,
+    config: PromobotConfig,
+    *,
+    user: str,
+    groups: dict[str, list[str]],
+    demo: bool = False,
+    script: str | None = None,
+) -> int:
     def out(text: str) -> None:
         print(text, flush=True)
 
     notifier = ShellNotifier(out)
-    bot = build(settings, config, notifier=notifier, directory=StaticDirectory(groups),
-                with_slack=False)
+    bot = build(settings, config, notifier=notifier, directory=StaticDirectory(groups), with_slack=False)
     shell = Shell(bot, notifier, user, out)
-    out(f"promobot shell — database {redact_url(settings.database_url)}; dispatch: "
+    out(
+        f"promobot shell — database {redact_url(settings.database_url)}; dispatch: "
         f"{'DRY RUN (no GitHub credentials)' if bot.service.dispatcher.dry_run else 'GitHub'}; "
-        f"you are {user}. Type help.")
+        f"you are {user}. Type help."
+    )
     if demo:
         for event in demo_events(config, datetime.now(UTC)):
             result = await shell.send_event(event, follow_up=False)

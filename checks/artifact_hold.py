@@ -14,11 +14,14 @@ async def _evaluate(ctx: GateContext) -> GateResult:
     if hold.held_by:
         who = f" by <@{hold.held_by}>" if SLACK_USER.match(hold.held_by) else f" by {hold.held_by}"
     when = f" since {hold.held_at:%Y-%m-%d %H:%M} UTC" if hold.held_at else ""
-    return GATE.failed(f"`{ctx.tag}` is on hold{who}{when}: {hold.reason}",
-                       f"Fix the cause, then clear the hold with a reason: "
-                       f"`/promote hold clear {ctx.service} {ctx.tag} why it is safe again`.",
-                       held_by=hold.held_by, held_at=hold.held_at.isoformat() if hold.held_at else None,
-                       hold_reason=hold.reason)
+    return GATE.failed(
+        f"`{ctx.tag}` is on hold{who}{when}: {hold.reason}",
+        f"Fix the cause, then clear the hold with a reason: "
+        f"`/promote hold clear {ctx.service} {ctx.tag} why it is safe again`.",
+        held_by=hold.held_by,
+        held_at=hold.held_at.isoformat() if hold.held_at else None,
+        hold_reason=hold.reason,
+    )
 
 
 GATE = Gate(name="artifact_hold", title="Artifact hold", evaluate=_evaluate)

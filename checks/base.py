@@ -101,10 +101,15 @@ class GateReport:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> GateReport:
-        return cls(service=data["service"], tag=data["tag"], target_environment=data["target_environment"],
-                   source_environment=data.get("source_environment"), digest=data.get("digest"),
-                   evaluated_at=datetime.fromisoformat(data["evaluated_at"]),
-                   results=tuple(GateResult.from_json(g) for g in data.get("gates", [])))
+        return cls(
+            service=data["service"],
+            tag=data["tag"],
+            target_environment=data["target_environment"],
+            source_environment=data.get("source_environment"),
+            digest=data.get("digest"),
+            evaluated_at=datetime.fromisoformat(data["evaluated_at"]),
+            results=tuple(GateResult.from_json(g) for g in data.get("gates", [])),
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -127,11 +132,13 @@ class Ledger(Protocol):
 
     def artifact(self, service: str, tag: str) -> ArtifactRecord | None: ...
 
-    def deployments(self, service: str, environment: str, *, tag: str | None = None,
-                    limit: int = 20) -> Sequence[DeploymentRecord]: ...
+    def deployments(
+        self, service: str, environment: str, *, tag: str | None = None, limit: int = 20
+    ) -> Sequence[DeploymentRecord]: ...
 
-    def verifications(self, service: str, environment: str, *, tag: str | None = None,
-                      limit: int = 20) -> Sequence[VerificationRecord]: ...
+    def verifications(
+        self, service: str, environment: str, *, tag: str | None = None, limit: int = 20
+    ) -> Sequence[VerificationRecord]: ...
 
     def current_artifact(self, service: str, environment: str) -> str | None:
         """The tag last deployed successfully to the environment, if any."""
@@ -234,5 +241,11 @@ class Gate:
         return GateResult(self.name, self.title, GateStatus.FAILED, reason, evidence, next_step)
 
     def errored(self, reason: str, next_step: str = "", **evidence: Any) -> GateResult:
-        return GateResult(self.name, self.title, GateStatus.ERRORED, reason, evidence,
-                          next_step or "Retry in a moment; if it persists, check the evidence source.")
+        return GateResult(
+            self.name,
+            self.title,
+            GateStatus.ERRORED,
+            reason,
+            evidence,
+            next_step or "Retry in a moment; if it persists, check the evidence source.",
+        )

@@ -57,22 +57,30 @@ async def _evaluate(ctx: GateContext) -> GateResult:
     if freeze is not None:
         opening = next_opening(env, ctx.now)
         when = f"{opening.astimezone(env.zone):%a %Y-%m-%d %H:%M} {env.timezone}" if opening else "unknown"
-        return GATE.failed(f"{ctx.target_environment} is frozen until {freeze.end} ({freeze.reason or 'no reason given'}); "
-                           f"next opening {when}",
-                           "Wait for the freeze to end, or ask the release managers to lift it.",
-                           freeze={"start": freeze.start, "end": freeze.end, "reason": freeze.reason},
-                           next_opening=opening.isoformat() if opening else None)
+        return GATE.failed(
+            f"{ctx.target_environment} is frozen until {freeze.end} ({freeze.reason or 'no reason given'}); "
+            f"next opening {when}",
+            "Wait for the freeze to end, or ask the release managers to lift it.",
+            freeze={"start": freeze.start, "end": freeze.end, "reason": freeze.reason},
+            next_opening=opening.isoformat() if opening else None,
+        )
     if in_window(env, ctx.now):
-        return GATE.passed("inside the deployment window" if env.windows else "no deployment window configured",
-                           windows=env.windows, timezone=env.timezone)
+        return GATE.passed(
+            "inside the deployment window" if env.windows else "no deployment window configured",
+            windows=env.windows,
+            timezone=env.timezone,
+        )
     opening = next_opening(env, ctx.now)
     local = ctx.now.astimezone(env.zone)
     when = f"{opening.astimezone(env.zone):%a %Y-%m-%d %H:%M} {env.timezone}" if opening else "none in the next week"
-    return GATE.failed(f"{local:%a %H:%M} {env.timezone} is outside {ctx.target_environment}'s windows "
-                       f"({', '.join(env.windows)}); next opening {when}",
-                       "Ask again when the window opens.",
-                       windows=env.windows, timezone=env.timezone,
-                       next_opening=opening.isoformat() if opening else None)
+    return GATE.failed(
+        f"{local:%a %H:%M} {env.timezone} is outside {ctx.target_environment}'s windows "
+        f"({', '.join(env.windows)}); next opening {when}",
+        "Ask again when the window opens.",
+        windows=env.windows,
+        timezone=env.timezone,
+        next_opening=opening.isoformat() if opening else None,
+    )
 
 
 GATE = Gate(name="deployment_window", title="Deployment window", evaluate=_evaluate)
@@ -95,7 +103,12 @@ def window_state(env: EnvironmentConfig, now: datetime) -> WindowState:
     """Whether ``env`` takes deployments at ``now``, and when it opens next."""
     freeze = active_freeze(env, now)
     open_now = freeze is None and in_window(env, now)
-    return WindowState(environment=env.name, windows=tuple(env.windows), timezone=env.timezone, open_now=open_now,
-                       freeze_reason=(freeze.reason or "no reason given") if freeze else None,
-                       freeze_end=freeze.end if freeze else None,
-                       next_opening=None if open_now else next_opening(env, now))
+    return WindowState(
+        environment=env.name,
+        windows=tuple(env.windows),
+        timezone=env.timezone,
+        open_now=open_now,
+        freeze_reason=(freeze.reason or "no reason given") if freeze else None,
+        freeze_end=freeze.end if freeze else None,
+        next_opening=None if open_now else next_opening(env, now),
+    )

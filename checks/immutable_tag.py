@@ -11,13 +11,19 @@ async def _evaluate(ctx: GateContext) -> GateResult:
     policy = ctx.config.policy
     tag = ctx.tag
     if tag.lower() in {t.lower() for t in policy.mutable_tags}:
-        return GATE.failed(f"`{tag}` is a mutable tag: it can point at a different image tomorrow",
-                           "Promote the commit-SHA tag that your build pushed (e.g. 7a3f9c2).",
-                           tag=tag, mutable_tags=policy.mutable_tags)
+        return GATE.failed(
+            f"`{tag}` is a mutable tag: it can point at a different image tomorrow",
+            "Promote the commit-SHA tag that your build pushed (e.g. 7a3f9c2).",
+            tag=tag,
+            mutable_tags=policy.mutable_tags,
+        )
     if not re.fullmatch(policy.immutable_tag_pattern, tag):
-        return GATE.failed(f"`{tag}` does not match the immutable tag pattern `{policy.immutable_tag_pattern}`",
-                           "Tag images with the commit SHA and promote that tag.",
-                           tag=tag, pattern=policy.immutable_tag_pattern)
+        return GATE.failed(
+            f"`{tag}` does not match the immutable tag pattern `{policy.immutable_tag_pattern}`",
+            "Tag images with the commit SHA and promote that tag.",
+            tag=tag,
+            pattern=policy.immutable_tag_pattern,
+        )
     return GATE.passed(f"`{tag}` matches `{policy.immutable_tag_pattern}`", tag=tag)
 
 

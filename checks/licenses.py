@@ -82,27 +82,45 @@ async def _evaluate(ctx: GateContext) -> GateResult:
             if b := _blockers(parsed, prohibited):
                 blocked[expr] = b
             if odd := _LICENSING.unknown_license_keys(parsed):
-                unknown.append({"component": _label(c), "expression": expr,
-                                "problem": "not SPDX license ids: " + ", ".join(odd)})
+                unknown.append(
+                    {"component": _label(c), "expression": expr, "problem": "not SPDX license ids: " + ", ".join(odd)}
+                )
         if blocked:
-            violations.append({"component": _label(c), "expression": " AND ".join(blocked),
-                               "prohibited": sorted(set().union(*blocked.values()))})
+            violations.append(
+                {
+                    "component": _label(c),
+                    "expression": " AND ".join(blocked),
+                    "prohibited": sorted(set().union(*blocked.values())),
+                }
+            )
 
-    evidence = {"format": sbom.format, "digest": sbom.digest, "components": len(sbom.components),
-                "prohibited_licenses": list(policy.prohibited_licenses), "violations": violations,
-                "unknown": unknown, "without_license": unlicensed}
+    evidence = {
+        "format": sbom.format,
+        "digest": sbom.digest,
+        "components": len(sbom.components),
+        "prohibited_licenses": list(policy.prohibited_licenses),
+        "violations": violations,
+        "unknown": unknown,
+        "without_license": unlicensed,
+    }
     if violations:
-        shown = [f"{v['component']} (`{v['expression']}`) needs {', '.join(v['prohibited'])}"
-                 for v in violations[:SHOWN]]
+        shown = [
+            f"{v['component']} (`{v['expression']}`) needs {', '.join(v['prohibited'])}" for v in violations[:SHOWN]
+        ]
         more = f" and {len(violations) - SHOWN} more" if len(violations) > SHOWN else ""
         needs = _count(len(violations), "component needs", "components need")
-        return GATE.failed(f"{needs} a prohibited license: {'; '.join(shown)}{more}",
-                           "Replace or remove these components (or obtain them under a license that is not "
-                           "prohibited), then rebuild and publish the new SBOM.",
-                           **evidence)
+        return GATE.failed(
+            f"{needs} a prohibited license: {'; '.join(shown)}{more}",
+            "Replace or remove these components (or obtain them under a license that is not "
+            "prohibited), then rebuild and publish the new SBOM.",
+            **evidence,
+        )
 
-    reason = (f"none of {len(sbom.components)} components needs a prohibited license" if prohibited
-              else f"no licenses are prohibited by policy ({len(sbom.components)} components)")
+    reason = (
+        f"none of {len(sbom.components)} components needs a prohibited license"
+        if prohibited
+        else f"no licenses are prohibited by policy ({len(sbom.components)} components)"
+    )
     if unknown:
         reason += f"; {_count(len(unknown), 'license entry is', 'license entries are')} not SPDX or do not parse"
     if unlicensed:

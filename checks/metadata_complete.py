@@ -33,9 +33,12 @@ def _parse_time(text: str) -> datetime | None:
 async def _evaluate(ctx: GateContext) -> GateResult:
     artifact = ctx.artifact
     if artifact is None:
-        return GATE.failed(f"no artifact.built recorded for {ctx.service} {ctx.tag}",
-                           "Report the build from CI (`promobot report artifact.built …`), then check again.",
-                           service=ctx.service, tag=ctx.tag)
+        return GATE.failed(
+            f"no artifact.built recorded for {ctx.service} {ctx.tag}",
+            "Report the build from CI (`promobot report artifact.built …`), then check again.",
+            service=ctx.service,
+            tag=ctx.tag,
+        )
     problems: list[str] = []
     sha, run_id = (artifact.commit_sha or "").strip(), (artifact.pipeline_run_id or "").strip()
     built_at = artifact.built_at
@@ -48,10 +51,14 @@ async def _evaluate(ctx: GateContext) -> GateResult:
     if built_at is None:
         problems.append("build timestamp is missing")
     elif _utc(built_at) > _utc(ctx.now) + CLOCK_SKEW:
-        problems.append(f"build timestamp {_utc(built_at).isoformat()} is in the future "
-                        f"(now {_utc(ctx.now).isoformat()})")
-    evidence: dict = {"commit_sha": artifact.commit_sha, "pipeline_run_id": artifact.pipeline_run_id,
-                      "built_at": _utc(built_at).isoformat() if built_at else None}
+        problems.append(
+            f"build timestamp {_utc(built_at).isoformat()} is in the future (now {_utc(ctx.now).isoformat()})"
+        )
+    evidence: dict = {
+        "commit_sha": artifact.commit_sha,
+        "pipeline_run_id": artifact.pipeline_run_id,
+        "built_at": _utc(built_at).isoformat() if built_at else None,
+    }
 
     unverified = None  # why the image's own metadata could not be compared, if it could not
     image = f"{ctx.service_config.image}:{ctx.tag}"
@@ -75,26 +82,35 @@ async def _evaluate(ctx: GateContext) -> GateResult:
                     evidence[f"image_revision_{source}"] = revision
                     a, b = revision.strip().lower(), sha.lower()
                     if sha and not (a.startswith(b) or b.startswith(a)):
-                        problems.append(f"image {source} {REVISION}={revision} disagrees with the recorded "
-                                        f"commit SHA {sha}")
+                        problems.append(
+                            f"image {source} {REVISION}={revision} disagrees with the recorded commit SHA {sha}"
+                        )
                 if created:
                     evidence[f"image_created_{source}"] = created
                     when = _parse_time(created)
                     if when is None:
                         problems.append(f"image {source} {CREATED}={created!r} is not an RFC 3339 timestamp")
                     elif built_at is not None and abs(when - _utc(built_at)) > CREATED_TOLERANCE:
-                        problems.append(f"image {source} {CREATED}={created} is more than 1h from the "
-                                        f"recorded build time {_utc(built_at).isoformat()}")
+                        problems.append(
+                            f"image {source} {CREATED}={created} is more than 1h from the "
+                            f"recorded build time {_utc(built_at).isoformat()}"
+                        )
     if problems:
-        return GATE.failed(f"metadata of {image} is incomplete or inconsistent: " + "; ".join(problems),
-                           "Fix the build so its artifact.built report (commit_sha, pipeline_run_id, "
-                           "built_at) and the image's OCI labels describe the same build, then rebuild.",
-                           problems=problems, **evidence)
+        return GATE.failed(
+            f"metadata of {image} is incomplete or inconsistent: " + "; ".join(problems),
+            "Fix the build so its artifact.built report (commit_sha, pipeline_run_id, "
+            "built_at) and the image's OCI labels describe the same build, then rebuild.",
+            problems=problems,
+            **evidence,
+        )
     if unverified:
         return GATE.errored(f"could not verify image metadata: {unverified}", **evidence)
     compared = any(k.startswith(("image_revision_", "image_created_")) for k in evidence)
-    return GATE.passed(f"commit {sha}, run {run_id} and build time are recorded"
-                       + (" and agree with the image's OCI metadata" if compared else ""), **evidence)
+    return GATE.passed(
+        f"commit {sha}, run {run_id} and build time are recorded"
+        + (" and agree with the image's OCI metadata" if compared else ""),
+        **evidence,
+    )
 
 
 GATE = Gate(name="metadata_complete", title="Metadata complete", evaluate=_evaluate)

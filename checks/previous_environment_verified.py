@@ -14,35 +14,54 @@ async def _evaluate(ctx: GateContext) -> GateResult:
     if not ok:
         failed = [d for d in deployments if d.status != "success"]
         detail = f" (its last deployment there failed at {failed[0].finished_at:%Y-%m-%d %H:%M} UTC)" if failed else ""
-        return GATE.failed(f"`{ctx.tag}` was never deployed successfully to {prev}{detail}",
-                           f"Deploy `{ctx.tag}` to {prev} and let its verification pass first.",
-                           environment=prev, deployments=len(deployments))
+        return GATE.failed(
+            f"`{ctx.tag}` was never deployed successfully to {prev}{detail}",
+            f"Deploy `{ctx.tag}` to {prev} and let its verification pass first.",
+            environment=prev,
+            deployments=len(deployments),
+        )
     deployed = ok[0]
     verifications = ctx.ledger.verifications(ctx.service, prev, tag=ctx.tag, limit=50)
     if not verifications:
-        return GATE.failed(f"`{ctx.tag}` was deployed to {prev} at {deployed.finished_at:%Y-%m-%d %H:%M} UTC "
-                           "but no verification has been reported there",
-                           f"Run the {prev} verification and report verification.finished.",
-                           environment=prev, deployed_at=deployed.finished_at.isoformat())
+        return GATE.failed(
+            f"`{ctx.tag}` was deployed to {prev} at {deployed.finished_at:%Y-%m-%d %H:%M} UTC "
+            "but no verification has been reported there",
+            f"Run the {prev} verification and report verification.finished.",
+            environment=prev,
+            deployed_at=deployed.finished_at.isoformat(),
+        )
     latest = verifications[0]
     if latest.result != "passed":
-        return GATE.failed(f"the latest verification of `{ctx.tag}` in {prev} failed "
-                           f"at {latest.finished_at:%Y-%m-%d %H:%M} UTC",
-                           f"Fix the failure and verify `{ctx.tag}` in {prev} again, or promote a newer build.",
-                           environment=prev, checks=latest.checks, url=latest.url)
+        return GATE.failed(
+            f"the latest verification of `{ctx.tag}` in {prev} failed at {latest.finished_at:%Y-%m-%d %H:%M} UTC",
+            f"Fix the failure and verify `{ctx.tag}` in {prev} again, or promote a newer build.",
+            environment=prev,
+            checks=latest.checks,
+            url=latest.url,
+        )
     window = ctx.environment_config.recent_failure_window
     recent_failures = [v for v in verifications if v.result != "passed" and ctx.now - v.finished_at <= window]
     if recent_failures:
         f = recent_failures[0]
-        return GATE.failed(f"`{ctx.tag}` failed verification in {prev} at {f.finished_at:%Y-%m-%d %H:%M} UTC, "
-                           f"within the last {window.days or 1} day(s), before passing again",
-                           "A flaky artifact needs a person's judgement: investigate the failure, then "
-                           "ask an admin to promote once it is understood.",
-                           environment=prev, failed_at=f.finished_at.isoformat(), checks=f.checks, url=f.url)
-    return GATE.passed(f"deployed to {prev} at {deployed.finished_at:%Y-%m-%d %H:%M} UTC, "
-                       f"verification passed at {latest.finished_at:%Y-%m-%d %H:%M} UTC",
-                       environment=prev, deployed_at=deployed.finished_at.isoformat(),
-                       verified_at=latest.finished_at.isoformat(), checks=latest.checks, url=latest.url)
+        return GATE.failed(
+            f"`{ctx.tag}` failed verification in {prev} at {f.finished_at:%Y-%m-%d %H:%M} UTC, "
+            f"within the last {window.days or 1} day(s), before passing again",
+            "A flaky artifact needs a person's judgement: investigate the failure, then "
+            "ask an admin to promote once it is understood.",
+            environment=prev,
+            failed_at=f.finished_at.isoformat(),
+            checks=f.checks,
+            url=f.url,
+        )
+    return GATE.passed(
+        f"deployed to {prev} at {deployed.finished_at:%Y-%m-%d %H:%M} UTC, "
+        f"verification passed at {latest.finished_at:%Y-%m-%d %H:%M} UTC",
+        environment=prev,
+        deployed_at=deployed.finished_at.isoformat(),
+        verified_at=latest.finished_at.isoformat(),
+        checks=latest.checks,
+        url=latest.url,
+    )
 
 
 GATE = Gate(name="previous_environment_verified", title="Previous environment verified", evaluate=_evaluate)

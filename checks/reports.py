@@ -51,11 +51,17 @@ def _first_line(text: Any, limit: int = 160) -> str:
 
 
 def _finding(id: str, package: str, installed: Any, fixed: Any, severity: str, title: Any) -> dict[str, Any]:
-    return {"id": id, "package": package, "installed": str(installed or ""),
-            "fixed": str(fixed) if fixed else None, "severity": severity, "title": _first_line(title)}
+    return {
+        "id": id,
+        "package": package,
+        "installed": str(installed or ""),
+        "fixed": str(fixed) if fixed else None,
+        "severity": severity,
+        "title": _first_line(title),
+    }
 
 
-def _need(cond: bool, where: str, what: str) -> None:
+def _need(cond: object, where: str, what: str) -> None:
     if not cond:
         raise ReportError(f"{where}: {what}")
 
@@ -64,7 +70,8 @@ def _list(doc: dict, key: str, where: str, *, required: bool = False) -> list:
     value = doc.get(key)
     if value is None and not required:
         return []
-    _need(isinstance(value, list), where, f"{'missing' if value is None else 'expected a list for'} {key}")
+    if not isinstance(value, list):
+        raise ReportError(f"{where}: {'missing' if value is None else 'expected a list for'} {key}")
     return value
 
 
@@ -72,8 +79,7 @@ def _hint(report: Any) -> str:
     """Name the format the document looks like, for a report sent under the wrong scanner."""
     if not isinstance(report, dict):
         return ""
-    for key, name in (("SchemaVersion", "trivy"), ("matches", "grype"), ("runs", "sarif"),
-                      ("bomFormat", "cyclonedx")):
+    for key, name in (("SchemaVersion", "trivy"), ("matches", "grype"), ("runs", "sarif"), ("bomFormat", "cyclonedx")):
         if key in report:
             return f" (this looks like a {name} report)"
     return ""
@@ -84,10 +90,12 @@ def _hint(report: Any) -> str:
 
 def _trivy(report: dict) -> list[dict[str, Any]]:
     where = "trivy report"
-    _need("SchemaVersion" in report or "Results" in report, where,
-          f"missing SchemaVersion and Results{_hint(report)}")
-    _need(report.get("SchemaVersion", 2) == 2, where,
-          f"SchemaVersion {report.get('SchemaVersion')!r} is not supported (expected 2)")
+    _need("SchemaVersion" in report or "Results" in report, where, f"missing SchemaVersion and Results{_hint(report)}")
+    _need(
+        report.get("SchemaVersion", 2) == 2,
+        where,
+        f"SchemaVersion {report.get('SchemaVersion')!r} is not supported (expected 2)",
+    )
     findings = []
     for i, result in enumerate(_list(report, "Results", where)):
         _need(isinstance(result, dict), f"{where}: Results[{i}]", "expected an object")
@@ -96,9 +104,16 @@ def _trivy(report: dict) -> list[dict[str, Any]]:
             _need(isinstance(v, dict), at, "expected an object")
             for key in ("VulnerabilityID", "PkgName"):
                 _need(isinstance(v.get(key), str) and v[key], at, f"missing {key}")
-            findings.append(_finding(v["VulnerabilityID"], v["PkgName"], v.get("InstalledVersion"),
-                                     v.get("FixedVersion"), _severity(v.get("Severity")),
-                                     v.get("Title") or v.get("Description")))
+            findings.append(
+                _finding(
+                    v["VulnerabilityID"],
+                    v["PkgName"],
+                    v.get("InstalledVersion"),
+                    v.get("FixedVersion"),
+                    _severity(v.get("Severity")),
+                    v.get("Title") or v.get("Description"),
+                )
+            )
     return findings
 
 
@@ -114,11 +129,22 @@ def _grype(report: dict) -> list[dict[str, Any]]:
         _need(isinstance(art, dict) and art.get("name"), at, "missing artifact.name")
         fix = vuln.get("fix") or {}
         # Grype lists every fixed version across release lines; its suggestion is the one for this install
-        suggested = [d.get("fix", {}).get("suggestedVersion") for d in m.get("matchDetails") or []
-                     if isinstance(d, dict) and isinstance(d.get("fix"), dict)]
+        suggested = [
+            d.get("fix", {}).get("suggestedVersion")
+            for d in m.get("matchDetails") or []
+            if isinstance(d, dict) and isinstance(d.get("fix"), dict)
+        ]
         fixed = next((s for s in suggested if s), None) or ", ".join(fix.get("versions") or []) or None
-        findings.append(_finding(vuln["id"], art["name"], art.get("version"), fixed,
-                                 _severity(vuln.get("severity")), vuln.get("description")))
+        findings.append(
+            _finding(
+                vuln["id"],
+                art["name"],
+                art.get("version"),
+                fixed,
+                _severity(vuln.get("severity")),
+                vuln.get("description"),
+            )
+        )
     return findings
 
 
@@ -128,8 +154,11 @@ _LEVELS = {"error": "HIGH", "warning": "MEDIUM", "note": "LOW"}
 
 def _sarif(report: dict) -> list[dict[str, Any]]:
     where = "sarif report"
-    _need(str(report.get("version", "")).startswith("2.1"), where,
-          f"version {report.get('version')!r} is not SARIF 2.1.0{_hint(report)}")
+    _need(
+        str(report.get("version", "")).startswith("2.1"),
+        where,
+        f"version {report.get('version')!r} is not SARIF 2.1.0{_hint(report)}",
+    )
     findings = []
     for r, run in enumerate(_list(report, "runs", where, required=True)):
         _need(isinstance(run, dict), f"{where}: runs[{r}]", "expected an object")
@@ -139,15 +168,18 @@ def _sarif(report: dict) -> list[dict[str, Any]]:
             at = f"{where}: runs[{r}].results[{i}]"
             _need(isinstance(res, dict), at, "expected an object")
             rule_id = res.get("ruleId") or (res.get("rule") or {}).get("id")
-            _need(isinstance(rule_id, str) and rule_id, at, "missing ruleId")
+            if not isinstance(rule_id, str) or not rule_id:
+                raise ReportError(f"{at}: missing ruleId")
             index = res.get("ruleIndex")
             rule = rules[index] if isinstance(index, int) and 0 <= index < len(rules) else by_id.get(rule_id, {})
             props = rule.get("properties") or {}
             tags = [str(t).upper() for t in props.get("tags") or []]
             level = res.get("level") or (rule.get("defaultConfiguration") or {}).get("level")
-            severity = (_cvss_severity(props.get("security-severity"))
-                        or next((t for t in tags if t in SEVERITIES), None)
-                        or _LEVELS.get(level, "UNKNOWN"))
+            severity = (
+                _cvss_severity(props.get("security-severity"))
+                or next((t for t in tags if t in SEVERITIES), None)
+                or _LEVELS.get(str(level), "UNKNOWN")
+            )
             # Trivy writes package, installed and fixed versions into the result message;
             # its rule help names only one of the packages that share the CVE
             fields = dict(_SARIF_FIELD.findall((res.get("message") or {}).get("text") or ""))
@@ -158,9 +190,16 @@ def _sarif(report: dict) -> list[dict[str, Any]]:
             title = (rule.get("shortDescription") or {}).get("text")
             if not title or title == rule_id:  # Trivy's short description is only the CVE id
                 title = (rule.get("fullDescription") or {}).get("text") or title
-            findings.append(_finding(rule_id, package, fields.get("Installed Version"),
-                                     fields.get("Fixed Version") or help_fields.get("Fixed Version"),
-                                     severity, title))
+            findings.append(
+                _finding(
+                    rule_id,
+                    package,
+                    fields.get("Installed Version"),
+                    fields.get("Fixed Version") or help_fields.get("Fixed Version"),
+                    severity,
+                    title,
+                )
+            )
     return findings
 
 
@@ -180,14 +219,20 @@ _RECOMMEND = re.compile(r"^Upgrade \S+ to version (\S+)$")
 def _cyclonedx_vulns(report: dict) -> list[dict[str, Any]]:
     where = "cyclonedx report"
     _need(report.get("bomFormat") == "CycloneDX", where, f"bomFormat is not CycloneDX{_hint(report)}")
-    refs = {c.get("bom-ref"): (c.get("name", ""), c.get("version", ""))
-            for _, c in _walk_components(report) if isinstance(c, dict) and c.get("bom-ref")}
+    refs = {
+        c.get("bom-ref"): (c.get("name", ""), c.get("version", ""))
+        for _, c in _walk_components(report)
+        if isinstance(c, dict) and c.get("bom-ref")
+    }
     findings = []
     for i, v in enumerate(_list(report, "vulnerabilities", where)):
         at = f"{where}: vulnerabilities[{i}]"
         _need(isinstance(v, dict) and isinstance(v.get("id"), str) and v["id"], at, "missing id")
-        ranks = [_severity(r.get("severity")) if r.get("severity") else (_cvss_severity(r.get("score")) or "UNKNOWN")
-                 for r in v.get("ratings") or [] if isinstance(r, dict)]
+        ranks = [
+            _severity(r.get("severity")) if r.get("severity") else (_cvss_severity(r.get("score")) or "UNKNOWN")
+            for r in v.get("ratings") or []
+            if isinstance(r, dict)
+        ]
         known = [s for s in ranks if s != "UNKNOWN"]
         severity = min(known, key=SEVERITIES.index) if known else "UNKNOWN"
         fix = _RECOMMEND.match(str(v.get("recommendation") or "").strip())
@@ -196,15 +241,25 @@ def _cyclonedx_vulns(report: dict) -> list[dict[str, Any]]:
         for a in affects:  # one finding per affected component, as the other scanners report
             ref = str(a["ref"])
             name, version = refs.get(ref) or refs.get(ref.split("#", 1)[-1]) or _purl_name_version(ref)
-            affected = [x.get("version") for x in a.get("versions") or []
-                        if isinstance(x, dict) and x.get("status", "affected") == "affected" and x.get("version")]
-            findings.append(_finding(v["id"], name, affected[0] if affected else version,
-                                     fix.group(1) if fix else None, severity, title))
+            affected = [
+                x.get("version")
+                for x in a.get("versions") or []
+                if isinstance(x, dict) and x.get("status", "affected") == "affected" and x.get("version")
+            ]
+            findings.append(
+                _finding(
+                    v["id"], name, affected[0] if affected else version, fix.group(1) if fix else None, severity, title
+                )
+            )
     return findings
 
 
 _SCANNERS: dict[str, Callable[[dict], list[dict[str, Any]]]] = {
-    "trivy": _trivy, "grype": _grype, "sarif": _sarif, "cyclonedx": _cyclonedx_vulns}
+    "trivy": _trivy,
+    "grype": _grype,
+    "sarif": _sarif,
+    "cyclonedx": _cyclonedx_vulns,
+}
 
 
 def parse_scan(scanner: str, report: dict) -> list[dict[str, Any]]:
@@ -241,8 +296,12 @@ def _walk_components(node: dict, path: str = "") -> list[tuple[str, Any]]:
 
 def _component(name: str, version: Any, licenses: list[str]) -> dict[str, Any]:
     licenses = [lic.strip() for lic in licenses if lic and lic.strip().upper() not in _NO_LICENSE]
-    return {"name": name, "version": str(version) if version else None, "licenses": licenses,
-            "unknown_license": not licenses}
+    return {
+        "name": name,
+        "version": str(version) if version else None,
+        "licenses": licenses,
+        "unknown_license": not licenses,
+    }
 
 
 def _cyclonedx_sbom(sbom: dict) -> list[dict[str, Any]]:
@@ -265,8 +324,11 @@ def _cyclonedx_sbom(sbom: dict) -> list[dict[str, Any]]:
 
 def _spdx_sbom(sbom: dict) -> list[dict[str, Any]]:
     where = "spdx sbom"
-    _need(str(sbom.get("spdxVersion", "")).startswith("SPDX-2."), where,
-          f"spdxVersion {sbom.get('spdxVersion')!r} is not SPDX 2.x JSON")
+    _need(
+        str(sbom.get("spdxVersion", "")).startswith("SPDX-2."),
+        where,
+        f"spdxVersion {sbom.get('spdxVersion')!r} is not SPDX 2.x JSON",
+    )
     components = []
     for i, p in enumerate(_list(sbom, "packages", where)):
         _need(isinstance(p, dict) and isinstance(p.get("name"), str), f"{where}: packages[{i}]", "missing name")

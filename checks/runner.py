@@ -33,8 +33,9 @@ async def _run_one(gate: Gate, ctx: GateContext) -> GateResult:
         future = asyncio.get_running_loop().run_in_executor(_POOL, _in_thread, gate, ctx)
         result = await asyncio.wait_for(future, timeout=gate.timeout + 0.5)
     except TimeoutError:
-        return gate.errored(f"could not verify {gate.title.lower()}: no answer within {gate.timeout:g}s",
-                            timeout_seconds=gate.timeout)
+        return gate.errored(
+            f"could not verify {gate.title.lower()}: no answer within {gate.timeout:g}s", timeout_seconds=gate.timeout
+        )
     except Exception as exc:  # a broken evidence source must block, not crash the request
         log.warning("gate %s errored: %s", gate.name, type(exc).__name__, exc_info=True)
         return gate.errored(f"could not verify {gate.title.lower()}: {type(exc).__name__}: {exc}")

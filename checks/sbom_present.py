@@ -5,8 +5,7 @@ from __future__ import annotations
 from checks.base import Gate, GateContext, GateResult
 from storage.records import SbomRecord
 
-NEXT_STEP = ("Publish the SBOM from the build pipeline: send sbom.published with format cyclonedx or spdx "
-             "for this tag.")
+NEXT_STEP = "Publish the SBOM from the build pipeline: send sbom.published with format cyclonedx or spdx for this tag."
 
 
 def subject(ctx: GateContext) -> tuple[str | None, str]:
@@ -29,9 +28,13 @@ async def _evaluate(ctx: GateContext) -> GateResult:
         if not ctx.config.policy.require_sbom:
             return GATE.passed("no SBOM recorded; none is required (policy.require_sbom: false)")
         return GATE.failed(f"no SBOM recorded for {named}", NEXT_STEP)
-    return GATE.passed(f"{sbom.format} SBOM with {len(sbom.components)} components",
-                       format=sbom.format, components=len(sbom.components),
-                       received_at=sbom.received_at.isoformat(), digest=sbom.digest)
+    return GATE.passed(
+        f"{sbom.format} SBOM with {len(sbom.components)} components",
+        format=sbom.format,
+        components=len(sbom.components),
+        received_at=sbom.received_at.isoformat(),
+        digest=sbom.digest,
+    )
 
 
 GATE = Gate(name="sbom_present", title="SBOM present", evaluate=_evaluate)

@@ -27,8 +27,9 @@ class SoakProgress:
         return self.since + self.required if self.since is not None else None
 
 
-def soak_progress(ledger: Ledger, service: str, tag: str, environment: str, required: timedelta,
-                  now: datetime) -> SoakProgress:
+def soak_progress(
+    ledger: Ledger, service: str, tag: str, environment: str, required: timedelta, now: datetime
+) -> SoakProgress:
     """Soak of ``tag`` in ``environment``: from the first passed verification after the latest successful
     deployment (the gate, /status and the card all count it this way)."""
     deployments = [d for d in ledger.deployments(service, environment, tag=tag, limit=50) if d.status == "success"]
@@ -48,19 +49,29 @@ async def _evaluate(ctx: GateContext) -> GateResult:
         return GATE.passed("no soak time required", soak_time=format_duration(need))
     soak = soak_progress(ctx.ledger, ctx.service, ctx.tag, prev, need, ctx.now)
     if soak.since is None:
-        return GATE.failed(f"`{ctx.tag}` has not been verified in {prev}, so its soak has not started",
-                           f"Verify `{ctx.tag}` in {prev}; it becomes eligible {format_duration(need)} later.",
-                           environment=prev, soak_time=format_duration(need))
+        return GATE.failed(
+            f"`{ctx.tag}` has not been verified in {prev}, so its soak has not started",
+            f"Verify `{ctx.tag}` in {prev}; it becomes eligible {format_duration(need)} later.",
+            environment=prev,
+            soak_time=format_duration(need),
+        )
     soaked = ctx.now - soak.since
     if soaked >= need:
-        return GATE.passed(f"in {prev} for {format_duration(soaked)} (needs {format_duration(need)})",
-                           environment=prev, verified_at=soak.since.isoformat(), soaked=format_duration(soaked))
+        return GATE.passed(
+            f"in {prev} for {format_duration(soaked)} (needs {format_duration(need)})",
+            environment=prev,
+            verified_at=soak.since.isoformat(),
+            soaked=format_duration(soaked),
+        )
     eligible_at = soak.since + need
-    return GATE.failed(f"in {prev} {format_duration(soaked)} of {format_duration(need)}; "
-                       f"eligible at {eligible_at:%Y-%m-%d %H:%M} UTC",
-                       f"Wait {format_duration(need - soaked)} and ask again.",
-                       environment=prev, verified_at=soak.since.isoformat(), eligible_at=eligible_at.isoformat(),
-                       remaining=format_duration(need - soaked))
+    return GATE.failed(
+        f"in {prev} {format_duration(soaked)} of {format_duration(need)}; eligible at {eligible_at:%Y-%m-%d %H:%M} UTC",
+        f"Wait {format_duration(need - soaked)} and ask again.",
+        environment=prev,
+        verified_at=soak.since.isoformat(),
+        eligible_at=eligible_at.isoformat(),
+        remaining=format_duration(need - soaked),
+    )
 
 
 GATE = Gate(name="soak_time", title="Soak time", evaluate=_evaluate)

@@ -46,9 +46,10 @@ async def _evaluate(ctx: GateContext) -> GateResult:
     if scan is None:
         if not policy.require_scan:
             return GATE.passed("no vulnerability scan recorded; none is required (policy.require_scan: false)")
-        return GATE.failed(f"no vulnerability scan recorded for {named}",
-                           "Scan the image in the build pipeline and send scan.finished "
-                           "(scanner trivy, grype or sarif) for this tag.")
+        return GATE.failed(
+            f"no vulnerability scan recorded for {named}",
+            "Scan the image in the build pipeline and send scan.finished (scanner trivy, grype or sarif) for this tag.",
+        )
 
     today = _today(ctx.now)
     live: dict[str, Any] = {}
@@ -65,12 +66,20 @@ async def _evaluate(ctx: GateContext) -> GateResult:
     at_blocking = [dict(f) for f in scan.findings if f.get("severity") in policy.block_severities]
     blocking = [f for f in at_blocking if f["id"].upper() not in live]
     waived = Counter(f["id"].upper() for f in at_blocking if f["id"].upper() in live)
-    applied = [{"id": ex.id, "until": ex.until, "reason": ex.reason, "findings": waived[key]}
-               for key, ex in live.items() if waived[key]]
-    evidence = {"scanner": scan.scanner, "digest": scan.digest, "received_at": scan.received_at.isoformat(),
-                "block_severities": list(policy.block_severities), "counts": _counts(scan.findings),
-                "exceptions_applied": applied}
-    counts = ", ".join(f"{n} {s}" for s, n in evidence["counts"].items() if n) or "no findings"
+    applied = [
+        {"id": ex.id, "until": ex.until, "reason": ex.reason, "findings": waived[key]}
+        for key, ex in live.items()
+        if waived[key]
+    ]
+    evidence = {
+        "scanner": scan.scanner,
+        "digest": scan.digest,
+        "received_at": scan.received_at.isoformat(),
+        "block_severities": list(policy.block_severities),
+        "counts": _counts(scan.findings),
+        "exceptions_applied": applied,
+    }
+    counts = ", ".join(f"{n} {s}" for s, n in _counts(scan.findings).items() if n) or "no findings"
 
     if blocking:
         sev = "/".join(s for s in SEVERITIES if any(f["severity"] == s for f in blocking))
@@ -79,12 +88,20 @@ async def _evaluate(ctx: GateContext) -> GateResult:
         lapsed = sorted({f["id"].upper() for f in blocking} & expired.keys())
         if lapsed:
             reason += "; " + "; ".join(f"the exception for {i} expired on {expired[i]}" for i in lapsed)
-        step = ("Upgrade the listed packages and rebuild, or add a vulnerability exception "
-                "(id, until, reason) to policy.vulnerability_exceptions.")
+        step = (
+            "Upgrade the listed packages and rebuild, or add a vulnerability exception "
+            "(id, until, reason) to policy.vulnerability_exceptions."
+        )
         if lapsed:
             step = "Upgrade the listed packages and rebuild, or renew the expired exception with a new until date."
-        return GATE.failed(reason, step, **evidence, blocking=blocking, blocking_counts=_counts(blocking),
-                           expired_exceptions=[{"id": i, "expired_on": expired[i]} for i in lapsed])
+        return GATE.failed(
+            reason,
+            step,
+            **evidence,
+            blocking=blocking,
+            blocking_counts=_counts(blocking),
+            expired_exceptions=[{"id": i, "expired_on": expired[i]} for i in lapsed],
+        )
 
     blocked = "/".join(policy.block_severities)
     reason = f"no {blocked} vulnerability" if blocked else "no severity blocks promotion"

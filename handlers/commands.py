@@ -23,6 +23,7 @@ from handlers.parsing import (
     ROLLBACK_HELP,
     STATUS_HELP,
     CommandError,
+    HelpRequest,
     HoldCommand,
     LockCommand,
     RevokeCommand,
@@ -40,8 +41,11 @@ class Reply:
     public: bool = False
 
     def payload(self) -> dict[str, Any]:
-        return {"text": self.text, "blocks": [b.to_dict() for b in self.blocks],
-                "response_type": "in_channel" if self.public else "ephemeral"}
+        return {
+            "text": self.text,
+            "blocks": [b.to_dict() for b in self.blocks],
+            "response_type": "in_channel" if self.public else "ephemeral",
+        }
 
 
 def text_reply(text: str) -> Reply:
@@ -63,17 +67,18 @@ class CommandRouter:
     async def promote(self, user: str, text: str) -> Reply:
         try:
             cmd = parse_promote(text)
-            if cmd == "help":
+            if isinstance(cmd, HelpRequest):
                 return text_reply(PROMOTE_HELP)
             if isinstance(cmd, (LockCommand, HoldCommand)):
                 return await self._safeguard(user, cmd)
             if isinstance(cmd, RevokeCommand):
-                result = await self.service.revoke_approval(cmd.promotion_id, user)
-                return text_reply((":white_check_mark: " if result.changed else ":warning: ") + result.message)
+                revoked = await self.service.revoke_approval(cmd.promotion_id, user)
+                return text_reply((":white_check_mark: " if revoked.changed else ":warning: ") + revoked.message)
             if cmd.check_only:
                 report = await self.service.check(cmd.service, cmd.tag, cmd.environment)
-                return Reply(text=("eligible" if report.eligible else B.refusal_text(report)),
-                             blocks=B.eligibility(report))
+                return Reply(
+                    text=("eligible" if report.eligible else B.refusal_text(report)), blocks=B.eligibility(report)
+                )
             result = await self.service.request(user, cmd.service, cmd.tag, cmd.environment)
         except UserError as exc:
             return problem(exc)
@@ -85,18 +90,26 @@ class CommandRouter:
 
     async def rollback(self, user: str, text: str) -> Reply:
         try:
-            cmd = parse_rollback(text, is_tag=lambda w: self._looks_like_tag(text, w))
-            if cmd == "help":
+            rollback = parse_rollback(text, is_tag=lambda w: self._looks_like_tag(text, w))
+            if isinstance(rollback, HelpRequest):
                 return text_reply(ROLLBACK_HELP)
-            result = await self.service.request(user, cmd.service, cmd.tag, cmd.environment, kind=PromotionKind.ROLLBACK.value,
-                                                reason=cmd.reason or None)
+            result = await self.service.request(
+                user,
+                rollback.service,
+                rollback.tag,
+                rollback.environment,
+                kind=PromotionKind.ROLLBACK.value,
+                reason=rollback.reason or None,
+            )
         except UserError as exc:
             return problem(exc)
         if result.outcome == "refused":
             if not result.report.results:
                 return text_reply(f":no_entry: {esc(result.message)}")
-            return Reply(text=B.refusal_text(result.report, kind=PromotionKind.ROLLBACK.value),
-                         blocks=B.refusal(result.report, kind=PromotionKind.ROLLBACK.value))
+            return Reply(
+                text=B.refusal_text(result.report, kind=PromotionKind.ROLLBACK.value),
+                blocks=B.refusal(result.report, kind=PromotionKind.ROLLBACK.value),
+            )
         return text_reply(f":white_check_mark: {esc(result.message)}")
 
     def _looks_like_tag(self, text: str, word: str) -> bool:
@@ -109,8 +122,11 @@ class CommandRouter:
         guards = self.service.safeguards
         result: DecisionResult
         if isinstance(cmd, LockCommand):
-            result = (guards.unlock(user, cmd.service, cmd.environment) if cmd.unlock
-                      else guards.lock(user, cmd.service, cmd.environment, cmd.reason))
+            result = (
+                guards.unlock(user, cmd.service, cmd.environment)
+                if cmd.unlock
+                else guards.lock(user, cmd.service, cmd.environment, cmd.reason)
+            )
         elif cmd.clear:
             result = await guards.clear_hold(user, cmd.service, cmd.tag, cmd.reason)
         else:

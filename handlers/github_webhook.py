@@ -24,19 +24,25 @@ def signature_ok(secret: str, body: bytes, header: str | None) -> bool:
     if not header or not header.startswith("sha256="):
         return False
     expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(header[len("sha256="):].strip().encode(), expected.encode())
+    return hmac.compare_digest(header[len("sha256=") :].strip().encode(), expected.encode())
 
 
 def routes(tracker: Tracker, secret: str | None) -> list[web.RouteDef]:
     async def webhook(request: web.Request) -> web.Response:
         if not secret:
-            return web.json_response({"error": "GitHub webhooks are not configured: set GITHUB_WEBHOOK_SECRET to "
-                                               "the webhook's secret (promobot accepts signed deliveries only)"},
-                                     status=503)
+            return web.json_response(
+                {
+                    "error": "GitHub webhooks are not configured: set GITHUB_WEBHOOK_SECRET to "
+                    "the webhook's secret (promobot accepts signed deliveries only)"
+                },
+                status=503,
+            )
         body = await request.read()
         if not signature_ok(secret, body, request.headers.get("X-Hub-Signature-256")):
-            return web.json_response({"error": "bad or missing X-Hub-Signature-256: the webhook's secret must "
-                                               "equal GITHUB_WEBHOOK_SECRET"}, status=401)
+            return web.json_response(
+                {"error": "bad or missing X-Hub-Signature-256: the webhook's secret must equal GITHUB_WEBHOOK_SECRET"},
+                status=401,
+            )
         event = request.headers.get("X-GitHub-Event", "")
         if event == "ping":
             return web.json_response({"status": "pong"})
@@ -45,8 +51,9 @@ def routes(tracker: Tracker, secret: str | None) -> list[web.RouteDef]:
         try:
             payload = json.loads(body)
         except ValueError:
-            return web.json_response({"error": "the payload is not JSON (set the webhook's content type to "
-                                               "application/json)"}, status=400)
+            return web.json_response(
+                {"error": "the payload is not JSON (set the webhook's content type to application/json)"}, status=400
+            )
         delivery = request.headers.get("X-GitHub-Delivery")
         if delivery and not tracker.claim_delivery(delivery, event, body):
             return web.json_response({"status": "duplicate", "delivery": delivery})

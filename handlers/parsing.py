@@ -46,6 +46,11 @@ class CommandError(UserError):
 
 
 @dataclass(frozen=True)
+class HelpRequest:
+    """``/promote help`` (or nothing at all): show the usage."""
+
+
+@dataclass(frozen=True)
 class PromoteCommand:
     service: str
     tag: str | None = None
@@ -90,11 +95,11 @@ def _parse_hold(words: list[str]) -> HoldCommand:
     return HoldCommand(rest[0], rest[1], " ".join(rest[2:]), clear)
 
 
-def parse_promote(text: str) -> PromoteCommand | LockCommand | HoldCommand | RevokeCommand | str:
-    """``/promote`` text → a command, or "help"; raises CommandError saying what was expected."""
+def parse_promote(text: str) -> PromoteCommand | LockCommand | HoldCommand | RevokeCommand | HelpRequest:
+    """``/promote`` text → a command; raises CommandError saying what was expected."""
     words = words_of(text)
     if not words or words[0] in ("help", "-h", "--help"):
-        return "help"
+        return HelpRequest()
     if words[0] in ("lock", "unlock"):
         unlock = words[0] == "unlock"
         if len(words) < 3 or (not unlock and len(words) < 4) or (unlock and len(words) > 3):
@@ -122,10 +127,11 @@ def parse_promote(text: str) -> PromoteCommand | LockCommand | HoldCommand | Rev
         if i + 1 >= len(rest):
             raise CommandError("`to` needs an environment: `/promote SERVICE [TAG] to ENV`.")
         env = rest[i + 1]
-        rest = rest[:i] + rest[i + 2:]
+        rest = rest[:i] + rest[i + 2 :]
     if not rest or len(rest) > 2:
-        raise CommandError(f"Expected {PROMOTE_USAGE}, e.g. `/promote api-gateway 7a3f9c2`; "
-                           "`/promote help` lists everything.")
+        raise CommandError(
+            f"Expected {PROMOTE_USAGE}, e.g. `/promote api-gateway 7a3f9c2`; `/promote help` lists everything."
+        )
     return PromoteCommand(rest[0], rest[1] if len(rest) > 1 else None, env, check)
 
 
@@ -137,11 +143,11 @@ class RollbackCommand:
     reason: str = ""
 
 
-def parse_rollback(text: str, *, is_tag: Callable[[str], bool] = lambda w: False) -> RollbackCommand | str:
-    """``/rollback`` text → a command, or "help". ``is_tag`` tells a tag from the first word of a reason."""
+def parse_rollback(text: str, *, is_tag: Callable[[str], bool] = lambda w: False) -> RollbackCommand | HelpRequest:
+    """``/rollback`` text → a command. ``is_tag`` tells a tag from the first word of a reason."""
     words = words_of(text)
     if not words or words[0] in ("help", "-h", "--help"):
-        return "help"
+        return HelpRequest()
     service, rest = words[0], words[1:]
     tag = env = None
     if rest and rest[0] != "in" and is_tag(rest[0]):

@@ -27,23 +27,30 @@ def bearer_ok(request: web.Request, token: str | None) -> bool:
     header = request.headers.get("Authorization", "")
     if not token or not header.startswith("Bearer "):
         return False
-    return hmac.compare_digest(header[len("Bearer "):].strip().encode(), token.encode())
+    return hmac.compare_digest(header[len("Bearer ") :].strip().encode(), token.encode())
 
 
 def routes(service: PromotionService, api_token: str | None) -> list[web.RouteDef]:
     def unauthorized() -> web.Response:
-        hint = ("the bot has no PROMOBOT_API_TOKEN set" if not api_token
-                else "send Authorization: Bearer <PROMOBOT_API_TOKEN>")
-        return web.json_response({"error": "unauthorized", "hint": hint}, status=401,
-                                 headers={"WWW-Authenticate": 'Bearer realm="promobot"'})
+        hint = (
+            "the bot has no PROMOBOT_API_TOKEN set"
+            if not api_token
+            else "send Authorization: Bearer <PROMOBOT_API_TOKEN>"
+        )
+        return web.json_response(
+            {"error": "unauthorized", "hint": hint}, status=401, headers={"WWW-Authenticate": 'Bearer realm="promobot"'}
+        )
 
     async def post_event(request: web.Request) -> web.Response:
         if not bearer_ok(request, api_token):
             return unauthorized()
         if request.content_length is not None and request.content_length > MAX_EVENT_BYTES:
-            return _problem(413, f"event too large: {request.content_length} bytes; the limit is "
-                                 f"{MAX_EVENT_BYTES // (1024 * 1024)} MB. Send a filtered report (e.g. trivy "
-                                 "--severity HIGH,CRITICAL) or a smaller SBOM.")
+            return _problem(
+                413,
+                f"event too large: {request.content_length} bytes; the limit is "
+                f"{MAX_EVENT_BYTES // (1024 * 1024)} MB. Send a filtered report (e.g. trivy "
+                "--severity HIGH,CRITICAL) or a smaller SBOM.",
+            )
         chunks, size = [], 0
         async for chunk in request.content.iter_chunked(1 << 16):
             size += len(chunk)
@@ -56,8 +63,9 @@ def routes(service: PromotionService, api_token: str | None) -> list[web.RouteDe
         except ValueError as exc:
             return _problem(400, "invalid event", problems=[f"(body): not JSON: {exc}"])
         try:
-            event = validate_event(body, services=service.config.services,
-                                   environments=service.config.environment_names)
+            event = validate_event(
+                body, services=service.config.services, environments=service.config.environment_names
+            )
             result = await apply_event(service, event)
         except BadEvent as exc:
             return _problem(400, "invalid event", problems=exc.problems)
@@ -90,5 +98,8 @@ def routes(service: PromotionService, api_token: str | None) -> list[web.RouteDe
             return _problem(404, f"no promotion {request.match_info['promotion_id']!r}")
         return web.json_response(record)
 
-    return [web.post("/api/v1/events", post_event), web.get("/api/v1/eligibility", eligibility),
-            web.get("/api/v1/promotions/{promotion_id}", promotion)]
+    return [
+        web.post("/api/v1/events", post_event),
+        web.get("/api/v1/eligibility", eligibility),
+        web.get("/api/v1/promotions/{promotion_id}", promotion),
+    ]

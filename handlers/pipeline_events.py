@@ -159,23 +159,30 @@ def validate_event(body: Any, *, services: Any = None, environments: list[str] |
         for err in exc.errors():
             place = ".".join(str(p) for p in err["loc"]) or "(body)"
             msg = err["msg"].removeprefix("Value error, ")
-            msg = msg.replace("Field required", "field required").replace("Extra inputs are not permitted",
-                                                                         "unknown field")
+            msg = msg.replace("Field required", "field required").replace(
+                "Extra inputs are not permitted", "unknown field"
+            )
             problems.append(f"{place}: {msg}")
     service = body.get("service")
     if services is not None and isinstance(service, str) and service and service not in services:
         problems.append(f"service: unknown service {service!r} (known: {', '.join(sorted(services))})")
     env = body.get("environment")
-    if environments is not None and "environment" in EVENT_TYPES[type_].model_fields \
-            and isinstance(env, str) and env and env not in environments:
+    if (
+        environments is not None
+        and "environment" in EVENT_TYPES[type_].model_fields
+        and isinstance(env, str)
+        and env
+        and env not in environments
+    ):
         problems.append(f"environment: unknown environment {env!r} (known: {', '.join(environments)})")
-    if problems:
+    if problems or event is None:
         raise BadEvent(problems)
     return event.model_dump(exclude_none=False)
 
 
-async def apply_event(service: PromotionService, event: dict[str, Any], *, actor: str = "pipeline",
-                      follow_up: bool = True) -> str:
+async def apply_event(
+    service: PromotionService, event: dict[str, Any], *, actor: str = "pipeline", follow_up: bool = True
+) -> str:
     """Hand a validated event to the engine; returns recorded | duplicate | unchanged.
 
     ``follow_up: False`` records history without starting automatic promotions.

@@ -23,8 +23,9 @@ log = logging.getLogger(__name__)
 
 
 async def _say_privately(respond: Any, text: str) -> None:
-    await respond(text=text, blocks=[b.to_dict() for b in B.message(text)], response_type="ephemeral",
-                  replace_original=False)
+    await respond(
+        text=text, blocks=[b.to_dict() for b in B.message(text)], response_type="ephemeral", replace_original=False
+    )
 
 
 def register(app: AsyncApp, service: PromotionService, router: CommandRouter) -> None:
@@ -92,8 +93,9 @@ def register(app: AsyncApp, service: PromotionService, router: CommandRouter) ->
         if refusal:
             await _say_privately(respond, refusal)
             return
-        await client.views_open(trigger_id=body["trigger_id"],
-                                view=B.reject_modal(view.id, view.service, view.tag, view.target_environment))
+        await client.views_open(
+            trigger_id=body["trigger_id"], view=B.reject_modal(view.id, view.service, view.tag, view.target_environment)
+        )
 
     @app.view(B.REJECT_VIEW)
     async def reject_reason(ack: Any, body: dict, view: dict, client: Any) -> None:

@@ -17,9 +17,12 @@ class SlackNotifier:
     def __init__(self, client: Any):
         self.client = client
 
-    async def promotion_requested(self, view: PromotionView, approver_users: list[str]) -> tuple[str | None, str | None]:
-        resp = await self.client.chat_postMessage(channel=view.channel, text=B.card_text(view),
-                                                  blocks=[b.to_dict() for b in B.approval_card(view)])
+    async def promotion_requested(
+        self, view: PromotionView, approver_users: list[str]
+    ) -> tuple[str | None, str | None]:
+        resp = await self.client.chat_postMessage(
+            channel=view.channel, text=B.card_text(view), blocks=[b.to_dict() for b in B.approval_card(view)]
+        )
         channel, ts = resp.get("channel"), resp.get("ts")
         link = ""
         try:
@@ -28,14 +31,21 @@ class SlackNotifier:
             log.info("no permalink for %s", view.id)
         where = f"<{link}|the card in <#{channel}>>" if link else f"the card in <#{channel}>"
         # promobot itself asks for automatic rollbacks: say why, and that it is urgent
-        asker = (f":rotating_light: promobot ({esc(view.reason or 'automatic')})" if view.requested_by == "promobot"
-                 else f"<@{view.requested_by}>")
+        asker = (
+            f":rotating_light: promobot ({esc(view.reason or 'automatic')})"
+            if view.requested_by == "promobot"
+            else f"<@{view.requested_by}>"
+        )
         what = ("the rollback of " if view.kind == "rollback" else "") + esc(view.service)
         for user in [u for u in approver_users if u != view.requested_by][:MAX_DIRECT_MESSAGES]:
-            text = (f"{asker} asks you to approve {what} `{esc(view.tag)}` → "
-                    f"{esc(view.target_environment)} (`{view.id}`). Decide on {where}.")
+            text = (
+                f"{asker} asks you to approve {what} `{esc(view.tag)}` → "
+                f"{esc(view.target_environment)} (`{view.id}`). Decide on {where}."
+            )
             try:
-                await self.client.chat_postMessage(channel=user, text=text, blocks=[b.to_dict() for b in B.message(text)])
+                await self.client.chat_postMessage(
+                    channel=user, text=text, blocks=[b.to_dict() for b in B.message(text)]
+                )
             except Exception:
                 log.warning("could not DM approver %s about %s", user, view.id)
         return channel, ts
@@ -45,8 +55,12 @@ class SlackNotifier:
             if note and view.channel:
                 await self.alert(view.channel, f"`{view.id}`: {note}")
             return
-        await self.client.chat_update(channel=view.channel, ts=view.message_ts, text=B.card_text(view),
-                                      blocks=[b.to_dict() for b in B.approval_card(view)])
+        await self.client.chat_update(
+            channel=view.channel,
+            ts=view.message_ts,
+            text=B.card_text(view),
+            blocks=[b.to_dict() for b in B.approval_card(view)],
+        )
         if note:
             await self.client.chat_postMessage(channel=view.channel, thread_ts=view.message_ts, text=note)
 

@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from storage.db import rowcount
 from storage.models import AuditAnchor, AuditEvent, AuditHead
 
 GENESIS = "0" * 64
@@ -38,25 +39,52 @@ def _canonical(value: Any) -> str:
     return _ENCODER.encode(value)
 
 
-def event_hash(*, seq: int, at: datetime, actor: str, action: str, promotion_id: str | None,
-               service: str | None, environment: str | None, detail: dict | None, prev_hash: str) -> str:
-    body = _canonical({
-        "seq": seq, "at": at.isoformat(timespec="microseconds"), "actor": actor, "action": action,
-        "promotion_id": promotion_id, "service": service, "environment": environment,
-        "detail": detail or {}, "prev_hash": prev_hash,
-    })
+def event_hash(
+    *,
+    seq: int,
+    at: datetime,
+    actor: str,
+    action: str,
+    promotion_id: str | None,
+    service: str | None,
+    environment: str | None,
+    detail: dict | None,
+    prev_hash: str,
+) -> str:
+    body = _canonical(
+        {
+            "seq": seq,
+            "at": at.isoformat(timespec="microseconds"),
+            "actor": actor,
+            "action": action,
+            "promotion_id": promotion_id,
+            "service": service,
+            "environment": environment,
+            "detail": detail or {},
+            "prev_hash": prev_hash,
+        }
+    )
     return hashlib.sha256(body.encode()).hexdigest()
 
 
 def _recompute(ev: AuditEvent | sa.Row) -> str:
-    return event_hash(seq=ev.seq, at=ev.at, actor=ev.actor, action=ev.action, promotion_id=ev.promotion_id,
-                      service=ev.service, environment=ev.environment, detail=ev.detail, prev_hash=ev.prev_hash)
+    return event_hash(
+        seq=ev.seq,
+        at=ev.at,
+        actor=ev.actor,
+        action=ev.action,
+        promotion_id=ev.promotion_id,
+        service=ev.service,
+        environment=ev.environment,
+        detail=ev.detail,
+        prev_hash=ev.prev_hash,
+    )
 
 
 def _take_head(session: Session) -> None:
     """Lock the head row and advance its seq, creating it on the very first append."""
-    bump = sa.update(AuditHead).where(AuditHead.id == 1).values(seq=AuditHead.seq + 1)
-    if session.execute(bump).rowcount == 1:
+    bump = sa.update(AuditHead).where(col(AuditHead.id) == 1).values(seq=col(AuditHead.seq) + 1)
+    if rowcount(session.execute(bump)) == 1:
         return
     try:
         with session.begin_nested():
@@ -66,22 +94,49 @@ def _take_head(session: Session) -> None:
         session.execute(bump)
 
 
-def append(session: Session, *, at: datetime, actor: str, action: str, promotion_id: str | None = None,
-           service: str | None = None, environment: str | None = None,
-           detail: dict | None = None) -> AuditEvent:
+def append(
+    session: Session,
+    *,
+    at: datetime,
+    actor: str,
+    action: str,
+    promotion_id: str | None = None,
+    service: str | None = None,
+    environment: str | None = None,
+    detail: dict | None = None,
+) -> AuditEvent:
     """Add one event at the tip of the chain, inside the caller's transaction."""
     # Taking the head row's lock first is what serialises writers.
     _take_head(session)
-    head = session.execute(select(AuditHead.seq, AuditHead.last_hash).where(AuditHead.id == 1)).one()
+    head = session.execute(select(col(AuditHead.seq), col(AuditHead.last_hash)).where(col(AuditHead.id) == 1)).one()
     seq, prev = head.seq, head.last_hash or GENESIS
     at = at.astimezone(UTC)
     detail = json.loads(_canonical(detail or {}))
-    digest = event_hash(seq=seq, at=at, actor=actor, action=action, promotion_id=promotion_id,
-                        service=service, environment=environment, detail=detail, prev_hash=prev)
-    ev = AuditEvent(seq=seq, at=at, actor=actor, action=action, promotion_id=promotion_id,
-                    service=service, environment=environment, detail=detail, prev_hash=prev, hash=digest)
+    digest = event_hash(
+        seq=seq,
+        at=at,
+        actor=actor,
+        action=action,
+        promotion_id=promotion_id,
+        service=service,
+        environment=environment,
+        detail=detail,
+        prev_hash=prev,
+    )
+    ev = AuditEvent(
+        seq=seq,
+        at=at,
+        actor=actor,
+        action=action,
+        promotion_id=promotion_id,
+        service=service,
+        environment=environment,
+        detail=detail,
+        prev_hash=prev,
+        hash=digest,
+    )
     session.add(ev)
-    session.execute(sa.update(AuditHead).where(AuditHead.id == 1).values(last_hash=digest))
+    session.execute(sa.update(AuditHead).where(col(AuditHead.id) == 1).values(last_hash=digest))
     session.flush()
     return ev
 
@@ -95,35 +150,42 @@ class ChainProblem:
         return f"event {self.seq}: {self.problem}"
 
 
-def verify_events(events: Iterable[AuditEvent | sa.Row], *, head: AuditHead | None = None,
-                  anchor: str = GENESIS, first_seq: int = 1) -> ChainProblem | None:
+def verify_events(
+    events: Iterable[AuditEvent | sa.Row], *, head: AuditHead | None = None, anchor: str = GENESIS, first_seq: int = 1
+) -> ChainProblem | None:
     """Recompute the chain from ``anchor``; return the first event altered, removed, reordered,
     added past the head or truncated from the tail (checked against ``head`` when given), or None."""
     prev, expected_seq = anchor, first_seq
     last = None
     for ev in events:
         if head is not None and ev.seq > head.seq:
-            return ChainProblem(ev.seq, f"not recorded by the chain head, which ends at {head.seq} "
-                                        "(added outside promobot)")
+            return ChainProblem(
+                ev.seq, f"not recorded by the chain head, which ends at {head.seq} (added outside promobot)"
+            )
         if ev.seq != expected_seq:
             what = "missing (removed)" if ev.seq > expected_seq else "out of order"
             return ChainProblem(expected_seq, f"{what}; found event {ev.seq} where {expected_seq} belongs")
         intact = _recompute(ev) == ev.hash
         if not intact:
-            return ChainProblem(ev.seq, "altered or moved from another position (its hash does not match "
-                                        "its content)")
+            return ChainProblem(ev.seq, "altered or moved from another position (its hash does not match its content)")
         if ev.prev_hash != prev:
             if last is None:
-                return ChainProblem(ev.seq, "its link does not match the start of the chain "
-                                            "(altered, or the events before it were removed)")
+                return ChainProblem(
+                    ev.seq,
+                    "its link does not match the start of the chain (altered, or the events before it were removed)",
+                )
             # this event is intact, so the one before it changed after this was chained to it
-            return ChainProblem(last.seq, f"altered and its hash recomputed (event {ev.seq} still links "
-                                          "to its original hash)")
+            return ChainProblem(
+                last.seq, f"altered and its hash recomputed (event {ev.seq} still links to its original hash)"
+            )
         prev, expected_seq, last = ev.hash, expected_seq + 1, ev
     if head is not None:
         if head.seq >= expected_seq:
-            return ChainProblem(expected_seq, f"missing (truncated): the chain head records events up to "
-                                              f"{head.seq}, the chain ends at {expected_seq - 1}")
+            return ChainProblem(
+                expected_seq,
+                f"missing (truncated): the chain head records events up to "
+                f"{head.seq}, the chain ends at {expected_seq - 1}",
+            )
         if (head.last_hash or GENESIS) != prev:
             where = last.seq if last is not None else first_seq
             return ChainProblem(where, "altered and its hash recomputed (the chain head records another hash)")
@@ -144,8 +206,9 @@ def verify(session: Session) -> ChainProblem | None:
     anchor = latest_anchor(session)
     after = anchor.seq if anchor else 0
     # plain rows, not ORM objects: a third of the time over a million events
-    events = session.execute(sa.select(AuditEvent.__table__).where(AuditEvent.seq > after)
-                             .order_by(AuditEvent.seq)).yield_per(2000)
+    events = session.execute(
+        sa.select(sa.inspect(AuditEvent).local_table).where(col(AuditEvent.seq) > after).order_by(col(AuditEvent.seq))
+    ).yield_per(2000)
     if head is None:
         first = next(iter(events), None)
         return None if first is None else ChainProblem(first.seq, "the chain head row is missing")
@@ -159,5 +222,8 @@ def head_summary(session: Session) -> tuple[int, str]:
 
 
 def events_for(session: Session, promotion_id: str) -> list[AuditEvent]:
-    return list(session.exec(select(AuditEvent).where(AuditEvent.promotion_id == promotion_id)
-                             .order_by(AuditEvent.seq)))
+    return list(
+        session.exec(
+            select(AuditEvent).where(col(AuditEvent.promotion_id) == promotion_id).order_by(col(AuditEvent.seq))
+        )
+    )

@@ -30,61 +30,82 @@ class SqlLedger:
 
     def artifact(self, service: str, tag: str) -> ArtifactRecord | None:
         with Session(self.engine) as s:
-            a = s.exec(select(Artifact).where(Artifact.service == service, Artifact.tag == tag)).first()
+            a = s.exec(select(Artifact).where(col(Artifact.service) == service, col(Artifact.tag) == tag)).first()
             if a is None:
                 return None
             return ArtifactRecord(a.service, a.tag, a.digest, a.commit_sha, a.pipeline_run_id, a.built_at)
 
-    def deployments(self, service: str, environment: str, *, tag: str | None = None,
-                    limit: int = 20) -> Sequence[DeploymentRecord]:
+    def deployments(
+        self, service: str, environment: str, *, tag: str | None = None, limit: int = 20
+    ) -> Sequence[DeploymentRecord]:
         with Session(self.engine) as s:
-            q = select(Deployment).where(Deployment.service == service, Deployment.environment == environment)
+            q = select(Deployment).where(col(Deployment.service) == service, col(Deployment.environment) == environment)
             if tag is not None:
-                q = q.where(Deployment.tag == tag)
+                q = q.where(col(Deployment.tag) == tag)
             q = q.order_by(col(Deployment.finished_at).desc(), col(Deployment.id).desc()).limit(limit)
-            return [DeploymentRecord(d.service, d.tag, d.environment, d.status, d.finished_at, d.run_id, d.url)
-                    for d in s.exec(q)]
+            return [
+                DeploymentRecord(d.service, d.tag, d.environment, d.status, d.finished_at, d.run_id, d.url)
+                for d in s.exec(q)
+            ]
 
-    def verifications(self, service: str, environment: str, *, tag: str | None = None,
-                      limit: int = 20) -> Sequence[VerificationRecord]:
+    def verifications(
+        self, service: str, environment: str, *, tag: str | None = None, limit: int = 20
+    ) -> Sequence[VerificationRecord]:
         with Session(self.engine) as s:
-            q = select(Verification).where(Verification.service == service,
-                                           Verification.environment == environment)
+            q = select(Verification).where(
+                col(Verification.service) == service, col(Verification.environment) == environment
+            )
             if tag is not None:
-                q = q.where(Verification.tag == tag)
+                q = q.where(col(Verification.tag) == tag)
             q = q.order_by(col(Verification.finished_at).desc(), col(Verification.id).desc()).limit(limit)
-            return [VerificationRecord(v.service, v.tag, v.environment, v.result, v.finished_at,
-                                       v.checks or {}, v.url) for v in s.exec(q)]
+            return [
+                VerificationRecord(v.service, v.tag, v.environment, v.result, v.finished_at, v.checks or {}, v.url)
+                for v in s.exec(q)
+            ]
 
     def current_artifact(self, service: str, environment: str) -> str | None:
         with Session(self.engine) as s:
-            return s.exec(select(Deployment.tag)
-                          .where(Deployment.service == service, Deployment.environment == environment,
-                                 Deployment.status == "success")
-                          .order_by(col(Deployment.finished_at).desc(), col(Deployment.id).desc())
-                          .limit(1)).first()
+            return s.exec(
+                select(col(Deployment.tag))
+                .where(
+                    col(Deployment.service) == service,
+                    col(Deployment.environment) == environment,
+                    col(Deployment.status) == "success",
+                )
+                .order_by(col(Deployment.finished_at).desc(), col(Deployment.id).desc())
+                .limit(1)
+            ).first()
 
     def latest_verified_tag(self, service: str, environment: str) -> str | None:
         """The artifact the environment runs now, if its verification since deployment passed."""
         with Session(self.engine) as s:
-            deployed = s.exec(select(Deployment)
-                              .where(Deployment.service == service, Deployment.environment == environment,
-                                     Deployment.status == "success")
-                              .order_by(col(Deployment.finished_at).desc(), col(Deployment.id).desc())
-                              .limit(1)).first()
-            q = select(Verification).where(Verification.service == service,
-                                           Verification.environment == environment)
+            deployed = s.exec(
+                select(Deployment)
+                .where(
+                    col(Deployment.service) == service,
+                    col(Deployment.environment) == environment,
+                    col(Deployment.status) == "success",
+                )
+                .order_by(col(Deployment.finished_at).desc(), col(Deployment.id).desc())
+                .limit(1)
+            ).first()
+            q = select(Verification).where(
+                col(Verification.service) == service, col(Verification.environment) == environment
+            )
             if deployed is not None:
-                q = q.where(Verification.tag == deployed.tag, Verification.finished_at >= deployed.finished_at)
-            latest = s.exec(q.order_by(col(Verification.finished_at).desc(), col(Verification.id).desc())
-                            .limit(1)).first()
+                q = q.where(
+                    col(Verification.tag) == deployed.tag, col(Verification.finished_at) >= deployed.finished_at
+                )
+            latest = s.exec(
+                q.order_by(col(Verification.finished_at).desc(), col(Verification.id).desc()).limit(1)
+            ).first()
             return latest.tag if latest is not None and latest.result == "passed" else None
 
     def latest_scan(self, service: str, tag: str, digest: str | None) -> ScanRecord | None:
         with Session(self.engine) as s:
-            q = select(ScanReport).where(ScanReport.service == service, ScanReport.tag == tag)
+            q = select(ScanReport).where(col(ScanReport.service) == service, col(ScanReport.tag) == tag)
             if digest is not None:
-                q = q.where(ScanReport.digest == digest)
+                q = q.where(col(ScanReport.digest) == digest)
             r = s.exec(q.order_by(col(ScanReport.received_at).desc(), col(ScanReport.id).desc()).limit(1)).first()
             if r is None:
                 return None
@@ -92,9 +113,9 @@ class SqlLedger:
 
     def latest_sbom(self, service: str, tag: str, digest: str | None) -> SbomRecord | None:
         with Session(self.engine) as s:
-            q = select(SbomReport).where(SbomReport.service == service, SbomReport.tag == tag)
+            q = select(SbomReport).where(col(SbomReport.service) == service, col(SbomReport.tag) == tag)
             if digest is not None:
-                q = q.where(SbomReport.digest == digest)
+                q = q.where(col(SbomReport.digest) == digest)
             r = s.exec(q.order_by(col(SbomReport.received_at).desc(), col(SbomReport.id).desc()).limit(1)).first()
             if r is None:
                 return None
@@ -110,12 +131,17 @@ class SqlLedger:
     def hold(self, service: str, tag: str) -> HoldRecord | None:
         """The artifact's hold: the reason from the artifact, who and when from the audit trail."""
         with Session(self.engine) as s:
-            reason = s.exec(select(Artifact.hold_reason).where(Artifact.service == service,
-                                                               Artifact.tag == tag)).first()
+            reason = s.exec(
+                select(col(Artifact.hold_reason)).where(col(Artifact.service) == service, col(Artifact.tag) == tag)
+            ).first()
             if not reason:
                 return None
-            events = s.exec(select(AuditEvent).where(AuditEvent.action == HELD, AuditEvent.service == service)
-                            .order_by(col(AuditEvent.seq).desc()).limit(200))
+            events = s.exec(
+                select(AuditEvent)
+                .where(col(AuditEvent.action) == HELD, col(AuditEvent.service) == service)
+                .order_by(col(AuditEvent.seq).desc())
+                .limit(200)
+            )
             placed = next((e for e in events if (e.detail or {}).get("tag") == tag), None)
             if placed is None:  # purged by retention: the reason is all that is left
                 return HoldRecord(service, tag, reason)
@@ -126,32 +152,49 @@ class SqlLedger:
     def current_deployments(self) -> dict[tuple[str, str], DeploymentRecord]:
         """The latest successful deployment of every (service, environment), in one query."""
         with Session(self.engine) as s:
-            rank = sa.func.row_number().over(partition_by=(Deployment.service, Deployment.environment),
-                                             order_by=(col(Deployment.finished_at).desc(), col(Deployment.id).desc()))
-            latest = select(Deployment.id, rank.label("rank")).where(Deployment.status == "success").subquery()
-            rows = s.exec(select(Deployment).join(latest, latest.c.id == Deployment.id).where(latest.c.rank == 1))
-            return {(d.service, d.environment): DeploymentRecord(d.service, d.tag, d.environment, d.status,
-                                                                 d.finished_at, d.run_id, d.url) for d in rows}
+            rank = sa.func.row_number().over(
+                partition_by=(col(Deployment.service), col(Deployment.environment)),
+                order_by=(col(Deployment.finished_at).desc(), col(Deployment.id).desc()),
+            )
+            latest = (
+                select(col(Deployment.id), rank.label("rank")).where(col(Deployment.status) == "success").subquery()
+            )
+            rows = s.exec(select(Deployment).join(latest, latest.c.id == col(Deployment.id)).where(latest.c.rank == 1))
+            return {
+                (d.service, d.environment): DeploymentRecord(
+                    d.service, d.tag, d.environment, d.status, d.finished_at, d.run_id, d.url
+                )
+                for d in rows
+            }
 
     def latest_verifications(self) -> dict[tuple[str, str], VerificationRecord]:
         """The latest verification of every (service, environment), in one query."""
         with Session(self.engine) as s:
-            rank = sa.func.row_number().over(partition_by=(Verification.service, Verification.environment),
-                                             order_by=(col(Verification.finished_at).desc(),
-                                                       col(Verification.id).desc()))
-            latest = select(Verification.id, rank.label("rank")).subquery()
-            rows = s.exec(select(Verification).join(latest, latest.c.id == Verification.id)
-                          .where(latest.c.rank == 1))
-            return {(v.service, v.environment): VerificationRecord(v.service, v.tag, v.environment, v.result,
-                                                                   v.finished_at, v.checks or {}, v.url)
-                    for v in rows}
+            rank = sa.func.row_number().over(
+                partition_by=(col(Verification.service), col(Verification.environment)),
+                order_by=(col(Verification.finished_at).desc(), col(Verification.id).desc()),
+            )
+            latest = select(col(Verification.id), rank.label("rank")).subquery()
+            rows = s.exec(
+                select(Verification).join(latest, latest.c.id == col(Verification.id)).where(latest.c.rank == 1)
+            )
+            return {
+                (v.service, v.environment): VerificationRecord(
+                    v.service, v.tag, v.environment, v.result, v.finished_at, v.checks or {}, v.url
+                )
+                for v in rows
+            }
 
     def locks(self) -> list[LockRecord]:
         with Session(self.engine) as s:
-            return [LockRecord(lk.service, lk.environment, lk.locked_by, lk.reason, lk.locked_at)
-                    for lk in s.exec(select(EnvironmentLock))]
+            return [
+                LockRecord(lk.service, lk.environment, lk.locked_by, lk.reason, lk.locked_at)
+                for lk in s.exec(select(EnvironmentLock))
+            ]
 
     def held_tags(self) -> set[tuple[str, str]]:
         """(service, tag) of every artifact on hold."""
         with Session(self.engine) as s:
-            return set(s.exec(select(Artifact.service, Artifact.tag).where(col(Artifact.hold_reason).is_not(None))))
+            return set(
+                s.exec(select(col(Artifact.service), col(Artifact.tag)).where(col(Artifact.hold_reason).is_not(None)))
+            )

@@ -61,8 +61,10 @@ class Artifact(SQLModel, table=True):
 class Deployment(SQLModel, table=True):
     """A deploy workflow's outcome in one environment (``deployment.finished`` or tracking)."""
 
-    __table_args__ = (sa.Index("ix_deployment_lookup", "service", "environment", "finished_at"),
-                      sa.Index("ix_deployment_finished_at", "finished_at"))
+    __table_args__ = (
+        sa.Index("ix_deployment_lookup", "service", "environment", "finished_at"),
+        sa.Index("ix_deployment_finished_at", "finished_at"),
+    )
     id: Optional[int] = Field(default=None, primary_key=True)
     service: str
     tag: str
@@ -78,9 +80,11 @@ class Deployment(SQLModel, table=True):
 class Verification(SQLModel, table=True):
     """Post-deploy verification in one environment (``verification.finished``)."""
 
-    __table_args__ = (sa.Index("ix_verification_lookup", "service", "environment", "finished_at"),
-                      sa.Index("ix_verification_finished_at", "finished_at"),
-                      sa.Index("ix_verification_artifact", "service", "tag", "environment"))
+    __table_args__ = (
+        sa.Index("ix_verification_lookup", "service", "environment", "finished_at"),
+        sa.Index("ix_verification_finished_at", "finished_at"),
+        sa.Index("ix_verification_artifact", "service", "tag", "environment"),
+    )
     id: Optional[int] = Field(default=None, primary_key=True)
     service: str
     tag: str
@@ -121,10 +125,12 @@ class Promotion(SQLModel, table=True):
     """One request to move an artifact into an environment (a rollback is one too)."""
 
     # the metrics and digests aggregate over these timestamps
-    __table_args__ = (sa.Index("ix_promotion_requested_at", "requested_at"),
-                      sa.Index("ix_promotion_approved_at", "approved_at"),
-                      sa.Index("ix_promotion_completed_at", "completed_at"),
-                      sa.Index("ix_promotion_pipeline_run_id", "pipeline_run_id"))
+    __table_args__ = (
+        sa.Index("ix_promotion_requested_at", "requested_at"),
+        sa.Index("ix_promotion_approved_at", "approved_at"),
+        sa.Index("ix_promotion_completed_at", "completed_at"),
+        sa.Index("ix_promotion_pipeline_run_id", "pipeline_run_id"),
+    )
     id: str = Field(primary_key=True)
     kind: str = "promotion"  # promotion | rollback
     service: str = Field(index=True)

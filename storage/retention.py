@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from storage import audit
-from storage.db import transaction
+from storage.db import rowcount, transaction
 from storage.models import AuditAnchor, AuditEvent, AuditHead
 
 RETENTION = timedelta(days=730)  # the promotion model keeps the audit trail two years
@@ -42,10 +42,24 @@ def retention_cutoff(now: datetime, retention: timedelta = RETENTION) -> datetim
 
 
 def _line(ev: sa.Row) -> str:
-    return json.dumps({"seq": ev.seq, "at": ev.at.astimezone(UTC).isoformat(timespec="microseconds"),
-                       "actor": ev.actor, "action": ev.action, "promotion_id": ev.promotion_id,
-                       "service": ev.service, "environment": ev.environment, "detail": ev.detail or {},
-                       "prev_hash": ev.prev_hash, "hash": ev.hash}, sort_keys=True) + "\n"
+    return (
+        json.dumps(
+            {
+                "seq": ev.seq,
+                "at": ev.at.astimezone(UTC).isoformat(timespec="microseconds"),
+                "actor": ev.actor,
+                "action": ev.action,
+                "promotion_id": ev.promotion_id,
+                "service": ev.service,
+                "environment": ev.environment,
+                "detail": ev.detail or {},
+                "prev_hash": ev.prev_hash,
+                "hash": ev.hash,
+            },
+            sort_keys=True,
+        )
+        + "\n"
+    )
 
 
 def _fsync_dir(path: Path) -> None:
@@ -56,8 +70,9 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def purge(engine: Engine, *, older_than: datetime, archive_path: Path, actor: str = "promobot",
-          now: datetime | None = None) -> PurgeResult:
+def purge(
+    engine: Engine, *, older_than: datetime, archive_path: Path, actor: str = "promobot", now: datetime | None = None
+) -> PurgeResult:
     """Archive, then delete, the oldest events up to the first one at or after ``older_than``.
 
     Events are appended to ``archive_path`` (created if missing, never overwritten) and fsynced
@@ -68,32 +83,58 @@ def purge(engine: Engine, *, older_than: datetime, archive_path: Path, actor: st
     now = now or datetime.now(UTC)
     with transaction(engine) as s:
         # the head row's lock keeps appenders and other purges out while the chain is cut
-        if s.execute(sa.update(AuditHead).where(AuditHead.id == 1).values(seq=AuditHead.seq)).rowcount == 0:
+        if rowcount(s.execute(sa.update(AuditHead).where(col(AuditHead.id) == 1).values(seq=col(AuditHead.seq)))) == 0:
             return PurgeResult(0, None, None, None, archive_path)
         anchor = audit.latest_anchor(s)
         after = anchor.seq if anchor else 0
-        kept = s.exec(select(sa.func.min(AuditEvent.seq)).where(AuditEvent.seq > after,
-                                                                  AuditEvent.at >= older_than)).one()
+        kept = s.exec(
+            select(sa.func.min(col(AuditEvent.seq))).where(
+                col(AuditEvent.seq) > after, col(AuditEvent.at) >= older_than
+            )
+        ).one()
         last_seq = kept - 1 if kept is not None else s.get(AuditHead, 1).seq
         if last_seq <= after:
             return PurgeResult(0, None, None, None, archive_path)
-        doomed = (AuditEvent.seq > after) & (AuditEvent.seq <= last_seq)
+        doomed = (col(AuditEvent.seq) > after) & (col(AuditEvent.seq) <= last_seq)
         first = last = None
         count = 0
         with archive_path.open("a", encoding="utf-8") as out:
-            for ev in s.execute(sa.select(AuditEvent.__table__).where(doomed).order_by(AuditEvent.seq)).yield_per(2000):
+            for ev in s.execute(
+                sa.select(sa.inspect(AuditEvent).local_table).where(doomed).order_by(col(AuditEvent.seq))
+            ).yield_per(2000):
                 out.write(_line(ev))
                 first, last, count = first or ev, ev, count + 1
             out.flush()
             os.fsync(out.fileno())
         _fsync_dir(archive_path.resolve().parent)
+        if first is None or last is None:  # the head said there were events to purge; none were read
+            raise RuntimeError(f"audit purge found no events up to {last_seq}")
         s.execute(sa.delete(AuditEvent).where(doomed).execution_options(synchronize_session=False))
-        s.add(AuditAnchor(seq=last.seq, hash=last.hash, first_seq=first.seq, first_prev_hash=first.prev_hash,
-                          events=count, archive=str(archive_path), purged_at=now))
-        audit.append(s, at=now, actor=actor, action="audit.purged",
-                     detail={"events": count, "first_seq": first.seq, "last_seq": last.seq,
-                             "anchor_hash": last.hash, "older_than": older_than.isoformat(),
-                             "archive": str(archive_path)})
+        s.add(
+            AuditAnchor(
+                seq=last.seq,
+                hash=last.hash,
+                first_seq=first.seq,
+                first_prev_hash=first.prev_hash,
+                events=count,
+                archive=str(archive_path),
+                purged_at=now,
+            )
+        )
+        audit.append(
+            s,
+            at=now,
+            actor=actor,
+            action="audit.purged",
+            detail={
+                "events": count,
+                "first_seq": first.seq,
+                "last_seq": last.seq,
+                "anchor_hash": last.hash,
+                "older_than": older_than.isoformat(),
+                "archive": str(archive_path),
+            },
+        )
         return PurgeResult(count, first.seq, last.seq, last.hash, archive_path)
 
 

@@ -32,13 +32,28 @@ class PromotionStatus(enum.StrEnum):
         return LABELS[self]
 
 
-TERMINAL = frozenset({PromotionStatus.VERIFIED, PromotionStatus.FAILED, PromotionStatus.REJECTED,
-                      PromotionStatus.EXPIRED, PromotionStatus.CANCELLED, PromotionStatus.SUPERSEDED,
-                      PromotionStatus.VOIDED})
+TERMINAL = frozenset(
+    {
+        PromotionStatus.VERIFIED,
+        PromotionStatus.FAILED,
+        PromotionStatus.REJECTED,
+        PromotionStatus.EXPIRED,
+        PromotionStatus.CANCELLED,
+        PromotionStatus.SUPERSEDED,
+        PromotionStatus.VOIDED,
+    }
+)
 
 # states in which a promotion changed (or is changing) what the environment runs
-WENT_AHEAD = frozenset({PromotionStatus.APPROVED, PromotionStatus.DISPATCHED, PromotionStatus.DEPLOYED,
-                        PromotionStatus.VERIFIED, PromotionStatus.FAILED})
+WENT_AHEAD = frozenset(
+    {
+        PromotionStatus.APPROVED,
+        PromotionStatus.DISPATCHED,
+        PromotionStatus.DEPLOYED,
+        PromotionStatus.VERIFIED,
+        PromotionStatus.FAILED,
+    }
+)
 
 LABELS = {
     PromotionStatus.PENDING_APPROVAL: "Waiting for approval",

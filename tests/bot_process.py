@@ -19,17 +19,37 @@ class BotProcess:
     """``app_token`` runs Slack over Socket Mode (SLACK_APP_TOKEN set, no ``--http``); by default the process
     serves Slack over HTTP and never sees an app token."""
 
-    def __init__(self, *, config_path: Path, database_url: str, slack, github, instance_id: str,
-                 log_path: Path, extra_env: dict | None = None, app_token: str | None = None):
+    def __init__(
+        self,
+        *,
+        config_path: Path,
+        database_url: str,
+        slack,
+        github,
+        instance_id: str,
+        log_path: Path,
+        extra_env: dict | None = None,
+        app_token: str | None = None,
+    ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        self.env = {**os.environ, "PROMOBOT_CONFIG": str(config_path), "DATABASE_URL": database_url,
-                    "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-                    "SLACK_API_URL": slack.api_url, "GITHUB_TOKEN": GITHUB_TOKEN, "GITHUB_API_URL": github.api_url,
-                    "GITHUB_WEBHOOK_SECRET": WEBHOOK_SECRET, "PROMOBOT_API_TOKEN": API_TOKEN,
-                    "PROMOBOT_INSTANCE_ID": instance_id, "PROMOBOT_OUTBOX_INTERVAL": "0.2",
-                    "PROMOBOT_TRACKING_POLL_INTERVAL": "0.5", **(extra_env or {})}
+        self.env = {
+            **os.environ,
+            "PROMOBOT_CONFIG": str(config_path),
+            "DATABASE_URL": database_url,
+            "SLACK_BOT_TOKEN": BOT_TOKEN,
+            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+            "SLACK_API_URL": slack.api_url,
+            "GITHUB_TOKEN": GITHUB_TOKEN,
+            "GITHUB_API_URL": github.api_url,
+            "GITHUB_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "PROMOBOT_API_TOKEN": API_TOKEN,
+            "PROMOBOT_INSTANCE_ID": instance_id,
+            "PROMOBOT_OUTBOX_INTERVAL": "0.2",
+            "PROMOBOT_TRACKING_POLL_INTERVAL": "0.5",
+            **(extra_env or {}),
+        }
         self.env.pop("SLACK_APP_TOKEN", None)
         self.socket_mode = app_token is not None
         if self.socket_mode:
@@ -39,9 +59,13 @@ class BotProcess:
     def start(self, timeout: float = 30.0) -> BotProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 (the child process writes to it until stopped)
         mode = [] if self.socket_mode else ["--http"]
-        self.proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", *mode, "--host", "127.0.0.1",
-                                      "--port", str(self.port)], cwd=ROOT, env=self.env, stdout=log,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bot.cli", "serve", *mode, "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -85,9 +85,9 @@ async def harness(database_url, slack, github, config_text, settings_overrides):
     from bot.app import build
     from bot.config import parse_config
     from bot.server import make_web_app
+
     clock = Clock()
-    bot = build(settings_for(database_url, slack, github, **settings_overrides), parse_config(config_text),
-                clock=clock)
+    bot = build(settings_for(database_url, slack, github, **settings_overrides), parse_config(config_text), clock=clock)
     runner = web.AppRunner(make_web_app(bot), shutdown_timeout=1.0)
     await runner.setup()
     port = free_port()

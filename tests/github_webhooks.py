@@ -13,25 +13,36 @@ import aiohttp
 from tests.harness import WEBHOOK_SECRET, fixture_json
 
 
-def workflow_run(run: dict, *, action: str = "completed", conclusion: str | None = "success",
-                 repository: str = "acme/api-gateway") -> dict:
+def workflow_run(
+    run: dict, *, action: str = "completed", conclusion: str | None = "success", repository: str = "acme/api-gateway"
+) -> dict:
     """A ``workflow_run`` payload for ``run`` (as ``FakeGitHub.runs()`` lists it)."""
     payload = fixture_json(f"github/webhook-workflow_run-{'completed' if action == 'completed' else 'requested'}.json")
     payload["action"] = action
     payload["repository"]["full_name"] = repository
     payload["workflow_run"].update(
-        id=run["id"], name=run["name"], display_title=run["display_title"], html_url=run["html_url"],
-        event="workflow_dispatch", status="completed" if action == "completed" else "queued",
-        conclusion=conclusion if action == "completed" else None)
+        id=run["id"],
+        name=run["name"],
+        display_title=run["display_title"],
+        html_url=run["html_url"],
+        event="workflow_dispatch",
+        status="completed" if action == "completed" else "queued",
+        conclusion=conclusion if action == "completed" else None,
+    )
     return payload
 
 
-def headers(body: bytes, *, event: str = "workflow_run", delivery: str | None = None,
-            secret: str = WEBHOOK_SECRET) -> dict[str, str]:
+def headers(
+    body: bytes, *, event: str = "workflow_run", delivery: str | None = None, secret: str = WEBHOOK_SECRET
+) -> dict[str, str]:
     digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return {"Content-Type": "application/json", "X-GitHub-Event": event,
-            "X-GitHub-Delivery": delivery or str(uuid.uuid4()), "X-Hub-Signature-256": f"sha256={digest}",
-            "User-Agent": "GitHub-Hookshot/test"}
+    return {
+        "Content-Type": "application/json",
+        "X-GitHub-Event": event,
+        "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
+        "X-Hub-Signature-256": f"sha256={digest}",
+        "User-Agent": "GitHub-Hookshot/test",
+    }
 
 
 async def deliver(session: aiohttp.ClientSession, base_url: str, payload: dict, **kw) -> tuple[int, dict]:

@@ -72,11 +72,20 @@ RUN_NAME = "Deploy ${{ inputs.environment }} ${{ inputs.image_tag }} [${{ inputs
 
 
 def settings_for(database_url: str, slack, github, **overrides):
-    values = dict(promobot_config="(tests)", database_url=database_url, slack_bot_token=BOT_TOKEN,
-                  slack_signing_secret=SIGNING_SECRET, slack_api_url=slack.api_url, github_token=GITHUB_TOKEN,
-                  github_api_url=github.api_url, github_webhook_secret=WEBHOOK_SECRET,
-                  promobot_api_token=API_TOKEN, promobot_instance_id="test-1", promobot_outbox_interval=0.2,
-                  promobot_tracking_poll_interval=0.3)
+    values = dict(
+        promobot_config="(tests)",
+        database_url=database_url,
+        slack_bot_token=BOT_TOKEN,
+        slack_signing_secret=SIGNING_SECRET,
+        slack_api_url=slack.api_url,
+        github_token=GITHUB_TOKEN,
+        github_api_url=github.api_url,
+        github_webhook_secret=WEBHOOK_SECRET,
+        promobot_api_token=API_TOKEN,
+        promobot_instance_id="test-1",
+        promobot_outbox_interval=0.2,
+        promobot_tracking_poll_interval=0.3,
+    )
     values.update(overrides)
     return Settings(**values)
 
@@ -107,8 +116,9 @@ class PostgresSchema:
             with self._admin.connect() as conn:
                 conn.exec_driver_sql(f'CREATE SCHEMA "{self.schema}"')
         except Exception as exc:  # unreachable server, missing driver
-            service_unavailable(f"PostgreSQL not reachable at {sa.engine.make_url(base_url).render_as_string()}: "
-                                f"{type(exc).__name__}")
+            service_unavailable(
+                f"PostgreSQL not reachable at {sa.engine.make_url(base_url).render_as_string()}: {type(exc).__name__}"
+            )
 
     @property
     def url(self) -> str:
@@ -131,8 +141,11 @@ def sign(body: str, *, secret: str = SIGNING_SECRET, timestamp: int | None = Non
     """Headers as Slack sends them: v0 HMAC-SHA256 over 'v0:{timestamp}:{body}'."""
     ts = str(timestamp or int(time.time()))
     digest = hmac.new(secret.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
-    return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={digest}",
-            "Content-Type": "application/x-www-form-urlencoded"}
+    return {
+        "X-Slack-Request-Timestamp": ts,
+        "X-Slack-Signature": f"v0={digest}",
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
 
 
 @dataclass
@@ -145,44 +158,76 @@ class SlackUser:
 
     async def command(self, command: str, text: str) -> aiohttp.ClientResponse:
         tag = f"{command.strip('/')}-{uuid.uuid4().hex[:8]}"
-        body = urlencode({
-            "token": "legacy-verification-token", "team_id": "T0TEST", "team_domain": "acme",
-            "channel_id": self.channel, "channel_name": "deploys", "user_id": self.user_id,
-            "user_name": self.user_id.lower(), "command": command, "text": text,
-            "api_app_id": "A0TEST", "is_enterprise_install": "false",
-            "response_url": self.harness.slack.response_url(tag), "trigger_id": f"{uuid.uuid4().hex}.trigger",
-        })
+        body = urlencode(
+            {
+                "token": "legacy-verification-token",
+                "team_id": "T0TEST",
+                "team_domain": "acme",
+                "channel_id": self.channel,
+                "channel_name": "deploys",
+                "user_id": self.user_id,
+                "user_name": self.user_id.lower(),
+                "command": command,
+                "text": text,
+                "api_app_id": "A0TEST",
+                "is_enterprise_install": "false",
+                "response_url": self.harness.slack.response_url(tag),
+                "trigger_id": f"{uuid.uuid4().hex}.trigger",
+            }
+        )
         self.last_response_tag = tag
         return await self.harness.post_slack(body)
 
     async def click(self, card_message: dict, action_id: str) -> aiohttp.ClientResponse:
         """Press a button on a message the bot posted (as recorded by the Slack stand-in)."""
-        element = next(el for b in card_message["blocks"] if b["type"] == "actions"
-                       for el in b["elements"] if el["action_id"] == action_id)
+        element = next(
+            el
+            for b in card_message["blocks"]
+            if b["type"] == "actions"
+            for el in b["elements"]
+            if el["action_id"] == action_id
+        )
         tag = f"action-{uuid.uuid4().hex[:8]}"
         self.last_response_tag = tag
         payload = {
-            "type": "block_actions", "team": {"id": "T0TEST", "domain": "acme"},
+            "type": "block_actions",
+            "team": {"id": "T0TEST", "domain": "acme"},
             "user": {"id": self.user_id, "username": self.user_id.lower(), "team_id": "T0TEST"},
-            "api_app_id": "A0TEST", "token": "legacy-verification-token",
-            "container": {"type": "message", "message_ts": card_message["ts"], "channel_id": card_message["channel"],
-                          "is_ephemeral": False},
-            "trigger_id": f"{uuid.uuid4().hex}.trigger", "channel": {"id": card_message["channel"]},
+            "api_app_id": "A0TEST",
+            "token": "legacy-verification-token",
+            "container": {
+                "type": "message",
+                "message_ts": card_message["ts"],
+                "channel_id": card_message["channel"],
+                "is_ephemeral": False,
+            },
+            "trigger_id": f"{uuid.uuid4().hex}.trigger",
+            "channel": {"id": card_message["channel"]},
             "message": {"type": "message", "ts": card_message["ts"], "blocks": card_message["blocks"]},
             "response_url": self.harness.slack.response_url(tag),
-            "actions": [{"action_id": action_id, "block_id": next(
-                b["block_id"] for b in card_message["blocks"] if b["type"] == "actions"),
-                "text": element["text"], "value": element["value"], "type": "button",
-                "action_ts": f"{time.time():.6f}"}],
+            "actions": [
+                {
+                    "action_id": action_id,
+                    "block_id": next(b["block_id"] for b in card_message["blocks"] if b["type"] == "actions"),
+                    "text": element["text"],
+                    "value": element["value"],
+                    "type": "button",
+                    "action_ts": f"{time.time():.6f}",
+                }
+            ],
         }
         return await self.harness.post_slack(urlencode({"payload": json.dumps(payload)}))
 
     async def submit_view(self, view: dict, values: dict) -> aiohttp.ClientResponse:
         payload = {
-            "type": "view_submission", "team": {"id": "T0TEST", "domain": "acme"},
+            "type": "view_submission",
+            "team": {"id": "T0TEST", "domain": "acme"},
             "user": {"id": self.user_id, "username": self.user_id.lower(), "team_id": "T0TEST"},
-            "api_app_id": "A0TEST", "token": "legacy-verification-token", "trigger_id": "t.1",
-            "view": {**view, "id": "V0TEST", "state": {"values": values}}, "response_urls": [],
+            "api_app_id": "A0TEST",
+            "token": "legacy-verification-token",
+            "trigger_id": "t.1",
+            "view": {**view, "id": "V0TEST", "state": {"values": values}},
+            "response_urls": [],
         }
         return await self.harness.post_slack(urlencode({"payload": json.dumps(payload)}))
 
@@ -204,8 +249,9 @@ class Harness:
         return SlackUser(self, user_id, channel)
 
     async def post_slack(self, body: str, headers: dict | None = None) -> aiohttp.ClientResponse:
-        resp = await self.session.post(f"{self.base_url}/slack/events", data=body.encode(),
-                                       headers=headers or sign(body))
+        resp = await self.session.post(
+            f"{self.base_url}/slack/events", data=body.encode(), headers=headers or sign(body)
+        )
         await resp.read()
         return resp
 
@@ -224,9 +270,14 @@ class Harness:
 
     def cards(self, channel: str = "C0DEPLOYS", target: str | None = "production") -> list[dict]:
         """Approval cards the bot posted (not their thread replies), into ``target`` when given."""
-        return [m for m in self.slack.messages(channel) if "thread_ts" not in m and m.get("blocks")
-                and any(b["type"] == "header" for b in m["blocks"])
-                and (target is None or f"→ {target}" in header_text(m))]
+        return [
+            m
+            for m in self.slack.messages(channel)
+            if "thread_ts" not in m
+            and m.get("blocks")
+            and any(b["type"] == "header" for b in m["blocks"])
+            and (target is None or f"→ {target}" in header_text(m))
+        ]
 
 
 class Clock:
@@ -263,22 +314,41 @@ def all_text(message: dict) -> str:
 
 
 def artifact(service: str, tag: str, **overrides: Any) -> dict:
-    body = {"type": "artifact.built", "service": service, "tag": tag,
-            "digest": "sha256:" + hashlib.sha256(tag.encode()).hexdigest(),
-            "commit_sha": (tag + "0" * 40)[:40], "pipeline_run_id": "4242",
-            "built_at": "2026-11-20T08:00:00Z"}
+    body = {
+        "type": "artifact.built",
+        "service": service,
+        "tag": tag,
+        "digest": "sha256:" + hashlib.sha256(tag.encode()).hexdigest(),
+        "commit_sha": (tag + "0" * 40)[:40],
+        "pipeline_run_id": "4242",
+        "built_at": "2026-11-20T08:00:00Z",
+    }
     body.update(overrides)
     return body
 
 
 def deployed(service: str, tag: str, env: str, status: str = "success", **kw: Any) -> dict:
-    return {"type": "deployment.finished", "service": service, "tag": tag, "environment": env,
-            "status": status, "run_id": kw.pop("run_id", "77"), **kw}
+    return {
+        "type": "deployment.finished",
+        "service": service,
+        "tag": tag,
+        "environment": env,
+        "status": status,
+        "run_id": kw.pop("run_id", "77"),
+        **kw,
+    }
 
 
 def verified(service: str, tag: str, env: str, result: str = "passed", **kw: Any) -> dict:
-    return {"type": "verification.finished", "service": service, "tag": tag, "environment": env,
-            "result": result, "checks": kw.pop("checks", {"smoke": result}), **kw}
+    return {
+        "type": "verification.finished",
+        "service": service,
+        "tag": tag,
+        "environment": env,
+        "result": result,
+        "checks": kw.pop("checks", {"smoke": result}),
+        **kw,
+    }
 
 
 def fixture_json(relative: str) -> dict:
@@ -296,26 +366,44 @@ def ago(**kw) -> str:
     return (datetime.now(UTC) - timedelta(**kw)).isoformat()
 
 
-async def seed(h, service="api-gateway", tag=TAG, *, envs=("dev", "staging"), scan="trivy/trivy-centos-7-low-medium.json",
-               scanner="trivy"):
+async def seed(
+    h,
+    service="api-gateway",
+    tag=TAG,
+    *,
+    envs=("dev", "staging"),
+    scan="trivy/trivy-centos-7-low-medium.json",
+    scanner="trivy",
+):
     """An artifact built, scanned, with an SBOM, deployed and verified through ``envs`` hours ago."""
     body = artifact(service, tag, built_at=ago(hours=30))
     h.github.add_commits(f"acme/{service}", "main", [body["commit_sha"]])
-    for event in (body,
-                  {"type": "scan.finished", "service": service, "tag": tag, "scanner": scanner,
-                   "report": fixture_json(scan)},
-                  {"type": "sbom.published", "service": service, "tag": tag, "format": "cyclonedx",
-                   "sbom": fixture_json("sbom/cyclonedx-1.6-licenses-id-expression-name.json")}):
+    for event in (
+        body,
+        {"type": "scan.finished", "service": service, "tag": tag, "scanner": scanner, "report": fixture_json(scan)},
+        {
+            "type": "sbom.published",
+            "service": service,
+            "tag": tag,
+            "format": "cyclonedx",
+            "sbom": fixture_json("sbom/cyclonedx-1.6-licenses-id-expression-name.json"),
+        },
+    ):
         status, answer = await h.event(event)
         assert status == 202, answer
     for i, env in enumerate(envs):
         if env == "staging":  # dev's verification starts gate 1; the deploy it dispatched reports back
             channel = h.bot.config.services[service].channel if h.bot else "C0DEPLOYS"
-            await h.wait(lambda s, channel=channel: [u for u in s.updates(channel)
-                                                     if "→ staging · Deploying" in header_text(u)]
-                         or [m for m in s.messages(channel) if "Automatic promotion of" in m["text"]])
-        for event in (deployed(service, tag, env, finished_at=ago(hours=10 - 2 * i)),
-                      verified(service, tag, env, finished_at=ago(hours=9 - 2 * i))):
+            await h.wait(
+                lambda s, channel=channel: (
+                    [u for u in s.updates(channel) if "→ staging · Deploying" in header_text(u)]
+                    or [m for m in s.messages(channel) if "Automatic promotion of" in m["text"]]
+                )
+            )
+        for event in (
+            deployed(service, tag, env, finished_at=ago(hours=10 - 2 * i)),
+            verified(service, tag, env, finished_at=ago(hours=9 - 2 * i)),
+        ):
             status, answer = await h.event(event)
             assert status == 202, answer
     return body

@@ -100,11 +100,13 @@ def start_registry(directory: Path, *, timeout: float = 15.0) -> RegistryProcess
             f"storage:\n  filesystem:\n    rootdirectory: {directory / 'storage'}\n"
             "  delete:\n    enabled: true\n"
             f"http:\n  addr: 127.0.0.1:{port}\n  secret: {secrets.token_hex(16)}\n",
-            encoding="utf-8")
+            encoding="utf-8",
+        )
         log_path = directory / "registry.log"
         with open(log_path, "wb") as log:
-            proc = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL)
+            proc = subprocess.Popen(
+                [binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
         reg = RegistryProcess(f"127.0.0.1:{port}", proc, log_path)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and proc.poll() is None:
@@ -160,17 +162,18 @@ def put_manifest(host: str, name: str, reference: str, body: bytes, media_type: 
     return headers["Docker-Content-Digest"]
 
 
-def push_image(host: str, name: str, tag: str, *, config: dict, layers: list[bytes],
-               annotations: dict[str, str] | None = None) -> str:
+def push_image(
+    host: str, name: str, tag: str, *, config: dict, layers: list[bytes], annotations: dict[str, str] | None = None
+) -> str:
     """Push config, layers and an OCI image manifest under ``tag``; returns the manifest digest."""
     config_bytes = json.dumps(config, sort_keys=True).encode()
     manifest: dict = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG, "size": len(config_bytes),
-                   "digest": push_blob(host, name, config_bytes)},
-        "layers": [{"mediaType": OCI_LAYER, "size": len(layer), "digest": push_blob(host, name, layer)}
-                   for layer in layers],
+        "config": {"mediaType": OCI_CONFIG, "size": len(config_bytes), "digest": push_blob(host, name, config_bytes)},
+        "layers": [
+            {"mediaType": OCI_LAYER, "size": len(layer), "digest": push_blob(host, name, layer)} for layer in layers
+        ],
     }
     if annotations:
         manifest["annotations"] = annotations

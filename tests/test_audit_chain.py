@@ -52,8 +52,16 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
 def write_events(engine: Engine, count: int, start: datetime = T0, step: timedelta = timedelta(days=1)) -> None:
     with transaction(engine) as s:
         for i in range(count):
-            audit.append(s, at=start + i * step, actor=f"U{i % 3}", action="promotion.requested",
-                         promotion_id=f"prm-{i}", service="api", environment="production", detail={"n": i})
+            audit.append(
+                s,
+                at=start + i * step,
+                actor=f"U{i % 3}",
+                action="promotion.requested",
+                promotion_id=f"prm-{i}",
+                service="api",
+                environment="production",
+                detail={"n": i},
+            )
 
 
 def problem(engine: Engine) -> audit.ChainProblem | None:
@@ -78,9 +86,16 @@ def test_an_untouched_chain_verifies(engine: Engine) -> None:
     assert problem(engine) is None
 
 
-@pytest.mark.parametrize("field, value", [("actor", "U9"), ("action", "promotion.approved"),
-                                          ("detail", {"n": 99}), ("at", T0 + timedelta(days=2, seconds=1)),
-                                          ("prev_hash", "f" * 64)])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("actor", "U9"),
+        ("action", "promotion.approved"),
+        ("detail", {"n": 99}),
+        ("at", T0 + timedelta(days=2, seconds=1)),
+        ("prev_hash", "f" * 64),
+    ],
+)
 def test_an_edited_field_is_named(engine: Engine, field: str, value: object) -> None:
     write_events(engine, 6)
     execute(engine, sa.update(AuditEvent).where(AuditEvent.seq == 3).values({field: value}))
@@ -92,9 +107,17 @@ def test_an_edit_with_a_recomputed_hash_is_named_at_the_edited_event(engine: Eng
     write_events(engine, 6)
     with Session(engine) as s:
         ev = s.get(AuditEvent, 3)
-        forged = audit.event_hash(seq=3, at=ev.at, actor="U9", action=ev.action, promotion_id=ev.promotion_id,
-                                  service=ev.service, environment=ev.environment, detail=ev.detail,
-                                  prev_hash=ev.prev_hash)
+        forged = audit.event_hash(
+            seq=3,
+            at=ev.at,
+            actor="U9",
+            action=ev.action,
+            promotion_id=ev.promotion_id,
+            service=ev.service,
+            environment=ev.environment,
+            detail=ev.detail,
+            prev_hash=ev.prev_hash,
+        )
     execute(engine, sa.update(AuditEvent).where(AuditEvent.seq == 3).values(actor="U9", hash=forged))
     found = problem(engine)
     assert found.seq == 3 and "recomputed" in found.problem, found
@@ -104,9 +127,17 @@ def test_the_last_event_rehashed_is_caught_by_the_head(engine: Engine) -> None:
     write_events(engine, 4)
     with Session(engine) as s:
         ev = s.get(AuditEvent, 4)
-        forged = audit.event_hash(seq=4, at=ev.at, actor="U9", action=ev.action, promotion_id=ev.promotion_id,
-                                  service=ev.service, environment=ev.environment, detail=ev.detail,
-                                  prev_hash=ev.prev_hash)
+        forged = audit.event_hash(
+            seq=4,
+            at=ev.at,
+            actor="U9",
+            action=ev.action,
+            promotion_id=ev.promotion_id,
+            service=ev.service,
+            environment=ev.environment,
+            detail=ev.detail,
+            prev_hash=ev.prev_hash,
+        )
     execute(engine, sa.update(AuditEvent).where(AuditEvent.seq == 4).values(actor="U9", hash=forged))
     assert problem(engine).seq == 4
 
@@ -143,10 +174,22 @@ def test_an_event_added_behind_the_heads_back_is_named(engine: Engine) -> None:
     with Session(engine) as s:
         last = s.get(AuditEvent, 3)
         at = T0 + timedelta(days=5)
-        forged = audit.event_hash(seq=4, at=at, actor="U1", action="promotion.approved", promotion_id=None,
-                                  service=None, environment=None, detail={}, prev_hash=last.hash)
-        s.add(AuditEvent(seq=4, at=at, actor="U1", action="promotion.approved", detail={}, prev_hash=last.hash,
-                         hash=forged))
+        forged = audit.event_hash(
+            seq=4,
+            at=at,
+            actor="U1",
+            action="promotion.approved",
+            promotion_id=None,
+            service=None,
+            environment=None,
+            detail={},
+            prev_hash=last.hash,
+        )
+        s.add(
+            AuditEvent(
+                seq=4, at=at, actor="U1", action="promotion.approved", detail={}, prev_hash=last.hash, hash=forged
+            )
+        )
         s.commit()
     found = problem(engine)
     assert found.seq == 4 and "head" in found.problem, found
@@ -165,8 +208,9 @@ def test_purge_archives_then_anchors_and_the_rest_still_verifies(engine: Engine,
     write_events(engine, 10)  # one a day from T0
     archive = tmp_path / "archive" / "audit-2023.jsonl"
     archive.parent.mkdir()
-    result = retention.purge(engine, older_than=T0 + timedelta(days=4), archive_path=archive,
-                             now=T0 + timedelta(days=30))
+    result = retention.purge(
+        engine, older_than=T0 + timedelta(days=4), archive_path=archive, now=T0 + timedelta(days=30)
+    )
     assert (result.events, result.first_seq, result.last_seq) == (4, 1, 4)
     lines = [json.loads(line) for line in archive.read_text().splitlines()]
     assert [line["seq"] for line in lines] == [1, 2, 3, 4]
@@ -180,8 +224,9 @@ def test_purge_archives_then_anchors_and_the_rest_still_verifies(engine: Engine,
         assert retention.anchors(s) == [anchor]
     assert problem(engine) is None
     # a second purge continues from the first anchor, into the same archive
-    second = retention.purge(engine, older_than=T0 + timedelta(days=6), archive_path=archive,
-                             now=T0 + timedelta(days=31))
+    second = retention.purge(
+        engine, older_than=T0 + timedelta(days=6), archive_path=archive, now=T0 + timedelta(days=31)
+    )
     assert (second.events, second.first_seq, second.last_seq) == (2, 5, 6)
     assert problem(engine) is None
     with Session(engine) as s:
@@ -213,13 +258,16 @@ def test_default_retention_is_two_years() -> None:
     assert retention.retention_cutoff(now) == datetime(2023, 6, 2, tzinfo=UTC)
 
 
-@pytest.mark.parametrize("tamper, seq, words", [
-    ("edit", 7, "altered"),
-    ("delete_first_remaining", 5, "removed"),
-    ("delete_anchor", 1, "removed"),
-    ("truncate", 9, "truncated"),
-    ("swap", 6, "moved"),
-])
+@pytest.mark.parametrize(
+    "tamper, seq, words",
+    [
+        ("edit", 7, "altered"),
+        ("delete_first_remaining", 5, "removed"),
+        ("delete_anchor", 1, "removed"),
+        ("truncate", 9, "truncated"),
+        ("swap", 6, "moved"),
+    ],
+)
 def test_tampering_after_a_purge_is_named(engine: Engine, tmp_path: Path, tamper: str, seq: int, words: str) -> None:
     write_events(engine, 10)
     retention.purge(engine, older_than=T0 + timedelta(days=4), archive_path=tmp_path / "a.jsonl")  # leaves 5..11
@@ -250,14 +298,36 @@ def test_an_archive_edited_afterwards_fails_its_check(engine: Engine, tmp_path: 
 
 
 def add_promotion(s: Session, pid: str, requested_at: datetime) -> None:
-    s.add(Promotion(id=pid, service="api", tag="3f9c2a1", digest="sha256:" + "ab" * 32, source_commit="3f9c2a1",
-                    source_environment="staging", target_environment="production", status="verified",
-                    requested_by="U1", requested_at=requested_at, approved_at=requested_at + timedelta(minutes=5),
-                    completed_at=requested_at + timedelta(hours=1), pipeline_run_id="42"))
+    s.add(
+        Promotion(
+            id=pid,
+            service="api",
+            tag="3f9c2a1",
+            digest="sha256:" + "ab" * 32,
+            source_commit="3f9c2a1",
+            source_environment="staging",
+            target_environment="production",
+            status="verified",
+            requested_by="U1",
+            requested_at=requested_at,
+            approved_at=requested_at + timedelta(minutes=5),
+            completed_at=requested_at + timedelta(hours=1),
+            pipeline_run_id="42",
+        )
+    )
     s.add(Approval(promotion_id=pid, approver="U2", decision="approve", decided_at=requested_at + timedelta(minutes=5)))
-    s.add(Verification(service="api", tag="3f9c2a1", environment="production", result="passed",
-                       checks={"smoke": "passed"}, promotion_id=pid, finished_at=requested_at + timedelta(hours=1),
-                       recorded_at=requested_at + timedelta(hours=1)))
+    s.add(
+        Verification(
+            service="api",
+            tag="3f9c2a1",
+            environment="production",
+            result="passed",
+            checks={"smoke": "passed"},
+            promotion_id=pid,
+            finished_at=requested_at + timedelta(hours=1),
+            recorded_at=requested_at + timedelta(hours=1),
+        )
+    )
 
 
 def test_export_gives_promotion_records_since_a_time(engine: Engine) -> None:
@@ -274,14 +344,24 @@ def test_export_gives_promotion_records_since_a_time(engine: Engine) -> None:
     records = [json.loads(line) for line in lines]
     assert [r["promotion_id"] for r in records] == ["prm-b", "prm-a"]
     assert records[0] == {
-        "promotion_id": "prm-b", "kind": "promotion",
+        "promotion_id": "prm-b",
+        "kind": "promotion",
         "artifact": {"name": "api", "tag": "3f9c2a1", "digest": "sha256:" + "ab" * 32, "source_commit": "3f9c2a1"},
-        "source_environment": "staging", "target_environment": "production", "requested_by": "U1",
-        "requested_at": "2023-01-04T09:00:00Z", "approved_at": "2023-01-04T09:05:00Z",
-        "completed_at": "2023-01-04T10:00:00Z", "approver": "U2", "pipeline_run_id": "42", "run_url": None,
-        "verification_results": [{"result": "passed", "checks": {"smoke": "passed"}, "url": None,
-                                  "finished_at": "2023-01-04T10:00:00Z"}],
-        "status": "verified", "reason": None}
+        "source_environment": "staging",
+        "target_environment": "production",
+        "requested_by": "U1",
+        "requested_at": "2023-01-04T09:00:00Z",
+        "approved_at": "2023-01-04T09:05:00Z",
+        "completed_at": "2023-01-04T10:00:00Z",
+        "approver": "U2",
+        "pipeline_run_id": "42",
+        "run_url": None,
+        "verification_results": [
+            {"result": "passed", "checks": {"smoke": "passed"}, "url": None, "finished_at": "2023-01-04T10:00:00Z"}
+        ],
+        "status": "verified",
+        "reason": None,
+    }
     assert [r["promotion_id"] for r in whole] == ["prm-old", "prm-b", "prm-a"]
     assert empty == []
 
@@ -298,8 +378,7 @@ def append_concurrently(engine: Engine, writers: int = 2, each: int = 200) -> No
             barrier.wait()
             for i in range(each):
                 with transaction(engine) as s:
-                    audit.append(s, at=datetime.now(UTC), actor=f"writer-{n}", action="test.event",
-                                 detail={"i": i})
+                    audit.append(s, at=datetime.now(UTC), actor=f"writer-{n}", action="test.event", detail={"i": i})
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
 
@@ -359,6 +438,7 @@ def test_the_daily_purge_archives_old_events_once_per_day(tmp_path):
     from bot.jobs.retention import purge_once
     from storage import migrate
     from storage.db import create_db_engine, transaction
+
     engine = create_db_engine(f"sqlite:///{tmp_path / 'p.db'}")
     migrate.upgrade(engine)
     now = datetime(2026, 11, 26, 3, 0, tzinfo=UTC)
@@ -372,5 +452,7 @@ def test_the_daily_purge_archives_old_events_once_per_day(tmp_path):
     with Session(engine) as s:
         assert audit.verify(s) is None
         assert [e.action for e in s.exec(select(AuditEvent).order_by(AuditEvent.seq))] == [
-            "promotion.requested", "audit.purged"]
+            "promotion.requested",
+            "audit.purged",
+        ]
     engine.dispose()

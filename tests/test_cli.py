@@ -16,10 +16,18 @@ QUICKSTART = ROOT / "examples" / "promobot.yml"
 
 def promobot(*args: str, tmp_path: Path, stdin: str | None = None, env: dict | None = None):
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "SLACK_"))}
-    environ.update({"PROMOBOT_CONFIG": str(QUICKSTART), "DATABASE_URL": f"sqlite:///{tmp_path / 'promobot.db'}",
-                    **(env or {})})
-    return subprocess.run([sys.executable, "-m", "bot.cli", *args], cwd=ROOT, input=stdin, capture_output=True,
-                          text=True, env=environ, timeout=120)
+    environ.update(
+        {"PROMOBOT_CONFIG": str(QUICKSTART), "DATABASE_URL": f"sqlite:///{tmp_path / 'promobot.db'}", **(env or {})}
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", *args],
+        cwd=ROOT,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=120,
+    )
 
 
 SESSION = """\
@@ -46,8 +54,10 @@ def test_shell_quickstart_promotes_to_production_with_a_dry_run_dispatch(tmp_pat
     assert "[DM to U0PLATFORMLEAD]" in out
     # the requester pressing Approve is refused; the approver's press goes through; a second press changes nothing
     assert "You requested" in out and "cannot approve it" in out
-    assert ("[dry run] would dispatch workflow_dispatch acme/api-gateway deploy.yml @ main with inputs: "
-            "environment=production image_tag=7a3f9c2 image_digest=sha256:") in out
+    assert (
+        "[dry run] would dispatch workflow_dispatch acme/api-gateway deploy.yml @ main with inputs: "
+        "environment=production image_tag=7a3f9c2 image_digest=sha256:"
+    ) in out
     assert "promotion_id=prm-" in out
     assert out.count("[dry run] would dispatch") == 1
     assert "202 verification.finished: recorded" in out
@@ -91,19 +101,33 @@ def test_manifest_declares_what_the_bot_listens_to_and_only_the_scopes_it_uses()
     source = (ROOT / "handlers" / "slack_app.py").read_text()
     for command in commands:
         assert f'@app.command("{command}")' in source
-    assert set(manifest["oauth_config"]["scopes"]["bot"]) == {"commands", "chat:write", "usergroups:read",
-                                                              "files:write"}
+    assert set(manifest["oauth_config"]["scopes"]["bot"]) == {
+        "commands",
+        "chat:write",
+        "usergroups:read",
+        "files:write",
+    }
 
 
 # What each Slack Web API method needs (api.slack.com/methods); None: no scope.
-METHOD_SCOPES = {"chat.postMessage": "chat:write", "chat.update": "chat:write", "chat.postEphemeral": "chat:write",
-                 "usergroups.users.list": "usergroups:read", "files.getUploadURLExternal": "files:write",
-                 "files.completeUploadExternal": "files:write", "views.open": None, "views.publish": None,
-                 "views.update": None, "chat.getPermalink": None, "auth.test": None}
+METHOD_SCOPES = {
+    "chat.postMessage": "chat:write",
+    "chat.update": "chat:write",
+    "chat.postEphemeral": "chat:write",
+    "usergroups.users.list": "usergroups:read",
+    "files.getUploadURLExternal": "files:write",
+    "files.completeUploadExternal": "files:write",
+    "views.open": None,
+    "views.publish": None,
+    "views.update": None,
+    "chat.getPermalink": None,
+    "auth.test": None,
+}
 
 
 async def test_a_whole_promotion_calls_only_methods_the_manifest_allows(harness):
     from tests.harness import production_dispatches, request_card, seed
+
     h = harness
     await seed(h)
     await request_card(h)
@@ -122,8 +146,10 @@ async def test_a_whole_promotion_calls_only_methods_the_manifest_allows(harness)
 
 def test_audit_verify_and_export_after_a_promotion(tmp_path):
     session = "/promote api-gateway\nas U0PLATFORMLEAD\npress 1\n"
-    assert promobot("shell", "--demo", "--user", "U0DEV", "--script", "-", tmp_path=tmp_path,
-                    stdin=session).returncode == 0
+    assert (
+        promobot("shell", "--demo", "--user", "U0DEV", "--script", "-", tmp_path=tmp_path, stdin=session).returncode
+        == 0
+    )
     verify = promobot("audit", "verify", tmp_path=tmp_path)
     assert verify.returncode == 0 and "audit chain intact" in verify.stdout, verify.stdout + verify.stderr
     export = promobot("audit", "export", "--format", "jsonl", tmp_path=tmp_path)
@@ -133,6 +159,7 @@ def test_audit_verify_and_export_after_a_promotion(tmp_path):
     assert production[0]["approver"] == "U0PLATFORMLEAD" and production[0]["artifact"]["tag"] == "7a3f9c2"
     # an edited event is named by verify
     import sqlite3
+
     with sqlite3.connect(tmp_path / "promobot.db") as db:
         db.execute("UPDATE auditevent SET actor = 'U0MALLORY' WHERE seq = 3")
     broken = promobot("audit", "verify", tmp_path=tmp_path)

@@ -5,41 +5,60 @@ from __future__ import annotations
 
 import pytest
 
-from handlers.parsing import (CommandError, HoldCommand, LockCommand, PromoteCommand, RevokeCommand, RollbackCommand,
-                              parse_promote, parse_rollback)
+from handlers.parsing import (
+    CommandError,
+    HelpRequest,
+    HoldCommand,
+    LockCommand,
+    PromoteCommand,
+    RevokeCommand,
+    RollbackCommand,
+    parse_promote,
+    parse_rollback,
+)
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("api-gateway", PromoteCommand("api-gateway")),
-    ("api-gateway 7a3f9c2", PromoteCommand("api-gateway", "7a3f9c2")),
-    ("api-gateway 7a3f9c2 to production", PromoteCommand("api-gateway", "7a3f9c2", "production")),
-    ("api-gateway to staging", PromoteCommand("api-gateway", None, "staging")),
-    ("api-gateway 7a3f9c2 --check", PromoteCommand("api-gateway", "7a3f9c2", None, True)),
-    ("--dry-run api-gateway", PromoteCommand("api-gateway", None, None, True)),
-    ("lock api-gateway production incident INC-42", LockCommand("api-gateway", "production", "incident INC-42")),
-    ("unlock api-gateway production", LockCommand("api-gateway", "production", "", unlock=True)),
-    ("hold api-gateway 7a3f9c2 leaks memory", HoldCommand("api-gateway", "7a3f9c2", "leaks memory")),
-    ("hold clear api-gateway 7a3f9c2 fixed in 9b1e0d4", HoldCommand("api-gateway", "7a3f9c2", "fixed in 9b1e0d4",
-                                                                   clear=True)),
-    ("revoke prm-0123456789", RevokeCommand("prm-0123456789")),
-    ('api-gateway "7a3f9c2"', PromoteCommand("api-gateway", "7a3f9c2")),
-    ("", "help"), ("help", "help"), ("--help", "help"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("api-gateway", PromoteCommand("api-gateway")),
+        ("api-gateway 7a3f9c2", PromoteCommand("api-gateway", "7a3f9c2")),
+        ("api-gateway 7a3f9c2 to production", PromoteCommand("api-gateway", "7a3f9c2", "production")),
+        ("api-gateway to staging", PromoteCommand("api-gateway", None, "staging")),
+        ("api-gateway 7a3f9c2 --check", PromoteCommand("api-gateway", "7a3f9c2", None, True)),
+        ("--dry-run api-gateway", PromoteCommand("api-gateway", None, None, True)),
+        ("lock api-gateway production incident INC-42", LockCommand("api-gateway", "production", "incident INC-42")),
+        ("unlock api-gateway production", LockCommand("api-gateway", "production", "", unlock=True)),
+        ("hold api-gateway 7a3f9c2 leaks memory", HoldCommand("api-gateway", "7a3f9c2", "leaks memory")),
+        (
+            "hold clear api-gateway 7a3f9c2 fixed in 9b1e0d4",
+            HoldCommand("api-gateway", "7a3f9c2", "fixed in 9b1e0d4", clear=True),
+        ),
+        ("revoke prm-0123456789", RevokeCommand("prm-0123456789")),
+        ('api-gateway "7a3f9c2"', PromoteCommand("api-gateway", "7a3f9c2")),
+        ("", HelpRequest()),
+        ("help", HelpRequest()),
+        ("--help", HelpRequest()),
+    ],
+)
 def test_promote_forms(text, expected):
     assert parse_promote(text) == expected
 
 
-@pytest.mark.parametrize(("text", "says"), [
-    ("api-gateway 7a3f9c2 --force", "Unknown option `--force`"),
-    ("api-gateway 7a3f9c2 to", "`to` needs an environment"),
-    ("api-gateway 7a3f9c2 extra words", "Expected `/promote SERVICE [TAG] [to ENV] [--check]`"),
-    ("lock api-gateway production", "Expected `/promote lock SERVICE ENV reason…`"),
-    ("unlock api-gateway", "Expected `/promote unlock SERVICE ENV`"),
-    ("unlock api-gateway production now please", "Expected `/promote unlock SERVICE ENV`"),
-    ("hold api-gateway 7a3f9c2", "a hold is placed and cleared with a reason"),
-    ("hold clear api-gateway 7a3f9c2", "`/promote hold clear SERVICE TAG reason…`"),
-    ("revoke", "Expected `/promote revoke PROMOTION_ID`"),
-])
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("api-gateway 7a3f9c2 --force", "Unknown option `--force`"),
+        ("api-gateway 7a3f9c2 to", "`to` needs an environment"),
+        ("api-gateway 7a3f9c2 extra words", "Expected `/promote SERVICE [TAG] [to ENV] [--check]`"),
+        ("lock api-gateway production", "Expected `/promote lock SERVICE ENV reason…`"),
+        ("unlock api-gateway", "Expected `/promote unlock SERVICE ENV`"),
+        ("unlock api-gateway production now please", "Expected `/promote unlock SERVICE ENV`"),
+        ("hold api-gateway 7a3f9c2", "a hold is placed and cleared with a reason"),
+        ("hold clear api-gateway 7a3f9c2", "`/promote hold clear SERVICE TAG reason…`"),
+        ("revoke", "Expected `/promote revoke PROMOTION_ID`"),
+    ],
+)
 def test_promote_mistakes_say_what_was_expected(text, says):
     with pytest.raises(CommandError, match=None) as err:
         parse_promote(text)
@@ -50,16 +69,22 @@ def test_an_unbalanced_quote_is_read_as_plain_words():
     assert parse_promote('api-gateway "7a3f9c2') == PromoteCommand("api-gateway", '"7a3f9c2')
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("api-gateway", RollbackCommand("api-gateway")),
-    ("api-gateway 6d3a7c9", RollbackCommand("api-gateway", "6d3a7c9")),
-    ("api-gateway in production", RollbackCommand("api-gateway", None, "production")),
-    ("api-gateway 6d3a7c9 in production error rate doubled",
-     RollbackCommand("api-gateway", "6d3a7c9", "production", "error rate doubled")),
-    # without a tag-shaped first word, the words are the reason
-    ("api-gateway error rate doubled", RollbackCommand("api-gateway", None, None, "error rate doubled")),
-    ("help", "help"), ("", "help"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("api-gateway", RollbackCommand("api-gateway")),
+        ("api-gateway 6d3a7c9", RollbackCommand("api-gateway", "6d3a7c9")),
+        ("api-gateway in production", RollbackCommand("api-gateway", None, "production")),
+        (
+            "api-gateway 6d3a7c9 in production error rate doubled",
+            RollbackCommand("api-gateway", "6d3a7c9", "production", "error rate doubled"),
+        ),
+        # without a tag-shaped first word, the words are the reason
+        ("api-gateway error rate doubled", RollbackCommand("api-gateway", None, None, "error rate doubled")),
+        ("help", HelpRequest()),
+        ("", HelpRequest()),
+    ],
+)
 def test_rollback_forms(text, expected):
     assert parse_rollback(text, is_tag=lambda w: w == "6d3a7c9") == expected
 

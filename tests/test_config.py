@@ -66,7 +66,9 @@ def test_the_contract_example_is_valid():
     production = config.environment("production")
     assert production.approval_ttl == timedelta(hours=4) and production.soak_time == timedelta(hours=1)
     assert config.previous_environment("production") == "staging" and config.next_environment("dev") == "staging"
-    assert parse_config((ROOT / "examples" / "promobot.yml").read_text()).services["api-gateway"].workflow == "deploy.yml"
+    assert (
+        parse_config((ROOT / "examples" / "promobot.yml").read_text()).services["api-gateway"].workflow == "deploy.yml"
+    )
 
 
 def test_manual_approval_needs_approvers_and_names_must_be_unique():
@@ -88,13 +90,21 @@ def test_settings_come_from_the_environment_and_hide_secrets(monkeypatch):
     assert settings.secret("slack_bot_token") == "xoxb-secret-value"
     assert "xoxb-secret-value" not in repr(settings)
     from storage.db import redact_url
+
     assert "pw" not in redact_url(settings.database_url)
 
 
 def run_cli(*args: str, env: dict | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     import os
-    return subprocess.run([sys.executable, "-m", "bot.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=60)
+
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=60,
+    )
 
 
 def test_config_validate_command(tmp_path):
@@ -110,9 +120,18 @@ def test_config_validate_command(tmp_path):
 def test_serve_refuses_an_invalid_file_before_starting(tmp_path):
     bad_file = tmp_path / "promobot.yml"
     bad_file.write_text(BROKEN)
-    result = run_cli("serve", "--http", "--port", "0",
-                     env={"PROMOBOT_CONFIG": str(bad_file), "SLACK_BOT_TOKEN": "xoxb-x",
-                          "SLACK_SIGNING_SECRET": "s", "DATABASE_URL": f"sqlite:///{tmp_path}/p.db"})
+    result = run_cli(
+        "serve",
+        "--http",
+        "--port",
+        "0",
+        env={
+            "PROMOBOT_CONFIG": str(bad_file),
+            "SLACK_BOT_TOKEN": "xoxb-x",
+            "SLACK_SIGNING_SECRET": "s",
+            "DATABASE_URL": f"sqlite:///{tmp_path}/p.db",
+        },
+    )
     assert result.returncode == 2 and "invalid configuration" in result.stderr
     assert not (tmp_path / "p.db").exists()
 

@@ -115,9 +115,16 @@ def text_of(block: dict) -> str:
 async def test_two_schedulers_post_the_digest_exactly_once(kind: str, tmp_path: Path, slack: FakeSlack) -> None:
     config = parse_config(CONFIG)
     with replicas(kind, tmp_path) as engines:
-        schedulers = [DigestScheduler(engine, config, AsyncWebClient(token=slack.bot_token, base_url=slack.api_url),
-                                      instance_id=f"replica-{n}", clock=lambda: NOW)
-                      for n, engine in enumerate(engines)]
+        schedulers = [
+            DigestScheduler(
+                engine,
+                config,
+                AsyncWebClient(token=slack.bot_token, base_url=slack.api_url),
+                instance_id=f"replica-{n}",
+                clock=lambda: NOW,
+            )
+            for n, engine in enumerate(engines)
+        ]
         finished: list[object] = []
         for s in schedulers:
             s.start()
@@ -161,18 +168,23 @@ async def test_two_schedulers_post_the_digest_exactly_once(kind: str, tmp_path: 
     assert "60.0% (3 of 5)" in dora and "1.7h median, 1 not restored" in dora
     missed = next(t for t in texts if t.startswith("*Missed targets (2)*"))
     assert "• `api` production: success rate 50.0% (target > 95%)" in missed
-    assert "• `web` production: promotion frequency 0.0/week (target weekly or more), success rate 0.0% " \
-           "(target > 95%), approval duration 2.0h (target < 1 hour)" in missed
+    assert (
+        "• `web` production: promotion frequency 0.0/week (target weekly or more), success rate 0.0% "
+        "(target > 95%), approval duration 2.0h (target < 1 hour)" in missed
+    )
     slowest = next(t for t in texts if t.startswith("*Slowest approvals*"))
     assert slowest.splitlines()[1:3] == ["• `P2` api `a2` → production: 2.0h", "• `W2` web `b1` → production: 2.0h"]
     failed = next(t for t in texts if t.startswith("*Failed verifications (2)*"))
-    assert failed.splitlines()[1:] == ["• web `b1` in production, Wed 04 Jun 17:00",
-                                       "• api `a2` in production, Tue 03 Jun 15:00"]
+    assert failed.splitlines()[1:] == [
+        "• web `b1` in production, Wed 04 Jun 17:00",
+        "• api `a2` in production, Tue 03 Jun 15:00",
+    ]
     rollbacks = next(t for t in texts if t.startswith("*Rollbacks (1)*"))
     assert rollbacks.splitlines()[1] == "• `R1` api production: back to `a1` from `a2` — verified"
     assert "Audit chain head: event 0" in texts[-1]
     assert messages[0]["text"].startswith(
-        "Promotion digest Mon 02 Jun 02:00 – Mon 09 Jun 02:00: production: 3 verified")
+        "Promotion digest Mon 02 Jun 02:00 – Mon 09 Jun 02:00: production: 3 verified"
+    )
 
     image = files[0]
     assert image["channel_id"] == "C0METRICS"

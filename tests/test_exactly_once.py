@@ -22,8 +22,14 @@ def processes(tmp_path, database_url, slack, github):
     started: list[BotProcess] = []
 
     def start(instance_id: str = "replica-a") -> BotProcess:
-        bot = BotProcess(config_path=config, database_url=database_url, slack=slack, github=github,
-                         instance_id=instance_id, log_path=tmp_path / f"{instance_id}.log").start()
+        bot = BotProcess(
+            config_path=config,
+            database_url=database_url,
+            slack=slack,
+            github=github,
+            instance_id=instance_id,
+            log_path=tmp_path / f"{instance_id}.log",
+        ).start()
         started.append(bot)
         return bot
 
@@ -40,12 +46,18 @@ def _promotion(database_url: str, promotion_id: str) -> dict:
     engine = sa.create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
     try:
         with engine.connect() as conn:
-            row = conn.execute(sa.text("SELECT status, pipeline_run_id FROM promotion WHERE id = :id"),
-                               {"id": promotion_id}).one()
-            actions = [r[0] for r in conn.execute(sa.text(
-                "SELECT action FROM auditevent WHERE promotion_id = :id ORDER BY seq"), {"id": promotion_id})]
-            outbox = conn.execute(sa.text("SELECT status, attempts FROM outboxentry WHERE promotion_id = :id"),
-                                  {"id": promotion_id}).one()
+            row = conn.execute(
+                sa.text("SELECT status, pipeline_run_id FROM promotion WHERE id = :id"), {"id": promotion_id}
+            ).one()
+            actions = [
+                r[0]
+                for r in conn.execute(
+                    sa.text("SELECT action FROM auditevent WHERE promotion_id = :id ORDER BY seq"), {"id": promotion_id}
+                )
+            ]
+            outbox = conn.execute(
+                sa.text("SELECT status, attempts FROM outboxentry WHERE promotion_id = :id"), {"id": promotion_id}
+            ).one()
     finally:
         engine.dispose()
     return {"status": row[0], "run_id": row[1], "actions": actions, "outbox": tuple(outbox)}
@@ -55,7 +67,9 @@ def production_promotion_id(database_url: str) -> str:
     engine = sa.create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
     try:
         with engine.connect() as conn:
-            return conn.execute(sa.text("SELECT id FROM promotion WHERE target_environment = 'production'")).scalar_one()
+            return conn.execute(
+                sa.text("SELECT id FROM promotion WHERE target_environment = 'production'")
+            ).scalar_one()
     finally:
         engine.dispose()
 
@@ -112,8 +126,10 @@ async def test_killed_while_github_was_failing_then_recovers(processes, slack, g
         await request_card(h)
         github.fail_next(count=1000, status=502, path_contains="/dispatches")
         await h.user("U0LEAD").click(h.cards()[-1], "promotion.approve")
-        await h.wait(lambda s: [r for r in github.requests() if r["path"].endswith("/dispatches")
-                                and r["status"] == 502], timeout=20)
+        await h.wait(
+            lambda s: [r for r in github.requests() if r["path"].endswith("/dispatches") and r["status"] == 502],
+            timeout=20,
+        )
         pid = production_promotion_id(database_url)
         for _ in range(100):  # the failure is on record (GitHub's answer alone is not)
             if "dispatch.retry_scheduled" in _promotion(database_url, pid)["actions"]:
@@ -161,6 +177,12 @@ async def test_killed_while_the_run_was_deploying(processes, slack, github, data
         assert (await h.event(verified("api-gateway", TAG, "production")))[0] == 202
         state = _promotion(database_url, pid)
     assert state["status"] == "verified", state
-    assert state["actions"] == ["promotion.requested", "promotion.approval", "promotion.approved", "dispatch.sent",
-                                "deployment.finished", "verification.finished"]
+    assert state["actions"] == [
+        "promotion.requested",
+        "promotion.approval",
+        "promotion.approved",
+        "dispatch.sent",
+        "deployment.finished",
+        "verification.finished",
+    ]
     assert len(production_dispatches(h)) == 1

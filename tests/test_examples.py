@@ -25,10 +25,18 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = sorted((ROOT / "examples" / "workflows").glob("*.yml"))
 KUBERNETES = ROOT / "examples" / "kubernetes"
 # what the runner's variables hold when the report steps run
-SAMPLE_ENV = {"SERVICE": "api-gateway", "TAG": "7a3f9c2" + "0" * 33, "DIGEST": "sha256:" + "ab" * 32,
-              "GITHUB_SHA": "7a3f9c2" + "0" * 33, "GITHUB_RUN_ID": "4242", "ENVIRONMENT": "staging",
-              "STATUS": "success", "RESULT": "passed", "SMOKE": "success",
-              "RUN_URL": "https://github.com/acme/api-gateway/actions/runs/4242"}
+SAMPLE_ENV = {
+    "SERVICE": "api-gateway",
+    "TAG": "7a3f9c2" + "0" * 33,
+    "DIGEST": "sha256:" + "ab" * 32,
+    "GITHUB_SHA": "7a3f9c2" + "0" * 33,
+    "GITHUB_RUN_ID": "4242",
+    "ENVIRONMENT": "staging",
+    "STATUS": "success",
+    "RESULT": "passed",
+    "SMOKE": "success",
+    "RUN_URL": "https://github.com/acme/api-gateway/actions/runs/4242",
+}
 
 
 def _check_jsonschema() -> str:
@@ -40,8 +48,12 @@ def _check_jsonschema() -> str:
 
 def test_workflows_are_valid_github_actions():
     assert [w.name for w in WORKFLOWS] == ["build.yml", "deploy.yml"]
-    result = subprocess.run([_check_jsonschema(), "--builtin-schema", "vendor.github-workflows", *map(str, WORKFLOWS)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [_check_jsonschema(), "--builtin-schema", "vendor.github-workflows", *map(str, WORKFLOWS)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -78,8 +90,11 @@ def test_workflow_reports_are_events_the_bot_accepts(workflow, tmp_path, monkeyp
         words = [Template(w).substitute(SAMPLE_ENV) for w in shlex.split(command)]
         event = validate_event(_report_event(parser().parse_args(words[1:])))
         types.append(event["type"])
-    expected = (["artifact.built", "scan.finished", "sbom.published"] if workflow.name == "build.yml"
-                else ["deployment.finished", "verification.finished"])
+    expected = (
+        ["artifact.built", "scan.finished", "sbom.published"]
+        if workflow.name == "build.yml"
+        else ["deployment.finished", "verification.finished"]
+    )
     assert types == expected
 
 

@@ -54,11 +54,17 @@ def gh_fake():
 
 def github(fake: FakeGitHub, token: str | None = None, **kwargs) -> Github:
     # PyGithub throttles by default (0.25 s between requests, 1 s between writes); a local fake needs neither
-    return Github(base_url=fake.api_url, auth=Auth.Token(token or fake.token), seconds_between_requests=None,
-                  seconds_between_writes=None, **kwargs)
+    return Github(
+        base_url=fake.api_url,
+        auth=Auth.Token(token or fake.token),
+        seconds_between_requests=None,
+        seconds_between_writes=None,
+        **kwargs,
+    )
 
 
 # --- Slack ---
+
 
 async def test_auth_test(client):
     response = await client.auth_test()
@@ -103,8 +109,9 @@ async def test_remaining_methods(slack, client):
 
 async def test_files_upload_v2_keeps_bytes(slack, client):
     data = bytes(range(256)) * 4
-    response = await client.files_upload_v2(channel="C1", content=data, filename="report.json", title="Report",
-                                            initial_comment="scan results")
+    response = await client.files_upload_v2(
+        channel="C1", content=data, filename="report.json", title="Report", initial_comment="scan results"
+    )
     [recorded] = slack.files()
     assert recorded["bytes"] == data and recorded["channel_id"] == "C1" and recorded["title"] == "Report"
     assert recorded["initial_comment"] == "scan results" and response["file"]["id"] == recorded["id"]
@@ -136,6 +143,7 @@ async def test_response_url_and_wait_for(slack):
 
 
 # --- GitHub ---
+
 
 def test_dispatch_returns_run_details(gh_fake):
     workflow = github(gh_fake).get_repo(REPO).get_workflow("deploy.yml")
@@ -221,8 +229,9 @@ def test_rate_limit_and_bad_credentials(gh_fake):
 
 def test_github_app_installation_auth(gh_fake):
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption()).decode()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
     auth = Auth.AppAuth(4242, pem).get_installation_auth(gh_fake.installation_id)
     gh = Github(base_url=gh_fake.api_url, auth=auth, seconds_between_requests=None)
     assert gh.get_repo(REPO).default_branch == "main"

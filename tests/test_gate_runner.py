@@ -18,14 +18,21 @@ class EmptyLedger:
 
 
 def context() -> GateContext:
-    return GateContext(service="api-gateway", tag="7a3f9c2", target_environment="production",
-                       source_environment="staging", now=datetime.now(UTC),
-                       config=parse_config(CONFIG), ledger=EmptyLedger())
+    return GateContext(
+        service="api-gateway",
+        tag="7a3f9c2",
+        target_environment="production",
+        source_environment="staging",
+        now=datetime.now(UTC),
+        config=parse_config(CONFIG),
+        ledger=EmptyLedger(),
+    )
 
 
 def gate(name: str, behaviour, timeout: float = 1.0) -> Gate:
     async def evaluate(ctx):
         return await behaviour(GATES[name])
+
     GATES[name] = Gate(name=name, title=name.replace("_", " ").title(), evaluate=evaluate, timeout=timeout)
     return GATES[name]
 
@@ -79,9 +86,12 @@ async def test_no_gates_is_not_eligible():
 
 def test_overnight_windows_run_into_the_next_morning():
     from checks.deployment_window import in_window
-    env = parse_config(CONFIG.replace("    timezone: Europe/Berlin\n",
-                                      "    timezone: Europe/Berlin\n    windows: ['fri 22:00-06:00']\n")
-                       ).environment("production")
+
+    env = parse_config(
+        CONFIG.replace(
+            "    timezone: Europe/Berlin\n", "    timezone: Europe/Berlin\n    windows: ['fri 22:00-06:00']\n"
+        )
+    ).environment("production")
     berlin = env.zone
     assert in_window(env, datetime(2026, 11, 27, 23, 0, tzinfo=berlin))  # Friday night
     assert in_window(env, datetime(2026, 11, 28, 5, 59, tzinfo=berlin))  # Saturday morning

@@ -36,16 +36,19 @@ async def test_dispatch_retries_through_502_and_rate_limits_then_happens_once(ha
     await asyncio.sleep(0.5)
     assert len(production_dispatches(h)) == 1
 
-    posts = [r for r in gh.requests() if r["method"] == "POST" and r["path"].endswith("/dispatches")
-             and r["at"] >= start]
+    posts = [
+        r for r in gh.requests() if r["method"] == "POST" and r["path"].endswith("/dispatches") and r["at"] >= start
+    ]
     assert [r["status"] for r in posts][:4] == [502, 502, 429, 403] and posts[4]["status"] < 300
     assert len(posts) == 5
     assert posts[3]["at"] - posts[2]["at"] >= 1.0  # Retry-After: 1
     assert posts[4]["at"] >= reset - 0.05  # X-RateLimit-Remaining: 0 until X-RateLimit-Reset
     # before every retry the runs list was asked whether the earlier attempt started a run after all
     for before, after in zip(posts, posts[1:]):
-        assert any(r["method"] == "GET" and r["path"].endswith("/runs") and before["at"] < r["at"] < after["at"]
-                   for r in gh.requests())
+        assert any(
+            r["method"] == "GET" and r["path"].endswith("/runs") and before["at"] < r["at"] < after["at"]
+            for r in gh.requests()
+        )
 
     events = _audit(h, pid)
     retries = [e.detail for e in events if e.action == "dispatch.retry_scheduled"]
@@ -59,13 +62,19 @@ async def test_dispatch_retries_through_502_and_rate_limits_then_happens_once(ha
 
 def _private_key() -> str:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode()
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
 
 
-@pytest.mark.parametrize("settings_overrides", [dict(github_token=None, github_app_id="4242",
-                                                     github_app_private_key=_private_key(),
-                                                     github_app_installation_id=1)])
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [
+        dict(
+            github_token=None, github_app_id="4242", github_app_private_key=_private_key(), github_app_installation_id=1
+        )
+    ],
+)
 async def test_dispatch_as_a_github_app_installation(harness):
     h, gh = harness, harness.github
     assert not h.bot.settings.github_token and h.bot.settings.github_app_id == "4242"

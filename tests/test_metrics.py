@@ -36,33 +36,89 @@ class History:
         self.s = session
 
     def artifact(self, service: str, tag: str, built_at: datetime) -> None:
-        self.s.add(Artifact(service=service, tag=tag, digest=f"sha256:{tag:0<64}", commit_sha=tag,
-                            built_at=built_at, recorded_at=built_at))
+        self.s.add(
+            Artifact(
+                service=service,
+                tag=tag,
+                digest=f"sha256:{tag:0<64}",
+                commit_sha=tag,
+                built_at=built_at,
+                recorded_at=built_at,
+            )
+        )
 
-    def verification(self, service: str, env: str, tag: str, result: str, when: datetime,
-                     promotion_id: str | None = None) -> None:
-        self.s.add(Verification(service=service, environment=env, tag=tag, result=result, checks={},
-                                promotion_id=promotion_id, finished_at=when, recorded_at=when))
+    def verification(
+        self, service: str, env: str, tag: str, result: str, when: datetime, promotion_id: str | None = None
+    ) -> None:
+        self.s.add(
+            Verification(
+                service=service,
+                environment=env,
+                tag=tag,
+                result=result,
+                checks={},
+                promotion_id=promotion_id,
+                finished_at=when,
+                recorded_at=when,
+            )
+        )
 
-    def deployment(self, service: str, env: str, tag: str, status: str, when: datetime,
-                   promotion_id: str | None = None) -> None:
-        self.s.add(Deployment(service=service, environment=env, tag=tag, status=status,
-                              promotion_id=promotion_id, finished_at=when, recorded_at=when))
+    def deployment(
+        self, service: str, env: str, tag: str, status: str, when: datetime, promotion_id: str | None = None
+    ) -> None:
+        self.s.add(
+            Deployment(
+                service=service,
+                environment=env,
+                tag=tag,
+                status=status,
+                promotion_id=promotion_id,
+                finished_at=when,
+                recorded_at=when,
+            )
+        )
 
-    def promotion(self, pid: str, service: str, tag: str, source: str | None, target: str, status: str,
-                  requested: datetime, approved: datetime | None = None, *, kind: str = "promotion",
-                  approvals: int = 1, deployed: datetime | None = None, verified: datetime | None = None,
-                  deploy_failed: datetime | None = None, verify_failed: datetime | None = None,
-                  replaces: str | None = None) -> None:
+    def promotion(
+        self,
+        pid: str,
+        service: str,
+        tag: str,
+        source: str | None,
+        target: str,
+        status: str,
+        requested: datetime,
+        approved: datetime | None = None,
+        *,
+        kind: str = "promotion",
+        approvals: int = 1,
+        deployed: datetime | None = None,
+        verified: datetime | None = None,
+        deploy_failed: datetime | None = None,
+        verify_failed: datetime | None = None,
+        replaces: str | None = None,
+    ) -> None:
         """A promotion and the deployment/verification rows its outcome implies."""
         dispatched = approved + M if approved and (deployed or deploy_failed) else None
         completed = verified or verify_failed or deploy_failed
-        self.s.add(Promotion(id=pid, kind=kind, service=service, tag=tag, digest=f"sha256:{tag:0<64}",
-                             source_environment=source, target_environment=target, status=status,
-                             requested_by="U0REQ", requested_at=requested, approved_at=approved,
-                             dispatched_at=dispatched,
-                             completed_at=completed if status in ("verified", "failed") else None,
-                             required_approvals=approvals, replaces_tag=replaces))
+        self.s.add(
+            Promotion(
+                id=pid,
+                kind=kind,
+                service=service,
+                tag=tag,
+                digest=f"sha256:{tag:0<64}",
+                source_environment=source,
+                target_environment=target,
+                status=status,
+                requested_by="U0REQ",
+                requested_at=requested,
+                approved_at=approved,
+                dispatched_at=dispatched,
+                completed_at=completed if status in ("verified", "failed") else None,
+                required_approvals=approvals,
+                replaces_tag=replaces,
+            )
+        )
         if deployed:
             self.deployment(service, target, tag, "success", deployed, pid)
         if deploy_failed:
@@ -79,43 +135,126 @@ def build(engine: Engine) -> None:
         # api: before the window (P0), then four promotions to production and one rollback
         h.artifact("api", "a0", at(18, 12) - timedelta(days=30))
         h.verification("api", "staging", "a0", "passed", at(19, 12) - timedelta(days=30))
-        h.promotion("P0", "api", "a0", "staging", "production", "verified", at(20, 9) - timedelta(days=30),
-                    at(20, 9, 15) - timedelta(days=30), deployed=at(20, 12) - timedelta(days=30),
-                    verified=at(20, 12, 10) - timedelta(days=30))
+        h.promotion(
+            "P0",
+            "api",
+            "a0",
+            "staging",
+            "production",
+            "verified",
+            at(20, 9) - timedelta(days=30),
+            at(20, 9, 15) - timedelta(days=30),
+            deployed=at(20, 12) - timedelta(days=30),
+            verified=at(20, 12, 10) - timedelta(days=30),
+        )
         h.artifact("api", "a1", at(1, 10))
         h.verification("api", "staging", "a1", "passed", at(2, 8))  # first pass: time to promote starts here
         h.verification("api", "staging", "a1", "passed", at(2, 12))
-        h.promotion("P1", "api", "a1", "staging", "production", "verified", at(2, 9), at(2, 9, 30),
-                    deployed=at(2, 10), verified=at(2, 10, 20))
+        h.promotion(
+            "P1",
+            "api",
+            "a1",
+            "staging",
+            "production",
+            "verified",
+            at(2, 9),
+            at(2, 9, 30),
+            deployed=at(2, 10),
+            verified=at(2, 10, 20),
+        )
         h.artifact("api", "a2", at(3, 6))
         h.verification("api", "staging", "a2", "passed", at(3, 8))
-        h.promotion("P2", "api", "a2", "staging", "production", "verified", at(3, 9), at(3, 11),
-                    deployed=at(3, 11, 30), verified=at(3, 11, 45))
+        h.promotion(
+            "P2",
+            "api",
+            "a2",
+            "staging",
+            "production",
+            "verified",
+            at(3, 9),
+            at(3, 11),
+            deployed=at(3, 11, 30),
+            verified=at(3, 11, 45),
+        )
         h.verification("api", "production", "a2", "failed", at(3, 13))  # incident 1 starts
-        h.promotion("R1", "api", "a1", None, "production", "verified", at(3, 14), at(3, 14, 10),
-                    kind="rollback", replaces="a2", deployed=at(3, 14, 30), verified=at(3, 14, 40))  # restores it
+        h.promotion(
+            "R1",
+            "api",
+            "a1",
+            None,
+            "production",
+            "verified",
+            at(3, 14),
+            at(3, 14, 10),
+            kind="rollback",
+            replaces="a2",
+            deployed=at(3, 14, 30),
+            verified=at(3, 14, 40),
+        )  # restores it
         h.promotion("P6", "api", "a2", "staging", "production", "rejected", at(4, 9))
         h.artifact("api", "a3", at(4, 0))
         h.verification("api", "staging", "a3", "passed", at(5, 0))
-        h.promotion("P3", "api", "a3", "staging", "production", "failed", at(5, 9), at(5, 9, 20),
-                    deploy_failed=at(5, 9, 40))  # incident 2 starts
+        h.promotion(
+            "P3", "api", "a3", "staging", "production", "failed", at(5, 9), at(5, 9, 20), deploy_failed=at(5, 9, 40)
+        )  # incident 2 starts
         h.artifact("api", "a4", at(5, 12))
         h.verification("api", "staging", "a4", "passed", at(6, 0))
-        h.promotion("P4", "api", "a4", "staging", "production", "verified", at(8, 20), at(8, 20, 5),
-                    deployed=at(8, 22), verified=at(8, 22, 30))  # restores incident 2
+        h.promotion(
+            "P4",
+            "api",
+            "a4",
+            "staging",
+            "production",
+            "verified",
+            at(8, 20),
+            at(8, 20, 5),
+            deployed=at(8, 22),
+            verified=at(8, 22, 30),
+        )  # restores incident 2
         h.promotion("P5", "api", "a4", "staging", "production", "pending_approval", at(8, 23))
         h.artifact("api", "a5", at(8, 6))
         h.verification("api", "staging", "a5", "passed", at(8, 12))
         # requested in the window, but approved exactly at its end and deployed after it
-        h.promotion("P7", "api", "a5", "staging", "production", "verified", at(8, 23, 50), at(9, 0),
-                    deployed=at(9, 0, 5), verified=at(9, 0, 10))
+        h.promotion(
+            "P7",
+            "api",
+            "a5",
+            "staging",
+            "production",
+            "verified",
+            at(8, 23, 50),
+            at(9, 0),
+            deployed=at(9, 0, 5),
+            verified=at(9, 0, 10),
+        )
         # web: an automatic promotion to staging, then a production promotion whose verification fails
         h.artifact("web", "b1", at(4, 8))
         h.verification("web", "dev", "b1", "passed", at(4, 9))
-        h.promotion("W1", "web", "b1", "dev", "staging", "verified", at(4, 10), at(4, 10), approvals=0,
-                    deployed=at(4, 10, 30), verified=at(4, 10, 45))
-        h.promotion("W2", "web", "b1", "staging", "production", "failed", at(4, 12), at(4, 14),
-                    deployed=at(4, 14, 30), verify_failed=at(4, 15))  # an incident still open
+        h.promotion(
+            "W1",
+            "web",
+            "b1",
+            "dev",
+            "staging",
+            "verified",
+            at(4, 10),
+            at(4, 10),
+            approvals=0,
+            deployed=at(4, 10, 30),
+            verified=at(4, 10, 45),
+        )
+        h.promotion(
+            "W2",
+            "web",
+            "b1",
+            "staging",
+            "production",
+            "failed",
+            at(4, 12),
+            at(4, 14),
+            deployed=at(4, 14, 30),
+            verify_failed=at(4, 15),
+        )  # an incident still open
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -160,8 +299,11 @@ def test_promotion_metrics_per_service_and_environment(engine: Engine) -> None:
     # median rank ceil(2.5)=3 → 20m; p90 rank ceil(4.5)=5 → 2h; mean 11100/5
     assert api.approval == Durations(5, *seconds(2220, 1200, 7200))
     assert [(t.metric, t.value, t.met) for t in api.targets()] == [
-        ("promotion frequency", "3.0/week", True), ("success rate", "50.0%", False),
-        ("time to promote", "3.5h", True), ("approval duration", "20m", True)]
+        ("promotion frequency", "3.0/week", True),
+        ("success rate", "50.0%", False),
+        ("time to promote", "3.5h", True),
+        ("approval duration", "20m", True),
+    ]
 
     staging = m[("web", "staging")]
     assert (staging.completed, staging.outcomes, staging.rolled_back, staging.success_rate) == (1, 1, 0, 1.0)
@@ -226,8 +368,18 @@ def test_services_filter(engine: Engine) -> None:
 
 def test_format_table(engine: Engine) -> None:
     lines = format_table(report(engine)).splitlines()
-    assert lines[1].split() == ["service", "environment", "promotions/week", "success", "rate", "time", "to",
-                                "promote", "approval", "duration"]
+    assert lines[1].split() == [
+        "service",
+        "environment",
+        "promotions/week",
+        "success",
+        "rate",
+        "time",
+        "to",
+        "promote",
+        "approval",
+        "duration",
+    ]
     assert lines[2].split() == ["api", "production", "3.0/week", "✓", "50.0%", "✗", "missed", "3.5h", "✓", "20m", "✓"]
     assert lines[4].split() == ["web", "staging", "1.0/week", "✓", "100.0%", "✓", "1.5h", "✓", "–"]
     assert lines[-1].split() == ["web", "production", "1.0", "6.5h", "(p90", "6.5h,", "n=1)", "100.0%", "1", "open"]
@@ -243,16 +395,25 @@ def test_digest_listings(engine: Engine) -> None:
         series = metrics.daily_series(s, start=START, end=END, utc_offset=timedelta(hours=2))
     assert [(a.promotion_id, a.duration) for a in slow] == [("P2", 2 * H), ("W2", 2 * H), ("P1", 30 * M)]
     assert failed.total == 2
-    assert [(v.service, v.tag, v.finished_at) for v in failed.items] == [("web", "b1", at(4, 15)),
-                                                                        ("api", "a2", at(3, 13))]
+    assert [(v.service, v.tag, v.finished_at) for v in failed.items] == [
+        ("web", "b1", at(4, 15)),
+        ("api", "a2", at(3, 13)),
+    ]
     assert rollbacks.total == 1
     assert [(r.promotion_id, r.tag, r.replaces_tag, r.status) for r in rollbacks.items] == [
-        ("R1", "a1", "a2", "verified")]
+        ("R1", "a1", "a2", "verified")
+    ]
     # local days at UTC+2: P4 verified 8th 22:30 UTC is the 9th locally, deployed 22:00 UTC too
     assert [(p.day, p.promotions, p.time_to_promote) for p in series] == [
-        (date(2025, 6, 2), 1, 2 * H), (date(2025, 6, 3), 1, 3.5 * H), (date(2025, 6, 4), 1, 13500 * S),
-        (date(2025, 6, 5), 0, None), (date(2025, 6, 6), 0, None), (date(2025, 6, 7), 0, None),
-        (date(2025, 6, 8), 0, None), (date(2025, 6, 9), 1, 70 * H)]
+        (date(2025, 6, 2), 1, 2 * H),
+        (date(2025, 6, 3), 1, 3.5 * H),
+        (date(2025, 6, 4), 1, 13500 * S),
+        (date(2025, 6, 5), 0, None),
+        (date(2025, 6, 6), 0, None),
+        (date(2025, 6, 7), 0, None),
+        (date(2025, 6, 8), 0, None),
+        (date(2025, 6, 9), 1, 70 * H),
+    ]
 
 
 def test_prometheus_registry_queries_at_scrape_time(engine: Engine) -> None:
@@ -263,12 +424,22 @@ def test_prometheus_registry_queries_at_scrape_time(engine: Engine) -> None:
         return next(s.value for s in families[family].samples if s.name == sample and s.labels == labels)
 
     api_prod = {"service": "api", "environment": "production"}
-    assert value("promobot_promotions", "promobot_promotions_total", **api_prod, kind="promotion",
-                 status="verified") == 5  # P0 P1 P2 P4 P7
-    assert value("promobot_promotions", "promobot_promotions_total", **api_prod, kind="promotion",
-                 status="rejected") == 1
-    assert value("promobot_promotions_in_progress", "promobot_promotions_in_progress", **api_prod,
-                 kind="promotion", status="pending_approval") == 1
+    assert (
+        value("promobot_promotions", "promobot_promotions_total", **api_prod, kind="promotion", status="verified") == 5
+    )  # P0 P1 P2 P4 P7
+    assert (
+        value("promobot_promotions", "promobot_promotions_total", **api_prod, kind="promotion", status="rejected") == 1
+    )
+    assert (
+        value(
+            "promobot_promotions_in_progress",
+            "promobot_promotions_in_progress",
+            **api_prod,
+            kind="promotion",
+            status="pending_approval",
+        )
+        == 1
+    )
     # all-time approvals: P0 15m, P1 30m, P2 2h, R1 10m, P3 20m, P4 5m, P7 10m
     hist = "promobot_approval_duration_seconds"
     assert value(hist, hist + "_count", **api_prod) == 7
@@ -281,5 +452,6 @@ def test_prometheus_registry_queries_at_scrape_time(engine: Engine) -> None:
     with transaction(engine) as s:
         History(s).promotion("P8", "api", "a5", "staging", "production", "rejected", at(10, 9))
     families = {f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())}
-    assert value("promobot_promotions", "promobot_promotions_total", **api_prod, kind="promotion",
-                 status="rejected") == 2
+    assert (
+        value("promobot_promotions", "promobot_promotions_total", **api_prod, kind="promotion", status="rejected") == 2
+    )

@@ -24,11 +24,20 @@ async def test_metrics_count_promotions_by_outcome_and_time_approvals(harness):
     status, content_type, body = await _text(h, "/metrics")
     assert status == 200 and content_type.startswith("text/plain")
     lines = [line for line in body.splitlines() if not line.startswith("#")]
-    verified_line = [line for line in lines if line.startswith("promobot_promotions_total")
-                     and 'environment="production"' in line and 'status="verified"' in line]
+    verified_line = [
+        line
+        for line in lines
+        if line.startswith("promobot_promotions_total")
+        and 'environment="production"' in line
+        and 'status="verified"' in line
+    ]
     assert verified_line and verified_line[0].endswith(" 1.0"), verified_line
-    assert any(line.startswith("promobot_approval_duration_seconds_count") and 'environment="production"' in line
-               and line.endswith(" 1.0") for line in lines)
+    assert any(
+        line.startswith("promobot_approval_duration_seconds_count")
+        and 'environment="production"' in line
+        and line.endswith(" 1.0")
+        for line in lines
+    )
 
 
 async def test_healthz_answers_when_the_database_does(harness):

@@ -30,12 +30,22 @@ async def test_soak_time_alone(harness):
 async def test_licenses_alone(harness):
     h = harness
     await seed(h)
-    sbom = {"bomFormat": "CycloneDX", "specVersion": "1.6", "components": [
-        {"type": "library", "name": "left-pad", "version": "1.3.0", "licenses": [{"license": {"id": "MIT"}}]},
-        {"type": "library", "name": "ghostscript", "version": "10.0",
-         "licenses": [{"license": {"id": "AGPL-3.0-only"}}]}]}
-    status, body = await h.event({"type": "sbom.published", "service": "api-gateway", "tag": TAG,
-                                  "format": "cyclonedx", "sbom": sbom})
+    sbom = {
+        "bomFormat": "CycloneDX",
+        "specVersion": "1.6",
+        "components": [
+            {"type": "library", "name": "left-pad", "version": "1.3.0", "licenses": [{"license": {"id": "MIT"}}]},
+            {
+                "type": "library",
+                "name": "ghostscript",
+                "version": "10.0",
+                "licenses": [{"license": {"id": "AGPL-3.0-only"}}],
+            },
+        ],
+    }
+    status, body = await h.event(
+        {"type": "sbom.published", "service": "api-gateway", "tag": TAG, "format": "cyclonedx", "sbom": sbom}
+    )
     assert status == 202, body
     text = only_refusal((await request_card(h)).replies()[0], "Licenses")
     assert "ghostscript" in text and "AGPL-3.0-only" in text
@@ -73,10 +83,16 @@ async def test_previous_environment_recent_failure_alone(harness):
     assert "failed verification in staging" in text and "before passing again" in text
 
 
-@pytest.mark.parametrize("config_text", [CONFIG.replace(
-    "    timezone: Europe/Berlin\n",
-    "    timezone: Europe/Berlin\n    freezes: [{start: '2026-01-01T00:00:00', end: '2099-01-05T00:00:00', "
-    "reason: year-end freeze}]\n")])
+@pytest.mark.parametrize(
+    "config_text",
+    [
+        CONFIG.replace(
+            "    timezone: Europe/Berlin\n",
+            "    timezone: Europe/Berlin\n    freezes: [{start: '2026-01-01T00:00:00', end: '2099-01-05T00:00:00', "
+            "reason: year-end freeze}]\n",
+        )
+    ],
+)
 async def test_deployment_freeze_alone(harness):
     h = harness
     await seed(h)

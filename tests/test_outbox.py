@@ -18,20 +18,61 @@ from tests.harness import CONFIG, fixture_json, settings_for
 def _ready(bot, now):
     """An artifact verified in staging two hours ago, scanned, with an SBOM, commit on main."""
     from checks.reports import parse_sbom, parse_scan
+
     sha = "7a3f9c2" + "0" * 33
     with transaction(bot.engine) as s:
-        s.add(Artifact(service="api-gateway", tag="7a3f9c2", digest="sha256:" + "ab" * 32, commit_sha=sha,
-                       pipeline_run_id="1", built_at=now - timedelta(hours=5), recorded_at=now))
-        s.add(Deployment(service="api-gateway", tag="7a3f9c2", environment="staging", status="success",
-                         finished_at=now - timedelta(hours=3), recorded_at=now))
-        s.add(Verification(service="api-gateway", tag="7a3f9c2", environment="staging", result="passed",
-                           checks={}, finished_at=now - timedelta(hours=2), recorded_at=now))
-        s.add(ScanReport(service="api-gateway", tag="7a3f9c2", digest="sha256:" + "ab" * 32, scanner="trivy",
-                         findings=parse_scan("trivy", fixture_json("trivy/trivy-centos-7-low-medium.json")),
-                         received_at=now))
-        s.add(SbomReport(service="api-gateway", tag="7a3f9c2", digest="sha256:" + "ab" * 32, format="cyclonedx",
-                         components=parse_sbom("cyclonedx", fixture_json(
-                             "sbom/cyclonedx-1.6-licenses-id-expression-name.json")), received_at=now))
+        s.add(
+            Artifact(
+                service="api-gateway",
+                tag="7a3f9c2",
+                digest="sha256:" + "ab" * 32,
+                commit_sha=sha,
+                pipeline_run_id="1",
+                built_at=now - timedelta(hours=5),
+                recorded_at=now,
+            )
+        )
+        s.add(
+            Deployment(
+                service="api-gateway",
+                tag="7a3f9c2",
+                environment="staging",
+                status="success",
+                finished_at=now - timedelta(hours=3),
+                recorded_at=now,
+            )
+        )
+        s.add(
+            Verification(
+                service="api-gateway",
+                tag="7a3f9c2",
+                environment="staging",
+                result="passed",
+                checks={},
+                finished_at=now - timedelta(hours=2),
+                recorded_at=now,
+            )
+        )
+        s.add(
+            ScanReport(
+                service="api-gateway",
+                tag="7a3f9c2",
+                digest="sha256:" + "ab" * 32,
+                scanner="trivy",
+                findings=parse_scan("trivy", fixture_json("trivy/trivy-centos-7-low-medium.json")),
+                received_at=now,
+            )
+        )
+        s.add(
+            SbomReport(
+                service="api-gateway",
+                tag="7a3f9c2",
+                digest="sha256:" + "ab" * 32,
+                format="cyclonedx",
+                components=parse_sbom("cyclonedx", fixture_json("sbom/cyclonedx-1.6-licenses-id-expression-name.json")),
+                received_at=now,
+            )
+        )
     return sha
 
 

@@ -17,17 +17,38 @@ ROOT = Path(__file__).resolve().parent.parent
 
 async def test_every_bad_field_is_named_and_nothing_is_recorded(harness):
     h = harness
-    status, body = await h.event({"type": "artifact.built", "service": "api-gatewy", "tag": "bad tag!",
-                                  "digest": "md5:abc", "commit_sha": "XYZ", "built_at": "2026-11-26T10:00:00",
-                                  "colour": "blue"})
+    status, body = await h.event(
+        {
+            "type": "artifact.built",
+            "service": "api-gatewy",
+            "tag": "bad tag!",
+            "digest": "md5:abc",
+            "commit_sha": "XYZ",
+            "built_at": "2026-11-26T10:00:00",
+            "colour": "blue",
+        }
+    )
     assert status == 400 and body["error"] == "invalid event"
     problems = "\n".join(body["problems"])
-    for expected in ("tag: not a valid image tag", "digest: not an image digest", "commit_sha: not a commit SHA",
-                     "pipeline_run_id: field required", "built_at: needs a time zone", "colour: unknown field",
-                     "service: unknown service 'api-gatewy'"):
+    for expected in (
+        "tag: not a valid image tag",
+        "digest: not an image digest",
+        "commit_sha: not a commit SHA",
+        "pipeline_run_id: field required",
+        "built_at: needs a time zone",
+        "colour: unknown field",
+        "service: unknown service 'api-gatewy'",
+    ):
         assert expected in problems, problems
-    status, body = await h.event({"type": "deployment.finished", "service": "api-gateway", "tag": "7a3f9c2",
-                                  "environment": "prod", "status": "done"})
+    status, body = await h.event(
+        {
+            "type": "deployment.finished",
+            "service": "api-gateway",
+            "tag": "7a3f9c2",
+            "environment": "prod",
+            "status": "done",
+        }
+    )
     assert status == 400
     assert any(p.startswith("status: Input should be 'success' or 'failure'") for p in body["problems"])
     assert any("unknown environment 'prod'" in p for p in body["problems"])
@@ -71,49 +92,128 @@ async def test_a_second_digest_for_a_tag_is_a_tag_mutation(harness):
 
 async def test_reports_over_the_size_limit_are_refused_clearly(harness):
     h = harness
-    big = {"type": "scan.finished", "service": "api-gateway", "tag": "7a3f9c2", "scanner": "trivy",
-           "report": {"Results": [{"Target": "x" * (11 * 1024 * 1024)}]}}
+    big = {
+        "type": "scan.finished",
+        "service": "api-gateway",
+        "tag": "7a3f9c2",
+        "scanner": "trivy",
+        "report": {"Results": [{"Target": "x" * (11 * 1024 * 1024)}]},
+    }
     status, body = await h.event(big)
     assert status == 413 and "event too large" in body["error"] and "10 MB" in body["error"]
     # a several-MB report is fine
-    results = [{"Target": f"layer{i}", "Vulnerabilities": [
-        {"VulnerabilityID": f"CVE-2020-{i:05d}", "PkgName": "pkg", "InstalledVersion": "1", "Severity": "LOW",
-         "Title": "t" * 200}]} for i in range(12000)]
+    results = [
+        {
+            "Target": f"layer{i}",
+            "Vulnerabilities": [
+                {
+                    "VulnerabilityID": f"CVE-2020-{i:05d}",
+                    "PkgName": "pkg",
+                    "InstalledVersion": "1",
+                    "Severity": "LOW",
+                    "Title": "t" * 200,
+                }
+            ],
+        }
+        for i in range(12000)
+    ]
     status, body = await h.event({**big, "report": {"SchemaVersion": 2, "Results": results}})
     assert status == 202, body
 
 
 async def test_a_malformed_scanner_report_is_a_400_naming_the_place(harness):
     h = harness
-    status, body = await h.event({"type": "scan.finished", "service": "api-gateway", "tag": "7a3f9c2",
-                                  "scanner": "trivy", "report": {"Results": [{"Vulnerabilities": [{}]}]}})
+    status, body = await h.event(
+        {
+            "type": "scan.finished",
+            "service": "api-gateway",
+            "tag": "7a3f9c2",
+            "scanner": "trivy",
+            "report": {"Results": [{"Vulnerabilities": [{}]}]},
+        }
+    )
     assert status == 400 and body["problems"][0].startswith("report: trivy report: Results[0]")
 
 
 async def _report_cli(h, *args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot.cli", "report", *args, "--url", h.base_url, "--retries", "0", cwd=ROOT,
-        env={**os.environ, "PROMOBOT_API_TOKEN": API_TOKEN}, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "bot.cli",
+        "report",
+        *args,
+        "--url",
+        h.base_url,
+        "--retries",
+        "0",
+        cwd=ROOT,
+        env={**os.environ, "PROMOBOT_API_TOKEN": API_TOKEN},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await proc.communicate()
     return proc.returncode, out.decode(), err.decode()
 
 
 async def test_promobot_report_sends_events_from_a_pipeline(harness):
     h = harness
-    code, out, err = await _report_cli(h, "artifact.built", "--service", "api-gateway", "--tag", "7a3f9c2",
-                                       "--digest", "sha256:" + "a" * 64, "--commit-sha", "7a3f9c2" + "0" * 33,
-                                       "--pipeline-run-id", "99", "--built-at", "now")
+    code, out, err = await _report_cli(
+        h,
+        "artifact.built",
+        "--service",
+        "api-gateway",
+        "--tag",
+        "7a3f9c2",
+        "--digest",
+        "sha256:" + "a" * 64,
+        "--commit-sha",
+        "7a3f9c2" + "0" * 33,
+        "--pipeline-run-id",
+        "99",
+        "--built-at",
+        "now",
+    )
     assert code == 0 and out.startswith("202"), err
-    code, out, err = await _report_cli(h, "scan.finished", "--service", "api-gateway", "--tag", "7a3f9c2",
-                                       "--scanner", "trivy", "--report-file",
-                                       str(ROOT / "tests/fixtures/trivy/trivy-alpine-3.9-high-critical.json"))
+    code, out, err = await _report_cli(
+        h,
+        "scan.finished",
+        "--service",
+        "api-gateway",
+        "--tag",
+        "7a3f9c2",
+        "--scanner",
+        "trivy",
+        "--report-file",
+        str(ROOT / "tests/fixtures/trivy/trivy-alpine-3.9-high-critical.json"),
+    )
     assert code == 0, err
-    code, out, err = await _report_cli(h, "verification.finished", "--service", "api-gateway", "--tag", "7a3f9c2",
-                                       "--environment", "dev", "--result", "passed", "--check", "smoke=passed")
+    code, out, err = await _report_cli(
+        h,
+        "verification.finished",
+        "--service",
+        "api-gateway",
+        "--tag",
+        "7a3f9c2",
+        "--environment",
+        "dev",
+        "--result",
+        "passed",
+        "--check",
+        "smoke=passed",
+    )
     assert code == 0, err
-    code, out, err = await _report_cli(h, "deployment.finished", "--service", "api-gateway", "--tag", "7a3f9c2",
-                                       "--environment", "dev", "--status", "maybe")
+    code, out, err = await _report_cli(
+        h,
+        "deployment.finished",
+        "--service",
+        "api-gateway",
+        "--tag",
+        "7a3f9c2",
+        "--environment",
+        "dev",
+        "--status",
+        "maybe",
+    )
     assert code == 1 and "status: Input should be 'success' or 'failure'" in err
     with Session(h.bot.engine) as s:
         actions = [e.action for e in s.exec(select(AuditEvent).order_by(AuditEvent.seq))]

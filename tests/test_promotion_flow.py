@@ -37,9 +37,20 @@ async def test_promote_staging_artifact_to_production_with_one_approval(harness)
     assert "api-gateway → production" in header_text(card)
     assert "Waiting for approval" in header_text(card)
     text = all_text(card)
-    for expected in (TAG, build["digest"][:19], "staging → production", "<@U0DEV>", "0 of 1",
-                     "Immutable tag", "Previous environment verified", "No skipped environment",
-                     "Source commit reachable", "Vulnerabilities", "SBOM present", "Soak time"):
+    for expected in (
+        TAG,
+        build["digest"][:19],
+        "staging → production",
+        "<@U0DEV>",
+        "0 of 1",
+        "Immutable tag",
+        "Previous environment verified",
+        "No skipped environment",
+        "Source commit reachable",
+        "Vulnerabilities",
+        "SBOM present",
+        "Soak time",
+    ):
         assert expected in text, expected
     buttons = [el["action_id"] for b in card["blocks"] if b["type"] == "actions" for el in b["elements"]]
     assert buttons == ["promotion.approve", "promotion.reject", "promotion.cancel"]
@@ -64,14 +75,19 @@ async def test_promote_staging_artifact_to_production_with_one_approval(harness)
     promotion_id = dispatch["inputs"]["promotion_id"]
     assert dispatch["repo"] == "acme/api-gateway" and dispatch["workflow"] == "deploy.yml"
     assert dispatch["ref"] == "main"
-    assert dispatch["inputs"] == {"environment": "production", "image_tag": TAG, "image_digest": build["digest"],
-                                  "promotion_id": promotion_id}
+    assert dispatch["inputs"] == {
+        "environment": "production",
+        "image_tag": TAG,
+        "image_digest": build["digest"],
+        "promotion_id": promotion_id,
+    }
     await h.wait(lambda s: any("Deploying" in header_text(u) for u in s.updates("C0DEPLOYS")))
     run_id = str(dispatch["run_id"])
     thread = [m["text"] for m in h.slack.messages("C0DEPLOYS") if m.get("thread_ts") == card["ts"]]
     assert any("Approved by <@U0RM1>" in t for t in thread)
-    await h.wait(lambda s: any(f"run {run_id}" in m["text"] for m in s.messages("C0DEPLOYS")
-                               if m.get("thread_ts") == card["ts"]))
+    await h.wait(
+        lambda s: any(f"run {run_id}" in m["text"] for m in s.messages("C0DEPLOYS") if m.get("thread_ts") == card["ts"])
+    )
 
     # a second approver's click changes nothing and says who approved
     late = h.user("U0LEAD")
@@ -83,26 +99,38 @@ async def test_promote_staging_artifact_to_production_with_one_approval(harness)
 
     # the deploy workflow reports back; the card follows
     assert (await h.event(deployed("api-gateway", TAG, "production", run_id=run_id)))[0] == 202
-    assert (await h.event(verified("api-gateway", TAG, "production",
-                                   checks={"smoke": "passed", "slo": "passed"})))[0] == 202
+    assert (await h.event(verified("api-gateway", TAG, "production", checks={"smoke": "passed", "slo": "passed"})))[
+        0
+    ] == 202
     await h.wait(lambda s: any("Verified" in header_text(u) for u in s.updates("C0DEPLOYS")))
 
     status, record = await h.get(f"/api/v1/promotions/{promotion_id}")
     assert status == 200
     assert record["promotion_id"] == promotion_id and record["status"] == "verified"
-    assert record["artifact"] == {"name": "api-gateway", "tag": TAG, "digest": build["digest"],
-                                  "source_commit": build["commit_sha"]}
+    assert record["artifact"] == {
+        "name": "api-gateway",
+        "tag": TAG,
+        "digest": build["digest"],
+        "source_commit": build["commit_sha"],
+    }
     assert record["source_environment"] == "staging" and record["target_environment"] == "production"
     assert record["approver"] == "U0RM1" and record["pipeline_run_id"] == run_id
     assert record["requested_at"] and record["approved_at"] and record["completed_at"]
     assert record["verification_results"][0]["checks"] == {"smoke": "passed", "slo": "passed"}
 
     with Session(h.bot.engine) as s:
-        actions = [(e.action, e.actor) for e in s.exec(select(AuditEvent).where(
-            AuditEvent.promotion_id == promotion_id).order_by(AuditEvent.seq))]
-    assert actions == [("promotion.requested", "U0DEV"), ("promotion.approval", "U0RM1"),
-                       ("promotion.approved", "U0RM1"), ("dispatch.sent", "promobot"),
-                       ("deployment.finished", "pipeline"), ("verification.finished", "pipeline")]
+        actions = [
+            (e.action, e.actor)
+            for e in s.exec(select(AuditEvent).where(AuditEvent.promotion_id == promotion_id).order_by(AuditEvent.seq))
+        ]
+    assert actions == [
+        ("promotion.requested", "U0DEV"),
+        ("promotion.approval", "U0RM1"),
+        ("promotion.approved", "U0RM1"),
+        ("dispatch.sent", "promobot"),
+        ("deployment.finished", "pipeline"),
+        ("verification.finished", "pipeline"),
+    ]
 
 
 async def test_reject_asks_for_a_reason_and_escapes_it(harness):
@@ -118,8 +146,9 @@ async def test_reject_asks_for_a_reason_and_escapes_it(harness):
     # an empty reason is refused in the modal itself
     resp = await lead.submit_view(view, {"reason": {"value": {"type": "plain_text_input", "value": " "}}})
     assert resp.status == 200 and "errors" in await resp.json()
-    await lead.submit_view(view, {"reason": {"value": {"type": "plain_text_input",
-                                                       "value": "<!channel> error budget spent"}}})
+    await lead.submit_view(
+        view, {"reason": {"value": {"type": "plain_text_input", "value": "<!channel> error budget spent"}}}
+    )
     update = await h.wait(lambda s: [u for u in s.updates("C0DEPLOYS") if "Rejected" in header_text(u)])
     assert "&lt;!channel&gt; error budget spent" in all_text(update[-1])
     assert "<!channel>" not in all_text(update[-1])
@@ -140,10 +169,12 @@ async def test_refusals_name_the_gate_and_evidence(harness):
     assert "/promote api-gateway 7a3f9c2 to staging" in text  # the next step
     assert h.cards() == []
 
-    for words, expected in (("api-gatewy 7a3f9c2", "did you mean `api-gateway`"),
-                            ("api-gateway latest to production", "`latest` is a mutable tag"),
-                            ("api-gateway 7a3f9c2 to prod", "did you mean `production`"),
-                            ("api-gateway 7a3f9c2 --force", "Unknown option `--force`")):
+    for words, expected in (
+        ("api-gatewy 7a3f9c2", "did you mean `api-gateway`"),
+        ("api-gateway latest to production", "`latest` is a mutable tag"),
+        ("api-gateway 7a3f9c2 to prod", "did you mean `production`"),
+        ("api-gateway 7a3f9c2 --force", "Unknown option `--force`"),
+    ):
         user = h.user("U0DEV")
         await user.command("/promote", words)
         await h.wait(lambda s, user=user: user.replies())
@@ -160,8 +191,12 @@ async def test_check_only_shows_every_gate_and_requests_nothing(harness):
     assert h.cards() == []
     status, report = await h.get(f"/api/v1/eligibility?service=api-gateway&tag={TAG}&environment=production")
     assert status == 200 and report["eligible"] is True
-    assert {g["gate"] for g in report["gates"]} >= {"immutable_tag", "previous_environment_verified",
-                                                    "no_skipped_environment", "vulnerabilities"}
+    assert {g["gate"] for g in report["gates"]} >= {
+        "immutable_tag",
+        "previous_environment_verified",
+        "no_skipped_environment",
+        "vulnerabilities",
+    }
 
 
 async def test_critical_vulnerability_blocks_with_cve_evidence(harness):
@@ -189,8 +224,15 @@ async def test_evidence_changed_before_approval_voids_the_request(harness):
     await request_card(h)
     card = h.cards()[-1]
     # a new scan of the same artifact finds a critical vulnerability
-    status, _ = await h.event({"type": "scan.finished", "service": "api-gateway", "tag": TAG, "scanner": "trivy",
-                               "report": fixture_json("trivy/trivy-alpine-3.9-high-critical.json")})
+    status, _ = await h.event(
+        {
+            "type": "scan.finished",
+            "service": "api-gateway",
+            "tag": TAG,
+            "scanner": "trivy",
+            "report": fixture_json("trivy/trivy-alpine-3.9-high-critical.json"),
+        }
+    )
     assert status == 202
     lead = h.user("U0LEAD")
     await lead.click(card, "promotion.approve")

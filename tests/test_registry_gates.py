@@ -52,8 +52,7 @@ class StaticRegistry:
 
 
 def artifact(digest: str = "sha256:" + "0" * 64, **overrides) -> ArtifactRecord:
-    fields = dict(service=SERVICE, tag=TAG, digest=digest, commit_sha=SHA, pipeline_run_id="8812345",
-                  built_at=BUILT)
+    fields = dict(service=SERVICE, tag=TAG, digest=digest, commit_sha=SHA, pipeline_run_id="8812345", built_at=BUILT)
     return ArtifactRecord(**{**fields, **overrides})
 
 
@@ -72,18 +71,31 @@ services:
     channel: C0DEPLOYS
 """)
     ledger = MemoryLedger(record) if record else MemoryLedger()
-    return GateContext(service=SERVICE, tag=TAG, target_environment="staging", source_environment="dev",
-                       now=NOW, config=config, ledger=ledger, registry=registry)
+    return GateContext(
+        service=SERVICE,
+        tag=TAG,
+        target_environment="staging",
+        source_environment="dev",
+        now=NOW,
+        config=config,
+        ledger=ledger,
+        registry=registry,
+    )
 
 
 def image_config(labels: dict[str, str], layers: list[bytes]) -> dict:
-    return {"architecture": "amd64", "os": "linux", "config": {"Labels": labels},
-            "rootfs": {"type": "layers", "diff_ids": [digest_of(layer) for layer in layers]}}
+    return {
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Labels": labels},
+        "rootfs": {"type": "layers", "diff_ids": [digest_of(layer) for layer in layers]},
+    }
 
 
 def push(host: str, layer: bytes, labels: dict[str, str] | None = None, annotations=None) -> str:
-    return push_image(host, NAME, TAG, config=image_config(labels or {}, [layer]), layers=[layer],
-                      annotations=annotations)
+    return push_image(
+        host, NAME, TAG, config=image_config(labels or {}, [layer]), layers=[layer], annotations=annotations
+    )
 
 
 # --- digest gate against the real registry --------------------------------------------
@@ -132,12 +144,25 @@ async def test_stopped_registry_errors_could_not_verify(oci_registry):
 @pytest.mark.registry
 async def test_index_on_real_registry_reports_index_digest_and_annotations(oci_registry):
     child = push(oci_registry.host, b"layer one", labels={"ignored": "for an index"})
-    request = urllib.request.Request(f"{oci_registry.url}/v2/{NAME}/manifests/{child}",
-                                     headers={"Accept": OCI_MANIFEST})
+    request = urllib.request.Request(
+        f"{oci_registry.url}/v2/{NAME}/manifests/{child}", headers={"Accept": OCI_MANIFEST}
+    )
     size = len(urllib.request.urlopen(request, timeout=5).read())
-    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "annotations": {"com.example.key1": "v1"},
-                        "manifests": [{"mediaType": OCI_MANIFEST, "size": size, "digest": child,
-                                       "platform": {"architecture": "amd64", "os": "linux"}}]}).encode()
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "annotations": {"com.example.key1": "v1"},
+            "manifests": [
+                {
+                    "mediaType": OCI_MANIFEST,
+                    "size": size,
+                    "digest": child,
+                    "platform": {"architecture": "amd64", "os": "linux"},
+                }
+            ],
+        }
+    ).encode()
     digest = put_manifest(oci_registry.host, NAME, TAG, index, OCI_INDEX)
     info = await OciRegistryClient().manifest(f"{oci_registry.host}/{NAME}", TAG)
     assert info == ManifestInfo(digest, OCI_INDEX, {"com.example.key1": "v1"}, {})
@@ -156,11 +181,18 @@ async def test_digest_gate_without_artifact_or_registry():
 
 @pytest.mark.registry
 async def test_metadata_passes_when_labels_agree(oci_registry):
-    push(oci_registry.host, b"layer one",
-         labels={"org.opencontainers.image.revision": SHA,
-                 "org.opencontainers.image.created": (BUILT - timedelta(minutes=3)).isoformat()},
-         annotations={"org.opencontainers.image.revision": SHA[:12],
-                      "org.opencontainers.image.created": "2026-03-02T10:00:05Z"})
+    push(
+        oci_registry.host,
+        b"layer one",
+        labels={
+            "org.opencontainers.image.revision": SHA,
+            "org.opencontainers.image.created": (BUILT - timedelta(minutes=3)).isoformat(),
+        },
+        annotations={
+            "org.opencontainers.image.revision": SHA[:12],
+            "org.opencontainers.image.created": "2026-03-02T10:00:05Z",
+        },
+    )
     result = await METADATA.evaluate(context(f"{oci_registry.host}/{NAME}", artifact(), OciRegistryClient()))
     assert result.status is GateStatus.PASSED, result
     assert result.evidence["image_revision_label"] == SHA
@@ -193,8 +225,9 @@ async def test_metadata_lists_every_missing_field_in_one_result():
 
 async def test_metadata_future_build_bad_sha_and_created_far_from_build():
     record = artifact(commit_sha="not-a-sha", built_at=NOW + timedelta(minutes=10))
-    info = ManifestInfo("sha256:" + "1" * 64, OCI_MANIFEST,
-                        labels={"org.opencontainers.image.created": "2026-03-01T00:00:00Z"})
+    info = ManifestInfo(
+        "sha256:" + "1" * 64, OCI_MANIFEST, labels={"org.opencontainers.image.created": "2026-03-01T00:00:00Z"}
+    )
     result = await METADATA.evaluate(context("ghcr.io/acme/api-gateway", record, StaticRegistry(info)))
     problems = result.evidence["problems"]
     assert result.status is GateStatus.FAILED and len(problems) == 3, problems
@@ -241,10 +274,12 @@ class FakeRegistry:
         name, kind, ref = (request.match_info[k] for k in ("name", "kind", "ref"))
         self.requests.append((request.method, f"{kind}/{ref}"))
         if not (self.accept_tokens and request.headers.get("Authorization") == f"Bearer {self.TOKEN}"):
-            challenge = (f'Bearer realm="http://{self.host}/token",service="fake-registry",'
-                         f'scope="repository:{name}:pull"')
-            return web.json_response({"errors": [{"code": "UNAUTHORIZED"}]}, status=401,
-                                     headers={"WWW-Authenticate": challenge})
+            challenge = (
+                f'Bearer realm="http://{self.host}/token",service="fake-registry",scope="repository:{name}:pull"'
+            )
+            return web.json_response(
+                {"errors": [{"code": "UNAUTHORIZED"}]}, status=401, headers={"WWW-Authenticate": challenge}
+            )
         if self.status:
             return web.Response(status=self.status)
         if request.method == "HEAD" and self.head == "refuse":
@@ -275,10 +310,22 @@ def serve_image(fake: FakeRegistry, labels: dict[str, str]) -> bytes:
     config = json.dumps({"config": {"Labels": labels}}).encode()
     fake.add("blobs", digest_of(config), config, "application/octet-stream")
     # formatting a re-encoder would not reproduce: the digest must come from these exact bytes
-    manifest = (json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                                       "size": len(config), "digest": digest_of(config)},
-                            "layers": []}, indent=3) + "\n\n").encode()
+    manifest = (
+        json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": {
+                    "mediaType": "application/vnd.oci.image.config.v1+json",
+                    "size": len(config),
+                    "digest": digest_of(config),
+                },
+                "layers": [],
+            },
+            indent=3,
+        )
+        + "\n\n"
+    ).encode()
     fake.add("manifests", TAG, manifest, OCI_MANIFEST)
     return manifest
 
@@ -353,8 +400,9 @@ async def test_oci_index_fixture_gives_index_annotations_only(fake_registry):
     body = (FIXTURES / "oci-image-index.image-spec-example.json").read_bytes()
     fake_registry.add("manifests", TAG, body, OCI_INDEX)
     info = await client_for(fake_registry).manifest(f"{fake_registry.host}/{NAME}", TAG)
-    assert info == ManifestInfo(digest_of(body), OCI_INDEX,
-                                {"com.example.key1": "value1", "com.example.key2": "value2"}, {})
+    assert info == ManifestInfo(
+        digest_of(body), OCI_INDEX, {"com.example.key1": "value1", "com.example.key2": "value2"}, {}
+    )
     assert not any(path.startswith("blobs/") for _, path in fake_registry.requests)
 
 
@@ -371,23 +419,33 @@ def test_parse_image_and_scheme():
     with pytest.raises(ValueError):
         parse_image("ghcr.io/Acme/X")
     client = OciRegistryClient()
-    assert [client.scheme(h) for h in ("127.0.0.1:5000", "localhost", "[::1]:5000", "ghcr.io")] == \
-        ["http", "http", "http", "https"]
+    assert [client.scheme(h) for h in ("127.0.0.1:5000", "localhost", "[::1]:5000", "ghcr.io")] == [
+        "http",
+        "http",
+        "http",
+        "https",
+    ]
     custom = OciRegistryClient(insecure_registries=["registry.lan:5000"])
     assert custom.scheme("registry.lan:5000") == "http" and custom.scheme("127.0.0.1:5000") == "https"
 
 
 def test_challenge_parsing():
-    kind, params = parse_challenge('Bearer realm="https://auth.docker.io/token",service="registry.docker.io",'
-                                   'scope="repository:library/alpine:pull,push"')
+    kind, params = parse_challenge(
+        'Bearer realm="https://auth.docker.io/token",service="registry.docker.io",'
+        'scope="repository:library/alpine:pull,push"'
+    )
     assert kind == "bearer"
-    assert params == {"realm": "https://auth.docker.io/token", "service": "registry.docker.io",
-                      "scope": "repository:library/alpine:pull,push"}
+    assert params == {
+        "realm": "https://auth.docker.io/token",
+        "service": "registry.docker.io",
+        "scope": "repository:library/alpine:pull,push",
+    }
 
 
 def test_from_env():
     client = OciRegistryClient.from_env(
-        {"PROMOBOT_REGISTRY_AUTH": '{"ghcr.io": {"username": "bot", "password": "hunter2"}}'})
+        {"PROMOBOT_REGISTRY_AUTH": '{"ghcr.io": {"username": "bot", "password": "hunter2"}}'}
+    )
     assert client._credential(parse_image("ghcr.io/acme/x")) == ("bot", "hunter2")
     assert "hunter2" not in repr(client)
     assert OciRegistryClient.from_env({})._credential(parse_image("ghcr.io/acme/x")) is None

@@ -33,8 +33,17 @@ def replicas(tmp_path, database_url, slack, github):
         pytest.skip("replicas share a PostgreSQL database (PROMOBOT_TEST_DATABASE=postgres)")
     config = tmp_path / "promobot.yml"
     config.write_text(CONFIG)
-    bots = [BotProcess(config_path=config, database_url=database_url, slack=slack, github=github,
-                       instance_id=name, log_path=tmp_path / f"{name}.log") for name in ("replica-a", "replica-b")]
+    bots = [
+        BotProcess(
+            config_path=config,
+            database_url=database_url,
+            slack=slack,
+            github=github,
+            instance_id=name,
+            log_path=tmp_path / f"{name}.log",
+        )
+        for name in ("replica-a", "replica-b")
+    ]
     with ThreadPoolExecutor() as pool:  # started together: both migrate the same fresh schema at once
         list(pool.map(BotProcess.start, bots))
     yield bots
@@ -47,8 +56,12 @@ def _state(database_url: str, promotion_id: str) -> tuple[str, list[str], bool]:
     try:
         with engine.connect() as conn:
             status = conn.execute(sa.text("SELECT status FROM promotion WHERE id = :id"), {"id": promotion_id}).scalar()
-            actions = [r[0] for r in conn.execute(sa.text(
-                "SELECT action FROM auditevent WHERE promotion_id = :id ORDER BY seq"), {"id": promotion_id})]
+            actions = [
+                r[0]
+                for r in conn.execute(
+                    sa.text("SELECT action FROM auditevent WHERE promotion_id = :id ORDER BY seq"), {"id": promotion_id}
+                )
+            ]
             chain = conn.execute(sa.text("SELECT seq, prev_hash, hash FROM auditevent ORDER BY seq")).all()
         # one linear chain: no gap, no fork, although two processes appended to it
         intact = all(b.seq == a.seq + 1 and b.prev_hash == a.hash for a, b in zip(chain, chain[1:]))
@@ -73,15 +86,18 @@ async def test_two_replicas_get_the_same_clicks_and_webhook_and_act_once(replica
         await seed(ha)
         await request_card(ha)
         card = ha.cards()[-1]
-        await asyncio.gather(*(h.user(u).click(card, "promotion.approve") for h in (ha, hb) for u in ("U0LEAD", "U0RM1")))
+        await asyncio.gather(
+            *(h.user(u).click(card, "promotion.approve") for h in (ha, hb) for u in ("U0LEAD", "U0RM1"))
+        )
         dispatch = (await ha.wait(lambda s: production_dispatches(ha), timeout=20))[0]
         pid = dispatch["inputs"]["promotion_id"]
         await _until(database_url, pid, "dispatched")
 
         github.complete_run(dispatch["run_id"], "success")
         run = next(r for r in github.runs() if r["id"] == dispatch["run_id"])
-        answers = await asyncio.gather(*(deliver(session, bot.url, workflow_run(run), delivery="delivery-42")
-                                         for bot in (a, b)))
+        answers = await asyncio.gather(
+            *(deliver(session, bot.url, workflow_run(run), delivery="delivery-42") for bot in (a, b))
+        )
         # one replica took the delivery; the other saw it was taken (both replicas' polls may have got there first)
         assert sorted(answer["status"] for _, answer in answers)[0] == "duplicate"
         assert {answer["status"] for _, answer in answers} - {"duplicate"} <= {"recorded", "ignored"}
@@ -94,8 +110,14 @@ async def test_two_replicas_get_the_same_clicks_and_webhook_and_act_once(replica
     _status, final, intact = _state(database_url, pid)
     assert final == actions and intact
     approvals = [x for x in actions if x == "promotion.approval"]
-    assert actions == ["promotion.requested", *approvals, "promotion.approved", "dispatch.sent",
-                       "deployment.finished", "verification.finished"]
+    assert actions == [
+        "promotion.requested",
+        *approvals,
+        "promotion.approved",
+        "dispatch.sent",
+        "deployment.finished",
+        "verification.finished",
+    ]
     assert 1 <= len(approvals) <= 2  # each approver once; the second may land before the dispatch
     replies = [m["text"] for m in slack.messages("C0DEPLOYS") if m.get("thread_ts") == card["ts"]]
     assert sum(t.startswith("Approved by") for t in replies) == 1

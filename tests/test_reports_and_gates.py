@@ -74,13 +74,21 @@ class MemoryLedger:
 
 def context(ledger: MemoryLedger, now: datetime = NOW, **policy: Any) -> GateContext:
     text = BASE_CONFIG + (yaml.safe_dump({"policy": policy}) if policy else "")
-    return GateContext(service=SERVICE, tag=TAG, target_environment="production", source_environment="staging",
-                       now=now, config=parse_config(text), ledger=ledger)
+    return GateContext(
+        service=SERVICE,
+        tag=TAG,
+        target_environment="production",
+        source_environment="staging",
+        now=now,
+        config=parse_config(text),
+        ledger=ledger,
+    )
 
 
 def scan_record(scanner: str, fixture: str, digest: str = DIGEST) -> ScanRecord:
-    return ScanRecord(SERVICE, TAG, digest, scanner, NOW - timedelta(hours=1),
-                      tuple(parse_scan(scanner, load(fixture))))
+    return ScanRecord(
+        SERVICE, TAG, digest, scanner, NOW - timedelta(hours=1), tuple(parse_scan(scanner, load(fixture)))
+    )
 
 
 def sbom_record(components: list[dict[str, Any]], fmt: str = "cyclonedx") -> SbomRecord:
@@ -105,14 +113,17 @@ async def judge(gate, ctx: GateContext) -> GateResult:
 # --- parsing ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("scanner, fixture, counts", [
-    ("trivy", ALPINE, {"CRITICAL": 2}),
-    ("trivy", CENTOS, {"MEDIUM": 1, "LOW": 2}),
-    ("sarif", SARIF, {"MEDIUM": 6, "LOW": 2}),
-    ("grype", GRYPE, {"CRITICAL": 1, "LOW": 1}),
-    # highest rating wins: nvd says HIGH for bash's CVE-2019-18276 where Red Hat says LOW
-    ("cyclonedx", VEX, {"HIGH": 1, "MEDIUM": 2}),
-])
+@pytest.mark.parametrize(
+    "scanner, fixture, counts",
+    [
+        ("trivy", ALPINE, {"CRITICAL": 2}),
+        ("trivy", CENTOS, {"MEDIUM": 1, "LOW": 2}),
+        ("sarif", SARIF, {"MEDIUM": 6, "LOW": 2}),
+        ("grype", GRYPE, {"CRITICAL": 1, "LOW": 1}),
+        # highest rating wins: nvd says HIGH for bash's CVE-2019-18276 where Red Hat says LOW
+        ("cyclonedx", VEX, {"HIGH": 1, "MEDIUM": 2}),
+    ],
+)
 def test_scan_severity_counts(scanner, fixture, counts):
     findings = parse_scan(scanner, load(fixture))
     assert Counter(f["severity"] for f in findings) == counts
@@ -125,7 +136,8 @@ def test_trivy_findings_carry_packages_and_versions():
     alpine = parse_scan("trivy", load(ALPINE))
     assert [(f["id"], f["package"], f["installed"], f["fixed"]) for f in alpine] == [
         ("CVE-2019-14697", "musl", "1.1.20-r4", "1.1.20-r5"),
-        ("CVE-2019-14697", "musl-utils", "1.1.20-r4", "1.1.20-r5")]
+        ("CVE-2019-14697", "musl-utils", "1.1.20-r4", "1.1.20-r5"),
+    ]
     bash = next(f for f in parse_scan("trivy", load(CENTOS)) if f["package"] == "bash")
     assert bash["fixed"] is None and bash["severity"] == "LOW"  # Status will_not_fix
 
@@ -140,23 +152,30 @@ def test_sarif_rules_and_result_packages():
     assert (f["installed"], f["fixed"]) == ("1.1.1c-r0", "1.1.1d-r2")
 
 
-@pytest.mark.parametrize("props, level, expected", [
-    ({"security-severity": "9.8", "tags": ["LOW"]}, "note", "CRITICAL"),
-    ({"security-severity": "7.0"}, "warning", "HIGH"),
-    ({"security-severity": "4.0"}, "error", "MEDIUM"),
-    ({"security-severity": "0.1"}, "error", "LOW"),
-    ({"tags": ["security", "high"]}, "note", "HIGH"),
-    ({}, "error", "HIGH"),
-    ({}, "warning", "MEDIUM"),
-    ({}, "note", "LOW"),
-    ({}, None, "UNKNOWN"),
-])
+@pytest.mark.parametrize(
+    "props, level, expected",
+    [
+        ({"security-severity": "9.8", "tags": ["LOW"]}, "note", "CRITICAL"),
+        ({"security-severity": "7.0"}, "warning", "HIGH"),
+        ({"security-severity": "4.0"}, "error", "MEDIUM"),
+        ({"security-severity": "0.1"}, "error", "LOW"),
+        ({"tags": ["security", "high"]}, "note", "HIGH"),
+        ({}, "error", "HIGH"),
+        ({}, "warning", "MEDIUM"),
+        ({}, "note", "LOW"),
+        ({}, None, "UNKNOWN"),
+    ],
+)
 def test_sarif_severity_like_github(props, level, expected):
     result = {"ruleId": "R1", "message": {"text": "Package: p\nInstalled Version: 1\nFixed Version: "}}
     if level:
         result["level"] = level
-    report = {"version": "2.1.0", "runs": [{"tool": {"driver": {"name": "x", "rules": [
-        {"id": "R1", "properties": props}]}}, "results": [result]}]}
+    report = {
+        "version": "2.1.0",
+        "runs": [
+            {"tool": {"driver": {"name": "x", "rules": [{"id": "R1", "properties": props}]}}, "results": [result]}
+        ],
+    }
     [finding] = parse_scan("sarif", report)
     assert finding["severity"] == expected and finding["package"] == "p" and finding["fixed"] is None
 
@@ -167,45 +186,87 @@ def test_grype_and_cyclonedx_vex_findings():
     assert grype["CVE-1999-0001"]["fixed"] == "1.2.1"  # Grype's suggested fix for the installed 1.1.1
     vex = {f["id"]: f for f in parse_scan("cyclonedx", load(VEX))}
     assert set(vex) == {"CVE-2019-18276", "CVE-2019-1559", "CVE-2018-0734"}
-    assert (vex["CVE-2019-1559"]["package"], vex["CVE-2019-1559"]["installed"],
-            vex["CVE-2019-1559"]["fixed"]) == ("openssl-libs", "1:1.0.2k-16.el7", "1:1.0.2k-19.el7")
+    assert (vex["CVE-2019-1559"]["package"], vex["CVE-2019-1559"]["installed"], vex["CVE-2019-1559"]["fixed"]) == (
+        "openssl-libs",
+        "1:1.0.2k-16.el7",
+        "1:1.0.2k-19.el7",
+    )
 
 
-@pytest.mark.parametrize("scanner, report, message", [
-    ("trivy", {"SchemaVersion": 2, "Results": [{}, {}, {"Vulnerabilities": [{"PkgName": "musl"}]}]},
-     "trivy report: Results[2].Vulnerabilities[0]: missing VulnerabilityID"),
-    ("trivy", load(GRYPE), "trivy report: missing SchemaVersion and Results (this looks like a grype report)"),
-    ("trivy", {"SchemaVersion": 1, "Results": []}, "SchemaVersion 1 is not supported"),
-    ("grype", load(ALPINE), "grype report: missing matches (this looks like a trivy report)"),
-    ("grype", {"matches": [{"vulnerability": {"id": "CVE-1"}, "artifact": {}}]},
-     "grype report: matches[0]: missing artifact.name"),
-    ("sarif", load(CENTOS), "sarif report: version None is not SARIF 2.1.0"),
-    ("sarif", {"version": "2.1.0", "runs": [{"results": [{"message": {"text": "x"}}]}]},
-     "sarif report: runs[0].results[0]: missing ruleId"),
-    ("cyclonedx", load(SPDX), "cyclonedx report: bomFormat is not CycloneDX"),
-    ("nessus", {}, "unknown scanner 'nessus'"),
-    ("trivy", [], "trivy report: expected a JSON object"),
-])
+@pytest.mark.parametrize(
+    "scanner, report, message",
+    [
+        (
+            "trivy",
+            {"SchemaVersion": 2, "Results": [{}, {}, {"Vulnerabilities": [{"PkgName": "musl"}]}]},
+            "trivy report: Results[2].Vulnerabilities[0]: missing VulnerabilityID",
+        ),
+        ("trivy", load(GRYPE), "trivy report: missing SchemaVersion and Results (this looks like a grype report)"),
+        ("trivy", {"SchemaVersion": 1, "Results": []}, "SchemaVersion 1 is not supported"),
+        ("grype", load(ALPINE), "grype report: missing matches (this looks like a trivy report)"),
+        (
+            "grype",
+            {"matches": [{"vulnerability": {"id": "CVE-1"}, "artifact": {}}]},
+            "grype report: matches[0]: missing artifact.name",
+        ),
+        ("sarif", load(CENTOS), "sarif report: version None is not SARIF 2.1.0"),
+        (
+            "sarif",
+            {"version": "2.1.0", "runs": [{"results": [{"message": {"text": "x"}}]}]},
+            "sarif report: runs[0].results[0]: missing ruleId",
+        ),
+        ("cyclonedx", load(SPDX), "cyclonedx report: bomFormat is not CycloneDX"),
+        ("nessus", {}, "unknown scanner 'nessus'"),
+        ("trivy", [], "trivy report: expected a JSON object"),
+    ],
+)
 def test_scan_report_errors_name_the_problem(scanner, report, message):
     with pytest.raises(ReportError) as err:
         parse_scan(scanner, report)
     assert message in str(err.value)
 
 
-@pytest.mark.parametrize("fmt, fixture, expected", [
-    ("cyclonedx", CDX_LICENSES, {
-        "c-with-SPDX": ["Apache-2.0"], "c-with-expression": ["Apache-2.0 OR MIT"],
-        "c-with-name": ["some additional", "some commercial license"],
-        "s-with-SPDX": ["Apache-2.0"], "s-with-expression": ["Apache-2.0 OR MIT"],
-        "s-with-name": ["some additional", "some commercial license"]}),
-    ("cyclonedx", CDX_PEP639, {
-        "attrs": ["MIT"], "boolean.py": ["BSD-2-Clause"], "cryptography": ["Apache-2.0 OR BSD-3-Clause"],
-        "jsonpointer": ["License :: OSI Approved :: BSD License"], "license-expression": ["Apache-2.0"],
-        "lxml": ["BSD-3-Clause", "License :: OSI Approved :: BSD License"], "regression-issue868": []}),
-    # licenseConcluded wins over a NOASSERTION licenseDeclared
-    ("spdx", SPDX, {"hello-server-src": ["Apache-2.0"], "hyper": ["MIT"], "tokio": ["MIT"],
-                    "pretty_env_logger": ["MIT OR Apache-2.0"]}),
-])
+@pytest.mark.parametrize(
+    "fmt, fixture, expected",
+    [
+        (
+            "cyclonedx",
+            CDX_LICENSES,
+            {
+                "c-with-SPDX": ["Apache-2.0"],
+                "c-with-expression": ["Apache-2.0 OR MIT"],
+                "c-with-name": ["some additional", "some commercial license"],
+                "s-with-SPDX": ["Apache-2.0"],
+                "s-with-expression": ["Apache-2.0 OR MIT"],
+                "s-with-name": ["some additional", "some commercial license"],
+            },
+        ),
+        (
+            "cyclonedx",
+            CDX_PEP639,
+            {
+                "attrs": ["MIT"],
+                "boolean.py": ["BSD-2-Clause"],
+                "cryptography": ["Apache-2.0 OR BSD-3-Clause"],
+                "jsonpointer": ["License :: OSI Approved :: BSD License"],
+                "license-expression": ["Apache-2.0"],
+                "lxml": ["BSD-3-Clause", "License :: OSI Approved :: BSD License"],
+                "regression-issue868": [],
+            },
+        ),
+        # licenseConcluded wins over a NOASSERTION licenseDeclared
+        (
+            "spdx",
+            SPDX,
+            {
+                "hello-server-src": ["Apache-2.0"],
+                "hyper": ["MIT"],
+                "tokio": ["MIT"],
+                "pretty_env_logger": ["MIT OR Apache-2.0"],
+            },
+        ),
+    ],
+)
 def test_sbom_components_and_licenses(fmt, fixture, expected):
     components = parse_sbom(fmt, load(fixture))
     assert {c["name"]: c["licenses"] for c in components} == expected
@@ -213,25 +274,47 @@ def test_sbom_components_and_licenses(fmt, fixture, expected):
 
 
 def test_sbom_nesting_and_spdx_noassertion():
-    bom = {"bomFormat": "CycloneDX", "components": [
-        {"name": "outer", "version": "1", "components": [{"name": "inner", "licenses": [{"license": {"id": "MIT"}}]}]}]}
+    bom = {
+        "bomFormat": "CycloneDX",
+        "components": [
+            {
+                "name": "outer",
+                "version": "1",
+                "components": [{"name": "inner", "licenses": [{"license": {"id": "MIT"}}]}],
+            }
+        ],
+    }
     assert [(c["name"], c["licenses"]) for c in parse_sbom("cyclonedx", bom)] == [("outer", []), ("inner", ["MIT"])]
-    spdx = {"spdxVersion": "SPDX-2.3", "packages": [
-        {"name": "a", "licenseConcluded": "NOASSERTION", "licenseDeclared": "BSD-3-Clause"},
-        {"name": "b", "licenseConcluded": "NONE", "licenseDeclared": "NOASSERTION"},
-        {"name": "c"}]}
+    spdx = {
+        "spdxVersion": "SPDX-2.3",
+        "packages": [
+            {"name": "a", "licenseConcluded": "NOASSERTION", "licenseDeclared": "BSD-3-Clause"},
+            {"name": "b", "licenseConcluded": "NONE", "licenseDeclared": "NOASSERTION"},
+            {"name": "c"},
+        ],
+    }
     parsed = {c["name"]: (c["licenses"], c["unknown_license"]) for c in parse_sbom("spdx", spdx)}
     assert parsed == {"a": (["BSD-3-Clause"], False), "b": ([], True), "c": ([], True)}
 
 
-@pytest.mark.parametrize("fmt, sbom, message", [
-    ("spdx", load(CDX_PEP639), "spdx sbom: spdxVersion None is not SPDX 2.x JSON"),
-    ("cyclonedx", load(ALPINE), "cyclonedx sbom: bomFormat is not CycloneDX"),
-    ("cyclonedx", {"bomFormat": "CycloneDX", "components": [{"name": "a", "components": [{"version": "1"}]}]},
-     "cyclonedx sbom: components[0].components[0]: missing name"),
-    ("spdx", {"spdxVersion": "SPDX-2.3", "packages": [{"versionInfo": "1"}]}, "spdx sbom: packages[0]: missing name"),
-    ("swid", {}, "unknown SBOM format 'swid'"),
-])
+@pytest.mark.parametrize(
+    "fmt, sbom, message",
+    [
+        ("spdx", load(CDX_PEP639), "spdx sbom: spdxVersion None is not SPDX 2.x JSON"),
+        ("cyclonedx", load(ALPINE), "cyclonedx sbom: bomFormat is not CycloneDX"),
+        (
+            "cyclonedx",
+            {"bomFormat": "CycloneDX", "components": [{"name": "a", "components": [{"version": "1"}]}]},
+            "cyclonedx sbom: components[0].components[0]: missing name",
+        ),
+        (
+            "spdx",
+            {"spdxVersion": "SPDX-2.3", "packages": [{"versionInfo": "1"}]},
+            "spdx sbom: packages[0]: missing name",
+        ),
+        ("swid", {}, "unknown SBOM format 'swid'"),
+    ],
+)
 def test_sbom_errors_name_the_problem(fmt, sbom, message):
     with pytest.raises(ReportError) as err:
         parse_sbom(fmt, sbom)
@@ -243,26 +326,59 @@ def test_sbom_errors_name_the_problem(fmt, sbom, message):
 EXCEPTION = {"id": "CVE-2019-14697", "reason": "not reachable"}
 
 
-@pytest.mark.parametrize("scanner, fixture, policy, status, says", [
-    ("trivy", ALPINE, {}, "failed",
-     ["2 CRITICAL vulnerabilities", "CVE-2019-14697", "musl 1.1.20-r4", "musl-utils", "1.1.20-r5"]),
-    ("trivy", ALPINE, {"vulnerability_exceptions": [{**EXCEPTION, "until": "2027-01-31"}]}, "passed",
-     ["CVE-2019-14697 until 2027-01-31"]),
-    ("trivy", ALPINE, {"vulnerability_exceptions": [{**EXCEPTION, "until": "2025-06-01"}]}, "passed", []),
-    ("trivy", ALPINE, {"vulnerability_exceptions": [{**EXCEPTION, "until": "2024-01-31"}]}, "failed",
-     ["CVE-2019-14697", "expired on 2024-01-31"]),
-    ("trivy", ALPINE, {"vulnerability_exceptions": [{**EXCEPTION, "until": "2027-01-31", "services": ["billing"]}]},
-     "failed", ["CVE-2019-14697"]),
-    ("trivy", ALPINE, {"vulnerability_exceptions": [{**EXCEPTION, "until": "2027-01-31", "services": [SERVICE]}]},
-     "passed", []),
-    ("trivy", CENTOS, {"block_severities": ["CRITICAL"]}, "passed", ["1 MEDIUM, 2 LOW"]),
-    ("trivy", CENTOS, {"block_severities": ["MEDIUM"]}, "failed", ["CVE-2019-1559 in openssl-libs 1:1.0.2k-16.el7",
-                                                                   "fixed in 1:1.0.2k-19.el7"]),
-    ("sarif", SARIF, {}, "passed", ["6 MEDIUM, 2 LOW"]),
-    ("sarif", SARIF, {"block_severities": ["MEDIUM"]}, "failed", ["6 MEDIUM vulnerabilities", "and 1 more"]),
-    ("grype", GRYPE, {}, "failed", ["CVE-1999-0002 in package-2 2.2.2 (no fix yet)"]),
-    ("cyclonedx", VEX, {"block_severities": ["HIGH"]}, "failed", ["CVE-2019-18276 in bash"]),
-])
+@pytest.mark.parametrize(
+    "scanner, fixture, policy, status, says",
+    [
+        (
+            "trivy",
+            ALPINE,
+            {},
+            "failed",
+            ["2 CRITICAL vulnerabilities", "CVE-2019-14697", "musl 1.1.20-r4", "musl-utils", "1.1.20-r5"],
+        ),
+        (
+            "trivy",
+            ALPINE,
+            {"vulnerability_exceptions": [{**EXCEPTION, "until": "2027-01-31"}]},
+            "passed",
+            ["CVE-2019-14697 until 2027-01-31"],
+        ),
+        ("trivy", ALPINE, {"vulnerability_exceptions": [{**EXCEPTION, "until": "2025-06-01"}]}, "passed", []),
+        (
+            "trivy",
+            ALPINE,
+            {"vulnerability_exceptions": [{**EXCEPTION, "until": "2024-01-31"}]},
+            "failed",
+            ["CVE-2019-14697", "expired on 2024-01-31"],
+        ),
+        (
+            "trivy",
+            ALPINE,
+            {"vulnerability_exceptions": [{**EXCEPTION, "until": "2027-01-31", "services": ["billing"]}]},
+            "failed",
+            ["CVE-2019-14697"],
+        ),
+        (
+            "trivy",
+            ALPINE,
+            {"vulnerability_exceptions": [{**EXCEPTION, "until": "2027-01-31", "services": [SERVICE]}]},
+            "passed",
+            [],
+        ),
+        ("trivy", CENTOS, {"block_severities": ["CRITICAL"]}, "passed", ["1 MEDIUM, 2 LOW"]),
+        (
+            "trivy",
+            CENTOS,
+            {"block_severities": ["MEDIUM"]},
+            "failed",
+            ["CVE-2019-1559 in openssl-libs 1:1.0.2k-16.el7", "fixed in 1:1.0.2k-19.el7"],
+        ),
+        ("sarif", SARIF, {}, "passed", ["6 MEDIUM, 2 LOW"]),
+        ("sarif", SARIF, {"block_severities": ["MEDIUM"]}, "failed", ["6 MEDIUM vulnerabilities", "and 1 more"]),
+        ("grype", GRYPE, {}, "failed", ["CVE-1999-0002 in package-2 2.2.2 (no fix yet)"]),
+        ("cyclonedx", VEX, {"block_severities": ["HIGH"]}, "failed", ["CVE-2019-18276 in bash"]),
+    ],
+)
 async def test_vulnerabilities_gate(scanner, fixture, policy, status, says):
     result = await judge(VULNERABILITIES, context(MemoryLedger(scan=scan_record(scanner, fixture)), **policy))
     assert result.status.value == status, result.reason
@@ -284,24 +400,35 @@ async def test_vulnerabilities_evidence_has_full_list_and_applied_exceptions():
     passed = await judge(VULNERABILITIES, context(ledger, vulnerability_exceptions=exceptions))
     assert passed.evidence["counts"]["CRITICAL"] == 2
     assert passed.evidence["exceptions_applied"] == [
-        {"id": "CVE-2019-14697", "until": "2027-01-31", "reason": "not reachable", "findings": 2}]
+        {"id": "CVE-2019-14697", "until": "2027-01-31", "reason": "not reachable", "findings": 2}
+    ]
 
 
 async def test_exception_dates_are_compared_in_utc():
     # 00:30 in Berlin on 1 June is still 31 May in UTC: an exception until 31 May holds
     berlin_morning = datetime(2025, 6, 1, 0, 30, tzinfo=timezone(timedelta(hours=2)))
-    ctx = context(MemoryLedger(scan=scan_record("trivy", ALPINE)), now=berlin_morning,
-                  vulnerability_exceptions=[{**EXCEPTION, "until": "2025-05-31"}])
+    ctx = context(
+        MemoryLedger(scan=scan_record("trivy", ALPINE)),
+        now=berlin_morning,
+        vulnerability_exceptions=[{**EXCEPTION, "until": "2025-05-31"}],
+    )
     assert (await judge(VULNERABILITIES, ctx)).status.value == "passed"
 
 
-@pytest.mark.parametrize("ledger, policy, status, says", [
-    (MemoryLedger(), {}, "failed", f"no vulnerability scan recorded for digest `{DIGEST}`"),
-    # a scan of another image does not count for this one
-    (MemoryLedger(scan=scan_record("trivy", CENTOS, digest="sha256:" + "cd" * 32)), {}, "failed",
-     "no vulnerability scan recorded"),
-    (MemoryLedger(), {"require_scan": False}, "passed", "none is required"),
-])
+@pytest.mark.parametrize(
+    "ledger, policy, status, says",
+    [
+        (MemoryLedger(), {}, "failed", f"no vulnerability scan recorded for digest `{DIGEST}`"),
+        # a scan of another image does not count for this one
+        (
+            MemoryLedger(scan=scan_record("trivy", CENTOS, digest="sha256:" + "cd" * 32)),
+            {},
+            "failed",
+            "no vulnerability scan recorded",
+        ),
+        (MemoryLedger(), {"require_scan": False}, "passed", "none is required"),
+    ],
+)
 async def test_vulnerabilities_without_a_scan(ledger, policy, status, says):
     result = await judge(VULNERABILITIES, context(ledger, **policy))
     assert result.status.value == status and says in result.reason
@@ -314,33 +441,65 @@ async def test_vulnerabilities_without_a_scan(ledger, policy, status, says):
 DEFAULT_PROHIBITED = ["AGPL-3.0-only", "AGPL-3.0-or-later", "SSPL-1.0"]
 
 
-@pytest.mark.parametrize("sbom, prohibited, status, blamed", [
-    (sbom_of(CDX_LICENSES), DEFAULT_PROHIBITED, "passed", {}),
-    # the OR components can choose MIT; only the bare Apache-2.0 ones are refused
-    (sbom_of(CDX_LICENSES), ["Apache-2.0"], "failed", {"c-with-SPDX": ["Apache-2.0"], "s-with-SPDX": ["Apache-2.0"]}),
-    (sbom_of(CDX_PEP639), DEFAULT_PROHIBITED, "passed", {}),
-    (sbom_of(CDX_PEP639), ["Apache-2.0"], "failed", {"license-expression 30.3.0": ["Apache-2.0"]}),
-    (sbom_of(CDX_PEP639), ["BSD-3-Clause"], "failed", {"lxml 5.3.0": ["BSD-3-Clause"]}),
-    (sbom_of(SPDX), DEFAULT_PROHIBITED, "passed", {}),
-    (sbom_of(SPDX), ["MIT"], "failed", {"hyper 0.14": ["MIT"], "tokio 1.19.2": ["MIT"]}),
-    (sbom_of(SPDX), ["MIT", "Apache-2.0"], "failed", {
-        "hello-server-src 0.1.0": ["Apache-2.0"], "hyper 0.14": ["MIT"], "tokio 1.19.2": ["MIT"],
-        "pretty_env_logger 0.4.0": ["Apache-2.0", "MIT"]}),
-    (sbom_record([component("x", "MIT OR AGPL-3.0-only")]), DEFAULT_PROHIBITED, "passed", {}),
-    (sbom_record([component("x", "MIT AND AGPL-3.0-only")]), DEFAULT_PROHIBITED, "failed",
-     {"x 1.0": ["AGPL-3.0-only"]}),
-    (sbom_record([component("x", "(MIT OR AGPL-3.0-only) AND GPL-2.0-only")]), DEFAULT_PROHIBITED, "passed", {}),
-    (sbom_record([component("x", "(MIT OR AGPL-3.0-only) AND GPL-2.0-only")]), ["AGPL-3.0-only", "GPL-2.0-only"],
-     "failed", {"x 1.0": ["GPL-2.0-only"]}),
-    # ids are normalised by the SPDX licensing: deprecated AGPL-3.0 is AGPL-3.0-only, case does not matter
-    (sbom_record([component("x", "agpl-3.0")]), DEFAULT_PROHIBITED, "failed", {"x 1.0": ["AGPL-3.0-only"]}),
-    (sbom_record([component("x", "GPL-2.0-only WITH Classpath-exception-2.0")]), ["GPL-2.0-only"], "failed",
-     {"x 1.0": ["GPL-2.0-only"]}),
-    # two entries on one component apply together
-    (sbom_record([component("x", "MIT", "AGPL-3.0-or-later")]), DEFAULT_PROHIBITED, "failed",
-     {"x 1.0": ["AGPL-3.0-or-later"]}),
-    (sbom_record([component("x", "MIT AND (")]), DEFAULT_PROHIBITED, "passed", {}),
-])
+@pytest.mark.parametrize(
+    "sbom, prohibited, status, blamed",
+    [
+        (sbom_of(CDX_LICENSES), DEFAULT_PROHIBITED, "passed", {}),
+        # the OR components can choose MIT; only the bare Apache-2.0 ones are refused
+        (
+            sbom_of(CDX_LICENSES),
+            ["Apache-2.0"],
+            "failed",
+            {"c-with-SPDX": ["Apache-2.0"], "s-with-SPDX": ["Apache-2.0"]},
+        ),
+        (sbom_of(CDX_PEP639), DEFAULT_PROHIBITED, "passed", {}),
+        (sbom_of(CDX_PEP639), ["Apache-2.0"], "failed", {"license-expression 30.3.0": ["Apache-2.0"]}),
+        (sbom_of(CDX_PEP639), ["BSD-3-Clause"], "failed", {"lxml 5.3.0": ["BSD-3-Clause"]}),
+        (sbom_of(SPDX), DEFAULT_PROHIBITED, "passed", {}),
+        (sbom_of(SPDX), ["MIT"], "failed", {"hyper 0.14": ["MIT"], "tokio 1.19.2": ["MIT"]}),
+        (
+            sbom_of(SPDX),
+            ["MIT", "Apache-2.0"],
+            "failed",
+            {
+                "hello-server-src 0.1.0": ["Apache-2.0"],
+                "hyper 0.14": ["MIT"],
+                "tokio 1.19.2": ["MIT"],
+                "pretty_env_logger 0.4.0": ["Apache-2.0", "MIT"],
+            },
+        ),
+        (sbom_record([component("x", "MIT OR AGPL-3.0-only")]), DEFAULT_PROHIBITED, "passed", {}),
+        (
+            sbom_record([component("x", "MIT AND AGPL-3.0-only")]),
+            DEFAULT_PROHIBITED,
+            "failed",
+            {"x 1.0": ["AGPL-3.0-only"]},
+        ),
+        (sbom_record([component("x", "(MIT OR AGPL-3.0-only) AND GPL-2.0-only")]), DEFAULT_PROHIBITED, "passed", {}),
+        (
+            sbom_record([component("x", "(MIT OR AGPL-3.0-only) AND GPL-2.0-only")]),
+            ["AGPL-3.0-only", "GPL-2.0-only"],
+            "failed",
+            {"x 1.0": ["GPL-2.0-only"]},
+        ),
+        # ids are normalised by the SPDX licensing: deprecated AGPL-3.0 is AGPL-3.0-only, case does not matter
+        (sbom_record([component("x", "agpl-3.0")]), DEFAULT_PROHIBITED, "failed", {"x 1.0": ["AGPL-3.0-only"]}),
+        (
+            sbom_record([component("x", "GPL-2.0-only WITH Classpath-exception-2.0")]),
+            ["GPL-2.0-only"],
+            "failed",
+            {"x 1.0": ["GPL-2.0-only"]},
+        ),
+        # two entries on one component apply together
+        (
+            sbom_record([component("x", "MIT", "AGPL-3.0-or-later")]),
+            DEFAULT_PROHIBITED,
+            "failed",
+            {"x 1.0": ["AGPL-3.0-or-later"]},
+        ),
+        (sbom_record([component("x", "MIT AND (")]), DEFAULT_PROHIBITED, "passed", {}),
+    ],
+)
 async def test_licenses_gate(sbom, prohibited, status, blamed):
     result = await judge(LICENSES, context(MemoryLedger(sbom=sbom), prohibited_licenses=prohibited))
     assert result.status.value == status, result.reason
@@ -372,12 +531,15 @@ async def test_licenses_refusal_is_capped():
     assert len(result.evidence["violations"]) == 7
 
 
-@pytest.mark.parametrize("gate, require_sbom, status, says", [
-    (LICENSES, True, "failed", f"no SBOM recorded for digest `{DIGEST}`"),
-    (LICENSES, False, "passed", "no SBOM to check licenses against"),
-    (SBOM_PRESENT, True, "failed", f"no SBOM recorded for digest `{DIGEST}`"),
-    (SBOM_PRESENT, False, "passed", "none is required"),
-])
+@pytest.mark.parametrize(
+    "gate, require_sbom, status, says",
+    [
+        (LICENSES, True, "failed", f"no SBOM recorded for digest `{DIGEST}`"),
+        (LICENSES, False, "passed", "no SBOM to check licenses against"),
+        (SBOM_PRESENT, True, "failed", f"no SBOM recorded for digest `{DIGEST}`"),
+        (SBOM_PRESENT, False, "passed", "none is required"),
+    ],
+)
 async def test_no_sbom(gate, require_sbom, status, says):
     result = await judge(gate, context(MemoryLedger(), require_sbom=require_sbom))
     assert result.status.value == status and says in result.reason

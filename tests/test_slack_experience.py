@@ -79,12 +79,13 @@ def assert_no_injection(messages: list[dict]) -> None:
     for m in messages:
         for text in [m.get("text") or ""] + [o["text"] for o in text_objects(m.get("blocks") or [])]:
             assert "<!channel>" not in text and "<@U0EVIL>" not in text, text
-        mrkdwn = [m.get("text") or ""] + [o["text"] for o in text_objects(m.get("blocks") or [])
-                                          if o["type"] == "mrkdwn"]
+        mrkdwn = [m.get("text") or ""] + [
+            o["text"] for o in text_objects(m.get("blocks") or []) if o["type"] == "mrkdwn"
+        ]
         for text in mrkdwn:
             # *bold* typed by a person may appear only inside an inline code span
             for hit in re.finditer(re.escape("*bold*"), text):
-                assert text[:hit.start()].count("`") % 2 == 1, text
+                assert text[: hit.start()].count("`") % 2 == 1, text
 
 
 def everything_posted(h) -> list[dict]:
@@ -132,9 +133,11 @@ def sha(tag: str) -> str:
 async def production_history(h) -> None:
     """OLD built, scanned and running verified in production for days; an older failed deploy before it."""
     await seed(h, tag=OLD, envs=())
-    for event in (deployed("api-gateway", "0badf00", "production", status="failure", finished_at=ago(days=5)),
-                  deployed("api-gateway", OLD, "production", finished_at=ago(days=3)),
-                  verified("api-gateway", OLD, "production", finished_at=ago(days=3, minutes=-20))):
+    for event in (
+        deployed("api-gateway", "0badf00", "production", status="failure", finished_at=ago(days=5)),
+        deployed("api-gateway", OLD, "production", finished_at=ago(days=3)),
+        verified("api-gateway", OLD, "production", finished_at=ago(days=3, minutes=-20)),
+    ):
         status, answer = await h.event(event)
         assert status == 202, answer
 
@@ -150,8 +153,10 @@ async def test_card_shows_changes_previous_environment_stability_soak_window_and
     h = harness
     await production_history(h)
     middle = [f"{i:x}" * 40 for i in range(1, 10)]
-    messages = ([f"Fix retry loop in client (#{10 + i})" for i in range(7)]
-                + ["Merge pull request #31 from acme/rate-limit\n\nAdd rate limiting", "Tidy imports"])
+    messages = [f"Fix retry loop in client (#{10 + i})" for i in range(7)] + [
+        "Merge pull request #31 from acme/rate-limit\n\nAdd rate limiting",
+        "Tidy imports",
+    ]
     h.github.add_commits(REPO, "main", [sha(OLD)] + middle, ["Old release"] + messages)
     await seed(h)  # TAG: built, verified in dev and staging; its commit follows the nine above
     await request_card(h)
@@ -173,8 +178,9 @@ async def test_card_shows_changes_previous_environment_stability_soak_window_and
 
     assert re.search(r"\*Soak\*\n:white_check_mark: 7h( \d+m)? in staging \(needs 1h\)", all_text(card))
     assert "*Window (production)*\nno window: any time" in all_text(card)
-    assert section_with(card, "*Approvals*") == ("*Approvals*\n0 of 1\n"
-                                                   "waiting for 1 more from <@U0LEAD>, <!subteam^S0RELEASE>")
+    assert section_with(card, "*Approvals*") == (
+        "*Approvals*\n0 of 1\nwaiting for 1 more from <@U0LEAD>, <!subteam^S0RELEASE>"
+    )
     assert "*Expires*\n" in all_text(card)
     assert re.search(rf"\*Replaces\*\n`{OLD}` `sha256:[0-9a-f]{{12}}`", all_text(card))
     assert "Artifact hold*: `7a3f9c2` is not on hold" in all_text(card)
@@ -274,8 +280,10 @@ async def test_rollback_shows_what_runs_and_what_it_replaces_then_holds_the_repl
     await production_history(h)
     h.github.add_commits(REPO, "main", [sha(OLD)])
     await seed(h)
-    for event in (deployed("api-gateway", TAG, "production", finished_at=ago(hours=2)),
-                  verified("api-gateway", TAG, "production", finished_at=ago(hours=1))):
+    for event in (
+        deployed("api-gateway", TAG, "production", finished_at=ago(hours=2)),
+        verified("api-gateway", TAG, "production", finished_at=ago(hours=1)),
+    ):
         assert (await h.event(event))[0] == 202
     digests = {tag: artifact("api-gateway", tag)["digest"] for tag in (OLD, TAG)}
 
@@ -288,8 +296,9 @@ async def test_rollback_shows_what_runs_and_what_it_replaces_then_holds_the_repl
     card = h.cards()[-1]
     assert header_text(card) == "Rollback: api-gateway → production · Waiting for approval"
     rolls = section_with(card, ":rewind:")
-    assert rolls == (f":rewind: Rolls production back to `{OLD}` (`{digests[OLD]}`), replacing `{TAG}` "
-                     f"(`{digests[TAG]}`).")
+    assert rolls == (
+        f":rewind: Rolls production back to `{OLD}` (`{digests[OLD]}`), replacing `{TAG}` (`{digests[TAG]}`)."
+    )
     why = [o["text"] for o in text_objects(card["blocks"]) if o["type"] == "plain_text"]
     assert "Why: error rate doubled" in why
     assert f"*Taken out by this rollback*: 1 commit(s) in `{TAG}` that `{OLD}` does not have" in all_text(card)
@@ -299,8 +308,10 @@ async def test_rollback_shows_what_runs_and_what_it_replaces_then_holds_the_repl
     await h.user("U0LEAD").click(card, "promotion.approve")
     dispatch = (await h.wait(lambda s: production_dispatches(h)))[0]
     assert dispatch["inputs"]["image_tag"] == OLD and dispatch["inputs"]["image_digest"] == digests[OLD]
-    for event in (deployed("api-gateway", OLD, "production", run_id=str(dispatch["run_id"])),
-                  verified("api-gateway", OLD, "production")):
+    for event in (
+        deployed("api-gateway", OLD, "production", run_id=str(dispatch["run_id"])),
+        verified("api-gateway", OLD, "production"),
+    ):
         assert (await h.event(event))[0] == 202
     await card_update(h, card, lambda u: "Verified" in header_text(u))
     await in_thread(h, card, f"`{TAG}` is now on hold")
@@ -312,8 +323,11 @@ async def test_rollback_shows_what_runs_and_what_it_replaces_then_holds_the_repl
     # the held artifact cannot be promoted again; the refusal names who, when and why
     reply = await reply_to(h, "U0DEV", "/promote", f"api-gateway {TAG} to production")
     hold_line = section_with(reply, "Artifact hold")
-    assert re.search(rf"\*Artifact hold\*: `{TAG}` is on hold by <@U0DEV> since \d{{4}}-\d\d-\d\d \d\d:\d\d UTC: "
-                     rf"`rolled back in production by prm-\w+: error rate doubled`", hold_line)
+    assert re.search(
+        rf"\*Artifact hold\*: `{TAG}` is on hold by <@U0DEV> since \d{{4}}-\d\d-\d\d \d\d:\d\d UTC: "
+        rf"`rolled back in production by prm-\w+: error rate doubled`",
+        hold_line,
+    )
     assert f"/promote hold clear api-gateway {TAG}" in hold_line
 
     # clearing needs a reason; then the gate passes again
@@ -358,9 +372,12 @@ async def test_a_lock_refuses_manual_and_automatic_promotions_saying_who_when_an
     # automatic: dev's verification would start gate 1 into staging; the lock refuses it, in the channel
     await seed(h, envs=("dev",))
     alert = (await h.wait(lambda s: [m for m in s.messages("C0DEPLOYS") if "Automatic promotion" in m["text"]]))[0]
-    assert re.search(r"Automatic promotion of api-gateway `7a3f9c2` to staging refused:\n• Environment lock: "
-                     r"api-gateway in staging was locked by <@U0LEAD> at \d{4}-\d\d-\d\d \d\d:\d\d UTC: "
-                     r"`db migration INC-42`", alert["text"]), alert["text"]
+    assert re.search(
+        r"Automatic promotion of api-gateway `7a3f9c2` to staging refused:\n• Environment lock: "
+        r"api-gateway in staging was locked by <@U0LEAD> at \d{4}-\d\d-\d\d \d\d:\d\d UTC: "
+        r"`db migration INC-42`",
+        alert["text"],
+    ), alert["text"]
     assert alert["blocks"][0]["text"]["type"] == "mrkdwn"
     assert h.github.dispatches() == []
 
@@ -385,29 +402,32 @@ async def test_a_lock_refuses_manual_and_automatic_promotions_saying_who_when_an
 # --- help, mistakes, escaping -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command, text, expected", [
-    ("/promote", "help", "Examples: `/promote api-gateway 7a3f9c2 to production`"),
-    ("/rollback", "help", "Examples: `/rollback api-gateway`"),
-    ("/status", "help", "Example: `/status api-gateway`"),
-    ("/promote", "", "`/promote SERVICE TAG to ENV` — name the target"),
-    ("/promote", "lock api-gateway", "Expected `/promote lock SERVICE ENV reason…`"),
-    ("/promote", "lock api-gateway production", "Expected `/promote lock SERVICE ENV reason…`"),
-    ("/promote", "unlock api-gateway", "Expected `/promote unlock SERVICE ENV`"),
-    ("/promote", "lock api-gateway prod incident", "Unknown environment `prod`: did you mean `production`?"),
-    ("/promote", "lock api-gatewy production incident", "did you mean `api-gateway`?"),
-    ("/promote", "revoke", "Expected `/promote revoke PROMOTION_ID`"),
-    ("/promote", "revoke prm-nope", "There is no promotion `prm-nope`. Expected `/promote revoke PROMOTION_ID`"),
-    ("/promote", "hold api-gateway 7a3f9c2", "Expected `/promote hold SERVICE TAG reason…`"),
-    ("/promote", "hold api-gateway 0000000 bad build", "No artifact `0000000` is recorded for api-gateway"),
-    ("/promote", "api-gateway 7a3f9c2 to", "`to` needs an environment"),
-    ("/promote", "api-gateway a b c", "Expected `/promote SERVICE [TAG] [to ENV] [--check]`"),
-    ("/rollback", "api-gatewy", "Unknown service `api-gatewy`: did you mean `api-gateway`?"),
-    ("/rollback", "api-gateway in prod", "Unknown environment `prod`: did you mean `production`?"),
-    ("/rollback", "api-gateway in", "`in` needs an environment"),
-    ("/rollback", "api-gateway", "nothing known-good to roll back to"),
-    ("/status", "api-gatewy", "Unknown service `api-gatewy`: did you mean `api-gateway`?"),
-    ("/status", "api-gateway billing", "Expected `/status` or `/status SERVICE`"),
-])
+@pytest.mark.parametrize(
+    "command, text, expected",
+    [
+        ("/promote", "help", "Examples: `/promote api-gateway 7a3f9c2 to production`"),
+        ("/rollback", "help", "Examples: `/rollback api-gateway`"),
+        ("/status", "help", "Example: `/status api-gateway`"),
+        ("/promote", "", "`/promote SERVICE TAG to ENV` — name the target"),
+        ("/promote", "lock api-gateway", "Expected `/promote lock SERVICE ENV reason…`"),
+        ("/promote", "lock api-gateway production", "Expected `/promote lock SERVICE ENV reason…`"),
+        ("/promote", "unlock api-gateway", "Expected `/promote unlock SERVICE ENV`"),
+        ("/promote", "lock api-gateway prod incident", "Unknown environment `prod`: did you mean `production`?"),
+        ("/promote", "lock api-gatewy production incident", "did you mean `api-gateway`?"),
+        ("/promote", "revoke", "Expected `/promote revoke PROMOTION_ID`"),
+        ("/promote", "revoke prm-nope", "There is no promotion `prm-nope`. Expected `/promote revoke PROMOTION_ID`"),
+        ("/promote", "hold api-gateway 7a3f9c2", "Expected `/promote hold SERVICE TAG reason…`"),
+        ("/promote", "hold api-gateway 0000000 bad build", "No artifact `0000000` is recorded for api-gateway"),
+        ("/promote", "api-gateway 7a3f9c2 to", "`to` needs an environment"),
+        ("/promote", "api-gateway a b c", "Expected `/promote SERVICE [TAG] [to ENV] [--check]`"),
+        ("/rollback", "api-gatewy", "Unknown service `api-gatewy`: did you mean `api-gateway`?"),
+        ("/rollback", "api-gateway in prod", "Unknown environment `prod`: did you mean `production`?"),
+        ("/rollback", "api-gateway in", "`in` needs an environment"),
+        ("/rollback", "api-gateway", "nothing known-good to roll back to"),
+        ("/status", "api-gatewy", "Unknown service `api-gatewy`: did you mean `api-gateway`?"),
+        ("/status", "api-gateway billing", "Expected `/status` or `/status SERVICE`"),
+    ],
+)
 async def test_help_and_every_mistake_say_what_was_expected(harness, command, text, expected):
     reply = await reply_to(harness, "U0DEV", command, text)
     assert expected in all_text(reply), all_text(reply)
@@ -420,15 +440,17 @@ async def test_nothing_people_type_becomes_a_mention_a_broadcast_or_formatting(h
     await seed(h)
     for event in (deployed("api-gateway", TAG, "production"), verified("api-gateway", TAG, "production")):
         assert (await h.event(event))[0] == 202
-    for command, text in (("/promote", f"lock billing production {INJECTION}"),
-                          ("/promote", f"hold api-gateway {OLD} {INJECTION}"),
-                          ("/promote", f"hold clear api-gateway {OLD} {INJECTION}"),
-                          ("/promote", f"{INJECTION} 7a3f9c2"),
-                          ("/promote", f"api-gateway {INJECTION}"),
-                          ("/status", "<!channel>"),
-                          ("/rollback", "<!channel> in production"),
-                          ("/status", "api-gateway"),
-                          ("/rollback", f"api-gateway in production {INJECTION}")):
+    for command, text in (
+        ("/promote", f"lock billing production {INJECTION}"),
+        ("/promote", f"hold api-gateway {OLD} {INJECTION}"),
+        ("/promote", f"hold clear api-gateway {OLD} {INJECTION}"),
+        ("/promote", f"{INJECTION} 7a3f9c2"),
+        ("/promote", f"api-gateway {INJECTION}"),
+        ("/status", "<!channel>"),
+        ("/rollback", "<!channel> in production"),
+        ("/status", "api-gateway"),
+        ("/rollback", f"api-gateway in production {INJECTION}"),
+    ):
         await reply_to(h, "U0DEV", command, text)
     card = h.cards()[-1]
     why = [o for o in text_objects(card["blocks"]) if o["type"] == "plain_text" and o["text"].startswith("Why:")]
@@ -448,14 +470,18 @@ async def test_nothing_people_type_becomes_a_mention_a_broadcast_or_formatting(h
     assert "`&lt;!channel&gt; &lt;@U0EVIL&gt; *bold* ˋtick`" in all_text(h.slack.messages("U0DEV")[-1])
 
 
-@pytest.mark.parametrize("message, title, number", [
-    ("Fix retry loop (#12)", "Fix retry loop (#12)", 12),
-    ("Merge pull request #31 from acme/rate-limit\n\nAdd rate limiting", "Add rate limiting", 31),
-    ("Merge pull request #7 from acme/x", "Merge pull request #7 from acme/x", 7),
-    ("Tidy imports\n\nsee #4", "Tidy imports", None),
-    ("", "abcdef1", None),
-])
+@pytest.mark.parametrize(
+    "message, title, number",
+    [
+        ("Fix retry loop (#12)", "Fix retry loop (#12)", 12),
+        ("Merge pull request #31 from acme/rate-limit\n\nAdd rate limiting", "Add rate limiting", 31),
+        ("Merge pull request #7 from acme/x", "Merge pull request #7 from acme/x", 7),
+        ("Tidy imports\n\nsee #4", "Tidy imports", None),
+        ("", "abcdef1", None),
+    ],
+)
 def test_commit_titles_name_their_pull_request(message, title, number):
     from bot.clients.source_host import summarize_commit
+
     commit = summarize_commit("abcdef1234", message, "dev")
     assert (commit.title, commit.pull_request, commit.author) == (title, number, "dev")

@@ -29,10 +29,21 @@ ACK_DEADLINE = 3.0  # Slack shows the user an error when an envelope is not ackn
 def command_payload(fake: FakeSlack, user: str, command: str, text: str, channel: str = "C0DEPLOYS") -> dict:
     """A slash command as a Socket Mode payload: the fields of the HTTP form body, as a JSON object."""
     tag = f"{command.strip('/')}-{uuid.uuid4().hex[:8]}"
-    return {"token": "legacy-verification-token", "team_id": "T0TEST", "team_domain": "acme",
-            "channel_id": channel, "channel_name": "deploys", "user_id": user, "user_name": user.lower(),
-            "command": command, "text": text, "api_app_id": APP_ID, "is_enterprise_install": "false",
-            "response_url": fake.response_url(tag), "trigger_id": f"{uuid.uuid4().hex}.trigger"}
+    return {
+        "token": "legacy-verification-token",
+        "team_id": "T0TEST",
+        "team_domain": "acme",
+        "channel_id": channel,
+        "channel_name": "deploys",
+        "user_id": user,
+        "user_name": user.lower(),
+        "command": command,
+        "text": text,
+        "api_app_id": APP_ID,
+        "is_enterprise_install": "false",
+        "response_url": fake.response_url(tag),
+        "trigger_id": f"{uuid.uuid4().hex}.trigger",
+    }
 
 
 def click_payload(fake: FakeSlack, user: str, card: dict, action_id: str) -> dict:
@@ -40,16 +51,31 @@ def click_payload(fake: FakeSlack, user: str, card: dict, action_id: str) -> dic
     actions = next(b for b in card["blocks"] if b["type"] == "actions")
     element = next(el for el in actions["elements"] if el["action_id"] == action_id)
     return {
-        "type": "block_actions", "team": {"id": "T0TEST", "domain": "acme"},
+        "type": "block_actions",
+        "team": {"id": "T0TEST", "domain": "acme"},
         "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": "T0TEST"},
-        "api_app_id": APP_ID, "token": "legacy-verification-token",
-        "container": {"type": "message", "message_ts": card["ts"], "channel_id": card["channel"],
-                      "is_ephemeral": False},
-        "trigger_id": f"{uuid.uuid4().hex}.trigger", "channel": {"id": card["channel"], "name": "deploys"},
+        "api_app_id": APP_ID,
+        "token": "legacy-verification-token",
+        "container": {
+            "type": "message",
+            "message_ts": card["ts"],
+            "channel_id": card["channel"],
+            "is_ephemeral": False,
+        },
+        "trigger_id": f"{uuid.uuid4().hex}.trigger",
+        "channel": {"id": card["channel"], "name": "deploys"},
         "message": {"type": "message", "ts": card["ts"], "text": card.get("text", ""), "blocks": card["blocks"]},
         "response_url": fake.response_url(f"action-{uuid.uuid4().hex[:8]}"),
-        "actions": [{"action_id": action_id, "block_id": actions["block_id"], "text": element["text"],
-                     "value": element["value"], "type": "button", "action_ts": f"{time.time():.6f}"}],
+        "actions": [
+            {
+                "action_id": action_id,
+                "block_id": actions["block_id"],
+                "text": element["text"],
+                "value": element["value"],
+                "type": "button",
+                "action_ts": f"{time.time():.6f}",
+            }
+        ],
     }
 
 
@@ -64,6 +90,7 @@ async def acked(fake: FakeSlack, envelope_id: str) -> dict:
 
 
 # --- the stand-in against slack_sdk's Socket Mode client ---
+
 
 async def test_stand_in_speaks_socket_mode_to_slack_sdk():
     with FakeSlack() as fake:
@@ -119,8 +146,12 @@ async def test_stand_in_speaks_socket_mode_to_slack_sdk():
 
             # Slack asks for a refresh: the client opens a new connection with a new ticket
             fake.socket_disconnect("refresh_requested")
-            await fake.wait_for_async(lambda s: [c for c in s.socket_connections(live=True) if c["id"] != conn["id"]]
-                                      and not [c for c in s.socket_connections(live=True) if c["id"] == conn["id"]])
+            await fake.wait_for_async(
+                lambda s: (
+                    [c for c in s.socket_connections(live=True) if c["id"] != conn["id"]]
+                    and not [c for c in s.socket_connections(live=True) if c["id"] == conn["id"]]
+                )
+            )
             assert len([c for c in fake.calls("apps.connections.open") if c["response"]["ok"]]) == 2
             eid = fake.socket_send("interactive", {"type": "block_actions", "actions": []})
             assert (await acked(fake, eid))["connection"] != conn["id"]
@@ -136,12 +167,20 @@ async def test_stand_in_speaks_socket_mode_to_slack_sdk():
 
 # --- the real bot process ---
 
+
 @pytest.fixture
 def socket_bot(tmp_path, database_url, slack, github):
     config = tmp_path / "promobot.yml"
     config.write_text(CONFIG)
-    bot = BotProcess(config_path=config, database_url=database_url, slack=slack, github=github,
-                     instance_id="socket-a", log_path=tmp_path / "socket-a.log", app_token=slack.app_token)
+    bot = BotProcess(
+        config_path=config,
+        database_url=database_url,
+        slack=slack,
+        github=github,
+        instance_id="socket-a",
+        log_path=tmp_path / "socket-a.log",
+        app_token=slack.app_token,
+    )
     try:
         yield bot.start()
     finally:
@@ -179,15 +218,19 @@ async def test_promote_and_approve_over_socket_mode(socket_bot, slack, github):
         dispatch = (await h.wait(lambda s: production_dispatches(h)))[0]
         assert dispatch["repo"] == "acme/api-gateway" and dispatch["workflow"] == "deploy.yml"
         assert dispatch["ref"] == "main"
-        assert dispatch["inputs"] == {"environment": "production", "image_tag": TAG,
-                                      "image_digest": build["digest"],
-                                      "promotion_id": dispatch["inputs"]["promotion_id"]}
+        assert dispatch["inputs"] == {
+            "environment": "production",
+            "image_tag": TAG,
+            "image_digest": build["digest"],
+            "promotion_id": dispatch["inputs"]["promotion_id"],
+        }
         assert dispatch["inputs"]["promotion_id"]
 
         # Slack asks the app to reconnect: the bot opens a new link and keeps answering on it
         slack.socket_disconnect("refresh_requested")
-        [fresh] = await slack.wait_for_async(lambda s: [c for c in s.socket_connections(live=True)
-                                                        if c["id"] != conn["id"]], timeout=10)
+        [fresh] = await slack.wait_for_async(
+            lambda s: [c for c in s.socket_connections(live=True) if c["id"] != conn["id"]], timeout=10
+        )
         late = command_payload(slack, "U0RM1", "/promote", f"api-gateway {TAG}")
         eid = slack.socket_send("slash_commands", late, connection=fresh["id"])
         assert (await acked(slack, eid))["connection"] == fresh["id"]
@@ -205,8 +248,10 @@ async def test_socket_mode_without_signing_secret_refuses_unsigned_http(database
     from bot.server import make_web_app
     from tests.harness import free_port, settings_for
 
-    bot = build(settings_for(database_url, slack, github, slack_signing_secret=None, slack_app_token=slack.app_token),
-                parse_config(CONFIG))
+    bot = build(
+        settings_for(database_url, slack, github, slack_signing_secret=None, slack_app_token=slack.app_token),
+        parse_config(CONFIG),
+    )
     runner = web.AppRunner(make_web_app(bot, background=False), shutdown_timeout=1.0)
     await runner.setup()
     port = free_port()

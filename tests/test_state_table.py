@@ -4,7 +4,7 @@ move raises, and a move from a status the promotion has left changes nothing."""
 from __future__ import annotations
 
 import itertools
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from sqlmodel import Session, select
@@ -16,7 +16,7 @@ from storage.db import create_db_engine, transaction
 from storage.models import AuditEvent, Promotion
 from storage.statuses import TERMINAL, PromotionStatus
 
-NOW = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 ALL_PAIRS = list(itertools.product(PromotionStatus, PromotionStatus))
 
 
@@ -29,8 +29,16 @@ def db(tmp_path_factory):
 
 
 def promotion_in(db, status: PromotionStatus, pid: str) -> Promotion:
-    p = Promotion(id=pid, service="api-gateway", tag="7a3f9c2", digest="sha256:" + "ab" * 32,
-                  target_environment="production", status=status.value, requested_by="U0DEV", requested_at=NOW)
+    p = Promotion(
+        id=pid,
+        service="api-gateway",
+        tag="7a3f9c2",
+        digest="sha256:" + "ab" * 32,
+        target_environment="production",
+        status=status.value,
+        requested_by="U0DEV",
+        requested_at=NOW,
+    )
     with transaction(db) as s:
         s.add(p)
     return p

@@ -26,11 +26,15 @@ from tests.test_slack_experience import (
     section_with,
 )
 
-THAW = (datetime.now(UTC) + timedelta(days=2)).replace(hour=12, minute=0, second=0, microsecond=0,
-                                                                  tzinfo=None)  # Europe/Berlin wall time
-FROZEN = CONFIG.replace("    soak_time: 1h\n", "    soak_time: 1h\n    freezes:\n"
-                        f"      - {{start: '2020-01-01T00:00', end: '{THAW:%Y-%m-%dT%H:%M}', "
-                        "reason: '<!channel> year-end'}\n")
+THAW = (datetime.now(UTC) + timedelta(days=2)).replace(
+    hour=12, minute=0, second=0, microsecond=0, tzinfo=None
+)  # Europe/Berlin wall time
+FROZEN = CONFIG.replace(
+    "    soak_time: 1h\n",
+    "    soak_time: 1h\n    freezes:\n"
+    f"      - {{start: '2020-01-01T00:00', end: '{THAW:%Y-%m-%dT%H:%M}', "
+    "reason: '<!channel> year-end'}\n",
+)
 
 
 async def test_status_of_a_service_shows_each_environment_with_what_waits_and_what_blocks(harness):
@@ -44,8 +48,10 @@ async def test_status_of_a_service_shows_each_environment_with_what_waits_and_wh
 
     reply = await reply_to(h, "U0DEV", "/status", "api-gateway")
     assert reply["response_type"] == "ephemeral"
-    assert reply["blocks"][0] == {"type": "header",
-                                  "text": {"type": "plain_text", "text": "api-gateway: where it runs"}}
+    assert reply["blocks"][0] == {
+        "type": "header",
+        "text": {"type": "plain_text", "text": "api-gateway: where it runs"},
+    }
     assert_within_slack_limits(reply["blocks"])
     dev = section_with(reply, "• *dev*")
     assert dev.startswith(f"• *dev*: `{TAG}` `sha256:")
@@ -57,8 +63,10 @@ async def test_status_of_a_service_shows_each_environment_with_what_waits_and_wh
     assert production.startswith(f"• *production*: `{OLD}` `sha256:")
     assert re.search(r":lock: locked by <@U0LEAD> since \d{4}-\d\d-\d\d \d\d:\d\d UTC: `audit week`", production)
     assert re.search(rf":raised_hand: `{OLD}` on hold by <@U0LEAD> since .* UTC: `memory leak`", production)
-    assert (f"promotion `{pid}` of `{TAG}` by <@U0DEV>: waiting for approval (0 of 1; waiting for 1 more from "
-            "<@U0LEAD>, <!subteam^S0RELEASE>); expires ") in production
+    assert (
+        f"promotion `{pid}` of `{TAG}` by <@U0DEV>: waiting for approval (0 of 1; waiting for 1 more from "
+        "<@U0LEAD>, <!subteam^S0RELEASE>); expires "
+    ) in production
     assert "window" not in production  # no window or freeze configured
 
 
@@ -69,21 +77,26 @@ async def test_status_shows_a_freeze_and_when_the_artifact_becomes_eligible(harn
     reply = await reply_to(h, "U0DEV", "/status", "api-gateway")
     production = section_with(reply, "• *production*")
     thaw_utc = THAW.replace(tzinfo=ZoneInfo("Europe/Berlin")).astimezone(UTC)
-    assert (f"window: :snowflake: frozen until {THAW:%Y-%m-%dT%H:%M}: `&lt;!channel&gt; year-end`; "
-            f"opens {thaw_utc:%Y-%m-%d %H:%M} UTC") in production
+    assert (
+        f"window: :snowflake: frozen until {THAW:%Y-%m-%dT%H:%M}: `&lt;!channel&gt; year-end`; "
+        f"opens {thaw_utc:%Y-%m-%d %H:%M} UTC"
+    ) in production
     staging = section_with(reply, "• *staging*")
     assert f"eligible for production {thaw_utc:%Y-%m-%d %H:%M} UTC (when production's window opens)" in staging
     assert_no_injection([reply])
 
 
 def many_services(count: int) -> str:
-    services = "".join(f"""
+    services = "".join(
+        f"""
   svc-{i:03d}-payments-ledger-reconciliation:
     repository: acme/svc-{i:03d}
     image: registry.example.com/acme/svc-{i:03d}
     workflow: deploy.yml
-    channel: C0DEPLOYS""" for i in range(count))
-    return CONFIG[:CONFIG.index("services:")] + "services:" + services + "\n"
+    channel: C0DEPLOYS"""
+        for i in range(count)
+    )
+    return CONFIG[: CONFIG.index("services:")] + "services:" + services + "\n"
 
 
 @pytest.mark.parametrize("config_text", [many_services(300)])
@@ -95,15 +108,35 @@ async def test_status_of_300_services_fits_one_message_within_slack_limits(harne
             for j, env in enumerate(("dev", "staging", "production")):
                 tag = f"{i:03d}{j}" + "f" * 36  # 40-character tags
                 at = now - timedelta(hours=10 - j)
-                s.add(Deployment(service=name, tag=tag, environment=env, status="success", finished_at=at,
-                                 recorded_at=at))
-                s.add(Verification(service=name, tag=tag, environment=env, result="failed" if i == 5 else "passed",
-                                   checks={}, finished_at=at + timedelta(minutes=5), recorded_at=at))
+                s.add(
+                    Deployment(service=name, tag=tag, environment=env, status="success", finished_at=at, recorded_at=at)
+                )
+                s.add(
+                    Verification(
+                        service=name,
+                        tag=tag,
+                        environment=env,
+                        result="failed" if i == 5 else "passed",
+                        checks={},
+                        finished_at=at + timedelta(minutes=5),
+                        recorded_at=at,
+                    )
+                )
             if i == 7:
-                s.add(EnvironmentLock(service=name, environment="production", locked_by="U0LEAD", reason="x",
-                                      locked_at=now))
-                s.add(Artifact(service=name, tag=f"{i:03d}2" + "f" * 36, digest="sha256:" + "0" * 64,
-                               recorded_at=now, hold_reason="rolled back"))
+                s.add(
+                    EnvironmentLock(
+                        service=name, environment="production", locked_by="U0LEAD", reason="x", locked_at=now
+                    )
+                )
+                s.add(
+                    Artifact(
+                        service=name,
+                        tag=f"{i:03d}2" + "f" * 36,
+                        digest="sha256:" + "0" * 64,
+                        recorded_at=now,
+                        hold_reason="rolled back",
+                    )
+                )
         s.commit()
 
     reply = await reply_to(h, "U0DEV", "/status", "")
@@ -129,16 +162,30 @@ def test_the_overview_says_what_did_not_fit_when_there_are_thousands():
     assert len(blocks) == 50
     shown = sum(b["text"]["text"].count("\n") + 1 for b in blocks if b["type"] == "section")
     assert blocks[-1]["type"] == "context"
-    assert blocks[-1]["elements"][0]["text"] == (f"…and {3000 - shown} more services. "
-                                                 "`/status SERVICE` shows one in full.")
+    assert blocks[-1]["elements"][0]["text"] == (
+        f"…and {3000 - shown} more services. `/status SERVICE` shows one in full."
+    )
 
 
 async def open_home(h, user: str) -> dict:
     """Send app_home_opened as Slack does (a signed Events API callback) and return the published view."""
-    body = json.dumps({"token": "legacy-verification-token", "team_id": "T0TEST", "api_app_id": "A0TEST",
-                       "type": "event_callback", "event_id": f"Ev{time.time_ns()}", "event_time": int(time.time()),
-                       "event": {"type": "app_home_opened", "user": user, "channel": f"D{user}", "tab": "home",
-                                 "event_ts": f"{time.time():.6f}"}})
+    body = json.dumps(
+        {
+            "token": "legacy-verification-token",
+            "team_id": "T0TEST",
+            "api_app_id": "A0TEST",
+            "type": "event_callback",
+            "event_id": f"Ev{time.time_ns()}",
+            "event_time": int(time.time()),
+            "event": {
+                "type": "app_home_opened",
+                "user": user,
+                "channel": f"D{user}",
+                "tab": "home",
+                "event_ts": f"{time.time():.6f}",
+            },
+        }
+    )
     before = len(h.slack.calls("views.publish"))
     resp = await h.post_slack(body, headers={**sign(body), "Content-Type": "application/json"})
     assert resp.status == 200

@@ -38,8 +38,10 @@ def promotion(h, pid: str) -> Promotion:
 
 def audit_trail(h, pid: str) -> list[tuple[str, str]]:
     with Session(h.bot.engine) as s:
-        return [(e.action, e.actor) for e in s.exec(select(AuditEvent).where(AuditEvent.promotion_id == pid)
-                                                      .order_by(AuditEvent.seq))]
+        return [
+            (e.action, e.actor)
+            for e in s.exec(select(AuditEvent).where(AuditEvent.promotion_id == pid).order_by(AuditEvent.seq))
+        ]
 
 
 async def dispatched_to_production(h, approver: str = "U0LEAD") -> tuple[str, dict]:
@@ -63,10 +65,12 @@ async def test_webhook_needs_a_valid_signature_and_a_configured_secret(harness):
     body = json.dumps({"zen": "Keep it logically awesome.", "hook_id": 1}).encode()
     async with h.session.post(url, data=body, headers=headers(body, event="ping")) as resp:
         assert resp.status == 200 and (await resp.json())["status"] == "pong"
-    for bad in (headers(body, event="ping", secret="another-secret"),
-                {**headers(body, event="ping"), "X-Hub-Signature-256": "sha256=" + "0" * 64},
-                {k: v for k, v in headers(body, event="ping").items() if k != "X-Hub-Signature-256"},
-                headers(body + b" ", event="ping")):
+    for bad in (
+        headers(body, event="ping", secret="another-secret"),
+        {**headers(body, event="ping"), "X-Hub-Signature-256": "sha256=" + "0" * 64},
+        {k: v for k, v in headers(body, event="ping").items() if k != "X-Hub-Signature-256"},
+        headers(body + b" ", event="ping"),
+    ):
         async with h.session.post(url, data=body, headers=bad) as resp:
             assert resp.status == 401, bad
             assert "GITHUB_WEBHOOK_SECRET" in (await resp.json())["error"]
@@ -77,8 +81,9 @@ async def test_webhook_needs_a_valid_signature_and_a_configured_secret(harness):
     server = TestServer(app)
     await server.start_server()
     try:
-        async with h.session.post(server.make_url("/github/webhook"), data=body,
-                                  headers=headers(body, event="ping")) as resp:
+        async with h.session.post(
+            server.make_url("/github/webhook"), data=body, headers=headers(body, event="ping")
+        ) as resp:
             assert resp.status == 503 and "set GITHUB_WEBHOOK_SECRET" in (await resp.json())["error"]
     finally:
         await server.close()
@@ -110,9 +115,14 @@ async def test_workflow_run_success_is_recorded_once_across_webhook_redelivery_a
 
     assert (await h.event(verified("api-gateway", TAG, "production")))[0] == 202
     assert promotion(h, pid).status == "verified"
-    assert [a for a, _ in audit_trail(h, pid)] == ["promotion.requested", "promotion.approval", "promotion.approved",
-                                                   "dispatch.sent", "deployment.finished",
-                                                   "verification.finished"]
+    assert [a for a, _ in audit_trail(h, pid)] == [
+        "promotion.requested",
+        "promotion.approval",
+        "promotion.approved",
+        "dispatch.sent",
+        "deployment.finished",
+        "verification.finished",
+    ]
     assert ("deployment.finished", "github-webhook") in audit_trail(h, pid)
     assert sum("Deployed; waiting for verification." in t for t in thread(h, pid)) == 1
 
@@ -141,11 +151,21 @@ async def test_failed_run_fails_production_and_says_there_is_no_known_good_artif
     assert (p.status, p.reason) == ("failed", "deployment failed")
     await h.wait(lambda s: [u for u in s.updates("C0DEPLOYS") if "→ production · Failed" in header_text(u)])
 
-    alert = (await h.wait(lambda s: [m for m in s.messages("C0DEPLOYS") if "No rollback was requested" in m["text"]]))[0]
+    alert = (await h.wait(lambda s: [m for m in s.messages("C0DEPLOYS") if "No rollback was requested" in m["text"]]))[
+        0
+    ]
     assert "Deployment failed for api-gateway `7a3f9c2` in production" in alert["text"]
     assert "nothing known-good to roll back to" in alert["text"] and "<@U0LEAD>" in alert["text"]
-    dms = await h.wait(lambda s: {m["channel"] for m in s.messages() if "No rollback was requested" in m["text"]
-                                  and m["channel"].startswith("U")} == {"U0LEAD", "U0RM1", "U0RM2"})
+    dms = await h.wait(
+        lambda s: (
+            {
+                m["channel"]
+                for m in s.messages()
+                if "No rollback was requested" in m["text"] and m["channel"].startswith("U")
+            }
+            == {"U0LEAD", "U0RM1", "U0RM2"}
+        )
+    )
     assert dms
     await until(lambda: ("rollback.automatic", "promobot") in audit_trail(h, pid))
 
@@ -160,8 +180,9 @@ async def test_polling_records_the_outcome_when_no_webhook_arrives(harness):
     await until(lambda: promotion(h, pid).status == "deployed")
     assert promotion(h, pid).pipeline_run_id == str(run["id"])
     assert ("deployment.finished", "github-poll") in audit_trail(h, pid)
-    assert any(r["path"].endswith("/runs") and r["query"].get("event") == "workflow_dispatch"
-               for r in h.github.requests())
+    assert any(
+        r["path"].endswith("/runs") and r["query"].get("event") == "workflow_dispatch" for r in h.github.requests()
+    )
 
     # the next one has its run id: the poll asks for that run
     await h.event(verified("api-gateway", TAG, "production"))
@@ -184,7 +205,9 @@ async def test_polling_follows_a_known_run_to_its_failure(harness):
 async def test_no_verification_within_the_deadline_fails_the_promotion(harness):
     h = harness
     await seed(h, envs=("dev",))  # gate 1 dispatches staging by itself
-    dispatch = (await h.wait(lambda s: [d for d in h.github.dispatches() if d["inputs"]["environment"] == "staging"]))[0]
+    dispatch = (await h.wait(lambda s: [d for d in h.github.dispatches() if d["inputs"]["environment"] == "staging"]))[
+        0
+    ]
     pid = dispatch["inputs"]["promotion_id"]
     await until(lambda: promotion(h, pid).status == "dispatched")
     assert (await h.event(deployed("api-gateway", TAG, "staging", run_id=str(dispatch["run_id"]))))[0] == 202
@@ -194,8 +217,7 @@ async def test_no_verification_within_the_deadline_fails_the_promotion(harness):
     h.clock.fixed = datetime.now(UTC) + timedelta(hours=1, minutes=1)
     await until(lambda: promotion(h, pid).status == "failed")
     assert promotion(h, pid).reason == "no verification within 1h"
-    await until(lambda: any("Verification failed in staging (no verification within 1h)" in t
-                            for t in thread(h, pid)))
+    await until(lambda: any("Verification failed in staging (no verification within 1h)" in t for t in thread(h, pid)))
     assert audit_trail(h, pid)[-1] == ("verification.finished", "promobot")
     _status, record = await h.get(f"/api/v1/promotions/{pid}")
     assert record["verification_results"][0]["checks"] == {"no verification within 1h": "missed"}
@@ -230,12 +252,17 @@ async def test_failed_production_requests_a_rollback_to_the_last_known_good(harn
     rollback_id = next(el["value"] for b in card["blocks"] if b["type"] == "actions" for el in b["elements"])
 
     def dms(s):
-        return {m["channel"]: m["text"] for m in s.messages() if m["channel"].startswith("U") and rollback_id in m["text"]}
+        return {
+            m["channel"]: m["text"] for m in s.messages() if m["channel"].startswith("U") and rollback_id in m["text"]
+        }
 
     await h.wait(lambda s: set(dms(s)) == {"U0LEAD", "U0RM1", "U0RM2"})
     assert all("rollback of api-gateway `0c0ffee`" in t and ":rotating_light:" in t for t in dms(h.slack).values())
-    alert = (await h.wait(lambda s: [m["text"] for m in s.messages("C0DEPLOYS")
-                                     if "promobot requested a rollback" in m["text"]]))[0]
+    alert = (
+        await h.wait(
+            lambda s: [m["text"] for m in s.messages("C0DEPLOYS") if "promobot requested a rollback" in m["text"]]
+        )
+    )[0]
     assert f"{failure[0].upper()}{failure[1:]} for api-gateway `7a3f9c2` in production" in alert
     assert rollback_id in alert and "<@U0LEAD> <!subteam^S0RELEASE>" in alert
     assert any(f"Rollback to `{OLD}` requested: `{rollback_id}`" in t for t in thread(h, pid))
@@ -249,8 +276,16 @@ async def test_failed_production_requests_a_rollback_to_the_last_known_good(harn
     # a failed rollback is not rolled back in turn: the approvers are told to act
     await until(lambda: promotion(h, rollback_id).status == "dispatched")
     await h.event(deployed("api-gateway", OLD, "production", "failure", run_id=str(back["run_id"])))
-    await h.wait(lambda s: {m["channel"] for m in s.messages() if "The rollback of api-gateway to `0c0ffee`" in m["text"]
-                            and "act by hand" in m["text"]} == {"C0DEPLOYS", "U0LEAD", "U0RM1", "U0RM2"})
+    await h.wait(
+        lambda s: (
+            {
+                m["channel"]
+                for m in s.messages()
+                if "The rollback of api-gateway to `0c0ffee`" in m["text"] and "act by hand" in m["text"]
+            }
+            == {"C0DEPLOYS", "U0LEAD", "U0RM1", "U0RM2"}
+        )
+    )
     await asyncio.sleep(0.7)  # the tracking pass (any replica) finds nothing left to request
     with Session(h.bot.engine) as s:
         rollbacks = s.exec(select(Promotion).where(Promotion.kind == "rollback")).all()

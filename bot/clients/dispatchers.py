@@ -67,10 +67,16 @@ class GitHubDispatcher:
             rate_limited = status == 429 or (status == 403 and retry_after is not None)
             retryable = status >= 500 or rate_limited
             # A 5xx may come after GitHub accepted the dispatch; a 4xx means it refused it.
-            return DispatchError(f"GitHub answered {status}: {message or 'no message'}", retryable=retryable,
-                                 maybe_sent=sending and status >= 500, retry_after=retry_after, status=status)
-        return DispatchError(f"GitHub could not be reached: {type(exc).__name__}", retryable=True,
-                             maybe_sent=sending, retry_after=None)
+            return DispatchError(
+                f"GitHub answered {status}: {message or 'no message'}",
+                retryable=retryable,
+                maybe_sent=sending and status >= 500,
+                retry_after=retry_after,
+                status=status,
+            )
+        return DispatchError(
+            f"GitHub could not be reached: {type(exc).__name__}", retryable=True, maybe_sent=sending, retry_after=None
+        )
 
     def _workflow(self, request: DispatchRequest) -> Any:
         return self._github_factory().get_repo(request.repository).get_workflow(request.workflow)
@@ -84,8 +90,7 @@ class GitHubDispatcher:
     def _send_sync(self, workflow: Any, request: DispatchRequest) -> RunInfo:
         """The one call that may start a run: a single POST, nothing else in this thread."""
         try:
-            result = workflow.create_dispatch(request.ref, inputs=request.inputs, throw=True,
-                                              return_run_details=True)
+            result = workflow.create_dispatch(request.ref, inputs=request.inputs, throw=True, return_run_details=True)
         except Exception as exc:
             raise self._error(exc, sending=True) from None
         run_id = getattr(result, "id", None) if not isinstance(result, bool) else None
@@ -112,8 +117,9 @@ class GitHubDispatcher:
             run = self._github_factory().get_repo(repository).get_workflow_run(int(run_id))
         except Exception as exc:
             raise self._error(exc, sending=False) from None
-        return RunInfo(str(run.id), run.html_url, run.status, run.conclusion,
-                       getattr(run, "display_title", None) or run.name)
+        return RunInfo(
+            str(run.id), run.html_url, run.status, run.conclusion, getattr(run, "display_title", None) or run.name
+        )
 
     async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         try:
@@ -122,9 +128,12 @@ class GitHubDispatcher:
             sending = fn == self._send_sync
             # We stopped waiting, but the thread's POST may still go out: retry only after it surely ended
             # (connect and read timeouts of the HTTP client, each), then reconcile first.
-            raise DispatchError(f"GitHub did not answer within {self._timeout:g}s", retryable=True,
-                                maybe_sent=sending,
-                                retry_after=2 * self._http_timeout + 5 if sending else None) from None
+            raise DispatchError(
+                f"GitHub did not answer within {self._timeout:g}s",
+                retryable=True,
+                maybe_sent=sending,
+                retry_after=2 * self._http_timeout + 5 if sending else None,
+            ) from None
 
     async def dispatch(self, request: DispatchRequest) -> RunInfo:
         workflow = await self._in_thread(self._workflow_sync, request)

@@ -19,7 +19,7 @@ def github_factory(settings: Settings, *, timeout: int = 15) -> Callable[[], Any
     """
     base_url = settings.github_api_url.rstrip("/")
     if settings.github_token is not None:
-        auth: Any = Auth.Token(settings.secret("github_token"))
+        auth: Any = Auth.Token(settings.github_token.get_secret_value())
     elif settings.github_app_id and settings.github_app_private_key is not None:
         if settings.github_app_installation_id is None:
             raise ValueError("GITHUB_APP_INSTALLATION_ID is required with GITHUB_APP_ID")
@@ -30,7 +30,14 @@ def github_factory(settings: Settings, *, timeout: int = 15) -> Callable[[], Any
 
     def make() -> Any:
         # no client-side pacing either: promobot makes few calls and paces its own retries
-        return Github(base_url=base_url, auth=auth, retry=None, timeout=timeout, per_page=50,
-                      seconds_between_requests=None, seconds_between_writes=None)
+        return Github(
+            base_url=base_url,
+            auth=auth,
+            retry=None,
+            timeout=timeout,
+            per_page=50,
+            seconds_between_requests=None,
+            seconds_between_writes=None,
+        )
 
     return make

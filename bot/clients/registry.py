@@ -33,8 +33,7 @@ DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 MANIFEST_TYPES = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST)
 INDEX_TYPES = {OCI_INDEX, DOCKER_LIST}
-IMAGE_CONFIG_TYPES = {"application/vnd.oci.image.config.v1+json",
-                      "application/vnd.docker.container.image.v1+json"}
+IMAGE_CONFIG_TYPES = {"application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json"}
 MAX_DOCUMENT = 4 * 1024 * 1024  # the distribution spec's manifest size limit; configs are far smaller
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 DOCKER_HUB = {"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
@@ -104,8 +103,7 @@ def _strings(value: Any) -> dict[str, str]:
 def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     """``Bearer realm="…",service="…",scope="…"`` → ("bearer", {realm, service, scope})."""
     scheme, _, rest = header.strip().partition(" ")
-    return scheme.lower(), {m[1].lower(): m[2] if m[2] is not None else m[3]
-                            for m in _CHALLENGE_PARAM.finditer(rest)}
+    return scheme.lower(), {m[1].lower(): m[2] if m[2] is not None else m[3] for m in _CHALLENGE_PARAM.finditer(rest)}
 
 
 class OciRegistryClient:
@@ -118,10 +116,15 @@ class OciRegistryClient:
     hosts (``host`` or ``host:port``) that use ``http://``.
     """
 
-    def __init__(self, credentials: Mapping[str, tuple[str, str]] | None = None, *,
-                 insecure_registries: Collection[str] | None = None, timeout: float = 8.0,
-                 session: aiohttp.ClientSession | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        credentials: Mapping[str, tuple[str, str]] | None = None,
+        *,
+        insecure_registries: Collection[str] | None = None,
+        timeout: float = 8.0,
+        session: aiohttp.ClientSession | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._credentials = {_norm_host(h): (u, p) for h, (u, p) in (credentials or {}).items()}
         self._insecure = None if insecure_registries is None else {h.lower() for h in insecure_registries}
         self._timeout = aiohttp.ClientTimeout(total=timeout)
@@ -142,11 +145,16 @@ class OciRegistryClient:
             except ValueError:
                 data = None
             if not isinstance(data, dict):
-                raise ValueError('PROMOBOT_REGISTRY_AUTH is not a JSON object like '
-                                 '{"ghcr.io": {"username": "...", "password": "..."}}')
+                raise ValueError(
+                    "PROMOBOT_REGISTRY_AUTH is not a JSON object like "
+                    '{"ghcr.io": {"username": "...", "password": "..."}}'
+                )
             for host, entry in data.items():
-                if not (isinstance(entry, dict) and isinstance(entry.get("username"), str)
-                        and isinstance(entry.get("password"), str)):
+                if not (
+                    isinstance(entry, dict)
+                    and isinstance(entry.get("username"), str)
+                    and isinstance(entry.get("password"), str)
+                ):
                     raise ValueError(f"PROMOBOT_REGISTRY_AUTH: {host!r} needs string username and password")
                 credentials[host] = (entry["username"], entry["password"])
         return cls(credentials, **kwargs)
@@ -172,8 +180,11 @@ class OciRegistryClient:
             raise RegistryError(str(exc)) from None
         if not (_TAG.fullmatch(tag) or _DIGEST.fullmatch(tag)):
             raise ManifestNotFound(f"{image}:{tag} cannot exist: {tag!r} is not a valid tag")
-        session_cm = (contextlib.nullcontext(self._session) if self._session is not None
-                      else aiohttp.ClientSession(timeout=self._timeout))
+        session_cm = (
+            contextlib.nullcontext(self._session)
+            if self._session is not None
+            else aiohttp.ClientSession(timeout=self._timeout)
+        )
         async with session_cm as session:
             return await self._manifest(session, ref, tag)
 
@@ -191,8 +202,9 @@ class OciRegistryClient:
         if digest is None:
             digest = _digest_of(body)  # no Docker-Content-Digest: the digest is the hash of the exact bytes
         elif digest.startswith("sha256:") and digest != _digest_of(body):
-            raise RegistryError(f"registry {ref.registry} served {what} whose sha256 does not match "
-                                f"its digest {digest}")
+            raise RegistryError(
+                f"registry {ref.registry} served {what} whose sha256 does not match its digest {digest}"
+            )
         try:
             doc = json.loads(body)
         except ValueError:
@@ -203,18 +215,25 @@ class OciRegistryClient:
         media_type = doc.get("mediaType") or (content_type if content_type in MANIFEST_TYPES else None)
         labels: dict[str, str] = {}
         config = doc.get("config")
-        if media_type not in INDEX_TYPES and "manifests" not in doc and isinstance(config, dict) \
-                and config.get("mediaType") in IMAGE_CONFIG_TYPES and isinstance(config.get("digest"), str):
+        if (
+            media_type not in INDEX_TYPES
+            and "manifests" not in doc
+            and isinstance(config, dict)
+            and config.get("mediaType") in IMAGE_CONFIG_TYPES
+            and isinstance(config.get("digest"), str)
+        ):
             labels = await self._labels(session, ref, config["digest"], what)
-        return ManifestInfo(digest=digest, media_type=media_type,
-                            annotations=_strings(doc.get("annotations")), labels=labels)
+        return ManifestInfo(
+            digest=digest, media_type=media_type, annotations=_strings(doc.get("annotations")), labels=labels
+        )
 
-    async def _labels(self, session: aiohttp.ClientSession, ref: ImageRef, digest: str, what: str
-                      ) -> dict[str, str]:
+    async def _labels(self, session: aiohttp.ClientSession, ref: ImageRef, digest: str, what: str) -> dict[str, str]:
         status, _, body = await self._call(session, ref, "GET", f"blobs/{digest}", "*/*")
         if status != 200:  # a manifest whose config is gone is a broken registry, not a missing image
-            raise RegistryError(f"registry {ref.registry} answered HTTP {status} for the config blob "
-                                f"{digest} of {what}{_error_codes(body)}")
+            raise RegistryError(
+                f"registry {ref.registry} answered HTTP {status} for the config blob "
+                f"{digest} of {what}{_error_codes(body)}"
+            )
         if digest.startswith("sha256:") and _digest_of(body) != digest:
             raise RegistryError(f"registry {ref.registry} served a config blob that does not match {digest}")
         try:
@@ -228,14 +247,16 @@ class OciRegistryClient:
             raise ManifestNotFound(f"registry {ref.registry} has no {what}{_error_codes(body)}")
         after = " after authenticating" if status == 401 else ""
         creds = " (credentials configured)" if status in (401, 403) and self._credential(ref) else ""
-        raise RegistryError(f"registry {ref.registry} answered HTTP {status}{after} for {what}"
-                            f"{_error_codes(body)}{creds}")
+        raise RegistryError(
+            f"registry {ref.registry} answered HTTP {status}{after} for {what}{_error_codes(body)}{creds}"
+        )
 
     def _credential(self, ref: ImageRef) -> tuple[str, str] | None:
         return self._credentials.get(ref.registry) or self._credentials.get(ref.api_host)
 
-    async def _call(self, session: aiohttp.ClientSession, ref: ImageRef, method: str, path: str,
-                    accept: str) -> tuple[int, Mapping[str, str], bytes]:
+    async def _call(
+        self, session: aiohttp.ClientSession, ref: ImageRef, method: str, path: str, accept: str
+    ) -> tuple[int, Mapping[str, str], bytes]:
         """One API request, answering a 401 challenge once (bearer token or basic auth)."""
         url = f"{self.scheme(ref.api_host)}://{ref.api_host}/v2/{ref.name}/{path}"
         scope = f"repository:{ref.name}:pull"
@@ -251,8 +272,11 @@ class OciRegistryClient:
             except (TimeoutError, aiohttp.ClientError) as exc:
                 raise RegistryError(f"could not reach registry {ref.registry}: {_describe(exc)}") from None
             log.debug("registry %s: %s %s -> %s", ref.registry, method, path, status)
-            if status != 401 or attempt == 2 or not await self._authenticate(
-                    session, ref, scope, rheaders.get("WWW-Authenticate", "")):
+            if (
+                status != 401
+                or attempt == 2
+                or not await self._authenticate(session, ref, scope, rheaders.get("WWW-Authenticate", ""))
+            ):
                 return status, rheaders, body
         raise AssertionError("unreachable")
 
@@ -273,8 +297,7 @@ class OciRegistryClient:
             return aiohttp.BasicAuth(*credential).encode()
         return None
 
-    async def _authenticate(self, session: aiohttp.ClientSession, ref: ImageRef, scope: str,
-                            challenge: str) -> bool:
+    async def _authenticate(self, session: aiohttp.ClientSession, ref: ImageRef, scope: str, challenge: str) -> bool:
         """Act on a 401 challenge; False when there is nothing new to try."""
         kind, params = parse_challenge(challenge)
         if kind == "basic":
@@ -289,33 +312,42 @@ class OciRegistryClient:
         self._tokens[(ref.api_host, scope)] = (token, self._clock() + max(ttl - 10, ttl / 2))
         return True
 
-    async def _fetch_token(self, session: aiohttp.ClientSession, ref: ImageRef, params: dict[str, str],
-                           scope: str) -> tuple[str, float]:
+    async def _fetch_token(
+        self, session: aiohttp.ClientSession, ref: ImageRef, params: dict[str, str], scope: str
+    ) -> tuple[str, float]:
         realm = urlsplit(params["realm"])
         credential = self._credential(ref)
         if realm.scheme not in ("http", "https") or not realm.netloc:
             raise RegistryError(f"registry {ref.registry} named an unusable token service")
         if credential and realm.scheme == "http" and self.scheme(realm.netloc) != "http":
-            raise RegistryError(f"registry {ref.registry} asks for credentials over plain http at "
-                                f"{realm.hostname}; refusing to send them")
+            raise RegistryError(
+                f"registry {ref.registry} asks for credentials over plain http at "
+                f"{realm.hostname}; refusing to send them"
+            )
         query = [("service", params["service"])] if params.get("service") else []
         query += [("scope", s) for s in (params.get("scope") or scope).split()]
         try:
-            async with session.get(params["realm"], params=query, timeout=self._timeout,
-                                   auth=aiohttp.BasicAuth(*credential) if credential else None) as resp:
+            async with session.get(
+                params["realm"],
+                params=query,
+                timeout=self._timeout,
+                auth=aiohttp.BasicAuth(*credential) if credential else None,
+            ) as resp:
                 status = resp.status
                 data = await resp.json(content_type=None) if status == 200 else None
         except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
-            raise RegistryError(f"could not get a token for registry {ref.registry} from "
-                                f"{realm.hostname}: {_describe(exc)}") from None
+            raise RegistryError(
+                f"could not get a token for registry {ref.registry} from {realm.hostname}: {_describe(exc)}"
+            ) from None
         if status != 200:
             refused = " (credentials refused)" if status in (401, 403) and credential else ""
-            raise RegistryError(f"token service {realm.hostname} for registry {ref.registry} "
-                                f"answered HTTP {status}{refused}")
+            raise RegistryError(
+                f"token service {realm.hostname} for registry {ref.registry} answered HTTP {status}{refused}"
+            )
         token = (data.get("token") or data.get("access_token")) if isinstance(data, dict) else None
         if not isinstance(token, str) or not token:
             raise RegistryError(f"token service {realm.hostname} for registry {ref.registry} gave no token")
-        expires_in = data.get("expires_in")
+        expires_in = data.get("expires_in") if isinstance(data, dict) else None
         # the token spec: no expires_in means 60 s, and no token lives shorter than that
         ttl = float(expires_in) if isinstance(expires_in, (int, float)) and expires_in >= 60 else 60.0
         return token, ttl

@@ -34,14 +34,17 @@ class GitHubSourceHost:
         # compare(base=sha, head=ref): "ahead" or "identical" means ref contains sha
         if comparison.status in ("ahead", "identical"):
             return True, f"{sha[:12]} is in {ref} ({comparison.ahead_by} commit(s) behind its tip)"
-        return False, (f"{sha[:12]} is not reachable from {ref} (status {comparison.status}: "
-                       f"{comparison.behind_by} commit(s) not on {ref}); was it built from another branch "
-                       "or a force-pushed history?")
+        return False, (
+            f"{sha[:12]} is not reachable from {ref} (status {comparison.status}: "
+            f"{comparison.behind_by} commit(s) not on {ref}); was it built from another branch "
+            "or a force-pushed history?"
+        )
 
     async def commit_reachable(self, repository: str, sha: str, ref: str) -> tuple[bool, str]:
         try:
-            return await asyncio.wait_for(asyncio.to_thread(self._reachable_sync, repository, sha, ref),
-                                          timeout=self._timeout)
+            return await asyncio.wait_for(
+                asyncio.to_thread(self._reachable_sync, repository, sha, ref), timeout=self._timeout
+            )
         except TimeoutError:
             raise SourceHostError(f"GitHub did not answer within {self._timeout:g}s") from None
 
@@ -60,8 +63,9 @@ class GitHubSourceHost:
         if key in self._changes:
             return self._changes[key]
         try:
-            changes = await asyncio.wait_for(asyncio.to_thread(self._changes_sync, repository, base_sha, head_sha),
-                                             timeout=self._timeout)
+            changes = await asyncio.wait_for(
+                asyncio.to_thread(self._changes_sync, repository, base_sha, head_sha), timeout=self._timeout
+            )
         except TimeoutError:
             raise SourceHostError(f"GitHub did not answer within {self._timeout:g}s") from None
         self._changes[key] = changes
@@ -92,11 +96,22 @@ def summarize_commit(sha: str, message: str, author: str) -> SourceCommit:
 def changes_from_compare(body: dict, base_sha: str, head_sha: str, limit: int = MAX_COMMITS) -> SourceChanges:
     """A GitHub compare response (its first page) → the newest ``limit`` commits and the total."""
     commits = body.get("commits") or []
-    newest = [summarize_commit(c["sha"], (c.get("commit") or {}).get("message", ""),
-                               (c.get("author") or {}).get("login")
-                               or ((c.get("commit") or {}).get("author") or {}).get("name") or "unknown")
-              for c in reversed(commits[-limit:])]
+    newest = [
+        summarize_commit(
+            c["sha"],
+            (c.get("commit") or {}).get("message", ""),
+            (c.get("author") or {}).get("login")
+            or ((c.get("commit") or {}).get("author") or {}).get("name")
+            or "unknown",
+        )
+        for c in reversed(commits[-limit:])
+    ]
     html = body.get("html_url")
-    return SourceChanges(base_sha=base_sha, head_sha=head_sha, commits=tuple(newest),
-                         total=int(body.get("total_commits", len(commits))), compare_url=html,
-                         repository_url=html.split("/compare/")[0] if html and "/compare/" in html else None)
+    return SourceChanges(
+        base_sha=base_sha,
+        head_sha=head_sha,
+        commits=tuple(newest),
+        total=int(body.get("total_commits", len(commits))),
+        compare_url=html,
+        repository_url=html.split("/compare/")[0] if html and "/compare/" in html else None,
+    )

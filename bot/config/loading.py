@@ -48,7 +48,7 @@ def _friendly(msg: str) -> str:
     msg = msg.replace("Field required", "field required")
     msg = msg.replace("Extra inputs are not permitted", "unknown field (check its spelling)")
     if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
+        msg = msg[len("Value error, ") :]
     return msg
 
 
@@ -89,6 +89,7 @@ def parse_config(text: str, path: str = "promobot.yml") -> PromobotConfig:
 def load_config(path: str | Path) -> PromobotConfig:
     p = Path(path)
     if not p.exists():
-        raise ConfigError(str(p), [f"file not found: {p} (set PROMOBOT_CONFIG or create promobot.yml; "
-                                   "see examples/promobot.yml)"])
+        raise ConfigError(
+            str(p), [f"file not found: {p} (set PROMOBOT_CONFIG or create promobot.yml; see examples/promobot.yml)"]
+        )
     return parse_config(p.read_text(encoding="utf-8"), str(p))

@@ -18,8 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from bot.clock import parse_duration
 from bot.config.schedule import digest_trigger
 
-WINDOW_PATTERN = re.compile(r"^(?P<days>[a-z]{3}(?:-[a-z]{3})?(?:,[a-z]{3}(?:-[a-z]{3})?)*)\s+"
-                            r"(?P<start>\d{2}:\d{2})-(?P<end>\d{2}:\d{2})$")
+WINDOW_PATTERN = re.compile(
+    r"^(?P<days>[a-z]{3}(?:-[a-z]{3})?(?:,[a-z]{3}(?:-[a-z]{3})?)*)\s+"
+    r"(?P<start>\d{2}:\d{2})-(?P<end>\d{2}:\d{2})$"
+)
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 SLACK_ID = re.compile(r"^[UWS][A-Z0-9]{2,}$")
 
@@ -113,8 +115,7 @@ class EnvironmentConfig(_Strict):
             raise ValueError("must be lowercase letters, digits, '-' or '_' (e.g. production)")
         return v
 
-    @field_validator("approval_ttl", "soak_time", "verification_deadline", "recent_failure_window",
-                     mode="before")
+    @field_validator("approval_ttl", "soak_time", "verification_deadline", "recent_failure_window", mode="before")
     @classmethod
     def _durations(cls, v: Any) -> timedelta:
         return parse_duration(v)
@@ -124,8 +125,10 @@ class EnvironmentConfig(_Strict):
     def _approvers(cls, v: list[str]) -> list[str]:
         bad = [a for a in v if not SLACK_ID.match(a)]
         if bad:
-            raise ValueError(f"not Slack user or user-group ids: {', '.join(bad)} "
-                             "(expected ids like U0PLATFORMLEAD or S0RELEASEMGRS)")
+            raise ValueError(
+                f"not Slack user or user-group ids: {', '.join(bad)} "
+                "(expected ids like U0PLATFORMLEAD or S0RELEASEMGRS)"
+            )
         return v
 
     @field_validator("timezone")
@@ -172,9 +175,20 @@ class VulnerabilityException(_Strict):
 
 class Policy(_Strict):
     immutable_tag_pattern: str = r"^[0-9a-f]{7,40}$"
-    mutable_tags: list[str] = Field(default_factory=lambda: ["latest", "stable", "main", "master",
-                                                             "edge", "nightly", "dev", "staging",
-                                                             "production", "prod"])
+    mutable_tags: list[str] = Field(
+        default_factory=lambda: [
+            "latest",
+            "stable",
+            "main",
+            "master",
+            "edge",
+            "nightly",
+            "dev",
+            "staging",
+            "production",
+            "prod",
+        ]
+    )
     block_severities: list[Literal["CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN"]] = ["CRITICAL"]
     prohibited_licenses: list[str] = Field(default_factory=list)
     require_sbom: bool = True
@@ -251,8 +265,10 @@ class PromobotConfig(_Strict):
     def _cross(self) -> PromobotConfig:
         names = [e.name for e in self.environments]
         if self.environments[-1].approval != "manual":
-            raise ValueError(f"environments.{names[-1]}: the last environment needs approval: manual "
-                             "(production changes need a person's approval)")
+            raise ValueError(
+                f"environments.{names[-1]}: the last environment needs approval: manual "
+                "(production changes need a person's approval)"
+            )
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"environments: names must be unique, repeated: {', '.join(dupes)}")

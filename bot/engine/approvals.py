@@ -24,7 +24,7 @@ from bot.engine.requests import Requests
 from bot.engine.transitions import lock_row, move, release_slot
 from checks.base import GateReport
 from storage import audit
-from storage.db import transaction
+from storage.db import rowcount, transaction
 from storage.models import Approval, OutboxEntry, Promotion
 from storage.statuses import Decision
 from storage.statuses import PromotionStatus as S
@@ -33,19 +33,41 @@ RESUME_AFTER = timedelta(seconds=30)  # an approval older than this whose comple
 
 
 def approval_count(s: Session, promotion_id: str) -> int:
-    return s.exec(select(sa.func.count()).select_from(Approval)
-                  .where(Approval.promotion_id == promotion_id, Approval.decision == Decision.APPROVE.value)).one()
+    return s.exec(
+        select(sa.func.count())
+        .select_from(Approval)
+        .where(col(Approval.promotion_id) == promotion_id, col(Approval.decision) == Decision.APPROVE.value)
+    ).one()
 
 
-def void(ctx: EngineContext, p: Promotion, report: GateReport, actor: str, now: datetime, *,
-         states: tuple[S, ...] = (S.PENDING_APPROVAL, S.APPROVED)) -> bool:
+def void(
+    ctx: EngineContext,
+    p: Promotion,
+    report: GateReport,
+    actor: str,
+    now: datetime,
+    *,
+    states: tuple[S, ...] = (S.PENDING_APPROVAL, S.APPROVED),
+) -> bool:
     """The gates no longer hold: end the promotion as voided, with every reason."""
     reasons = "; ".join(f"{r.title}: {r.reason}" for r in report.blocking)
     with transaction(ctx.db) as s:
-        moved = any(move(s, p, st, S.VOIDED, at=now, actor=actor, action=f"{p.kind}.voided",
-                         detail={"report": report.to_json()}, completed_at=now, reason=reasons,
-                         gate_report=report.to_json())
-                    for st in states)
+        moved = any(
+            move(
+                s,
+                p,
+                st,
+                S.VOIDED,
+                at=now,
+                actor=actor,
+                action=f"{p.kind}.voided",
+                detail={"report": report.to_json()},
+                completed_at=now,
+                reason=reasons,
+                gate_report=report.to_json(),
+            )
+            for st in states
+        )
         if moved:
             release_slot(s, p)
     return moved
@@ -88,14 +110,20 @@ class Approvals:
                 return DecisionResult(False, self._already(p.id), p.id)
             try:
                 with s.begin_nested():
-                    s.add(Approval(promotion_id=p.id, approver=user, decision=Decision.APPROVE.value,
-                                   decided_at=now))
+                    s.add(Approval(promotion_id=p.id, approver=user, decision=Decision.APPROVE.value, decided_at=now))
             except IntegrityError:
                 return DecisionResult(False, "You have already approved this promotion.", p.id)
             count = approval_count(s, p.id)
-            audit.append(s, at=now, actor=user, action=f"{p.kind}.approval", promotion_id=p.id, service=p.service,
-                         environment=p.target_environment,
-                         detail={"approvals": count, "required": p.required_approvals})
+            audit.append(
+                s,
+                at=now,
+                actor=user,
+                action=f"{p.kind}.approval",
+                promotion_id=p.id,
+                service=p.service,
+                environment=p.target_environment,
+                detail={"approvals": count, "required": p.required_approvals},
+            )
         return DecisionResult(True, f"Approval recorded: {count} of {p.required_approvals}.", p.id)
 
     async def complete_approval(self, promotion_id: str, actor: str) -> DecisionResult:
@@ -118,20 +146,37 @@ class Approvals:
             # only a pending request: once approved, the dispatch's own check decides (never two voiders)
             if void(ctx, p, report, actor, now, states=(S.PENDING_APPROVAL,)):
                 await self.notifications.announce(p.id, f"Approval by <@{actor}> voided: the gates no longer hold.")
-            return DecisionResult(True, "The evidence changed since the request; the gates no longer hold, "
-                                        "so the promotion is void. See the card for why.", p.id)
+            return DecisionResult(
+                True,
+                "The evidence changed since the request; the gates no longer hold, "
+                "so the promotion is void. See the card for why.",
+                p.id,
+            )
         with transaction(ctx.db) as s:
             approvers = approvers_of(s, p.id)
-            if not move(s, p, S.PENDING_APPROVAL, S.APPROVED, at=now, actor=actor, action=f"{p.kind}.approved",
-                        detail={"approvers": approvers, "report": report.to_json()},
-                        approved_at=now, gate_report=report.to_json()):
+            if not move(
+                s,
+                p,
+                S.PENDING_APPROVAL,
+                S.APPROVED,
+                at=now,
+                actor=actor,
+                action=f"{p.kind}.approved",
+                detail={"approvers": approvers, "report": report.to_json()},
+                approved_at=now,
+                gate_report=report.to_json(),
+            ):
                 return DecisionResult(False, self._already(p.id), p.id)
             # counted again under the row lock: an approval revoked while the gates ran must not count
             count = approval_count(s, p.id)
             if count < p.required_approvals:
                 s.rollback()
-                return DecisionResult(False, f"An approval was revoked meanwhile: {count} of "
-                                             f"{p.required_approvals}; `{p.id}` still waits for approval.", p.id)
+                return DecisionResult(
+                    False,
+                    f"An approval was revoked meanwhile: {count} of "
+                    f"{p.required_approvals}; `{p.id}` still waits for approval.",
+                    p.id,
+                )
             s.add(OutboxEntry(promotion_id=p.id, next_attempt_at=now, created_at=now))
         await self.notifications.announce(p.id, f"Approved by <@{actor}>. Dispatching the deploy workflow.")
         ctx.outbox_wakeup.set()
@@ -140,14 +185,17 @@ class Approvals:
     async def resume(self) -> int:
         """Complete approvals that were recorded but not completed (the process died in between)."""
         with Session(self.ctx.db) as s:
-            rows = s.exec(select(Promotion.id, sa.func.max(Approval.approver))
-                          .join(Approval, col(Approval.promotion_id) == col(Promotion.id))
-                          .where(Promotion.status == S.PENDING_APPROVAL.value,
-                                 Approval.decision == Decision.APPROVE.value)
-                          .group_by(Promotion.id, Promotion.required_approvals)
-                          .having(sa.func.count(Approval.id) >= Promotion.required_approvals)
-                          # a fresh approval is still being completed by the handler that recorded it
-                          .having(sa.func.max(Approval.decided_at) <= self.ctx.clock() - RESUME_AFTER)).all()
+            rows = s.exec(
+                select(col(Promotion.id), sa.func.max(col(Approval.approver)))
+                .join(Approval, col(Approval.promotion_id) == col(Promotion.id))
+                .where(
+                    col(Promotion.status) == S.PENDING_APPROVAL.value, col(Approval.decision) == Decision.APPROVE.value
+                )
+                .group_by(col(Promotion.id), col(Promotion.required_approvals))
+                .having(sa.func.count(col(Approval.id)) >= col(Promotion.required_approvals))
+                # a fresh approval is still being completed by the handler that recorded it
+                .having(sa.func.max(col(Approval.decided_at)) <= self.ctx.clock() - RESUME_AFTER)
+            ).all()
         for promotion_id, approver in rows:
             await self.complete_approval(promotion_id, approver)
         return len(rows)
@@ -164,11 +212,25 @@ class Approvals:
             return DecisionResult(False, refusal, p.id)
         now = self.ctx.clock()
         with transaction(self.ctx.db) as s:
-            if not move(s, p, S.PENDING_APPROVAL, S.REJECTED, at=now, actor=user, action=f"{p.kind}.rejected",
-                        detail={"reason": reason}, completed_at=now, reason=reason, decided_by=user):
+            if not move(
+                s,
+                p,
+                S.PENDING_APPROVAL,
+                S.REJECTED,
+                at=now,
+                actor=user,
+                action=f"{p.kind}.rejected",
+                detail={"reason": reason},
+                completed_at=now,
+                reason=reason,
+                decided_by=user,
+            ):
                 return DecisionResult(False, self._already(p.id), p.id)
-            s.add(Approval(promotion_id=p.id, approver=user, decision=Decision.REJECT.value, reason=reason,
-                           decided_at=now))
+            s.add(
+                Approval(
+                    promotion_id=p.id, approver=user, decision=Decision.REJECT.value, reason=reason, decided_at=now
+                )
+            )
             release_slot(s, p)
         await self.notifications.announce(p.id, messages.rejected_note(user, reason))
         await self.notifications.tell(p.requested_by, messages.rejected_tell(p, user, reason))
@@ -182,8 +244,18 @@ class Approvals:
             return DecisionResult(False, f"Only the requester <@{p.requested_by}> can cancel `{p.id}`.", p.id)
         now = self.ctx.clock()
         with transaction(self.ctx.db) as s:
-            if not move(s, p, S.PENDING_APPROVAL, S.CANCELLED, at=now, actor=user, action=f"{p.kind}.cancelled",
-                        completed_at=now, decided_by=user, reason="cancelled by the requester"):
+            if not move(
+                s,
+                p,
+                S.PENDING_APPROVAL,
+                S.CANCELLED,
+                at=now,
+                actor=user,
+                action=f"{p.kind}.cancelled",
+                completed_at=now,
+                decided_by=user,
+                reason="cancelled by the requester",
+            ):
                 return DecisionResult(False, self._already(p.id), p.id)
             release_slot(s, p)
         await self.notifications.announce(p.id, f"Cancelled by <@{user}>.")
@@ -200,21 +272,38 @@ class Approvals:
             if not lock_row(s, p.id, S.PENDING_APPROVAL):
                 current = s.get(Promotion, p.id)
                 assert current is not None
-                refusal = (messages.revoke_refused(current) if S(current.status) in
-                           (S.APPROVED, S.DISPATCHED, S.DEPLOYED, S.VERIFIED) else None)
+                refusal = (
+                    messages.revoke_refused(current)
+                    if S(current.status) in (S.APPROVED, S.DISPATCHED, S.DEPLOYED, S.VERIFIED)
+                    else None
+                )
                 return DecisionResult(False, refusal or self._already(p.id), p.id)
-            removed = s.execute(sa.delete(Approval).where(Approval.promotion_id == p.id, Approval.approver == user,
-                                                          Approval.decision == Decision.APPROVE.value)).rowcount
+            removed = rowcount(
+                s.execute(
+                    sa.delete(Approval).where(
+                        col(Approval.promotion_id) == p.id,
+                        col(Approval.approver) == user,
+                        col(Approval.decision) == Decision.APPROVE.value,
+                    )
+                )
+            )
             if not removed:
                 return DecisionResult(False, f"You have not approved `{p.id}`, so there is nothing to revoke.", p.id)
             count = approval_count(s, p.id)
-            audit.append(s, at=now, actor=user, action=f"{p.kind}.approval_revoked", promotion_id=p.id,
-                         service=p.service, environment=p.target_environment,
-                         detail={"approvals": count, "required": p.required_approvals})
-        await self.notifications.announce(p.id, f"<@{user}> revoked their approval "
-                                                f"({count} of {p.required_approvals}).")
-        return DecisionResult(True, f"Your approval of `{p.id}` is revoked: {count} of {p.required_approvals}.",
-                              p.id)
+            audit.append(
+                s,
+                at=now,
+                actor=user,
+                action=f"{p.kind}.approval_revoked",
+                promotion_id=p.id,
+                service=p.service,
+                environment=p.target_environment,
+                detail={"approvals": count, "required": p.required_approvals},
+            )
+        await self.notifications.announce(
+            p.id, f"<@{user}> revoked their approval ({count} of {p.required_approvals})."
+        )
+        return DecisionResult(True, f"Your approval of `{p.id}` is revoked: {count} of {p.required_approvals}.", p.id)
 
     async def refusal(self, p: Promotion, user: str, verb: str) -> str | None:
         """Why ``user`` may not ``verb`` (approve or reject) ``p`` now, or None when they may."""
@@ -234,13 +323,25 @@ class Approvals:
         """Expire pending promotions whose approval_ttl has run out; returns how many."""
         now = self.ctx.clock()
         with Session(self.ctx.db) as s:
-            due = s.exec(select(Promotion).where(Promotion.status == S.PENDING_APPROVAL.value,
-                                                 col(Promotion.expires_at) <= now)).all()
+            due = s.exec(
+                select(Promotion).where(
+                    col(Promotion.status) == S.PENDING_APPROVAL.value, col(Promotion.expires_at) <= now
+                )
+            ).all()
         expired = []
         for p in due:
             with transaction(self.ctx.db) as s:
-                if move(s, p, S.PENDING_APPROVAL, S.EXPIRED, at=now, actor=SYSTEM, action=f"{p.kind}.expired",
-                        completed_at=now, reason="approval_ttl elapsed"):
+                if move(
+                    s,
+                    p,
+                    S.PENDING_APPROVAL,
+                    S.EXPIRED,
+                    at=now,
+                    actor=SYSTEM,
+                    action=f"{p.kind}.expired",
+                    completed_at=now,
+                    reason="approval_ttl elapsed",
+                ):
                     release_slot(s, p)
                     expired.append(p)
         for p in expired:

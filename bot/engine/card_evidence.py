@@ -25,8 +25,11 @@ HISTORY = 5  # deployments and verifications per list on a card
 HISTORY_TIMEOUT = 5.0  # a slow GitHub must not hold the card back
 
 
-async def _changes(view: PromotionView, ledger: Ledger, history: SourceHistory | None,
-                   ) -> tuple[SourceChanges | None, str | None]:
+async def _changes(
+    view: PromotionView,
+    ledger: Ledger,
+    history: SourceHistory | None,
+) -> tuple[SourceChanges | None, str | None]:
     """Commits since the artifact the target runs (a rollback: the commits it takes out)."""
     if not view.replaces_tag:
         return None, f"first deployment of {view.service} to {view.target_environment}"
@@ -46,8 +49,9 @@ async def _changes(view: PromotionView, ledger: Ledger, history: SourceHistory |
         return None, f"commit history unavailable ({str(exc) or 'GitHub did not answer in time'})"
 
 
-async def gather(view: PromotionView, *, config: PromobotConfig, ledger: Ledger,
-                 history: SourceHistory | None, now: datetime) -> CardEvidence:
+async def gather(
+    view: PromotionView, *, config: PromobotConfig, ledger: Ledger, history: SourceHistory | None, now: datetime
+) -> CardEvidence:
     """Read the evidence for ``view``'s card; never raises for missing history, it says why instead."""
     service, target = view.service, view.target_environment
     env = config.environment(target)
@@ -59,22 +63,38 @@ async def gather(view: PromotionView, *, config: PromobotConfig, ledger: Ledger,
     if view.source_environment and view.kind != PromotionKind.ROLLBACK.value:
         soak = soak_progress(ledger, service, view.tag, view.source_environment, env.soak_time, now)
     return CardEvidence(
-        changes=changes, changes_note=note, rolled_back_changes=view.kind == PromotionKind.ROLLBACK.value,
-        replaces_digest=replaced.digest if replaced else None, previous_environment=previous,
+        changes=changes,
+        changes_note=note,
+        rolled_back_changes=view.kind == PromotionKind.ROLLBACK.value,
+        replaces_digest=replaced.digest if replaced else None,
+        previous_environment=previous,
         previous_deployments=tuple(ledger.deployments(service, previous, tag=view.tag, limit=HISTORY))
-        if previous else (),
+        if previous
+        else (),
         previous_verifications=tuple(ledger.verifications(service, previous, tag=view.tag, limit=HISTORY))
-        if previous else (),
+        if previous
+        else (),
         target_deployments=tuple(ledger.deployments(service, target, limit=HISTORY)),
         target_verifications=tuple(ledger.verifications(service, target, limit=HISTORY)),
-        soak=soak, window=window_state(env, now), hold=ledger.hold(service, view.tag), now=now)
+        soak=soak,
+        window=window_state(env, now),
+        hold=ledger.hold(service, view.tag),
+        now=now,
+    )
 
 
 class CardEvidenceNotifier:
     """A Notifier that adds ``CardEvidence`` to each view, then hands it to the real notifier."""
 
-    def __init__(self, inner: Notifier, *, config: PromobotConfig, ledger: Ledger,
-                 history: SourceHistory | None, clock: Callable[[], datetime]):
+    def __init__(
+        self,
+        inner: Notifier,
+        *,
+        config: PromobotConfig,
+        ledger: Ledger,
+        history: SourceHistory | None,
+        clock: Callable[[], datetime],
+    ):
         self.inner = inner
         self._config, self._ledger, self._history, self._clock = config, ledger, history, clock
 
@@ -82,13 +102,19 @@ class CardEvidenceNotifier:
         if view.service not in self._config.services or view.target_environment not in self._config.environment_names:
             return view
         try:
-            return replace(view, evidence=await gather(view, config=self._config, ledger=self._ledger,
-                                                       history=self._history, now=self._clock()))
+            return replace(
+                view,
+                evidence=await gather(
+                    view, config=self._config, ledger=self._ledger, history=self._history, now=self._clock()
+                ),
+            )
         except Exception:  # a card without the extras beats no card
             log.exception("could not gather card evidence for %s", view.id)
             return view
 
-    async def promotion_requested(self, view: PromotionView, approver_users: list[str]) -> tuple[str | None, str | None]:
+    async def promotion_requested(
+        self, view: PromotionView, approver_users: list[str]
+    ) -> tuple[str | None, str | None]:
         return await self.inner.promotion_requested(await self._with_evidence(view), approver_users)
 
     async def promotion_changed(self, view: PromotionView, note: str | None = None) -> None:

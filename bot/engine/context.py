@@ -13,8 +13,8 @@ from sqlmodel import Session
 
 from bot.config import EnvironmentConfig, PromobotConfig, ServiceConfig
 from bot.engine.errors import UserError
-from bot.engine.roles import ApproverDirectory, Dispatcher, Notifier
-from checks.base import Ledger, Registry, SourceHost
+from bot.engine.roles import ApproverDirectory, Dispatcher, Notifier, Records
+from checks.base import Registry, SourceHost
 from storage.models import Promotion
 
 SYSTEM = "promobot"  # the actor of everything promobot does by itself
@@ -34,7 +34,7 @@ class EngineContext:
 
     config: PromobotConfig
     db: Engine  # the SQLAlchemy engine
-    ledger: Ledger
+    ledger: Records
     dispatcher: Dispatcher
     notifier: Notifier
     directory: ApproverDirectory
@@ -51,8 +51,9 @@ class EngineContext:
 
     def environment_config(self, environment: str) -> EnvironmentConfig:
         if environment not in self.config.environment_names:
-            raise UserError(f"Unknown environment `{environment}`: "
-                            f"{closest(environment, self.config.environment_names)}")
+            raise UserError(
+                f"Unknown environment `{environment}`: {closest(environment, self.config.environment_names)}"
+            )
         return self.config.environment(environment)
 
     def promotion(self, promotion_id: str) -> Promotion | None:

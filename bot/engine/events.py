@@ -61,9 +61,18 @@ def _run_recorded(s: Session, service: str, environment: str, tag: str, run_id: 
     """Whether this run's outcome is already recorded for its promotion (reported twice)."""
     if run_id is None:
         return False
-    return s.exec(select(Deployment.id).where(Deployment.service == service, Deployment.environment == environment,
-                                              Deployment.tag == tag, Deployment.run_id == run_id,
-                                              col(Deployment.promotion_id).is_not(None))).first() is not None
+    return (
+        s.exec(
+            select(col(Deployment.id)).where(
+                col(Deployment.service) == service,
+                col(Deployment.environment) == environment,
+                col(Deployment.tag) == tag,
+                col(Deployment.run_id) == run_id,
+                col(Deployment.promotion_id).is_not(None),
+            )
+        ).first()
+        is not None
+    )
 
 
 class PipelineEvents:
@@ -95,26 +104,52 @@ class PipelineEvents:
         with transaction(self.ctx.db) as s:
             if self._seen(s, event.get("event_id"), "artifact.built", event):
                 return "duplicate"
-            existing = s.exec(select(Artifact).where(Artifact.service == service, Artifact.tag == tag)).first()
+            existing = s.exec(
+                select(Artifact).where(col(Artifact.service) == service, col(Artifact.tag) == tag)
+            ).first()
             if existing is not None and existing.digest != digest:
                 mutation = existing
             elif existing is not None:
                 return "unchanged"
             else:
-                s.add(Artifact(service=service, tag=tag, digest=digest, commit_sha=event.get("commit_sha"),
-                               pipeline_run_id=event.get("pipeline_run_id"), built_at=event.get("built_at"),
-                               recorded_at=now))
-                audit.append(s, at=now, actor=actor, action="artifact.built", service=service,
-                             detail={k: event.get(k) for k in ("tag", "digest", "commit_sha", "pipeline_run_id",
-                                                               "built_at")})
+                s.add(
+                    Artifact(
+                        service=service,
+                        tag=tag,
+                        digest=digest,
+                        commit_sha=event.get("commit_sha"),
+                        pipeline_run_id=event.get("pipeline_run_id"),
+                        built_at=event.get("built_at"),
+                        recorded_at=now,
+                    )
+                )
+                audit.append(
+                    s,
+                    at=now,
+                    actor=actor,
+                    action="artifact.built",
+                    service=service,
+                    detail={k: event.get(k) for k in ("tag", "digest", "commit_sha", "pipeline_run_id", "built_at")},
+                )
         if mutation is not None:
             with transaction(self.ctx.db) as s:
-                audit.append(s, at=now, actor=actor, action="artifact.tag_mutation", service=service,
-                             detail={"tag": tag, "recorded_digest": mutation.digest, "reported_digest": digest})
-            await self.notifications.alert(svc.channel, messages.tag_mutation(
-                service, tag, mutation.digest, f"{mutation.recorded_at:%Y-%m-%d %H:%M} UTC", digest))
-            raise Conflict(f"tag {tag!r} of {service} is recorded with digest {mutation.digest}; "
-                           f"refusing {digest} (tag mutation)")
+                audit.append(
+                    s,
+                    at=now,
+                    actor=actor,
+                    action="artifact.tag_mutation",
+                    service=service,
+                    detail={"tag": tag, "recorded_digest": mutation.digest, "reported_digest": digest},
+                )
+            await self.notifications.alert(
+                svc.channel,
+                messages.tag_mutation(
+                    service, tag, mutation.digest, f"{mutation.recorded_at:%Y-%m-%d %H:%M} UTC", digest
+                ),
+            )
+            raise Conflict(
+                f"tag {tag!r} of {service} is recorded with digest {mutation.digest}; refusing {digest} (tag mutation)"
+            )
         return "recorded"
 
     async def deployment_finished(self, event: dict, *, actor: str = "pipeline") -> str:
@@ -133,27 +168,56 @@ class PipelineEvents:
                 p = None
             if p is None and _run_recorded(s, service, environment, tag, run_id):
                 return "duplicate"
-            s.add(Deployment(service=service, tag=tag, environment=environment, status=event["status"],
-                             run_id=run_id, url=event.get("url"), promotion_id=p.id if p else None,
-                             finished_at=event.get("finished_at") or now, recorded_at=now))
+            s.add(
+                Deployment(
+                    service=service,
+                    tag=tag,
+                    environment=environment,
+                    status=event["status"],
+                    run_id=run_id,
+                    url=event.get("url"),
+                    promotion_id=p.id if p else None,
+                    finished_at=event.get("finished_at") or now,
+                    recorded_at=now,
+                )
+            )
             detail = {"tag": tag, "status": event["status"], "run_id": run_id, "url": event.get("url")}
             moved = False
             if p is not None:
                 target = after_deployment(event["status"])
-                values: dict[str, Any] = {"pipeline_run_id": p.pipeline_run_id or run_id,
-                                          "run_url": p.run_url or event.get("url")}
+                values: dict[str, Any] = {
+                    "pipeline_run_id": p.pipeline_run_id or run_id,
+                    "run_url": p.run_url or event.get("url"),
+                }
                 if target is S.FAILED:
                     values.update(completed_at=now, reason="deployment failed")
-                moved = move(s, p, S.DISPATCHED, target, at=now, actor=actor, action="deployment.finished",
-                             detail=detail, **values)
+                moved = move(
+                    s,
+                    p,
+                    S.DISPATCHED,
+                    target,
+                    at=now,
+                    actor=actor,
+                    action="deployment.finished",
+                    detail=detail,
+                    **values,
+                )
                 if moved:
                     if target is S.FAILED:
                         release_slot(s, p)
                         roll_back = queue(s, self.ctx.config, p, now) or p.kind == PromotionKind.ROLLBACK.value
                     note = messages.deployment_note(target is S.DEPLOYED, event.get("url"))
             if not moved:
-                audit.append(s, at=now, actor=actor, action="deployment.finished", promotion_id=p.id if p else None,
-                             service=service, environment=environment, detail=detail)
+                audit.append(
+                    s,
+                    at=now,
+                    actor=actor,
+                    action="deployment.finished",
+                    promotion_id=p.id if p else None,
+                    service=service,
+                    environment=environment,
+                    detail=detail,
+                )
         if note and p is not None:
             await self.notifications.announce(p.id, note)
         if roll_back and p is not None:
@@ -174,9 +238,19 @@ class PipelineEvents:
             p = _tracked(s, service, environment, tag, (S.DEPLOYED, S.DISPATCHED))
             if p is not None and not lock_row(s, p.id, S(p.status)):
                 p = None  # moved by a concurrent report; locking it first also keeps the lock order
-            s.add(Verification(service=service, tag=tag, environment=environment, result=event["result"],
-                               checks=checks, url=event.get("url"), promotion_id=p.id if p else None,
-                               finished_at=event.get("finished_at") or now, recorded_at=now))
+            s.add(
+                Verification(
+                    service=service,
+                    tag=tag,
+                    environment=environment,
+                    result=event["result"],
+                    checks=checks,
+                    url=event.get("url"),
+                    promotion_id=p.id if p else None,
+                    finished_at=event.get("finished_at") or now,
+                    recorded_at=now,
+                )
+            )
             detail = {"tag": tag, "result": event["result"], "checks": checks, "url": event.get("url")}
             moved = False
             if p is not None:
@@ -184,8 +258,18 @@ class PipelineEvents:
                 # the tracker's deadline passes its own reason ("no verification within 1h")
                 reason = None if target is S.VERIFIED else (event.get("reason") or "verification failed")
                 # a verified rollback keeps why it was asked for
-                moved = move(s, p, S(p.status), target, at=now, actor=actor, action="verification.finished",
-                             detail=detail, completed_at=now, reason=reason or p.reason)
+                moved = move(
+                    s,
+                    p,
+                    S(p.status),
+                    target,
+                    at=now,
+                    actor=actor,
+                    action="verification.finished",
+                    detail=detail,
+                    completed_at=now,
+                    reason=reason or p.reason,
+                )
                 if moved:
                     release_slot(s, p)
                     held = hold_replaced(s, p, now) if target is S.VERIFIED else False
@@ -196,9 +280,16 @@ class PipelineEvents:
                     if held and p.replaces_tag:
                         note += " " + messages.now_on_hold(p.service, p.replaces_tag)
             if not moved:
-                audit.append(s, at=now, actor=actor, action="verification.finished",
-                             promotion_id=p.id if p else None, service=service, environment=environment,
-                             detail=detail)
+                audit.append(
+                    s,
+                    at=now,
+                    actor=actor,
+                    action="verification.finished",
+                    promotion_id=p.id if p else None,
+                    service=service,
+                    environment=environment,
+                    detail=detail,
+                )
         if note and p is not None:
             await self.notifications.announce(p.id, note)
         if roll_back and p is not None:
@@ -213,31 +304,47 @@ class PipelineEvents:
         counts: dict[str, int] = {}
         for f in findings:
             counts[f["severity"]] = counts.get(f["severity"], 0) + 1
-        return self._record_report(event, actor, "scan.finished", ScanReport,
-                                   {"scanner": event["scanner"], "findings": len(findings), "by_severity": counts},
-                                   scanner=event["scanner"], findings=findings)
+        return self._record_report(
+            event,
+            actor,
+            "scan.finished",
+            ScanReport,
+            {"scanner": event["scanner"], "findings": len(findings), "by_severity": counts},
+            scanner=event["scanner"],
+            findings=findings,
+        )
 
     async def sbom_published(self, event: dict, *, actor: str = "pipeline") -> str:
         """Record an SBOM, normalised to components and licenses, for the artifact's digest."""
         components = parse_sbom(event["format"], event["sbom"])
-        return self._record_report(event, actor, "sbom.published", SbomReport,
-                                   {"format": event["format"], "components": len(components)},
-                                   format=event["format"], components=components)
+        return self._record_report(
+            event,
+            actor,
+            "sbom.published",
+            SbomReport,
+            {"format": event["format"], "components": len(components)},
+            format=event["format"],
+            components=components,
+        )
 
-    def _record_report(self, event: dict, actor: str, type_: str, table: type, summary: dict[str, Any],
-                       **values: Any) -> str:
+    def _record_report(
+        self, event: dict, actor: str, type_: str, table: type, summary: dict[str, Any], **values: Any
+    ) -> str:
         service, tag = event["service"], event["tag"]
         self.ctx.service_config(service)
         artifact = self.ctx.ledger.artifact(service, tag)
         digest = event.get("digest") or (artifact.digest if artifact else None)
         if artifact is not None and event.get("digest") and event["digest"] != artifact.digest:
-            raise Conflict(f"{type_} for {service} {tag} names digest {event['digest']}, but the artifact was "
-                           f"built as {artifact.digest}: this report is about another image")
+            raise Conflict(
+                f"{type_} for {service} {tag} names digest {event['digest']}, but the artifact was "
+                f"built as {artifact.digest}: this report is about another image"
+            )
         now = self.ctx.clock()
         with transaction(self.ctx.db) as s:
             if self._seen(s, event.get("event_id"), type_, event):
                 return "duplicate"
             s.add(table(service=service, tag=tag, digest=digest, received_at=now, **values))
-            audit.append(s, at=now, actor=actor, action=type_, service=service,
-                         detail={"tag": tag, "digest": digest, **summary})
+            audit.append(
+                s, at=now, actor=actor, action=type_, service=service, detail={"tag": tag, "digest": digest, **summary}
+            )
         return "recorded"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from bot.engine.context import SYSTEM, EngineContext
 from bot.engine.errors import UserError
@@ -26,28 +26,50 @@ from storage.statuses import PromotionKind
 CLEARED = "artifact.hold_cleared"
 
 
-def put_on_hold(s: Session, *, service: str, tag: str, reason: str, held_by: str, now: datetime,
-                actor: str | None = None, promotion_id: str | None = None) -> bool:
+def put_on_hold(
+    s: Session,
+    *,
+    service: str,
+    tag: str,
+    reason: str,
+    held_by: str,
+    now: datetime,
+    actor: str | None = None,
+    promotion_id: str | None = None,
+) -> bool:
     """Hold the artifact within the caller's transaction; False when it is unknown or already held."""
-    artifact = s.exec(select(Artifact).where(Artifact.service == service, Artifact.tag == tag)).first()
+    artifact = s.exec(select(Artifact).where(col(Artifact.service) == service, col(Artifact.tag) == tag)).first()
     if artifact is None or artifact.hold_reason:
         return False
     artifact.hold_reason = reason
     s.add(artifact)
-    audit.append(s, at=now, actor=actor or held_by, action=HELD, promotion_id=promotion_id, service=service,
-                 detail={"tag": tag, "reason": reason, "held_by": held_by})
+    audit.append(
+        s,
+        at=now,
+        actor=actor or held_by,
+        action=HELD,
+        promotion_id=promotion_id,
+        service=service,
+        detail={"tag": tag, "reason": reason, "held_by": held_by},
+    )
     return True
 
 
 def clear_hold(s: Session, *, service: str, tag: str, reason: str, user: str, now: datetime) -> str | None:
     """Clear the hold within the caller's transaction; returns the reason it had, None if not held."""
-    artifact = s.exec(select(Artifact).where(Artifact.service == service, Artifact.tag == tag)).first()
+    artifact = s.exec(select(Artifact).where(col(Artifact.service) == service, col(Artifact.tag) == tag)).first()
     if artifact is None or not artifact.hold_reason:
         return None
     previous, artifact.hold_reason = artifact.hold_reason, None
     s.add(artifact)
-    audit.append(s, at=now, actor=user, action=CLEARED, service=service,
-                 detail={"tag": tag, "reason": reason, "was_held_for": previous})
+    audit.append(
+        s,
+        at=now,
+        actor=user,
+        action=CLEARED,
+        service=service,
+        detail={"tag": tag, "reason": reason, "was_held_for": previous},
+    )
     return previous
 
 
@@ -56,8 +78,16 @@ def hold_replaced(s: Session, p: Promotion, now: datetime) -> bool:
     if p.kind != PromotionKind.ROLLBACK.value or not p.replaces_tag or p.replaces_tag == p.tag:
         return False  # after a failed deploy the environment may "replace" the very artifact it restores
     reason = f"rolled back in {p.target_environment} by {p.id}" + (f": {p.reason}" if p.reason else "")
-    return put_on_hold(s, service=p.service, tag=p.replaces_tag, reason=reason, held_by=p.requested_by, now=now,
-                       actor=SYSTEM, promotion_id=p.id)
+    return put_on_hold(
+        s,
+        service=p.service,
+        tag=p.replaces_tag,
+        reason=reason,
+        held_by=p.requested_by,
+        now=now,
+        actor=SYSTEM,
+        promotion_id=p.id,
+    )
 
 
 class Safeguards:
@@ -75,14 +105,28 @@ class Safeguards:
         with transaction(self.ctx.db) as s:
             existing = s.get(EnvironmentLock, (service, environment))
             if existing is not None:
-                return DecisionResult(False, f"{where} is already locked by {mention(existing.locked_by)} since "
-                                             f"{existing.locked_at:%Y-%m-%d %H:%M} UTC: {literal(existing.reason)}")
-            s.add(EnvironmentLock(service=service, environment=environment, locked_by=user, reason=reason,
-                                  locked_at=now))
-            audit.append(s, at=now, actor=user, action="environment.locked", service=service,
-                         environment=environment, detail={"reason": reason})
-        return DecisionResult(True, f":lock: Locked {where}: {literal(reason)}. Every promotion into it, automatic "
-                                    f"ones too, is refused until `/promote unlock {esc(service)} {esc(environment)}`.")
+                return DecisionResult(
+                    False,
+                    f"{where} is already locked by {mention(existing.locked_by)} since "
+                    f"{existing.locked_at:%Y-%m-%d %H:%M} UTC: {literal(existing.reason)}",
+                )
+            s.add(
+                EnvironmentLock(service=service, environment=environment, locked_by=user, reason=reason, locked_at=now)
+            )
+            audit.append(
+                s,
+                at=now,
+                actor=user,
+                action="environment.locked",
+                service=service,
+                environment=environment,
+                detail={"reason": reason},
+            )
+        return DecisionResult(
+            True,
+            f":lock: Locked {where}: {literal(reason)}. Every promotion into it, automatic "
+            f"ones too, is refused until `/promote unlock {esc(service)} {esc(environment)}`.",
+        )
 
     def unlock(self, user: str, service: str, environment: str) -> DecisionResult:
         self.ctx.service_config(service)
@@ -94,11 +138,20 @@ class Safeguards:
             if existing is None:
                 return DecisionResult(False, f"{where} is not locked; nothing changed.")
             s.delete(existing)
-            audit.append(s, at=now, actor=user, action="environment.unlocked", service=service,
-                         environment=environment, detail={"was_locked_by": existing.locked_by,
-                                                          "reason": existing.reason})
-        return DecisionResult(True, f":unlock: Unlocked {where} (locked by {mention(existing.locked_by)} since "
-                                    f"{existing.locked_at:%Y-%m-%d %H:%M} UTC: {literal(existing.reason)}).")
+            audit.append(
+                s,
+                at=now,
+                actor=user,
+                action="environment.unlocked",
+                service=service,
+                environment=environment,
+                detail={"was_locked_by": existing.locked_by, "reason": existing.reason},
+            )
+        return DecisionResult(
+            True,
+            f":unlock: Unlocked {where} (locked by {mention(existing.locked_by)} since "
+            f"{existing.locked_at:%Y-%m-%d %H:%M} UTC: {literal(existing.reason)}).",
+        )
 
     async def hold(self, user: str, service: str, tag: str, reason: str) -> DecisionResult:
         svc = self._artifact_known(service, tag, clear=False)
@@ -108,8 +161,10 @@ class Safeguards:
         if not placed:
             hold = self.ctx.ledger.hold(service, tag)
             return DecisionResult(False, f"{what} is already on hold: {literal(hold.reason if hold else '')}")
-        note = (f":raised_hand: {mention(user)} put {what} on hold: {literal(reason)}. No environment takes it "
-                f"until `/promote hold clear {esc(service)} {esc(tag)} reason…`.")
+        note = (
+            f":raised_hand: {mention(user)} put {what} on hold: {literal(reason)}. No environment takes it "
+            f"until `/promote hold clear {esc(service)} {esc(tag)} reason…`."
+        )
         await self.notifications.alert(svc, note)
         return DecisionResult(True, note)
 
@@ -120,8 +175,10 @@ class Safeguards:
             previous = clear_hold(s, service=service, tag=tag, reason=reason, user=user, now=self.ctx.clock())
         if previous is None:
             return DecisionResult(False, f"{what} is not on hold; nothing changed.")
-        note = (f":white_check_mark: {mention(user)} cleared the hold on {what} ({literal(previous)}): "
-                f"{literal(reason)}. It may be promoted again.")
+        note = (
+            f":white_check_mark: {mention(user)} cleared the hold on {what} ({literal(previous)}): "
+            f"{literal(reason)}. It may be promoted again."
+        )
         await self.notifications.alert(svc, note)
         return DecisionResult(True, note)
 
@@ -129,6 +186,8 @@ class Safeguards:
         """The service's channel; raises UserError for an unknown service or artifact."""
         svc = self.ctx.service_config(service)
         if self.ctx.ledger.artifact(service, tag) is None:
-            raise UserError(f"No artifact `{tag}` is recorded for {service}. Expected "
-                            f"`/promote hold{' clear' if clear else ''} SERVICE TAG reason…` with a built tag.")
+            raise UserError(
+                f"No artifact `{tag}` is recorded for {service}. Expected "
+                f"`/promote hold{' clear' if clear else ''} SERVICE TAG reason…` with a built tag."
+            )
         return svc.channel

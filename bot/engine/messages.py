@@ -19,38 +19,52 @@ from storage.statuses import PromotionStatus as S
 
 
 def first_environment_needs_tag(service: str, environment: str) -> str:
-    return (f"`{environment}` is the first environment: name the tag to promote "
-            f"(`/promote {service} TAG to {environment}`).")
+    return (
+        f"`{environment}` is the first environment: name the tag to promote "
+        f"(`/promote {service} TAG to {environment}`)."
+    )
 
 
 def nothing_verified(service: str, source: str, target: str) -> str:
-    return (f"Nothing is verified in {source} for {service}, so there is nothing to promote to {target}. "
-            f"Name a tag, or verify one in {source} first.")
+    return (
+        f"Nothing is verified in {source} for {service}, so there is nothing to promote to {target}. "
+        f"Name a tag, or verify one in {source} first."
+    )
 
 
 def no_such_artifact(service: str, tag: str) -> str:
-    return (f"No artifact `{tag}` is recorded for {service}. Check the tag, or report it from the build with "
-            "`promobot report artifact.built`.")
+    return (
+        f"No artifact `{tag}` is recorded for {service}. Check the tag, or report it from the build with "
+        "`promobot report artifact.built`."
+    )
 
 
 def nothing_waiting(service: str) -> str:
-    return (f"Nothing is waiting to be promoted for {service}: every verified artifact already runs in the next "
-            "environment. Name a tag: `/promote SERVICE TAG [to ENV]`.")
+    return (
+        f"Nothing is waiting to be promoted for {service}: every verified artifact already runs in the next "
+        "environment. Name a tag: `/promote SERVICE TAG [to ENV]`."
+    )
 
 
 def no_known_good(service: str, environment: str, current: str | None) -> str:
-    return (f"No earlier artifact of {service} was verified in {environment}, so there is nothing known-good to "
-            f"roll back to (it runs `{current or 'nothing'}`).")
+    return (
+        f"No earlier artifact of {service} was verified in {environment}, so there is nothing known-good to "
+        f"roll back to (it runs `{current or 'nothing'}`)."
+    )
 
 
 def never_verified_there(tag: str, environment: str) -> str:
-    return (f"`{tag}` was never verified in {environment}, so it is not a known-good artifact to roll back to. "
-            "Omit the tag to take the last known-good one.")
+    return (
+        f"`{tag}` was never verified in {environment}, so it is not a known-good artifact to roll back to. "
+        "Omit the tag to take the last known-good one."
+    )
 
 
 def in_progress(p: Promotion) -> str:
-    return (f"Promotion `{p.id}` of `{p.tag}` to {p.target_environment} is in progress "
-            f"({S(p.status).label.lower()}). Wait for it to finish, then ask again.")
+    return (
+        f"Promotion `{p.id}` of `{p.tag}` to {p.target_environment} is in progress "
+        f"({S(p.status).label.lower()}). Wait for it to finish, then ask again."
+    )
 
 
 def already_in_progress(promotion_id: str, target: str) -> str:
@@ -88,8 +102,10 @@ def no_such_promotion(promotion_id: str) -> str:
 
 
 def nothing_to_revoke(promotion_id: str) -> str:
-    return (f"There is no promotion `{esc(promotion_id)}`. Expected `/promote revoke PROMOTION_ID` (the id is on "
-            "the card's last line).")
+    return (
+        f"There is no promotion `{esc(promotion_id)}`. Expected `/promote revoke PROMOTION_ID` (the id is on "
+        "the card's last line)."
+    )
 
 
 def already_decided(p: Promotion, approvers: Sequence[str]) -> str:
@@ -109,8 +125,10 @@ def own_request(p: Promotion, verb: str) -> str:
 
 
 def not_an_approver(environment: str, approvers: Sequence[str]) -> str:
-    return (f"You are not an approver for {environment}. Approvers: {approver_mentions(approvers)}. "
-            "Ask one of them, or ask your platform team to add you in promobot.yml.")
+    return (
+        f"You are not an approver for {environment}. Approvers: {approver_mentions(approvers)}. "
+        "Ask one of them, or ask your platform team to add you in promobot.yml."
+    )
 
 
 def expired_ask_again(p: Promotion, ttl: str) -> str:
@@ -124,8 +142,10 @@ def expired_before_complete(p: Promotion) -> str:
 
 
 def expired_tell(p: Promotion) -> str:
-    return (f"Your promotion `{p.id}` of {p.service} `{p.tag}` to {p.target_environment} expired without approval. "
-            "Request it again if it is still wanted.")
+    return (
+        f"Your promotion `{p.id}` of {p.service} `{p.tag}` to {p.target_environment} expired without approval. "
+        "Request it again if it is still wanted."
+    )
 
 
 def rejected_note(user: str, reason: str) -> str:
@@ -133,34 +153,44 @@ def rejected_note(user: str, reason: str) -> str:
 
 
 def rejected_tell(p: Promotion, user: str, reason: str) -> str:
-    return (f"Your promotion `{p.id}` of {p.service} `{p.tag}` to {p.target_environment} was rejected by "
-            f"<@{user}>: {literal(reason)}")
+    return (
+        f"Your promotion `{p.id}` of {p.service} `{p.tag}` to {p.target_environment} was rejected by "
+        f"<@{user}>: {literal(reason)}"
+    )
 
 
 def revoke_refused(p: Promotion) -> str:
     """Why an approval cannot be taken back once the promotion went ahead, and what to do instead."""
     if S(p.status) is S.APPROVED:
-        return (f"`{p.id}` is already approved and its dispatch is queued: an approval can be revoked only while "
-                f"the request waits for approvals. To stop it before dispatch, lock the environment: "
-                f"`/promote lock {esc(p.service)} {p.target_environment} reason…` (the gates run again right "
-                "before dispatch).")
+        return (
+            f"`{p.id}` is already approved and its dispatch is queued: an approval can be revoked only while "
+            f"the request waits for approvals. To stop it before dispatch, lock the environment: "
+            f"`/promote lock {esc(p.service)} {p.target_environment} reason…` (the gates run again right "
+            "before dispatch)."
+        )
     when = f" at {p.dispatched_at:%Y-%m-%d %H:%M} UTC" if p.dispatched_at else ""
-    return (f"`{p.id}` was dispatched{when}: revoking cannot undo a deploy. To undo it: "
-            f"`/rollback {esc(p.service)} in {p.target_environment} reason…`.")
+    return (
+        f"`{p.id}` was dispatched{when}: revoking cannot undo a deploy. To undo it: "
+        f"`/rollback {esc(p.service)} in {p.target_environment} reason…`."
+    )
 
 
 # --- dispatch -------------------------------------------------------------------------------
 
 
 def dispatch_failed(attempts: int, error: str, workflow: str, repository: str, ref: str) -> str:
-    return (f"Dispatch failed after {attempts} attempt(s): {error}. Check that `{workflow}` exists in {repository} "
-            f"at `{ref}`, has a workflow_dispatch trigger with the inputs environment, image_tag, image_digest and "
-            "promotion_id, and that promobot's token may run it.")
+    return (
+        f"Dispatch failed after {attempts} attempt(s): {error}. Check that `{workflow}` exists in {repository} "
+        f"at `{ref}`, has a workflow_dispatch trigger with the inputs environment, image_tag, image_digest and "
+        "promotion_id, and that promobot's token may run it."
+    )
 
 
 def dispatched_anyway(p: Promotion, run_id: str | None, status: S) -> str:
-    return (f":warning: `{p.id}` was dispatched (run {run_id or 'not yet listed'}) although it is now "
-            f"{status.label.lower()}: watch that deploy and roll back if needed.")
+    return (
+        f":warning: `{p.id}` was dispatched (run {run_id or 'not yet listed'}) although it is now "
+        f"{status.label.lower()}: watch that deploy and roll back if needed."
+    )
 
 
 def dispatched(request: DispatchRequest, run_id: str | None, url: str | None, described_dry_run: str | None) -> str:
@@ -179,9 +209,11 @@ def run_linked(run_id: str, url: str | None) -> str:
 
 
 def tag_mutation(service: str, tag: str, recorded_digest: str, recorded_at: str, digest: str) -> str:
-    return (f":rotating_light: Tag mutation refused: {service} `{tag}` was recorded with `{recorded_digest}` at "
-            f"{recorded_at} and is now reported with `{digest}`. A tag must name one build forever: find who "
-            "re-pushed it, and build a new tag.")
+    return (
+        f":rotating_light: Tag mutation refused: {service} `{tag}` was recorded with `{recorded_digest}` at "
+        f"{recorded_at} and is now reported with `{digest}`. A tag must name one build forever: find who "
+        "re-pushed it, and build a new tag."
+    )
 
 
 def deployment_note(deployed: bool, url: str | None) -> str:
@@ -200,8 +232,10 @@ def verification_note(environment: str, verified: bool, failed_checks: Sequence[
 
 def rollback_failed(p: Promotion) -> str:
     run = f" <{p.run_url}|{p.pipeline_run_id}>" if p.run_url else ""
-    return (f":rotating_light: The rollback of {p.service} to `{p.tag}` in {p.target_environment} (`{p.id}`) "
-            f"failed: {p.reason}. promobot does not retry a rollback by itself: check the run{run} and act by hand.")
+    return (
+        f":rotating_light: The rollback of {p.service} to `{p.tag}` in {p.target_environment} (`{p.id}`) "
+        f"failed: {p.reason}. promobot does not retry a rollback by itself: check the run{run} and act by hand."
+    )
 
 
 def failure_headline(p: Promotion) -> str:
@@ -210,24 +244,32 @@ def failure_headline(p: Promotion) -> str:
 
 
 def rollback_not_requested(headline: str, problem: Exception) -> str:
-    return (f"{headline} No rollback was requested: {esc(problem)} Production needs a person: fix forward, or "
-            "deploy a good artifact by hand.")
+    return (
+        f"{headline} No rollback was requested: {esc(problem)} Production needs a person: fix forward, or "
+        "deploy a good artifact by hand."
+    )
 
 
 def rollback_refused(headline: str, p: Promotion, tag: str, report: GateReport, message: str) -> str:
     reasons = blocking_reasons(report) or esc(message)
-    return (f"{headline} The rollback to the last known-good `{tag}` was refused:\n{reasons}\nWhen that is "
-            f"resolved: `/rollback {p.service} {tag} in {p.target_environment}`.")
+    return (
+        f"{headline} The rollback to the last known-good `{tag}` was refused:\n{reasons}\nWhen that is "
+        f"resolved: `/rollback {p.service} {tag} in {p.target_environment}`."
+    )
 
 
 def rollback_requested(headline: str, tag: str, rollback_id: str | None, approvers: Sequence[str]) -> str:
-    return (f"{headline} promobot requested a rollback to the last known-good `{tag}`: `{rollback_id}`. "
-            f"{approver_mentions(approvers, ' ')}: please decide on its card.")
+    return (
+        f"{headline} promobot requested a rollback to the last known-good `{tag}`: `{rollback_id}`. "
+        f"{approver_mentions(approvers, ' ')}: please decide on its card."
+    )
 
 
 def now_on_hold(service: str, tag: str) -> str:
-    return (f"`{esc(tag)}` is now on hold: no environment takes it until "
-            f"`/promote hold clear {esc(service)} {esc(tag)} reason…`.")
+    return (
+        f"`{esc(tag)}` is now on hold: no environment takes it until "
+        f"`/promote hold clear {esc(service)} {esc(tag)} reason…`."
+    )
 
 
 def run_link(url: str | None, label: str) -> str:

@@ -15,7 +15,7 @@ import logging
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from bot.engine import messages
 from bot.engine.approvals import Approvals, void
@@ -25,7 +25,7 @@ from bot.engine.requests import Requests
 from bot.engine.roles import DispatchError, DispatchRequest, RunInfo, describe
 from bot.engine.transitions import move, release_slot
 from storage import audit
-from storage.db import transaction
+from storage.db import rowcount, transaction
 from storage.models import OutboxEntry, Promotion
 from storage.statuses import OutboxStatus as O
 from storage.statuses import PromotionStatus as S
@@ -42,19 +42,36 @@ RETRY_BACKOFF_BASE = 2.0  # seconds before the first retry; doubles each attempt
 def dispatch_request(ctx: EngineContext, p: Promotion) -> DispatchRequest:
     """The contract's workflow_dispatch for ``p``: the service's workflow at its ref, with the four inputs."""
     svc = ctx.config.services[p.service]
-    return DispatchRequest(repository=svc.repository, workflow=svc.workflow, ref=svc.ref,
-                           inputs={"environment": p.target_environment, "image_tag": p.tag,
-                                   "image_digest": p.digest, "promotion_id": p.id})
+    return DispatchRequest(
+        repository=svc.repository,
+        workflow=svc.workflow,
+        ref=svc.ref,
+        inputs={
+            "environment": p.target_environment,
+            "image_tag": p.tag,
+            "image_digest": p.digest,
+            "promotion_id": p.id,
+        },
+    )
 
 
 def _due(now: datetime) -> sa.ColumnElement[bool]:
-    return sa.or_(sa.and_(OutboxEntry.status == O.PENDING.value, OutboxEntry.next_attempt_at <= now),
-                  sa.and_(OutboxEntry.status == O.IN_FLIGHT.value, OutboxEntry.claimed_until < now))
+    return sa.or_(
+        sa.and_(col(OutboxEntry.status) == O.PENDING.value, col(OutboxEntry.next_attempt_at) <= now),
+        sa.and_(col(OutboxEntry.status) == O.IN_FLIGHT.value, col(OutboxEntry.claimed_until) < now),
+    )
 
 
 class Outbox:
-    def __init__(self, ctx: EngineContext, notifications: Notifications, requests: Requests, approvals: Approvals, *,
-                 backoff_base: float = RETRY_BACKOFF_BASE):
+    def __init__(
+        self,
+        ctx: EngineContext,
+        notifications: Notifications,
+        requests: Requests,
+        approvals: Approvals,
+        *,
+        backoff_base: float = RETRY_BACKOFF_BASE,
+    ):
         self.ctx = ctx
         self.notifications = notifications
         self.requests = requests
@@ -64,11 +81,14 @@ class Outbox:
     def recover_own_claims(self) -> int:
         """After a restart, take back at once what this instance had claimed before it died."""
         with transaction(self.ctx.db) as s:
-            result = s.execute(sa.update(OutboxEntry)
-                               .where(OutboxEntry.status == O.IN_FLIGHT.value,
-                                      OutboxEntry.claimed_by == self.ctx.instance_id)
-                               .values(claimed_until=self.ctx.clock() - timedelta(seconds=1)))
-            return result.rowcount
+            result = s.execute(
+                sa.update(OutboxEntry)
+                .where(
+                    col(OutboxEntry.status) == O.IN_FLIGHT.value, col(OutboxEntry.claimed_by) == self.ctx.instance_id
+                )
+                .values(claimed_until=self.ctx.clock() - timedelta(seconds=1))
+            )
+            return rowcount(result)
 
     def claim(self, entry_id: int) -> OutboxEntry | None:
         """Take the entry for this instance (counting the attempt) if it is due; None if it is not, or
@@ -76,18 +96,28 @@ class Outbox:
         now = self.ctx.clock()
         with transaction(self.ctx.db) as s:
             # The attempt is counted before the call, so a crash mid-call is visible after restart.
-            result = s.execute(sa.update(OutboxEntry).where(OutboxEntry.id == entry_id, _due(now))
-                               .values(status=O.IN_FLIGHT.value, claimed_by=self.ctx.instance_id,
-                                       claimed_until=now + OUTBOX_LEASE, attempts=OutboxEntry.attempts + 1))
-            if result.rowcount != 1:
+            result = s.execute(
+                sa.update(OutboxEntry)
+                .where(col(OutboxEntry.id) == entry_id, _due(now))
+                .values(
+                    status=O.IN_FLIGHT.value,
+                    claimed_by=self.ctx.instance_id,
+                    claimed_until=now + OUTBOX_LEASE,
+                    attempts=col(OutboxEntry.attempts) + 1,
+                )
+            )
+            if rowcount(result) != 1:
                 return None
             return s.get(OutboxEntry, entry_id)
 
     async def process(self) -> int:
         """Deliver every due dispatch this instance can claim; returns how many it handled."""
         with Session(self.ctx.db) as s:
-            ids = list(s.exec(select(OutboxEntry.id).where(_due(self.ctx.clock()))
-                              .order_by(OutboxEntry.id).limit(20)))
+            ids = list(
+                s.exec(
+                    select(col(OutboxEntry.id)).where(_due(self.ctx.clock())).order_by(col(OutboxEntry.id)).limit(20)
+                )
+            )
         handled = 0
         for entry_id in ids:
             assert entry_id is not None
@@ -123,8 +153,12 @@ class Outbox:
                 if exc.retryable and entry.attempts < MAX_DISPATCH_ATTEMPTS:
                     self._reschedule(entry, f"reconciling: {exc}", exc.retry_after)
                 else:  # never dispatch again without knowing whether an earlier attempt went through
-                    await self._fail(entry, p, f"could not check whether an earlier attempt started a run ({exc}); "
-                                               "look at the workflow's runs")
+                    await self._fail(
+                        entry,
+                        p,
+                        f"could not check whether an earlier attempt started a run ({exc}); "
+                        "look at the workflow's runs",
+                    )
                 return
             if run is not None:
                 await self._mark_dispatched(entry, p, request, run, reconciled=True)
@@ -133,7 +167,8 @@ class Outbox:
         if not report.eligible:
             if void(ctx, p, report, SYSTEM, ctx.clock()):
                 await self.notifications.announce(
-                    p.id, "Not dispatched: the gates no longer hold (checked right before dispatch).")
+                    p.id, "Not dispatched: the gates no longer hold (checked right before dispatch)."
+                )
             self._finish(entry, O.DONE, "voided before dispatch")
             return
         if not self._renew(entry):
@@ -156,8 +191,14 @@ class Outbox:
             run = await self._find_after_dispatch(request, entry.created_at) or run
         await self._mark_dispatched(entry, p, request, run, reconciled=False)
 
-    async def _find_after_dispatch(self, request: DispatchRequest, since: datetime, *,
-                                   delays: tuple[float, ...] = (0.5, 1, 2, 4), strict: bool = False) -> RunInfo | None:
+    async def _find_after_dispatch(
+        self,
+        request: DispatchRequest,
+        since: datetime,
+        *,
+        delays: tuple[float, ...] = (0.5, 1, 2, 4),
+        strict: bool = False,
+    ) -> RunInfo | None:
         """The run of this promotion's dispatch, looked for a few times (GitHub lists runs a moment late).
         ``strict`` raises the last DispatchError when no look succeeded, instead of answering None."""
         error: DispatchError | None = None
@@ -179,67 +220,143 @@ class Outbox:
     def _renew(self, entry: OutboxEntry) -> bool:
         """Extend this instance's claim before a call that may send; False if the claim was lost."""
         with transaction(self.ctx.db) as s:
-            return s.execute(sa.update(OutboxEntry)
-                             .where(OutboxEntry.id == entry.id, OutboxEntry.status == O.IN_FLIGHT.value,
-                                    OutboxEntry.claimed_by == self.ctx.instance_id)
-                             .values(claimed_until=self.ctx.clock() + OUTBOX_LEASE)).rowcount == 1
+            return (
+                rowcount(
+                    s.execute(
+                        sa.update(OutboxEntry)
+                        .where(
+                            col(OutboxEntry.id) == entry.id,
+                            col(OutboxEntry.status) == O.IN_FLIGHT.value,
+                            col(OutboxEntry.claimed_by) == self.ctx.instance_id,
+                        )
+                        .values(claimed_until=self.ctx.clock() + OUTBOX_LEASE)
+                    )
+                )
+                == 1
+            )
 
     def _reschedule(self, entry: OutboxEntry, error: str, retry_after: float | None) -> None:
         backoff = min(300.0, self.backoff_base * (2 ** max(0, entry.attempts - 1)))
         wait = max(backoff, retry_after or 0.0)
         now = self.ctx.clock()
         with transaction(self.ctx.db) as s:
-            s.execute(sa.update(OutboxEntry).where(OutboxEntry.id == entry.id, OutboxEntry.status == O.IN_FLIGHT.value,
-                                                   OutboxEntry.claimed_by == self.ctx.instance_id)
-                      .values(status=O.PENDING.value, claimed_by=None, claimed_until=None, last_error=error[:500],
-                              next_attempt_at=now + timedelta(seconds=wait)))
-            audit.append(s, at=now, actor=SYSTEM, action="dispatch.retry_scheduled", promotion_id=entry.promotion_id,
-                         detail={"attempt": entry.attempts, "error": error[:500], "retry_in_seconds": round(wait, 1)})
+            s.execute(
+                sa.update(OutboxEntry)
+                .where(
+                    col(OutboxEntry.id) == entry.id,
+                    col(OutboxEntry.status) == O.IN_FLIGHT.value,
+                    col(OutboxEntry.claimed_by) == self.ctx.instance_id,
+                )
+                .values(
+                    status=O.PENDING.value,
+                    claimed_by=None,
+                    claimed_until=None,
+                    last_error=error[:500],
+                    next_attempt_at=now + timedelta(seconds=wait),
+                )
+            )
+            audit.append(
+                s,
+                at=now,
+                actor=SYSTEM,
+                action="dispatch.retry_scheduled",
+                promotion_id=entry.promotion_id,
+                detail={"attempt": entry.attempts, "error": error[:500], "retry_in_seconds": round(wait, 1)},
+            )
 
     def _finish(self, entry: OutboxEntry, status: O, note: str) -> None:
         with transaction(self.ctx.db) as s:
-            s.execute(sa.update(OutboxEntry).where(OutboxEntry.id == entry.id)
-                      .values(status=status.value, last_error=note, completed_at=self.ctx.clock(), claimed_until=None))
+            s.execute(
+                sa.update(OutboxEntry)
+                .where(col(OutboxEntry.id) == entry.id)
+                .values(status=status.value, last_error=note, completed_at=self.ctx.clock(), claimed_until=None)
+            )
 
     async def _fail(self, entry: OutboxEntry, p: Promotion, error: str) -> None:
         now = self.ctx.clock()
         with transaction(self.ctx.db) as s:
-            s.execute(sa.update(OutboxEntry).where(OutboxEntry.id == entry.id)
-                      .values(status=O.FAILED.value, last_error=error[:500], completed_at=now))
-            if move(s, p, S.APPROVED, S.FAILED, at=now, actor=SYSTEM, action="dispatch.failed",
-                    detail={"error": error, "attempts": entry.attempts},
-                    completed_at=now, reason=f"dispatch failed: {error}"):
+            s.execute(
+                sa.update(OutboxEntry)
+                .where(col(OutboxEntry.id) == entry.id)
+                .values(status=O.FAILED.value, last_error=error[:500], completed_at=now)
+            )
+            if move(
+                s,
+                p,
+                S.APPROVED,
+                S.FAILED,
+                at=now,
+                actor=SYSTEM,
+                action="dispatch.failed",
+                detail={"error": error, "attempts": entry.attempts},
+                completed_at=now,
+                reason=f"dispatch failed: {error}",
+            ):
                 release_slot(s, p)
         svc = self.ctx.config.services[p.service]
-        await self.notifications.announce(p.id, messages.dispatch_failed(entry.attempts, error, svc.workflow,
-                                                                         svc.repository, svc.ref))
+        await self.notifications.announce(
+            p.id, messages.dispatch_failed(entry.attempts, error, svc.workflow, svc.repository, svc.ref)
+        )
 
-    async def _mark_dispatched(self, entry: OutboxEntry, p: Promotion, request: DispatchRequest, run: RunInfo,
-                               *, reconciled: bool) -> None:
+    async def _mark_dispatched(
+        self, entry: OutboxEntry, p: Promotion, request: DispatchRequest, run: RunInfo, *, reconciled: bool
+    ) -> None:
         ctx = self.ctx
         now = ctx.clock()
         dry_run = ctx.dispatcher.dry_run
-        detail = {"repository": request.repository, "workflow": request.workflow, "ref": request.ref,
-                  "inputs": request.inputs, "run_id": run.run_id, "run_url": run.url, "attempts": entry.attempts,
-                  "reconciled": reconciled, "dry_run": dry_run}
+        detail = {
+            "repository": request.repository,
+            "workflow": request.workflow,
+            "ref": request.ref,
+            "inputs": request.inputs,
+            "run_id": run.run_id,
+            "run_url": run.url,
+            "attempts": entry.attempts,
+            "reconciled": reconciled,
+            "dry_run": dry_run,
+        }
         with transaction(ctx.db) as s:
-            s.execute(sa.update(OutboxEntry).where(OutboxEntry.id == entry.id)
-                      .values(status=O.DONE.value, completed_at=now, claimed_until=None))
-            moved = move(s, p, S.APPROVED, S.DISPATCHED, at=now, actor=SYSTEM, action="dispatch.sent",
-                         detail={**detail, "promotion_status": None},
-                         dispatched_at=now, pipeline_run_id=run.run_id, run_url=run.url)
+            s.execute(
+                sa.update(OutboxEntry)
+                .where(col(OutboxEntry.id) == entry.id)
+                .values(status=O.DONE.value, completed_at=now, claimed_until=None)
+            )
+            moved = move(
+                s,
+                p,
+                S.APPROVED,
+                S.DISPATCHED,
+                at=now,
+                actor=SYSTEM,
+                action="dispatch.sent",
+                detail={**detail, "promotion_status": None},
+                dispatched_at=now,
+                pipeline_run_id=run.run_id,
+                run_url=run.url,
+            )
             current = s.get(Promotion, p.id)
             assert current is not None
             if not moved:
                 # a run that was sent is on record even if the promotion moved meanwhile
-                audit.append(s, at=now, actor=SYSTEM, action="dispatch.sent", promotion_id=p.id, service=p.service,
-                             environment=p.target_environment, detail={**detail, "promotion_status": current.status})
+                audit.append(
+                    s,
+                    at=now,
+                    actor=SYSTEM,
+                    action="dispatch.sent",
+                    promotion_id=p.id,
+                    service=p.service,
+                    environment=p.target_environment,
+                    detail={**detail, "promotion_status": current.status},
+                )
         if not moved:
-            await self.notifications.alert(ctx.config.services[p.service].channel,
-                                           messages.dispatched_anyway(p, run.run_id, S(current.status)))
+            await self.notifications.alert(
+                ctx.config.services[p.service].channel, messages.dispatched_anyway(p, run.run_id, S(current.status))
+            )
             return
-        await self.notifications.announce(p.id, messages.dispatched(
-            request, run.run_id, run.url, describe(request, dry_run=True) if dry_run else None))
+        await self.notifications.announce(
+            p.id,
+            messages.dispatched(request, run.run_id, run.url, describe(request, dry_run=True) if dry_run else None),
+        )
 
     async def run(self, stop: asyncio.Event, interval: float = 2.0) -> None:
         """Deliver dispatches until ``stop`` is set; wakes early when an approval lands. Each pass also

@@ -14,7 +14,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from bot.engine import messages, records
 from bot.engine.context import SYSTEM, EngineContext
@@ -90,8 +90,7 @@ class Requests:
         passed = [v for v in ledger.verifications(service, environment, limit=200) if v.result == "passed"]
         if tag is None:
             # an artifact on hold was rolled back once already: it is not "known good"
-            known_good = next((v.tag for v in passed if v.tag != current and ledger.hold(service, v.tag) is None),
-                              None)
+            known_good = next((v.tag for v in passed if v.tag != current and ledger.hold(service, v.tag) is None), None)
             if known_good is None:
                 raise UserError(messages.no_known_good(service, environment, current))
             return known_good, environment
@@ -106,13 +105,28 @@ class Requests:
     async def evaluate(self, service: str, tag: str, source: str | None, target: str, kind: str) -> GateReport:
         """Every gate switched on for ``target``, at once; changes nothing."""
         ctx = self.ctx
-        gate_ctx = GateContext(service=service, tag=tag, target_environment=target, source_environment=source,
-                               now=ctx.clock(), config=ctx.config, ledger=ctx.ledger, registry=ctx.registry,
-                               source_host=ctx.source_host, kind=kind)
+        gate_ctx = GateContext(
+            service=service,
+            tag=tag,
+            target_environment=target,
+            source_environment=source,
+            now=ctx.clock(),
+            config=ctx.config,
+            ledger=ctx.ledger,
+            registry=ctx.registry,
+            source_host=ctx.source_host,
+            kind=kind,
+        )
         return await runner.evaluate(gates_for(ctx.config, target, kind=kind), gate_ctx)
 
-    async def check(self, service: str, tag: str | None = None, environment: str | None = None, *,
-                    kind: str = PromotionKind.PROMOTION.value) -> GateReport:
+    async def check(
+        self,
+        service: str,
+        tag: str | None = None,
+        environment: str | None = None,
+        *,
+        kind: str = PromotionKind.PROMOTION.value,
+    ) -> GateReport:
         """Evaluate every gate for the promotion; changes nothing."""
         tag, source, target = self.resolve(service, tag, environment)
         return await self.evaluate(service, tag, source, target, kind)
@@ -125,8 +139,16 @@ class Requests:
             slot = s.get(ActivePromotion, (service, environment))
             return s.get(Promotion, slot.promotion_id) if slot else None
 
-    async def request(self, requester: str, service: str, tag: str | None = None, environment: str | None = None,
-                      *, kind: str = PromotionKind.PROMOTION.value, reason: str | None = None) -> RequestResult:
+    async def request(
+        self,
+        requester: str,
+        service: str,
+        tag: str | None = None,
+        environment: str | None = None,
+        *,
+        kind: str = PromotionKind.PROMOTION.value,
+        reason: str | None = None,
+    ) -> RequestResult:
         """Check the gates and, when they all pass, open a promotion (or refuse with every reason)."""
         ctx = self.ctx
         svc = ctx.service_config(service)
@@ -144,21 +166,39 @@ class Requests:
         now = ctx.clock()
         if not report.eligible:
             with transaction(ctx.db) as s:
-                audit.append(s, at=now, actor=requester, action=f"{kind}.refused", service=service,
-                             environment=target, detail={"tag": tag, "report": report.to_json(), "reason": reason})
+                audit.append(
+                    s,
+                    at=now,
+                    actor=requester,
+                    action=f"{kind}.refused",
+                    service=service,
+                    environment=target,
+                    detail={"tag": tag, "report": report.to_json(), "reason": reason},
+                )
             return RequestResult("refused", report, None, "")
         artifact = ctx.ledger.artifact(service, tag)
         assert artifact is not None  # every gate passed, the metadata gate among them
         manual = env.approval == "manual"
         promotion = Promotion(
-            id=f"prm-{secrets.token_hex(5)}", kind=kind, service=service, tag=tag, digest=artifact.digest,
-            source_commit=artifact.commit_sha, source_environment=source, target_environment=target,
-            status=(S.PENDING_APPROVAL if manual else S.APPROVED).value, requested_by=requester,
-            requested_at=now, approved_at=None if manual else now,
+            id=f"prm-{secrets.token_hex(5)}",
+            kind=kind,
+            service=service,
+            tag=tag,
+            digest=artifact.digest,
+            source_commit=artifact.commit_sha,
+            source_environment=source,
+            target_environment=target,
+            status=(S.PENDING_APPROVAL if manual else S.APPROVED).value,
+            requested_by=requester,
+            requested_at=now,
+            approved_at=None if manual else now,
             expires_at=now + env.approval_ttl if manual else None,
-            required_approvals=env.required_approvals if manual else 0, reason=reason,
-            channel=svc.channel, gate_report=report.to_json(),
-            replaces_tag=ctx.ledger.current_artifact(service, target))
+            required_approvals=env.required_approvals if manual else 0,
+            reason=reason,
+            channel=svc.channel,
+            gate_report=report.to_json(),
+            replaces_tag=ctx.ledger.current_artifact(service, target),
+        )
         superseded: str | None = None
         try:
             with transaction(ctx.db) as s:
@@ -166,9 +206,17 @@ class Requests:
                 if slot is not None:
                     earlier = s.get(Promotion, slot.promotion_id)
                     if earlier is None or not move(
-                            s, earlier, S.PENDING_APPROVAL, S.SUPERSEDED, at=now, actor=requester,
-                            action=f"{kind}.superseded", detail={"by": promotion.id},
-                            reason=f"superseded by {promotion.id}", decided_by=requester):
+                        s,
+                        earlier,
+                        S.PENDING_APPROVAL,
+                        S.SUPERSEDED,
+                        at=now,
+                        actor=requester,
+                        action=f"{kind}.superseded",
+                        detail={"by": promotion.id},
+                        reason=f"superseded by {promotion.id}",
+                        decided_by=requester,
+                    ):
                         raise UserError(messages.already_in_progress(slot.promotion_id, target))
                     superseded = slot.promotion_id
                     s.delete(slot)
@@ -176,14 +224,33 @@ class Requests:
                 s.add(promotion)
                 s.add(ActivePromotion(service=service, environment=target, promotion_id=promotion.id))
                 s.flush()
-                audit.append(s, at=now, actor=requester, action=f"{kind}.requested", promotion_id=promotion.id,
-                             service=service, environment=target,
-                             detail={"tag": tag, "digest": artifact.digest, "source_environment": source,
-                                     "reason": reason, "report": report.to_json()})
+                audit.append(
+                    s,
+                    at=now,
+                    actor=requester,
+                    action=f"{kind}.requested",
+                    promotion_id=promotion.id,
+                    service=service,
+                    environment=target,
+                    detail={
+                        "tag": tag,
+                        "digest": artifact.digest,
+                        "source_environment": source,
+                        "reason": reason,
+                        "report": report.to_json(),
+                    },
+                )
                 if not manual:
-                    audit.append(s, at=now, actor=SYSTEM, action=f"{kind}.approved", promotion_id=promotion.id,
-                                 service=service, environment=target,
-                                 detail={"approval": env.approval, "approvers": []})
+                    audit.append(
+                        s,
+                        at=now,
+                        actor=SYSTEM,
+                        action=f"{kind}.approved",
+                        promotion_id=promotion.id,
+                        service=service,
+                        environment=target,
+                        detail={"approval": env.approval, "approvers": []},
+                    )
                     # held until the card is posted (so the dispatch notice threads under it), at most the grace
                     s.add(OutboxEntry(promotion_id=promotion.id, created_at=now, next_attempt_at=now + CARD_GRACE))
         except IntegrityError:
@@ -193,15 +260,28 @@ class Requests:
         await self._post_card(promotion.id, env.approvers if manual else [])
         if not manual:
             with transaction(ctx.db) as s:
-                s.execute(sa.update(OutboxEntry).where(OutboxEntry.promotion_id == promotion.id,
-                                                       OutboxEntry.status == OutboxStatus.PENDING.value)
-                          .values(next_attempt_at=ctx.clock()))
+                s.execute(
+                    sa.update(OutboxEntry)
+                    .where(
+                        col(OutboxEntry.promotion_id) == promotion.id,
+                        col(OutboxEntry.status) == OutboxStatus.PENDING.value,
+                    )
+                    .values(next_attempt_at=ctx.clock())
+                )
             ctx.outbox_wakeup.set()
-            return RequestResult("approved", report, promotion.id,
-                                 f"`{tag}` is going to {target} (approval: {env.approval}); promotion `{promotion.id}`.")
-        return RequestResult("requested", report, promotion.id,
-                             f"Requested promotion `{promotion.id}` of {service} `{tag}` to {target}; "
-                             f"waiting for {env.required_approvals} approval(s).")
+            return RequestResult(
+                "approved",
+                report,
+                promotion.id,
+                f"`{tag}` is going to {target} (approval: {env.approval}); promotion `{promotion.id}`.",
+            )
+        return RequestResult(
+            "requested",
+            report,
+            promotion.id,
+            f"Requested promotion `{promotion.id}` of {service} `{tag}` to {target}; "
+            f"waiting for {env.required_approvals} approval(s).",
+        )
 
     async def _post_card(self, promotion_id: str, approvers: list[str]) -> None:
         """Post the card and tell the approvers; remember where the card is."""
@@ -215,8 +295,9 @@ class Requests:
             channel, ts = None, None
         if ts:
             with transaction(self.ctx.db) as s:
-                s.execute(sa.update(Promotion).where(Promotion.id == promotion_id)
-                          .values(channel=channel, message_ts=ts))
+                s.execute(
+                    sa.update(Promotion).where(col(Promotion.id) == promotion_id).values(channel=channel, message_ts=ts)
+                )
 
     async def promote_automatically(self, service: str, tag: str, environment: str) -> None:
         """Gate 1: a verified artifact moves on by itself into an environment with approval: automatic."""
@@ -231,4 +312,6 @@ class Requests:
             await self.notifications.alert(svc.channel, messages.automatic_not_started(service, tag, target, exc))
             return
         if result.outcome == "refused":
-            await self.notifications.alert(svc.channel, messages.automatic_refused(service, tag, target, result.report, result.message))
+            await self.notifications.alert(
+                svc.channel, messages.automatic_refused(service, tag, target, result.report, result.message)
+            )

@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from checks.base import GateReport
+from checks.base import GateReport, Ledger
 from checks.deployment_window import WindowState
 from checks.soak_time import SoakProgress
-from storage.records import DeploymentRecord, HoldRecord, VerificationRecord
+from storage.records import DeploymentRecord, HoldRecord, LockRecord, VerificationRecord
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,9 @@ class PromotionView:
 class Notifier(Protocol):
     """Where people see promotions: Slack, or the terminal in ``promobot shell``."""
 
-    async def promotion_requested(self, view: PromotionView, approver_users: list[str]) -> tuple[str | None, str | None]:
+    async def promotion_requested(
+        self, view: PromotionView, approver_users: list[str]
+    ) -> tuple[str | None, str | None]:
         """Post the approval card (and tell the approvers); return (channel, message ts)."""
         ...
 
@@ -125,6 +127,18 @@ class Notifier(Protocol):
     async def alert(self, channel: str, text: str) -> None: ...
 
     async def tell(self, user: str, text: str) -> None: ...
+
+
+class Records(Ledger, Protocol):
+    """The ledger the gates read, plus the every-service reads of /status and App Home (one query each)."""
+
+    def current_deployments(self) -> dict[tuple[str, str], DeploymentRecord]: ...
+
+    def latest_verifications(self) -> dict[tuple[str, str], VerificationRecord]: ...
+
+    def locks(self) -> list[LockRecord]: ...
+
+    def held_tags(self) -> set[tuple[str, str]]: ...
 
 
 class ApproverDirectory(Protocol):
@@ -165,8 +179,15 @@ class DispatchError(Exception):
     request may have reached GitHub, so a retry must reconcile first.
     """
 
-    def __init__(self, message: str, *, retryable: bool, maybe_sent: bool, retry_after: float | None = None,
-                 status: int | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        maybe_sent: bool,
+        retry_after: float | None = None,
+        status: int | None = None,
+    ):
         super().__init__(message)
         self.retryable = retryable
         self.maybe_sent = maybe_sent
@@ -190,5 +211,4 @@ def describe(request: DispatchRequest, *, dry_run: bool = False) -> str:
     """The dispatch in one line, for the card's thread and the shell."""
     inputs = " ".join(f"{k}={v}" for k, v in request.inputs.items())
     prefix = "[dry run] would dispatch" if dry_run else "dispatch"
-    return (f"{prefix} workflow_dispatch {request.repository} {request.workflow} "
-            f"@ {request.ref} with inputs: {inputs}")
+    return f"{prefix} workflow_dispatch {request.repository} {request.workflow} @ {request.ref} with inputs: {inputs}"

@@ -22,7 +22,7 @@ from bot.engine.errors import UserError
 from bot.engine.notifications import Notifications
 from bot.engine.requests import Requests
 from storage import audit
-from storage.db import transaction
+from storage.db import rowcount, transaction
 from storage.models import JobClaim, Promotion
 from storage.statuses import PromotionKind
 
@@ -48,8 +48,14 @@ def queue(s: Session, config: PromobotConfig, p: Promotion, now: datetime) -> bo
 
 
 class Rollbacks:
-    def __init__(self, ctx: EngineContext, notifications: Notifications, requests: Requests, *,
-                 orphaned_after: timedelta = ORPHANED_AFTER):
+    def __init__(
+        self,
+        ctx: EngineContext,
+        notifications: Notifications,
+        requests: Requests,
+        *,
+        orphaned_after: timedelta = ORPHANED_AFTER,
+    ):
         self.ctx = ctx
         self.notifications = notifications
         self.requests = requests
@@ -71,10 +77,20 @@ class Rollbacks:
         """Open every queued rollback request that no live replica is handling; returns how many."""
         now = self.ctx.clock()
         with Session(self.ctx.db) as s:
-            keys = list(s.exec(select(JobClaim.run_key).where(
-                JobClaim.job == JOB, JobClaim.claimed_by != DONE,
-                sa.or_(sa.and_(JobClaim.claimed_by == QUEUED, col(JobClaim.claimed_at) < now - self.orphaned_after),
-                       col(JobClaim.claimed_at) < now - LEASE))))
+            keys = list(
+                s.exec(
+                    select(col(JobClaim.run_key)).where(
+                        col(JobClaim.job) == JOB,
+                        col(JobClaim.claimed_by) != DONE,
+                        sa.or_(
+                            sa.and_(
+                                col(JobClaim.claimed_by) == QUEUED, col(JobClaim.claimed_at) < now - self.orphaned_after
+                            ),
+                            col(JobClaim.claimed_at) < now - LEASE,
+                        ),
+                    )
+                )
+            )
         opened = 0
         for promotion_id in keys:
             opened += bool(await self.process(promotion_id))
@@ -83,11 +99,17 @@ class Rollbacks:
     def _claim(self, promotion_id: str) -> bool:
         now = self.ctx.clock()
         with transaction(self.ctx.db) as s:
-            result = s.execute(sa.update(JobClaim).where(
-                JobClaim.job == JOB, JobClaim.run_key == promotion_id, JobClaim.claimed_by != DONE,
-                sa.or_(JobClaim.claimed_by == QUEUED, JobClaim.claimed_at < now - LEASE))
-                .values(claimed_by=self.ctx.instance_id, claimed_at=now))
-            return result.rowcount == 1
+            result = s.execute(
+                sa.update(JobClaim)
+                .where(
+                    col(JobClaim.job) == JOB,
+                    col(JobClaim.run_key) == promotion_id,
+                    col(JobClaim.claimed_by) != DONE,
+                    sa.or_(col(JobClaim.claimed_by) == QUEUED, col(JobClaim.claimed_at) < now - LEASE),
+                )
+                .values(claimed_by=self.ctx.instance_id, claimed_at=now)
+            )
+            return rowcount(result) == 1
 
     async def process(self, promotion_id: str) -> str | None:
         """Open the queued rollback request for the failed ``promotion_id`` unless another replica has it.
@@ -99,17 +121,32 @@ class Rollbacks:
         earlier = self._earlier_request(promotion_id)  # opened before a crash, not yet marked done
         rollback_id, detail = (earlier, {"rollback_id": earlier}) if earlier else await self._request(p)
         with transaction(self.ctx.db) as s:
-            s.execute(sa.update(JobClaim).where(JobClaim.job == JOB, JobClaim.run_key == promotion_id)
-                      .values(claimed_by=DONE))
-            audit.append(s, at=self.ctx.clock(), actor=SYSTEM, action="rollback.automatic", promotion_id=p.id,
-                         service=p.service, environment=p.target_environment, detail={"failed": p.reason, **detail})
+            s.execute(
+                sa.update(JobClaim)
+                .where(col(JobClaim.job) == JOB, col(JobClaim.run_key) == promotion_id)
+                .values(claimed_by=DONE)
+            )
+            audit.append(
+                s,
+                at=self.ctx.clock(),
+                actor=SYSTEM,
+                action="rollback.automatic",
+                promotion_id=p.id,
+                service=p.service,
+                environment=p.target_environment,
+                detail={"failed": p.reason, **detail},
+            )
         return rollback_id
 
     def _earlier_request(self, promotion_id: str) -> str | None:
         with Session(self.ctx.db) as s:
-            return s.exec(select(Promotion.id).where(Promotion.kind == PromotionKind.ROLLBACK.value,
-                                                     Promotion.requested_by == SYSTEM,
-                                                     col(Promotion.reason).contains(promotion_id))).first()
+            return s.exec(
+                select(col(Promotion.id)).where(
+                    col(Promotion.kind) == PromotionKind.ROLLBACK.value,
+                    col(Promotion.requested_by) == SYSTEM,
+                    col(Promotion.reason).contains(promotion_id),
+                )
+            ).first()
 
     async def _request(self, p: Promotion) -> tuple[str | None, dict]:
         channel = self.ctx.config.services[p.service].channel
@@ -117,17 +154,21 @@ class Rollbacks:
         headline = messages.failure_headline(p)
         what = f"{p.reason or 'failed'} for {p.service} `{p.tag}` in {env} (`{p.id}`)"
         try:
-            result = await self.requests.request(SYSTEM, p.service, None, env, kind=PromotionKind.ROLLBACK.value,
-                                                 reason=f"automatic: {what}")
+            result = await self.requests.request(
+                SYSTEM, p.service, None, env, kind=PromotionKind.ROLLBACK.value, reason=f"automatic: {what}"
+            )
         except UserError as exc:
             await self.notifications.alert_approvers(env, channel, messages.rollback_not_requested(headline, exc))
             return None, {"refused": str(exc)}
         tag = result.report.tag
         if result.outcome == "refused":
             await self.notifications.alert_approvers(
-                env, channel, messages.rollback_refused(headline, p, tag, result.report, result.message))
+                env, channel, messages.rollback_refused(headline, p, tag, result.report, result.message)
+            )
             return None, {"tag": tag, "refused": result.message or messages.blocking_reasons(result.report)}
         await self.notifications.announce(p.id, f"Rollback to `{tag}` requested: `{result.promotion_id}`.")
-        await self.notifications.alert(channel, messages.rollback_requested(
-            headline, tag, result.promotion_id, self.ctx.config.environment(env).approvers))
+        await self.notifications.alert(
+            channel,
+            messages.rollback_requested(headline, tag, result.promotion_id, self.ctx.config.environment(env).approvers),
+        )
         return result.promotion_id, {"rollback_id": result.promotion_id, "tag": tag}

@@ -31,29 +31,50 @@ from bot.engine.notifications import Notifications
 from bot.engine.outbox import RETRY_BACKOFF_BASE, Outbox
 from bot.engine.outcomes import DecisionResult, RequestResult
 from bot.engine.requests import Requests
-from bot.engine.roles import ApproverDirectory, Dispatcher, Notifier, PromotionView
+from bot.engine.roles import ApproverDirectory, Dispatcher, Notifier, PromotionView, Records
 from bot.engine.rollback import Rollbacks
 from bot.engine.status import Status
 from bot.engine.tracking import Tracker
-from checks.base import GateReport, Ledger, Registry, SourceHost
+from checks.base import GateReport, Registry, SourceHost
 from storage.statuses import PromotionKind
 
 
 class PromotionService:
-    def __init__(self, *, config: PromobotConfig, engine: Engine, ledger: Ledger, dispatcher: Dispatcher,
-                 notifier: Notifier, directory: ApproverDirectory, registry: Registry | None = None,
-                 source_host: SourceHost | None = None, clock: Callable[[], datetime] = utcnow,
-                 instance_id: str = "promobot", tracking_interval: float = 30.0,
-                 retry_backoff_base: float = RETRY_BACKOFF_BASE):
+    def __init__(
+        self,
+        *,
+        config: PromobotConfig,
+        engine: Engine,
+        ledger: Records,
+        dispatcher: Dispatcher,
+        notifier: Notifier,
+        directory: ApproverDirectory,
+        registry: Registry | None = None,
+        source_host: SourceHost | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        instance_id: str = "promobot",
+        tracking_interval: float = 30.0,
+        retry_backoff_base: float = RETRY_BACKOFF_BASE,
+    ):
         self.clock = clock  # the engine's clock, injected (tests set it)
-        self.ctx = EngineContext(config=config, db=engine, ledger=ledger, dispatcher=dispatcher, notifier=notifier,
-                                 directory=directory, clock=clock, instance_id=instance_id, registry=registry,
-                                 source_host=source_host)
+        self.ctx = EngineContext(
+            config=config,
+            db=engine,
+            ledger=ledger,
+            dispatcher=dispatcher,
+            notifier=notifier,
+            directory=directory,
+            clock=clock,
+            instance_id=instance_id,
+            registry=registry,
+            source_host=source_host,
+        )
         self.notifications = Notifications(self.ctx)
         self.requests = Requests(self.ctx, self.notifications)
         self.approvals = Approvals(self.ctx, self.notifications, self.requests)
-        self.outbox = Outbox(self.ctx, self.notifications, self.requests, self.approvals,
-                             backoff_base=retry_backoff_base)
+        self.outbox = Outbox(
+            self.ctx, self.notifications, self.requests, self.approvals, backoff_base=retry_backoff_base
+        )
         self.rollbacks = Rollbacks(self.ctx, self.notifications, self.requests)
         self.events = PipelineEvents(self.ctx, self.notifications, self.requests, self.rollbacks)
         self.tracker = Tracker(self.ctx, self.notifications, self.events, self.rollbacks, interval=tracking_interval)
@@ -67,7 +88,7 @@ class PromotionService:
         return self.ctx.config
 
     @property
-    def ledger(self) -> Ledger:
+    def ledger(self) -> Records:
         return self.ctx.ledger
 
     @property
@@ -83,8 +104,14 @@ class PromotionService:
 
     # --- reading -----------------------------------------------------------------------------
 
-    async def check(self, service: str, tag: str | None = None, environment: str | None = None, *,
-                    kind: str = PromotionKind.PROMOTION.value) -> GateReport:
+    async def check(
+        self,
+        service: str,
+        tag: str | None = None,
+        environment: str | None = None,
+        *,
+        kind: str = PromotionKind.PROMOTION.value,
+    ) -> GateReport:
         """Evaluate every gate for the promotion; changes nothing."""
         return await self.requests.check(service, tag, environment, kind=kind)
 
@@ -97,8 +124,16 @@ class PromotionService:
 
     # --- requesting and deciding --------------------------------------------------------------
 
-    async def request(self, requester: str, service: str, tag: str | None = None, environment: str | None = None,
-                      *, kind: str = PromotionKind.PROMOTION.value, reason: str | None = None) -> RequestResult:
+    async def request(
+        self,
+        requester: str,
+        service: str,
+        tag: str | None = None,
+        environment: str | None = None,
+        *,
+        kind: str = PromotionKind.PROMOTION.value,
+        reason: str | None = None,
+    ) -> RequestResult:
         return await self.requests.request(requester, service, tag, environment, kind=kind, reason=reason)
 
     async def approve(self, promotion_id: str, user: str) -> DecisionResult:

@@ -12,13 +12,20 @@ from storage.statuses import DeploymentStatus, PromotionStatus, VerificationResu
 
 # Which states each state may move to. Anything else is a bug or a stale click.
 TRANSITIONS: dict[PromotionStatus, frozenset[PromotionStatus]] = {
-    PromotionStatus.PENDING_APPROVAL: frozenset({PromotionStatus.APPROVED, PromotionStatus.REJECTED,
-                                                 PromotionStatus.EXPIRED, PromotionStatus.CANCELLED,
-                                                 PromotionStatus.SUPERSEDED, PromotionStatus.VOIDED}),
-    PromotionStatus.APPROVED: frozenset({PromotionStatus.DISPATCHED, PromotionStatus.VOIDED,
-                                         PromotionStatus.FAILED, PromotionStatus.CANCELLED}),
-    PromotionStatus.DISPATCHED: frozenset({PromotionStatus.DEPLOYED, PromotionStatus.FAILED,
-                                           PromotionStatus.VERIFIED}),
+    PromotionStatus.PENDING_APPROVAL: frozenset(
+        {
+            PromotionStatus.APPROVED,
+            PromotionStatus.REJECTED,
+            PromotionStatus.EXPIRED,
+            PromotionStatus.CANCELLED,
+            PromotionStatus.SUPERSEDED,
+            PromotionStatus.VOIDED,
+        }
+    ),
+    PromotionStatus.APPROVED: frozenset(
+        {PromotionStatus.DISPATCHED, PromotionStatus.VOIDED, PromotionStatus.FAILED, PromotionStatus.CANCELLED}
+    ),
+    PromotionStatus.DISPATCHED: frozenset({PromotionStatus.DEPLOYED, PromotionStatus.FAILED, PromotionStatus.VERIFIED}),
     PromotionStatus.DEPLOYED: frozenset({PromotionStatus.VERIFIED, PromotionStatus.FAILED}),
 }
 

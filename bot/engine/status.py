@@ -91,11 +91,19 @@ class Status:
             deployed = verification = None
             if tag is not None:
                 deployed = next(iter(ledger.deployments(name, env_name, tag=tag, limit=1)), None)
-                verification = next((v for v in ledger.verifications(name, env_name, tag=tag, limit=1)
-                                     if deployed is None or v.finished_at >= deployed.finished_at), None)
+                verification = next(
+                    (
+                        v
+                        for v in ledger.verifications(name, env_name, tag=tag, limit=1)
+                        if deployed is None or v.finished_at >= deployed.finished_at
+                    ),
+                    None,
+                )
             artifact = ledger.artifact(name, tag) if tag else None
             active = self._active(name, env_name)
-            pending = records.view(self.ctx, active.id) if active is not None and not S(active.status).is_terminal else None
+            pending = (
+                records.view(self.ctx, active.id) if active is not None and not S(active.status).is_terminal else None
+            )
             nxt = config.next_environment(env_name)
             soak = next_window = eligible_at = None
             if nxt is not None and tag is not None:
@@ -103,13 +111,24 @@ class Status:
                 soak = soak_progress(ledger, name, tag, env_name, next_env.soak_time, now)
                 next_window = window_state(next_env, max(now, soak.eligible_at or now))
                 if soak.since is not None and verification is not None and verification.result == "passed":
-                    eligible_at = max(now, soak.eligible_at) if next_window.open_now else next_window.next_opening
+                    ready = soak.eligible_at or now
+                    eligible_at = max(now, ready) if next_window.open_now else next_window.next_opening
             status = EnvironmentStatus(
-                environment=env_name, tag=tag, digest=artifact.digest if artifact else None, deployed=deployed,
-                verification=verification, window=window_state(env, now), lock=ledger.lock(name, env_name),
-                hold=ledger.hold(name, tag) if tag else None, pending=pending, next_environment=nxt,
-                in_next=bool(nxt and tag and ledger.current_artifact(name, nxt) == tag), soak=soak,
-                next_window=next_window, eligible_at=eligible_at)
+                environment=env_name,
+                tag=tag,
+                digest=artifact.digest if artifact else None,
+                deployed=deployed,
+                verification=verification,
+                window=window_state(env, now),
+                lock=ledger.lock(name, env_name),
+                hold=ledger.hold(name, tag) if tag else None,
+                pending=pending,
+                next_environment=nxt,
+                in_next=bool(nxt and tag and ledger.current_artifact(name, nxt) == tag),
+                soak=soak,
+                next_window=next_window,
+                eligible_at=eligible_at,
+            )
             rows.append(status)
         return ServiceStatus(name, tuple(rows), now)
 
@@ -121,42 +140,68 @@ class Status:
         locked = {(lk.service, lk.environment) for lk in ledger.locks()}
         held = ledger.held_tags()
         with Session(self.ctx.db) as s:
-            active = {(a.service, a.environment): status for a, status in
-                      s.exec(select(ActivePromotion, Promotion.status)
-                             .join(Promotion, col(Promotion.id) == col(ActivePromotion.promotion_id)))}
+            active = {
+                (a.service, a.environment): status
+                for a, status in s.exec(
+                    select(ActivePromotion, col(Promotion.status)).join(
+                        Promotion, col(Promotion.id) == col(ActivePromotion.promotion_id)
+                    )
+                )
+            }
         rows = []
         for name in sorted(config.services):
             cells = []
             for env in config.environment_names:
                 dep = current.get((name, env))
                 ver = verifications.get((name, env))
-                result = (ver.result if dep and ver and ver.tag == dep.tag and ver.finished_at >= dep.finished_at
-                          else None)
-                cells.append(OverviewCell(env, dep.tag if dep else None, result, (name, env) in locked,
-                                          bool(dep and (name, dep.tag) in held), active.get((name, env))))
+                result = (
+                    ver.result if dep and ver and ver.tag == dep.tag and ver.finished_at >= dep.finished_at else None
+                )
+                cells.append(
+                    OverviewCell(
+                        env,
+                        dep.tag if dep else None,
+                        result,
+                        (name, env) in locked,
+                        bool(dep and (name, dep.tag) in held),
+                        active.get((name, env)),
+                    )
+                )
             rows.append(OverviewRow(name, tuple(cells)))
         return rows
-
 
     async def awaiting_approval_by(self, user: str) -> list[PromotionView]:
         """Pending promotions that ``user`` may approve and has not: not theirs, and they are an approver."""
         with Session(self.ctx.db) as s:
-            ids = list(s.exec(select(Promotion.id).where(Promotion.status == S.PENDING_APPROVAL.value,
-                                                         Promotion.requested_by != user)
-                              .order_by(col(Promotion.requested_at))))
+            ids = list(
+                s.exec(
+                    select(col(Promotion.id))
+                    .where(col(Promotion.status) == S.PENDING_APPROVAL.value, col(Promotion.requested_by) != user)
+                    .order_by(col(Promotion.requested_at))
+                )
+            )
         out = []
         for pid in ids:
             view = records.view(self.ctx, pid)
-            if view is None or user in view.approved_by or view.target_environment not in self.ctx.config.environment_names:
+            if (
+                view is None
+                or user in view.approved_by
+                or view.target_environment not in self.ctx.config.environment_names
+            ):
                 continue
             if user in await self.notifications.approver_users(list(view.approvers)):
                 out.append(view)
         return out
 
-
     def requested_by(self, user: str, limit: int = 10) -> list[PromotionView]:
         """``user``'s latest requests, newest first."""
         with Session(self.ctx.db) as s:
-            ids = list(s.exec(select(Promotion.id).where(Promotion.requested_by == user)
-                              .order_by(col(Promotion.requested_at).desc()).limit(limit)))
+            ids = list(
+                s.exec(
+                    select(col(Promotion.id))
+                    .where(col(Promotion.requested_by) == user)
+                    .order_by(col(Promotion.requested_at).desc())
+                    .limit(limit)
+                )
+            )
         return [v for v in (records.view(self.ctx, pid) for pid in ids) if v is not None]

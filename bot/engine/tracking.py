@@ -31,7 +31,7 @@ from bot.engine.notifications import Notifications
 from bot.engine.outbox import dispatch_request
 from bot.engine.roles import DispatchError, RunInfo
 from bot.engine.rollback import Rollbacks
-from storage.db import transaction
+from storage.db import rowcount, transaction
 from storage.models import Deployment, JobClaim, PipelineEvent, Promotion
 from storage.statuses import DeploymentStatus
 from storage.statuses import PromotionStatus as S
@@ -52,8 +52,15 @@ def deployment_status(conclusion: str | None) -> str:
 class Tracker:
     """Follows dispatched runs for the engine: one per process, safe to run on every replica."""
 
-    def __init__(self, ctx: EngineContext, notifications: Notifications, events: PipelineEvents,
-                 rollbacks: Rollbacks, *, interval: float = 30.0):
+    def __init__(
+        self,
+        ctx: EngineContext,
+        notifications: Notifications,
+        events: PipelineEvents,
+        rollbacks: Rollbacks,
+        *,
+        interval: float = 30.0,
+    ):
         self.ctx = ctx
         self.notifications = notifications
         self.events = events
@@ -67,7 +74,7 @@ class Tracker:
         with Session(self.ctx.db) as s:
             p = None
             if run_id:
-                p = s.exec(select(Promotion).where(Promotion.pipeline_run_id == str(run_id))).first()
+                p = s.exec(select(Promotion).where(col(Promotion.pipeline_run_id) == str(run_id))).first()
             if p is None and title and (m := PROMOTION_ID.search(title)):
                 p = s.get(Promotion, m.group(0))
         svc = self.ctx.config.services.get(p.service) if p else None
@@ -83,9 +90,16 @@ class Tracker:
             return "ignored"  # not dispatched yet, or its outcome is already known
         if run.status != "completed":
             return "linked" if await self.link(p, run) else "ignored"
-        event = {"type": "deployment.finished", "event_id": f"github-run:{run.run_id}", "service": p.service,
-                 "tag": p.tag, "environment": p.target_environment, "status": deployment_status(run.conclusion),
-                 "run_id": run.run_id, "url": run.url}
+        event = {
+            "type": "deployment.finished",
+            "event_id": f"github-run:{run.run_id}",
+            "service": p.service,
+            "tag": p.tag,
+            "environment": p.target_environment,
+            "status": deployment_status(run.conclusion),
+            "run_id": run.run_id,
+            "url": run.url,
+        }
         try:
             return await self.events.deployment_finished(event, actor=actor)
         except IntegrityError:
@@ -98,8 +112,16 @@ class Tracker:
         if not run.run_id or p.pipeline_run_id:
             return False
         with transaction(self.ctx.db) as s:
-            linked = s.execute(sa.update(Promotion).where(Promotion.id == p.id, Promotion.pipeline_run_id.is_(None))
-                               .values(pipeline_run_id=run.run_id, run_url=run.url)).rowcount == 1
+            linked = (
+                rowcount(
+                    s.execute(
+                        sa.update(Promotion)
+                        .where(col(Promotion.id) == p.id, col(Promotion.pipeline_run_id).is_(None))
+                        .values(pipeline_run_id=run.run_id, run_url=run.url)
+                    )
+                )
+                == 1
+            )
         if linked:
             await self.notifications.announce(p.id, messages.run_linked(run.run_id, run.url))
         return linked
@@ -112,8 +134,14 @@ class Tracker:
             with transaction(self.ctx.db) as s:
                 if s.get(PipelineEvent, f"github:{delivery_id}") is not None:
                     return False
-                s.add(PipelineEvent(event_id=f"github:{delivery_id}", type=f"github.{event}",
-                                    body_sha256=hashlib.sha256(body).hexdigest(), received_at=self.ctx.clock()))
+                s.add(
+                    PipelineEvent(
+                        event_id=f"github:{delivery_id}",
+                        type=f"github.{event}",
+                        body_sha256=hashlib.sha256(body).hexdigest(),
+                        received_at=self.ctx.clock(),
+                    )
+                )
             return True
         except IntegrityError:
             return False
@@ -121,7 +149,7 @@ class Tracker:
     def release_delivery(self, delivery_id: str) -> None:
         """Forget a delivery that could not be handled, so that GitHub's redelivery is."""
         with transaction(self.ctx.db) as s:
-            s.execute(sa.delete(PipelineEvent).where(PipelineEvent.event_id == f"github:{delivery_id}"))
+            s.execute(sa.delete(PipelineEvent).where(col(PipelineEvent.event_id) == f"github:{delivery_id}"))
 
     async def workflow_run(self, payload: dict[str, Any]) -> str:
         """Handle a ``workflow_run`` webhook; returns recorded | linked | duplicate | ignored."""
@@ -157,7 +185,11 @@ class Tracker:
         slot, now = int(time.time() // self.interval), datetime.now(UTC)
         try:
             with transaction(self.ctx.db) as s:
-                s.execute(sa.delete(JobClaim).where(JobClaim.job == JOB, JobClaim.claimed_at < now - CLAIM_RETENTION))
+                s.execute(
+                    sa.delete(JobClaim).where(
+                        col(JobClaim.job) == JOB, col(JobClaim.claimed_at) < now - CLAIM_RETENTION
+                    )
+                )
                 s.add(JobClaim(job=JOB, run_key=str(slot), claimed_by=self.ctx.instance_id, claimed_at=now))
             return True
         except IntegrityError:
@@ -175,20 +207,25 @@ class Tracker:
             return 0
         cutoff = self.ctx.clock() - timedelta(seconds=self.interval)
         with Session(self.ctx.db) as s:
-            waiting = s.exec(select(Promotion).where(Promotion.status == S.DISPATCHED.value,
-                                                     col(Promotion.dispatched_at) <= cutoff)
-                             .order_by(col(Promotion.dispatched_at)).limit(MAX_POLLS_PER_PASS)).all()
+            waiting = s.exec(
+                select(Promotion)
+                .where(col(Promotion.status) == S.DISPATCHED.value, col(Promotion.dispatched_at) <= cutoff)
+                .order_by(col(Promotion.dispatched_at))
+                .limit(MAX_POLLS_PER_PASS)
+            ).all()
         recorded = 0
         for p in waiting:
             svc = self.ctx.config.services.get(p.service)
             if svc is None:
                 continue
+            run: RunInfo | None
             try:
                 if p.pipeline_run_id:
                     run = await self.ctx.dispatcher.get_run(svc.repository, p.pipeline_run_id)
                 else:
-                    run = await self.ctx.dispatcher.find_run(dispatch_request(self.ctx, p),
-                                                                 since=p.dispatched_at)
+                    run = await self.ctx.dispatcher.find_run(
+                        dispatch_request(self.ctx, p), since=p.dispatched_at or p.requested_at
+                    )
             except DispatchError as exc:
                 log.info("could not ask GitHub about the run of %s: %s", p.id, exc)
                 if exc.retry_after:
@@ -203,9 +240,12 @@ class Tracker:
         ``verification_deadline`` (reported as a failed verification); returns how many were reported."""
         now = self.ctx.clock()
         with Session(self.ctx.db) as s:
-            rows = s.exec(select(Promotion, sa.func.max(Deployment.recorded_at))
-                          .join(Deployment, Deployment.promotion_id == Promotion.id, isouter=True)
-                          .where(Promotion.status == S.DEPLOYED.value).group_by(Promotion.id)).all()
+            rows = s.exec(
+                select(Promotion, sa.func.max(col(Deployment.recorded_at)))
+                .join(Deployment, col(Deployment.promotion_id) == col(Promotion.id), isouter=True)
+                .where(col(Promotion.status) == S.DEPLOYED.value)
+                .group_by(col(Promotion.id))
+            ).all()
         failed = 0
         for p, deployed_at in rows:
             if p.target_environment not in self.ctx.config.environment_names:
@@ -214,9 +254,17 @@ class Tracker:
             if now < (deployed_at or p.dispatched_at or p.requested_at) + deadline:
                 continue
             missed = f"no verification within {format_duration(deadline)}"
-            event = {"type": "verification.finished", "event_id": f"deadline:{p.id}", "service": p.service,
-                     "tag": p.tag, "environment": p.target_environment, "result": "failed",
-                     "checks": {missed: "missed"}, "url": None, "reason": missed}
+            event = {
+                "type": "verification.finished",
+                "event_id": f"deadline:{p.id}",
+                "service": p.service,
+                "tag": p.tag,
+                "environment": p.target_environment,
+                "result": "failed",
+                "checks": {missed: "missed"},
+                "url": None,
+                "reason": missed,
+            }
             try:
                 failed += await self.events.verification_finished(event, actor=SYSTEM, follow_up=False) == "recorded"
             except (IntegrityError, Conflict):

@@ -12,10 +12,11 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from bot.engine.states import can_move
 from storage import audit
+from storage.db import rowcount
 from storage.models import ActivePromotion, Promotion
 from storage.statuses import PromotionStatus
 
@@ -24,29 +25,52 @@ class IllegalTransition(Exception):
     """A move the state table does not allow: a bug, never a user's mistake."""
 
 
-def move(s: Session, p: Promotion, source: PromotionStatus, target: PromotionStatus, *, at: datetime, actor: str,
-         action: str, detail: dict[str, Any] | None = None, **values: Any) -> bool:
+def move(
+    s: Session,
+    p: Promotion,
+    source: PromotionStatus,
+    target: PromotionStatus,
+    *,
+    at: datetime,
+    actor: str,
+    action: str,
+    detail: dict[str, Any] | None = None,
+    **values: Any,
+) -> bool:
     """Move ``p`` from ``source`` to ``target`` if it is still in ``source``; write ``action`` to the audit
     trail when it moved. Returns whether it moved; raises IllegalTransition for a move the table forbids."""
     if not can_move(source, target):
         raise IllegalTransition(f"{p.id}: {source.value} → {target.value} is not a promotion transition")
-    result = s.execute(sa.update(Promotion)
-                       .where(Promotion.id == p.id, Promotion.status == source.value)
-                       .values(status=target.value, version=Promotion.version + 1, **values))
-    if result.rowcount != 1:
+    result = s.execute(
+        sa.update(Promotion)
+        .where(col(Promotion.id) == p.id, col(Promotion.status) == source.value)
+        .values(status=target.value, version=col(Promotion.version) + 1, **values)
+    )
+    if rowcount(result) != 1:
         return False
-    audit.append(s, at=at, actor=actor, action=action, promotion_id=p.id, service=p.service,
-                 environment=p.target_environment, detail=detail)
+    audit.append(
+        s,
+        at=at,
+        actor=actor,
+        action=action,
+        promotion_id=p.id,
+        service=p.service,
+        environment=p.target_environment,
+        detail=detail,
+    )
     return True
 
 
 def lock_row(s: Session, promotion_id: str, status: PromotionStatus) -> bool:
     """Lock the promotion's row while it is in ``status`` (serialises concurrent approvers and reporters)."""
-    result = s.execute(sa.update(Promotion).where(Promotion.id == promotion_id, Promotion.status == status.value)
-                       .values(version=Promotion.version + 1))
-    return result.rowcount == 1
+    result = s.execute(
+        sa.update(Promotion)
+        .where(col(Promotion.id) == promotion_id, col(Promotion.status) == status.value)
+        .values(version=col(Promotion.version) + 1)
+    )
+    return rowcount(result) == 1
 
 
 def release_slot(s: Session, p: Promotion) -> None:
     """Free the (service, environment) slot: the promotion no longer blocks a new one."""
-    s.execute(sa.delete(ActivePromotion).where(ActivePromotion.promotion_id == p.id))
+    s.execute(sa.delete(ActivePromotion).where(col(ActivePromotion.promotion_id) == p.id))

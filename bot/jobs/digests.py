@@ -50,8 +50,15 @@ async def _call(method: Callable[..., Any], **kwargs: Any) -> Any:
 class DigestScheduler:
     """One APScheduler cron job per configured digest; each run is posted by exactly one replica."""
 
-    def __init__(self, engine: Engine, config: PromobotConfig, slack_client: Any, instance_id: str,
-                 clock: Callable[[], datetime] = utcnow, scheduler: AsyncIOScheduler | None = None):
+    def __init__(
+        self,
+        engine: Engine,
+        config: PromobotConfig,
+        slack_client: Any,
+        instance_id: str,
+        clock: Callable[[], datetime] = utcnow,
+        scheduler: AsyncIOScheduler | None = None,
+    ):
         self.engine = engine
         self.config = config
         self.client = slack_client
@@ -67,9 +74,16 @@ class DigestScheduler:
     def start(self) -> None:
         """Add the jobs and start the scheduler; call from inside the running event loop."""
         for i, (digest, trigger) in enumerate(zip(self.config.digests, self.triggers)):
-            self.scheduler.add_job(self._run, trigger, args=[i], id=self.job_id(i, digest), replace_existing=True,
-                                   coalesce=True, max_instances=1,
-                                   misfire_grace_time=int(MISFIRE_GRACE.total_seconds()))
+            self.scheduler.add_job(
+                self._run,
+                trigger,
+                args=[i],
+                id=self.job_id(i, digest),
+                replace_existing=True,
+                coalesce=True,
+                max_instances=1,
+                misfire_grace_time=int(MISFIRE_GRACE.total_seconds()),
+            )
         if not self.scheduler.running:
             self.scheduler.start()
 
@@ -92,19 +106,33 @@ class DigestScheduler:
         that run first; True when this instance posted it."""
         digest = self.config.digests[index]
         run_key = fire_time.astimezone(UTC).isoformat()
-        claimed = await asyncio.to_thread(claim_run, self.engine, job=self.job_id(index, digest), run_key=run_key,
-                                          instance_id=self.instance_id, now=self.clock())
+        claimed = await asyncio.to_thread(
+            claim_run,
+            self.engine,
+            job=self.job_id(index, digest),
+            run_key=run_key,
+            instance_id=self.instance_id,
+            now=self.clock(),
+        )
         if not claimed:
             log.info("digest %s at %s was claimed by another instance", index, run_key)
             return False
         content, png = await asyncio.to_thread(self._render, digest, fire_time)
-        await _call(self.client.chat_postMessage, channel=digest.channel, text=digest_text(content),
-                    blocks=digest_blocks(content))
-        await _call(self.client.files_upload_v2, channel=digest.channel, file=png,
-                    filename=f"promotion-digest-{content.local(fire_time, '%Y-%m-%d')}.png",
-                    title=f"Promotions per day and time to promote, {content.local(fire_time, '%d %b %Y')}",
-                    alt_txt="Bar chart of promotions per day; line of the daily mean time to promote against "
-                            "the one-day target")
+        await _call(
+            self.client.chat_postMessage,
+            channel=digest.channel,
+            text=digest_text(content),
+            blocks=digest_blocks(content),
+        )
+        await _call(
+            self.client.files_upload_v2,
+            channel=digest.channel,
+            file=png,
+            filename=f"promotion-digest-{content.local(fire_time, '%Y-%m-%d')}.png",
+            title=f"Promotions per day and time to promote, {content.local(fire_time, '%d %b %Y')}",
+            alt_txt="Bar chart of promotions per day; line of the daily mean time to promote against "
+            "the one-day target",
+        )
         return True
 
     def _render(self, digest: DigestConfig, end: datetime) -> tuple[Digest, bytes]:

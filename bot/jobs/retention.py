@@ -10,7 +10,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from storage.claims import claim_run
 from storage.models import AuditEvent
@@ -24,25 +24,37 @@ def purge_once(engine: Engine, *, archive_dir: Path, instance_id: str, now: date
     if not claim_run(engine, job="audit-purge", run_key=now.date().isoformat(), instance_id=instance_id, now=now):
         return None
     with Session(engine) as s:
-        oldest = s.exec(select(sa.func.min(AuditEvent.at))).one()
+        oldest = s.exec(select(sa.func.min(col(AuditEvent.at)))).one()
     if oldest is None or oldest >= retention_cutoff(now):
         return PurgeResult(0, None, None, None, archive_dir)
     archive_dir.mkdir(parents=True, exist_ok=True)
-    result = purge(engine, older_than=retention_cutoff(now), archive_path=archive_dir / f"audit-{now:%Y%m%d}.jsonl",
-                   now=now)
+    result = purge(
+        engine, older_than=retention_cutoff(now), archive_path=archive_dir / f"audit-{now:%Y%m%d}.jsonl", now=now
+    )
     if result.events:
-        log.info("audit purge: %s events (%s–%s) archived to %s", result.events, result.first_seq,
-                 result.last_seq, result.archive_path)
+        log.info(
+            "audit purge: %s events (%s–%s) archived to %s",
+            result.events,
+            result.first_seq,
+            result.last_seq,
+            result.archive_path,
+        )
     return result
 
 
-async def run(stop: asyncio.Event, *, engine: Engine, archive_dir: Path, instance_id: str,
-              clock: Callable[[], datetime], interval: float = 3600.0) -> None:
+async def run(
+    stop: asyncio.Event,
+    *,
+    engine: Engine,
+    archive_dir: Path,
+    instance_id: str,
+    clock: Callable[[], datetime],
+    interval: float = 3600.0,
+) -> None:
     """Check hourly; the daily claim makes exactly one pass per day across replicas."""
     while not stop.is_set():
         try:
-            await asyncio.to_thread(purge_once, engine, archive_dir=archive_dir, instance_id=instance_id,
-                                    now=clock())
+            await asyncio.to_thread(purge_once, engine, archive_dir=archive_dir, instance_id=instance_id, now=clock())
         except Exception:
             log.exception("audit purge failed; it is tried again next hour")
         try:

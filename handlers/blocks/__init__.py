@@ -11,6 +11,21 @@ from handlers.blocks.home import home
 from handlers.blocks.replies import eligibility, refusal, refusal_text
 from handlers.blocks.status import overview, service_status, service_status_text
 
-__all__ = ["APPROVE", "CANCEL", "REJECT", "REJECT_VIEW", "REVOKE", "approval_card", "card_text", "eligibility",
-           "home", "message", "overview", "refusal", "refusal_text", "reject_modal", "service_status",
-           "service_status_text"]
+__all__ = [
+    "APPROVE",
+    "CANCEL",
+    "REJECT",
+    "REJECT_VIEW",
+    "REVOKE",
+    "approval_card",
+    "card_text",
+    "eligibility",
+    "home",
+    "message",
+    "overview",
+    "refusal",
+    "refusal_text",
+    "reject_modal",
+    "service_status",
+    "service_status_text",
+]

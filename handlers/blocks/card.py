@@ -48,11 +48,15 @@ def _changes_text(view: PromotionView, ev: CardEvidence) -> str | None:
     if changes is None:
         return f"*Changes*: {esc(ev.changes_note)}" if ev.changes_note else None
     if ev.rolled_back_changes:
-        head = (f"*Taken out by this rollback*: {changes.total} commit(s) in `{esc(view.replaces_tag or '')}` "
-                f"that `{esc(view.tag)}` does not have")
+        head = (
+            f"*Taken out by this rollback*: {changes.total} commit(s) in `{esc(view.replaces_tag or '')}` "
+            f"that `{esc(view.tag)}` does not have"
+        )
     else:
-        head = (f"*Changes since `{esc(view.replaces_tag or '')}`* in {esc(view.target_environment)}: "
-                f"{changes.total} commit(s)")
+        head = (
+            f"*Changes since `{esc(view.replaces_tag or '')}`* in {esc(view.target_environment)}: "
+            f"{changes.total} commit(s)"
+        )
     if changes.compare_url:
         head += f" · {link(changes.compare_url, 'compare')}"
     lines = [head]
@@ -78,8 +82,10 @@ def _soak_text(ev: CardEvidence) -> str | None:
     needs = format_duration(soak.required)
     if soak.done:
         return f":white_check_mark: {format_duration(soak.soaked)} in {esc(soak.environment)} (needs {needs})"
-    return (f":hourglass: {format_duration(soak.soaked)} of {needs} in {esc(soak.environment)}; "
-            f"eligible {format_when(soak.eligible_at)}")
+    return (
+        f":hourglass: {format_duration(soak.soaked)} of {needs} in {esc(soak.environment)}; "
+        f"eligible {format_when(soak.eligible_at)}"
+    )
 
 
 def _facts(view: PromotionView) -> SectionBlock:
@@ -93,13 +99,16 @@ def _facts(view: PromotionView) -> SectionBlock:
         md(f"*Digest*\n`{esc(short_digest(view.digest))}`"),
         md(f"*Commit*\n{commit}"),
         md(f"*From → to*\n{esc(source)} → {esc(view.target_environment)}"),
-        md("*Requested by*\n" + (mention(view.requested_by) if view.requested_by != "promobot"
-                                  else "promobot (automatic)")),
+        md(
+            "*Requested by*\n"
+            + (mention(view.requested_by) if view.requested_by != "promobot" else "promobot (automatic)")
+        ),
     ]
     if view.replaces_tag:
         digest = ev.replaces_digest if ev else None
-        fields.append(md(f"*Replaces*\n`{esc(view.replaces_tag)}`"
-                          + (f" `{esc(short_digest(digest))}`" if digest else "")))
+        fields.append(
+            md(f"*Replaces*\n`{esc(view.replaces_tag)}`" + (f" `{esc(short_digest(digest))}`" if digest else ""))
+        )
     if view.run_url:
         fields.append(md(f"*Run*\n{link(view.run_url, esc(view.pipeline_run_id or 'run'))}"))
     return SectionBlock(fields=fields)
@@ -111,8 +120,9 @@ def _rollback_summary(view: PromotionView) -> SectionBlock:
     if view.replaces_tag and view.replaces_tag != view.tag:
         digest = view.evidence.replaces_digest if view.evidence else None
         replaces = f", replacing `{esc(view.replaces_tag)}` (`{esc(digest or '—')}`)"
-    return section(f":rewind: Rolls {esc(view.target_environment)} back to `{esc(view.tag)}` "
-                    f"(`{esc(view.digest)}`){replaces}.")
+    return section(
+        f":rewind: Rolls {esc(view.target_environment)} back to `{esc(view.tag)}` (`{esc(view.digest)}`){replaces}."
+    )
 
 
 def _decision(view: PromotionView) -> SectionBlock | None:
@@ -143,31 +153,49 @@ def _history(view: PromotionView) -> list[Block]:
     if ev.previous_environment:
         lines = timeline(ev.previous_deployments, ev.previous_verifications, ev.now, with_tag=False)
         where = ("earlier in " if view.kind == "rollback" else "in ") + esc(ev.previous_environment)
-        blocks.append(section(f"*`{esc(view.tag)}` {where}*\n"
-                               + ("\n".join(lines) or "no deployment or verification recorded")))
+        blocks.append(
+            section(f"*`{esc(view.tag)}` {where}*\n" + ("\n".join(lines) or "no deployment or verification recorded"))
+        )
     recent = timeline(ev.target_deployments, ev.target_verifications, ev.now, with_tag=True)
-    blocks.append(section(f"*Recent {esc(view.target_environment)}*\n"
-                           + ("\n".join(recent) or "nothing deployed there yet")))
+    blocks.append(
+        section(f"*Recent {esc(view.target_environment)}*\n" + ("\n".join(recent) or "nothing deployed there yet"))
+    )
     return blocks
 
 
 def _buttons(view: PromotionView) -> ActionsBlock:
     noun = "rollback" if view.kind == "rollback" else "promotion"
     buttons = [
-        ButtonElement(text="Approve", action_id=APPROVE, value=view.id, style="primary",
-                      confirm=ConfirmObject(
-                          title=f"Approve this {noun}?",
-                          text=f"Deploy {esc(view.service)} `{esc(view.tag)}` to {esc(view.target_environment)}. "
-                               "promobot checks every gate again before it dispatches.",
-                          confirm="Approve", deny="Not yet")),
+        ButtonElement(
+            text="Approve",
+            action_id=APPROVE,
+            value=view.id,
+            style="primary",
+            confirm=ConfirmObject(
+                title=f"Approve this {noun}?",
+                text=f"Deploy {esc(view.service)} `{esc(view.tag)}` to {esc(view.target_environment)}. "
+                "promobot checks every gate again before it dispatches.",
+                confirm="Approve",
+                deny="Not yet",
+            ),
+        ),
         ButtonElement(text="Reject", action_id=REJECT, value=view.id, style="danger"),
         ButtonElement(text="Cancel request", action_id=CANCEL, value=view.id),
     ]
     if view.approved_by:
-        buttons.append(ButtonElement(text="Revoke my approval", action_id=REVOKE, value=view.id,
-                                     confirm=ConfirmObject(title="Revoke your approval?",
-                                                           text="Your approval no longer counts.",
-                                                           confirm="Revoke", deny="Keep it")))
+        buttons.append(
+            ButtonElement(
+                text="Revoke my approval",
+                action_id=REVOKE,
+                value=view.id,
+                confirm=ConfirmObject(
+                    title="Revoke your approval?",
+                    text="Your approval no longer counts.",
+                    confirm="Revoke",
+                    deny="Keep it",
+                ),
+            )
+        )
     return ActionsBlock(block_id=f"decide:{view.id}", elements=buttons)
 
 
@@ -205,18 +233,26 @@ def approval_card(view: PromotionView) -> list[Block]:
 
 def card_text(view: PromotionView) -> str:
     """The notification fallback text of the card."""
-    return (f"{'Rollback' if view.kind == 'rollback' else 'Promotion'} {esc(view.service)} {esc(view.tag)} → "
-            f"{esc(view.target_environment)}: {S(view.status).label}")
+    return (
+        f"{'Rollback' if view.kind == 'rollback' else 'Promotion'} {esc(view.service)} {esc(view.tag)} → "
+        f"{esc(view.target_environment)}: {S(view.status).label}"
+    )
 
 
 def reject_modal(promotion_id: str, service: str, tag: str, environment: str) -> View:
     return View(
-        type="modal", callback_id=REJECT_VIEW, private_metadata=promotion_id,
-        title=PlainTextObject(text="Reject promotion"), submit=PlainTextObject(text="Reject"),
+        type="modal",
+        callback_id=REJECT_VIEW,
+        private_metadata=promotion_id,
+        title=PlainTextObject(text="Reject promotion"),
+        submit=PlainTextObject(text="Reject"),
         close=PlainTextObject(text="Back"),
         blocks=[
             section(f"Reject *{esc(service)}* `{esc(tag)}` → *{esc(environment)}*. The requester sees your reason."),
-            InputBlock(block_id="reason", label=PlainTextObject(text="Reason"),
-                       element=PlainTextInputElement(action_id="value", multiline=True, min_length=3,
-                                                     max_length=500)),
-        ])
+            InputBlock(
+                block_id="reason",
+                label=PlainTextObject(text="Reason"),
+                element=PlainTextInputElement(action_id="value", multiline=True, min_length=3, max_length=500),
+            ),
+        ],
+    )

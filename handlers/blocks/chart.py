@@ -17,8 +17,7 @@ from storage.metrics.report import TIME_TO_PROMOTE_TARGET, DayPoint
 GREEN, BLUE, RED = "#2eb67d", "#1264a3", "#e01e5a"
 
 
-def digest_chart(points: Sequence[DayPoint], *, title: str,
-                 target: timedelta = TIME_TO_PROMOTE_TARGET) -> bytes:
+def digest_chart(points: Sequence[DayPoint], *, title: str, target: timedelta = TIME_TO_PROMOTE_TARGET) -> bytes:
     """A 900×520 PNG: bars of promotions verified per day, and the day's mean time to promote against
     the target (days without a production deployment are left blank)."""
     from matplotlib.figure import Figure  # noqa: PLC0415 (matplotlib loads only when a chart is drawn)
@@ -34,8 +33,13 @@ def digest_chart(points: Sequence[DayPoint], *, title: str,
     top.set_title(title, fontsize=11)
     hours = [p.time_to_promote.total_seconds() / 3600 if p.time_to_promote else math.nan for p in points]
     bottom.plot(x, hours, marker="o", color=BLUE, label="time to promote (mean)")
-    bottom.axhline(target.total_seconds() / 3600, linestyle="--", color=RED, linewidth=1,
-                   label=f"target (< {format_duration(target)})")
+    bottom.axhline(
+        target.total_seconds() / 3600,
+        linestyle="--",
+        color=RED,
+        linewidth=1,
+        label=f"target (< {format_duration(target)})",
+    )
     bottom.set_ylabel("hours")
     bottom.set_ylim(bottom=0)
     bottom.legend(loc="upper left", fontsize=8, frameon=False)

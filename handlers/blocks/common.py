@@ -26,10 +26,17 @@ CANCEL = "promotion.cancel"
 REVOKE = "promotion.revoke"
 REJECT_VIEW = "promotion.reject_reason"
 STATUS_ICON = {
-    S.PENDING_APPROVAL: ":hourglass_flowing_sand:", S.APPROVED: ":white_check_mark:", S.DISPATCHED: ":rocket:",
-    S.DEPLOYED: ":package:", S.VERIFIED: ":large_green_circle:", S.FAILED: ":red_circle:",
-    S.REJECTED: ":no_entry:", S.EXPIRED: ":alarm_clock:", S.CANCELLED: ":heavy_multiplication_x:",
-    S.SUPERSEDED: ":fast_forward:", S.VOIDED: ":warning:",
+    S.PENDING_APPROVAL: ":hourglass_flowing_sand:",
+    S.APPROVED: ":white_check_mark:",
+    S.DISPATCHED: ":rocket:",
+    S.DEPLOYED: ":package:",
+    S.VERIFIED: ":large_green_circle:",
+    S.FAILED: ":red_circle:",
+    S.REJECTED: ":no_entry:",
+    S.EXPIRED: ":alarm_clock:",
+    S.CANCELLED: ":heavy_multiplication_x:",
+    S.SUPERSEDED: ":fast_forward:",
+    S.VOIDED: ":warning:",
 }
 GATE_ICON = {GateStatus.PASSED: ":white_check_mark:", GateStatus.FAILED: ":x:", GateStatus.ERRORED: ":warning:"}
 SECTION_LIMIT = 2900  # Slack refuses section text over 3000 characters
@@ -122,12 +129,21 @@ def verification_line(v: VerificationRecord, now: datetime | None, *, with_tag: 
     tag = f"`{esc(short_tag(v.tag))}` " if with_tag else ""
     checks = ", ".join(f"{esc(k)} {esc(val)}" for k, val in list((v.checks or {}).items())[:6])
     report = f" · {link(v.url, 'report')}" if v.url else ""
-    return (f"{icon} {tag}verification {esc(v.result)} {ago(v.finished_at, now)}" + (f" ({checks})" if checks else "")
-            + report)
+    return (
+        f"{icon} {tag}verification {esc(v.result)} {ago(v.finished_at, now)}"
+        + (f" ({checks})" if checks else "")
+        + report
+    )
 
 
-def timeline(deployments: Sequence[DeploymentRecord], verifications: Sequence[VerificationRecord],
-              now: datetime | None, *, with_tag: bool, limit: int = 5) -> list[str]:
+def timeline(
+    deployments: Sequence[DeploymentRecord],
+    verifications: Sequence[VerificationRecord],
+    now: datetime | None,
+    *,
+    with_tag: bool,
+    limit: int = 5,
+) -> list[str]:
     events = [(d.finished_at, deployment_line(d, now, with_tag=with_tag)) for d in deployments]
     events += [(v.finished_at, verification_line(v, now, with_tag=with_tag)) for v in verifications]
     return [line for _, line in sorted(events, key=lambda e: e[0], reverse=True)[:limit]]

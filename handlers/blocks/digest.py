@@ -32,28 +32,40 @@ def _link(url: str | None) -> str:
 def _environment_section(environment: str, m: metrics.PromotionMetrics) -> SectionBlock:
     freq, success, ttp, approval = m.targets()
     kept = m.outcomes - m.rolled_back
-    return SectionBlock(text=MarkdownTextObject(text=f"*{environment.capitalize()}*"), fields=[
-        _field("Promotion frequency", f"{m.per_week:.1f} a week ({m.completed} in {m.weeks * 7:.0f} days)", freq),
-        _field("Success rate", f"{percent(m.success_rate)} ({kept} of {m.outcomes} not rolled back)", success),
-        _field("Time to promote", _spread(m.time_to_promote), ttp),
-        _field("Approval duration", _spread(m.approval), approval),
-    ])
+    return SectionBlock(
+        text=MarkdownTextObject(text=f"*{environment.capitalize()}*"),
+        fields=[
+            _field("Promotion frequency", f"{m.per_week:.1f} a week ({m.completed} in {m.weeks * 7:.0f} days)", freq),
+            _field("Success rate", f"{percent(m.success_rate)} ({kept} of {m.outcomes} not rolled back)", success),
+            _field("Time to promote", _spread(m.time_to_promote), ttp),
+            _field("Approval duration", _spread(m.approval), approval),
+        ],
+    )
 
 
 def _spread(d: metrics.Durations) -> str:
-    return f"{format_short(d.median)} median, p90 {format_short(d.p90)} (n={d.count})" if d.count else "none in this period"
+    return (
+        f"{format_short(d.median)} median, p90 {format_short(d.p90)} (n={d.count})"
+        if d.count
+        else "none in this period"
+    )
 
 
 def _dora_section(d: metrics.DoraMetrics) -> SectionBlock:
     restore = f"{format_short(d.time_to_restore.median)} median" if d.time_to_restore.count else "–"
     if d.open_incidents:
         restore += f", {d.open_incidents} not restored"
-    return SectionBlock(text=MarkdownTextObject(text=f"*DORA ({d.environment})*"), fields=[
-        _field("Deployment frequency", f"{d.per_week:.1f} a week"),
-        _field("Lead time (build → production)", f"{format_short(d.lead_time.median)} median (n={d.lead_time.count})"),
-        _field("Change failure rate", f"{percent(d.change_failure_rate)} ({d.failed_changes} of {d.changes})"),
-        _field("Time to restore", restore),
-    ])
+    return SectionBlock(
+        text=MarkdownTextObject(text=f"*DORA ({d.environment})*"),
+        fields=[
+            _field("Deployment frequency", f"{d.per_week:.1f} a week"),
+            _field(
+                "Lead time (build → production)", f"{format_short(d.lead_time.median)} median (n={d.lead_time.count})"
+            ),
+            _field("Change failure rate", f"{percent(d.change_failure_rate)} ({d.failed_changes} of {d.changes})"),
+            _field("Time to restore", restore),
+        ],
+    )
 
 
 def digest_blocks(d: Digest) -> list[Block]:
@@ -62,8 +74,9 @@ def digest_blocks(d: Digest) -> list[Block]:
     scope = ", ".join(d.config.services) if d.config.services else "all services"
     blocks: list[Block] = [
         HeaderBlock(text=clip(f"Promotion digest · {d.local(d.end, '%a %d %b %Y')}", 150)),
-        ContextBlock(elements=[MarkdownTextObject(
-            text=f"{d.local(d.start)} – {d.local(d.end)} ({d.config.timezone}) · {scope}")]),
+        ContextBlock(
+            elements=[MarkdownTextObject(text=f"{d.local(d.start)} – {d.local(d.end)} ({d.config.timezone}) · {scope}")]
+        ),
     ]
     totals = {m.environment: m for m in d.totals.promotions}
     for environment in d.environments:
@@ -72,35 +85,71 @@ def digest_blocks(d: Digest) -> list[Block]:
     if not totals:
         blocks.append(SectionBlock(text=MarkdownTextObject(text="No promotions in this period.")))
     blocks += [_dora_section(x) for x in d.totals.dora]
-    missed = [f"• `{m.service}` {m.environment}: " + ", ".join(f"{t.metric} {t.value} (target {t.goal})"
-                                                               for t in m.targets() if t.met is False)
-              for m in d.per_service.promotions if any(t.met is False for t in m.targets())]
+    missed = [
+        f"• `{m.service}` {m.environment}: "
+        + ", ".join(f"{t.metric} {t.value} (target {t.goal})" for t in m.targets() if t.met is False)
+        for m in d.per_service.promotions
+        if any(t.met is False for t in m.targets())
+    ]
     if missed:
         blocks.append(_lines("Missed targets", missed[:MAX_SERVICE_LINES], len(missed)))
     blocks.append(DividerBlock())
     if d.slowest:
-        blocks.append(_lines("Slowest approvals", [
-            f"• `{a.promotion_id}` {a.service} `{a.tag}` → {a.environment}: {format_short(a.duration)}" for a in d.slowest]))
+        blocks.append(
+            _lines(
+                "Slowest approvals",
+                [
+                    f"• `{a.promotion_id}` {a.service} `{a.tag}` → {a.environment}: {format_short(a.duration)}"
+                    for a in d.slowest
+                ],
+            )
+        )
     if d.failed.total:
-        blocks.append(_lines("Failed verifications", [
-            f"• {v.service} `{v.tag}` in {v.environment}, {d.local(v.finished_at)}" + _link(v.url)
-            for v in d.failed.items], d.failed.total))
+        blocks.append(
+            _lines(
+                "Failed verifications",
+                [
+                    f"• {v.service} `{v.tag}` in {v.environment}, {d.local(v.finished_at)}" + _link(v.url)
+                    for v in d.failed.items
+                ],
+                d.failed.total,
+            )
+        )
     if d.rollbacks.total:
-        blocks.append(_lines("Rollbacks", [
-            f"• `{r.promotion_id}` {r.service} {r.environment}: back to `{r.tag}`"
-            + (f" from `{r.replaces_tag}`" if r.replaces_tag else "") + f" — {r.status}"
-            + (f" ({esc(r.reason)})" if r.reason else "")
-            for r in d.rollbacks.items], d.rollbacks.total))
+        blocks.append(
+            _lines(
+                "Rollbacks",
+                [
+                    f"• `{r.promotion_id}` {r.service} {r.environment}: back to `{r.tag}`"
+                    + (f" from `{r.replaces_tag}`" if r.replaces_tag else "")
+                    + f" — {r.status}"
+                    + (f" ({esc(r.reason)})" if r.reason else "")
+                    for r in d.rollbacks.items
+                ],
+                d.rollbacks.total,
+            )
+        )
     seq, head = d.audit_head
-    blocks.append(ContextBlock(elements=[MarkdownTextObject(
-        text=f"Audit chain head: event {seq:,}, hash `{head[:16]}` · chart: promotions per day and time to promote, "
-             f"last {len(d.series)} days")]))
+    blocks.append(
+        ContextBlock(
+            elements=[
+                MarkdownTextObject(
+                    text=f"Audit chain head: event {seq:,}, hash `{head[:16]}` · chart: promotions per day and time to promote, "
+                    f"last {len(d.series)} days"
+                )
+            ]
+        )
+    )
     return blocks
 
 
 def digest_text(d: Digest) -> str:
     """The notification text (and the message for clients that cannot show blocks)."""
     totals = {m.environment: m for m in d.totals.promotions}
-    parts = [f"{env}: {totals[env].completed} verified in {totals[env].weeks * 7:.0f} days, "
-             f"success {percent(totals[env].success_rate)}" for env in d.environments if env in totals]
+    parts = [
+        f"{env}: {totals[env].completed} verified in {totals[env].weeks * 7:.0f} days, "
+        f"success {percent(totals[env].success_rate)}"
+        for env in d.environments
+        if env in totals
+    ]
     return f"Promotion digest {d.local(d.start)} – {d.local(d.end)}: " + ("; ".join(parts) or "no promotions")

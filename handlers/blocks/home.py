@@ -20,13 +20,16 @@ from storage.statuses import PromotionStatus as S
 def _home_entry(view: PromotionView) -> str:
     noun = "Rollback" if view.kind == "rollback" else "Promotion"
     where = f" · card in <#{view.channel}>" if view.channel else ""
-    return (f"*{noun}: {esc(view.service)}* `{esc(view.tag)}` → *{esc(view.target_environment)}* "
-            f"(`{view.id}`)\nrequested by {mention(view.requested_by)} {format_when(view.requested_at)} · "
-            f"{approvals_text(view, '; ')} · expires {format_when(view.expires_at)}{where}")
+    return (
+        f"*{noun}: {esc(view.service)}* `{esc(view.tag)}` → *{esc(view.target_environment)}* "
+        f"(`{view.id}`)\nrequested by {mention(view.requested_by)} {format_when(view.requested_at)} · "
+        f"{approvals_text(view, '; ')} · expires {format_when(view.expires_at)}{where}"
+    )
 
 
-def home(waiting: Sequence[PromotionView], mine: Sequence[PromotionView], rows: Sequence[OverviewRow],
-         now: datetime) -> View:
+def home(
+    waiting: Sequence[PromotionView], mine: Sequence[PromotionView], rows: Sequence[OverviewRow], now: datetime
+) -> View:
     """The Home tab: what waits for my approval first, then my requests, then every service."""
     blocks: list[Block] = [HeaderBlock(text=PlainTextObject(text="Waiting for my approval"))]
     if waiting:
@@ -37,12 +40,18 @@ def home(waiting: Sequence[PromotionView], mine: Sequence[PromotionView], rows: 
         blocks.append(section("Nothing waits for you. :tada:"))
     blocks += [DividerBlock(), HeaderBlock(text=PlainTextObject(text="My requests"))]
     if mine:
-        lines = [f"{STATUS_ICON[S(v.status)]} `{v.id}` {esc(v.service)} `{esc(short_tag(v.tag))}` → "
-                 f"{esc(v.target_environment)}: {S(v.status).label.lower()} · {format_when(v.requested_at)}" for v in mine]
+        lines = [
+            f"{STATUS_ICON[S(v.status)]} `{v.id}` {esc(v.service)} `{esc(short_tag(v.tag))}` → "
+            f"{esc(v.target_environment)}: {S(v.status).label.lower()} · {format_when(v.requested_at)}"
+            for v in mine
+        ]
         blocks += [section(c) for c in chunks(lines)]
     else:
         blocks.append(section("You have not requested anything yet. Try `/promote help`."))
-    blocks += [DividerBlock(), HeaderBlock(text=PlainTextObject(text="Every service")),
-               ContextBlock(elements=[md(f"{OVERVIEW_LEGEND} · as of {format_when(now)}")])]
+    blocks += [
+        DividerBlock(),
+        HeaderBlock(text=PlainTextObject(text="Every service")),
+        ContextBlock(elements=[md(f"{OVERVIEW_LEGEND} · as of {format_when(now)}")]),
+    ]
     blocks += grid(rows, HOME_BLOCKS - len(blocks)) if rows else [section("No services configured.")]
     return View(type="home", blocks=blocks)

@@ -11,8 +11,10 @@ from handlers.blocks.common import chunks, gate_lines, md, section
 
 def refusal(report: GateReport, *, kind: str = "promotion") -> list[Block]:
     verb = "roll back" if kind == "rollback" else "promote"
-    head = (f":no_entry: Cannot {verb} *{esc(report.service)}* `{esc(report.tag)}` to "
-            f"*{esc(report.target_environment)}*: {len(report.blocking)} of {len(report.results)} gates refused.")
+    head = (
+        f":no_entry: Cannot {verb} *{esc(report.service)}* `{esc(report.tag)}` to "
+        f"*{esc(report.target_environment)}*: {len(report.blocking)} of {len(report.results)} gates refused."
+    )
     blocks: list[Block] = [section(head)]
     blocks += [section(chunk) for chunk in chunks(gate_lines(report, only_blocking=True))]
     passed = [r.title for r in report.results if not r.blocks]
@@ -31,6 +33,8 @@ def eligibility(report: GateReport) -> list[Block]:
     """The full report for --check: every gate, nothing requested."""
     icon = ":white_check_mark:" if report.eligible else ":no_entry:"
     verdict = "eligible" if report.eligible else "not eligible"
-    head = (f"{icon} *{esc(report.service)}* `{esc(report.tag)}` → *{esc(report.target_environment)}* is "
-            f"{verdict} (check only; nothing was requested).")
-    return [section(head)] + [section(chunk) for chunk in chunks(gate_lines(report))]
+    head = (
+        f"{icon} *{esc(report.service)}* `{esc(report.tag)}` → *{esc(report.target_environment)}* is "
+        f"{verdict} (check only; nothing was requested)."
+    )
+    return [section(head), *(section(chunk) for chunk in chunks(gate_lines(report)))]

@@ -33,8 +33,10 @@ def pending_line(view: PromotionView, now: datetime | None = None) -> str:
     """One line about an active promotion: what, and whom it waits for."""
     status = S(view.status)
     noun = "rollback" if view.kind == "rollback" else "promotion"
-    line = (f"{STATUS_ICON[status]} {noun} `{view.id}` of `{esc(short_tag(view.tag))}` by "
-            f"{mention(view.requested_by)}: {status.label.lower()}")
+    line = (
+        f"{STATUS_ICON[status]} {noun} `{view.id}` of `{esc(short_tag(view.tag))}` by "
+        f"{mention(view.requested_by)}: {status.label.lower()}"
+    )
     if status is S.PENDING_APPROVAL:
         line += f" ({approvals_text(view, '; ')})"
         if view.expires_at:
@@ -63,8 +65,11 @@ def _environment_lines(e: EnvironmentStatus, now: datetime) -> list[str]:
                 lines.append(f"    not eligible for {nxt} until verified here")
             else:
                 soak = e.soak
-                progress = (f"soak {format_duration(soak.soaked)} of {format_duration(soak.required)}; "
-                            if soak and soak.required > timedelta(0) else "")
+                progress = (
+                    f"soak {format_duration(soak.soaked)} of {format_duration(soak.required)}; "
+                    if soak and soak.required > timedelta(0)
+                    else ""
+                )
                 if e.eligible_at is None:
                     when = f"once {nxt}'s window opens (no opening within a week)"
                 else:
@@ -77,8 +82,10 @@ def _environment_lines(e: EnvironmentStatus, now: datetime) -> list[str]:
         since = f" since {format_when(e.hold.held_at)}" if e.hold.held_at else ""
         lines.append(f"    :raised_hand: `{esc(e.tag)}` on hold{who}{since}: {literal(e.hold.reason)}")
     if e.lock:
-        lines.append(f"    :lock: locked by {mention(e.lock.locked_by)} since {format_when(e.lock.locked_at)}: "
-                     f"{literal(e.lock.reason)}")
+        lines.append(
+            f"    :lock: locked by {mention(e.lock.locked_by)} since {format_when(e.lock.locked_at)}: "
+            f"{literal(e.lock.reason)}"
+        )
     if e.window.freeze_reason or (e.window.windows and not e.window.open_now):
         lines.append(f"    window: {window_text(e.window)}")
     if e.pending:
@@ -97,11 +104,14 @@ def service_status(status: ServiceStatus) -> list[Block]:
 
 def service_status_text(status: ServiceStatus) -> str:
     return f"Status of {esc(status.service)}: " + ", ".join(
-        f"{esc(e.environment)} {esc(e.tag or '—')}" for e in status.environments)
+        f"{esc(e.environment)} {esc(e.tag or '—')}" for e in status.environments
+    )
 
 
-OVERVIEW_LEGEND = ("✓ verified · ✗ verification failed · … not verified yet · ⏳ promotion in progress · "
-                   "🔒 locked · ✋ artifact on hold")
+OVERVIEW_LEGEND = (
+    "✓ verified · ✗ verification failed · … not verified yet · ⏳ promotion in progress · "
+    "🔒 locked · ✋ artifact on hold"
+)
 
 
 def overview_line(row: OverviewRow) -> str:
@@ -121,8 +131,9 @@ def grid(rows: Sequence[OverviewRow], budget: int) -> list[Block]:
         return [section(c) for c in texts]
     shown = texts[: budget - 1]
     left = len(rows) - sum(c.count("\n") + 1 for c in shown)
-    return [section(c) for c in shown] + [ContextBlock(elements=[md(
-        f"…and {left} more services. `/status SERVICE` shows one in full.")])]
+    return [section(c) for c in shown] + [
+        ContextBlock(elements=[md(f"…and {left} more services. `/status SERVICE` shows one in full.")])
+    ]
 
 
 def overview(rows: Sequence[OverviewRow], now: datetime) -> list[Block]:
@@ -131,6 +142,12 @@ def overview(rows: Sequence[OverviewRow], now: datetime) -> list[Block]:
         return message("No services are configured in promobot.yml.")
     attention = sum(1 for r in rows if r.needs_attention)
     head = HeaderBlock(text=PlainTextObject(text=f"{len(rows)} services at a glance"))
-    legend = ContextBlock(elements=[md(f"{OVERVIEW_LEGEND} · {attention} need attention · as of {format_when(now)} · "
-                                        "`/status SERVICE` for details")])
+    legend = ContextBlock(
+        elements=[
+            md(
+                f"{OVERVIEW_LEGEND} · {attention} need attention · as of {format_when(now)} · "
+                "`/status SERVICE` for details"
+            )
+        ]
+    )
     return [head, legend] + grid(rows, MESSAGE_BLOCKS - 2)

@@ -47,14 +47,21 @@ def compute_digest(session: Session, *, digest: DigestConfig, environments: list
     production = environments[-1]
     local_end = end.astimezone(ZoneInfo(digest.timezone))
     chart_start = local_end.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=CHART_DAYS - 1)
-    window = dict(start=start, end=end, services=services)
+    offset = local_end.utcoffset() or timedelta(0)
     return Digest(
-        config=digest, start=start, end=end, environments=environments[::-1],
-        totals=metrics.compute(session, **window, production=production, per_service=False),
-        per_service=metrics.compute(session, **window, production=production),
-        slowest=metrics.slowest_approvals(session, **window),
-        failed=metrics.failed_verifications(session, **window, limit=5),
-        rollbacks=metrics.rollbacks(session, **window, limit=5),
-        series=metrics.daily_series(session, start=chart_start, end=end, services=services, production=production,
-                                    utc_offset=local_end.utcoffset()),
-        audit_head=audit.head_summary(session))
+        config=digest,
+        start=start,
+        end=end,
+        environments=environments[::-1],
+        totals=metrics.compute(
+            session, start=start, end=end, services=services, production=production, per_service=False
+        ),
+        per_service=metrics.compute(session, start=start, end=end, services=services, production=production),
+        slowest=metrics.slowest_approvals(session, start=start, end=end, services=services),
+        failed=metrics.failed_verifications(session, start=start, end=end, services=services, limit=5),
+        rollbacks=metrics.rollbacks(session, start=start, end=end, services=services, limit=5),
+        series=metrics.daily_series(
+            session, start=chart_start, end=end, services=services, production=production, utc_offset=offset
+        ),
+        audit_head=audit.head_summary(session),
+    )

@@ -69,13 +69,16 @@ class PromotionMetrics:
         """Each metric against the promotion model's target."""
         rate, ttp, appr = self.success_rate, self.time_to_promote.median, self.approval.median
         return [
-            TargetCheck("promotion frequency", "weekly or more", f"{self.per_week:.1f}/week",
-                         self.per_week >= FREQUENCY_TARGET),
+            TargetCheck(
+                "promotion frequency", "weekly or more", f"{self.per_week:.1f}/week", self.per_week >= FREQUENCY_TARGET
+            ),
             TargetCheck("success rate", "> 95%", percent(rate), None if rate is None else rate > SUCCESS_TARGET),
-            TargetCheck("time to promote", "< 1 day", format_short(ttp),
-                        None if ttp is None else ttp < TIME_TO_PROMOTE_TARGET),
-            TargetCheck("approval duration", "< 1 hour", format_short(appr),
-                        None if appr is None else appr < APPROVAL_TARGET),
+            TargetCheck(
+                "time to promote", "< 1 day", format_short(ttp), None if ttp is None else ttp < TIME_TO_PROMOTE_TARGET
+            ),
+            TargetCheck(
+                "approval duration", "< 1 hour", format_short(appr), None if appr is None else appr < APPROVAL_TARGET
+            ),
         ]
 
 

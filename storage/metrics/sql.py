@@ -12,7 +12,7 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from storage.models import Artifact, Deployment, Promotion, Verification
 
-P, D, V, A = Promotion.__table__, Deployment.__table__, Verification.__table__, Artifact.__table__
+P, D, V, A = (sa.inspect(model).local_table for model in (Promotion, Deployment, Verification, Artifact))
 WEEK = timedelta(days=7)
 
 
@@ -84,24 +84,38 @@ def materialised(query: sa.Select) -> sa.CTE:
 
 def time_to_promote_rows(start: datetime | None, end: datetime | None, services: Sequence[str] | None) -> sa.CTE:
     """(service, environment, deployed_at, seconds) per promotion deployed in the window (all time without one)."""
-    ready = (sa.select(sa.func.min(V.c.finished_at))
-             .where(V.c.service == P.c.service, V.c.environment == P.c.source_environment, V.c.tag == P.c.tag,
-                    V.c.result == "passed", V.c.finished_at <= D.c.finished_at)
-             .scalar_subquery())
-    query = (sa.select(P.c.service, P.c.target_environment.label("environment"), D.c.finished_at.label("deployed_at"),
-                       Seconds(ready, D.c.finished_at).label("seconds"))
-             .select_from(D.join(P, P.c.id == D.c.promotion_id))
-             .where(D.c.status == "success", P.c.kind == "promotion", P.c.source_environment.is_not(None)))
-    if start is not None:
+    ready = (
+        sa.select(sa.func.min(V.c.finished_at))
+        .where(
+            V.c.service == P.c.service,
+            V.c.environment == P.c.source_environment,
+            V.c.tag == P.c.tag,
+            V.c.result == "passed",
+            V.c.finished_at <= D.c.finished_at,
+        )
+        .scalar_subquery()
+    )
+    query = (
+        sa.select(
+            P.c.service,
+            P.c.target_environment.label("environment"),
+            D.c.finished_at.label("deployed_at"),
+            Seconds(ready, D.c.finished_at).label("seconds"),
+        )
+        .select_from(D.join(P, P.c.id == D.c.promotion_id))
+        .where(D.c.status == "success", P.c.kind == "promotion", P.c.source_environment.is_not(None))
+    )
+    if start is not None and end is not None:
         query = query.where(between(D.c.finished_at, start, end))
     return materialised(only(query, D.c.service, services))
 
 
-def approval_rows(start: datetime | None, end: datetime | None,
-               services: Sequence[str] | None) -> sa.CTE:
-    query = (sa.select(P.c.service, P.c.target_environment.label("environment"),
-                       Seconds(P.c.requested_at, P.c.approved_at).label("seconds"))
-             .where(P.c.required_approvals > 0, P.c.approved_at.is_not(None)))
-    if start is not None:
+def approval_rows(start: datetime | None, end: datetime | None, services: Sequence[str] | None) -> sa.CTE:
+    query = sa.select(
+        P.c.service,
+        P.c.target_environment.label("environment"),
+        Seconds(P.c.requested_at, P.c.approved_at).label("seconds"),
+    ).where(P.c.required_approvals > 0, P.c.approved_at.is_not(None))
+    if start is not None and end is not None:
         query = query.where(between(P.c.approved_at, start, end))
     return materialised(only(query, P.c.service, services))

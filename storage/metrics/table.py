@@ -7,17 +7,33 @@ from storage.metrics.report import ALL, DoraMetrics, MetricsReport, percent
 
 def format_table(report: MetricsReport) -> str:
     """Promotion metrics with their targets, then DORA."""
-    head = ["service", "environment", "promotions/week", "success rate", "time to promote",
-            "approval duration"]
-    rows = [[_name(m.service), m.environment] + [f"{t.value} {_flag(t.met)}".strip() for t in m.targets()]
-            for m in report.promotions]
-    dora_head = ["service", "environment", "deploys/week", "lead time", "change failure rate",
-                 "time to restore"]
-    dora = [[_name(d.service), d.environment, f"{d.per_week:.1f}", str(d.lead_time), percent(d.change_failure_rate),
-             _restore(d)] for d in report.dora]
-    return "\n".join([f"Promotion metrics {report.start:%Y-%m-%d %H:%M} – {report.end:%Y-%m-%d %H:%M} UTC "
-                      "(targets: weekly or more, > 95%, < 1 day, < 1 hour; medians)",
-                      _table(head, rows), "", "DORA (production)", _table(dora_head, dora)])
+    head = ["service", "environment", "promotions/week", "success rate", "time to promote", "approval duration"]
+    rows = [
+        [_name(m.service), m.environment] + [f"{t.value} {_flag(t.met)}".strip() for t in m.targets()]
+        for m in report.promotions
+    ]
+    dora_head = ["service", "environment", "deploys/week", "lead time", "change failure rate", "time to restore"]
+    dora = [
+        [
+            _name(d.service),
+            d.environment,
+            f"{d.per_week:.1f}",
+            str(d.lead_time),
+            percent(d.change_failure_rate),
+            _restore(d),
+        ]
+        for d in report.dora
+    ]
+    return "\n".join(
+        [
+            f"Promotion metrics {report.start:%Y-%m-%d %H:%M} – {report.end:%Y-%m-%d %H:%M} UTC "
+            "(targets: weekly or more, > 95%, < 1 day, < 1 hour; medians)",
+            _table(head, rows),
+            "",
+            "DORA (production)",
+            _table(dora_head, dora),
+        ]
+    )
 
 
 def _name(service: str) -> str:

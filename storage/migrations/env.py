@@ -9,7 +9,6 @@ target_metadata = SQLModel.metadata
 connection = context.config.attributes.get("connection")
 if connection is None:
     raise RuntimeError("run migrations through `promobot db upgrade` (storage.migrate.upgrade)")
-context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True,
-                  compare_type=True)
+context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True, compare_type=True)
 with context.begin_transaction():
     context.run_migrations()

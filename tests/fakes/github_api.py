@@ -49,7 +49,7 @@ def _created_filter(spec: str) -> Callable[[datetime], bool]:
         return lambda dt: (lo in ("", "*") or dt >= _parse_time(lo)) and (hi in ("", "*") or dt <= _parse_time(hi))
     for prefix, op in CREATED_OPS:
         if spec.startswith(prefix):
-            bound = _parse_time(spec[len(prefix):])
+            bound = _parse_time(spec[len(prefix) :])
             return lambda dt: op(dt, bound)
     day = _parse_time(spec).date()
     return lambda dt: dt.date() == day
@@ -92,21 +92,40 @@ class FakeGitHub(ThreadedFake):
 
     def add_repo(self, full_name: str, default_branch: str = "main") -> None:
         with self._lock:
-            self._repos[full_name.lower()] = {"full_name": full_name, "id": self._new_id(),
-                                              "default_branch": default_branch, "branches": {default_branch: []},
-                                              "commits": {}, "workflows": {}}
+            self._repos[full_name.lower()] = {
+                "full_name": full_name,
+                "id": self._new_id(),
+                "default_branch": default_branch,
+                "branches": {default_branch: []},
+                "commits": {},
+                "workflows": {},
+            }
 
-    def add_workflow(self, repo: str, file: str, workflow_id: int | None = None, run_name: str | None = None,
-                     name: str | None = None, inputs: Iterable[str] | None = None) -> int:
+    def add_workflow(
+        self,
+        repo: str,
+        file: str,
+        workflow_id: int | None = None,
+        run_name: str | None = None,
+        name: str | None = None,
+        inputs: Iterable[str] | None = None,
+    ) -> int:
         """Register .github/workflows/<file>; `inputs` (declared input names) makes dispatch reject others."""
         with self._lock:
-            wf = {"id": workflow_id or self._new_id(), "file": file, "name": name or file.rsplit(".", 1)[0],
-                  "run_name": run_name, "inputs": None if inputs is None else set(inputs), "runs": 0}
+            wf = {
+                "id": workflow_id or self._new_id(),
+                "file": file,
+                "name": name or file.rsplit(".", 1)[0],
+                "run_name": run_name,
+                "inputs": None if inputs is None else set(inputs),
+                "runs": 0,
+            }
             self._repo(repo)["workflows"][file] = wf
             return wf["id"]
 
-    def add_commits(self, repo: str, ref: str = "main", shas: Iterable[str] = (),
-                    messages: Iterable[str] | None = None) -> None:
+    def add_commits(
+        self, repo: str, ref: str = "main", shas: Iterable[str] = (), messages: Iterable[str] | None = None
+    ) -> None:
         """Append commits (oldest first) to branch `ref`; a sha already known elsewhere is shared history."""
         shas = list(shas)
         messages = list(messages) if messages is not None else [f"Commit {sha[:7]}" for sha in shas]
@@ -114,8 +133,10 @@ class FakeGitHub(ThreadedFake):
             r = self._repo(repo)
             history = r["branches"].setdefault(ref, [])
             for sha, message in zip(shas, messages):
-                r["commits"].setdefault(sha, {"sha": sha, "message": message, "date": _iso(_now()),
-                                              "parent": history[-1] if history else None})
+                r["commits"].setdefault(
+                    sha,
+                    {"sha": sha, "message": message, "date": _iso(_now()), "parent": history[-1] if history else None},
+                )
                 history.append(sha)
 
     # --- test controls and inspection ---
@@ -128,12 +149,25 @@ class FakeGitHub(ThreadedFake):
             self._requests: list[dict] = []
             self._failures: list[dict] = []
 
-    def fail_next(self, count: int = 1, status: int = 502, path_contains: str | None = None,
-                  retry_after: int | None = None, rate_limit_reset: int | None = None) -> None:
+    def fail_next(
+        self,
+        count: int = 1,
+        status: int = 502,
+        path_contains: str | None = None,
+        retry_after: int | None = None,
+        rate_limit_reset: int | None = None,
+    ) -> None:
         """Fail the next `count` matching requests; rate_limit_reset (epoch s) sends X-RateLimit-Remaining: 0."""
         with self._lock:
-            self._failures.append(dict(count=count, status=status, path_contains=path_contains,
-                                       retry_after=retry_after, rate_limit_reset=rate_limit_reset))
+            self._failures.append(
+                dict(
+                    count=count,
+                    status=status,
+                    path_contains=path_contains,
+                    retry_after=retry_after,
+                    rate_limit_reset=rate_limit_reset,
+                )
+            )
 
     def start_run(self, run_id: int) -> None:
         self._set_run(run_id, status="in_progress")
@@ -174,8 +208,11 @@ class FakeGitHub(ThreadedFake):
             self._runs[run_id].update(changes, updated_at=_now())
 
     def _sorted_runs(self, repo: str | None, workflow: dict | None = None) -> list[dict]:
-        runs = [run for run in self._runs.values() if (repo is None or run["repo"] == repo.lower())
-                and (workflow is None or run["workflow"] is workflow)]
+        runs = [
+            run
+            for run in self._runs.values()
+            if (repo is None or run["repo"] == repo.lower()) and (workflow is None or run["workflow"] is workflow)
+        ]
         return sorted(runs, key=lambda run: (run["created_at"], run["id"]), reverse=True)
 
     def _resolve(self, r: dict, ref: str) -> str | None:
@@ -203,32 +240,69 @@ class FakeGitHub(ThreadedFake):
     def _repo_json(self, r: dict) -> dict:
         owner, name = r["full_name"].split("/")
         url = self._repo_url(r)
-        return {"id": r["id"], "node_id": f"R_{r['id']}", "name": name, "full_name": r["full_name"],
-                "owner": {"login": owner, "type": "Organization", "url": f"{self.api_url}/users/{owner}",
-                          "html_url": f"https://github.com/{owner}"},
-                "private": True, "visibility": "private", "fork": False, "archived": False, "disabled": False,
-                "html_url": f"https://github.com/{r['full_name']}", "url": url, "default_branch": r["default_branch"],
-                "compare_url": f"{url}/compare/{{base}}...{{head}}", "commits_url": f"{url}/commits{{/sha}}",
-                "created_at": EPOCH, "updated_at": EPOCH, "pushed_at": EPOCH,
-                "permissions": {"admin": False, "maintain": False, "push": True, "triage": True, "pull": True}}
+        return {
+            "id": r["id"],
+            "node_id": f"R_{r['id']}",
+            "name": name,
+            "full_name": r["full_name"],
+            "owner": {
+                "login": owner,
+                "type": "Organization",
+                "url": f"{self.api_url}/users/{owner}",
+                "html_url": f"https://github.com/{owner}",
+            },
+            "private": True,
+            "visibility": "private",
+            "fork": False,
+            "archived": False,
+            "disabled": False,
+            "html_url": f"https://github.com/{r['full_name']}",
+            "url": url,
+            "default_branch": r["default_branch"],
+            "compare_url": f"{url}/compare/{{base}}...{{head}}",
+            "commits_url": f"{url}/commits{{/sha}}",
+            "created_at": EPOCH,
+            "updated_at": EPOCH,
+            "pushed_at": EPOCH,
+            "permissions": {"admin": False, "maintain": False, "push": True, "triage": True, "pull": True},
+        }
 
     def _workflow_json(self, r: dict, wf: dict) -> dict:
         path = f".github/workflows/{wf['file']}"
         html = f"https://github.com/{r['full_name']}"
-        return {"id": wf["id"], "node_id": f"W_{wf['id']}", "name": wf["name"], "path": path, "state": "active",
-                "created_at": EPOCH, "updated_at": EPOCH, "url": f"{self._repo_url(r)}/actions/workflows/{wf['id']}",
-                "html_url": f"{html}/blob/{r['default_branch']}/{path}",
-                "badge_url": f"{html}/workflows/{wf['name']}/badge.svg"}
+        return {
+            "id": wf["id"],
+            "node_id": f"W_{wf['id']}",
+            "name": wf["name"],
+            "path": path,
+            "state": "active",
+            "created_at": EPOCH,
+            "updated_at": EPOCH,
+            "url": f"{self._repo_url(r)}/actions/workflows/{wf['id']}",
+            "html_url": f"{html}/blob/{r['default_branch']}/{path}",
+            "badge_url": f"{html}/workflows/{wf['name']}/badge.svg",
+        }
 
     def _commit_json(self, r: dict, sha: str) -> dict:
         c = r["commits"][sha]
         url, html = f"{self._repo_url(r)}/commits", f"https://github.com/{r['full_name']}/commit"
         person = {"name": "Dev Eloper", "email": "dev@example.com", "date": c["date"]}
-        return {"sha": sha, "node_id": f"C_{sha}", "url": f"{url}/{sha}", "html_url": f"{html}/{sha}",
-                "commit": {"message": c["message"], "author": person, "committer": person, "comment_count": 0,
-                           "url": f"{self._repo_url(r)}/git/commits/{sha}"},
-                "author": DEV, "committer": DEV,
-                "parents": [{"sha": p, "url": f"{url}/{p}", "html_url": f"{html}/{p}"} for p in [c["parent"]] if p]}
+        return {
+            "sha": sha,
+            "node_id": f"C_{sha}",
+            "url": f"{url}/{sha}",
+            "html_url": f"{html}/{sha}",
+            "commit": {
+                "message": c["message"],
+                "author": person,
+                "committer": person,
+                "comment_count": 0,
+                "url": f"{self._repo_url(r)}/git/commits/{sha}",
+            },
+            "author": DEV,
+            "committer": DEV,
+            "parents": [{"sha": p, "url": f"{url}/{p}", "html_url": f"{html}/{p}"} for p in [c["parent"]] if p],
+        }
 
     def _run_json(self, run: dict) -> dict:
         r, wf = self._repos[run["repo"]], run["workflow"]
@@ -236,31 +310,58 @@ class FakeGitHub(ThreadedFake):
         commit = r["commits"].get(run["head_sha"], {"message": "", "date": EPOCH})
         person = {"name": "Dev Eloper", "email": "dev@example.com"}
         # "name" is the workflow's name; the rendered run-name is only in "display_title", as on GitHub
-        return {"id": run["id"], "name": wf["name"], "node_id": f"WFR_{run['id']}",
-                "display_title": run["display_title"], "head_branch": run["head_branch"],
-                "head_sha": run["head_sha"], "path": f".github/workflows/{wf['file']}",
-                "run_number": run["run_number"], "run_attempt": 1, "event": run["event"], "status": run["status"],
-                "conclusion": run["conclusion"], "workflow_id": wf["id"], "url": url,
-                "html_url": f"https://github.com/{r['full_name']}/actions/runs/{run['id']}", "pull_requests": [],
-                "created_at": _iso(run["created_at"]), "updated_at": _iso(run["updated_at"]),
-                "run_started_at": _iso(run["created_at"]), "actor": ACTOR, "triggering_actor": ACTOR,
-                "jobs_url": f"{url}/jobs", "logs_url": f"{url}/logs", "artifacts_url": f"{url}/artifacts",
-                "cancel_url": f"{url}/cancel", "rerun_url": f"{url}/rerun", "previous_attempt_url": None,
-                "workflow_url": f"{self._repo_url(r)}/actions/workflows/{wf['id']}",
-                "head_commit": {"id": run["head_sha"], "message": commit["message"], "timestamp": commit["date"],
-                                "author": person, "committer": person},
-                "repository": self._repo_json(r), "head_repository": self._repo_json(r)}
+        return {
+            "id": run["id"],
+            "name": wf["name"],
+            "node_id": f"WFR_{run['id']}",
+            "display_title": run["display_title"],
+            "head_branch": run["head_branch"],
+            "head_sha": run["head_sha"],
+            "path": f".github/workflows/{wf['file']}",
+            "run_number": run["run_number"],
+            "run_attempt": 1,
+            "event": run["event"],
+            "status": run["status"],
+            "conclusion": run["conclusion"],
+            "workflow_id": wf["id"],
+            "url": url,
+            "html_url": f"https://github.com/{r['full_name']}/actions/runs/{run['id']}",
+            "pull_requests": [],
+            "created_at": _iso(run["created_at"]),
+            "updated_at": _iso(run["updated_at"]),
+            "run_started_at": _iso(run["created_at"]),
+            "actor": ACTOR,
+            "triggering_actor": ACTOR,
+            "jobs_url": f"{url}/jobs",
+            "logs_url": f"{url}/logs",
+            "artifacts_url": f"{url}/artifacts",
+            "cancel_url": f"{url}/cancel",
+            "rerun_url": f"{url}/rerun",
+            "previous_attempt_url": None,
+            "workflow_url": f"{self._repo_url(r)}/actions/workflows/{wf['id']}",
+            "head_commit": {
+                "id": run["head_sha"],
+                "message": commit["message"],
+                "timestamp": commit["date"],
+                "author": person,
+                "committer": person,
+            },
+            "repository": self._repo_json(r),
+            "head_repository": self._repo_json(r),
+        }
 
     def _paginate(self, request: web.Request, items: list, default_per_page: int = 30) -> tuple[list, dict]:
         """Slice by page/per_page and build GitHub's Link header (absent when there is one page)."""
         per_page = min(int(request.query.get("per_page", default_per_page)), 100 if default_per_page <= 100 else 1000)
         page = max(int(request.query.get("page", 1)), 1)
         last = max(1, -(-len(items) // per_page))
-        rels = (([("prev", page - 1), ("first", 1)] if page > 1 else [])
-                + ([("next", page + 1), ("last", last)] if page < last else []))
-        links = [f'<{self.api_url}{request.rel_url.update_query(page=n, per_page=per_page)}>; rel="{rel}"'
-                 for rel, n in rels]
-        return items[(page - 1) * per_page:page * per_page], ({"Link": ", ".join(links)} if links else {})
+        rels = ([("prev", page - 1), ("first", 1)] if page > 1 else []) + (
+            [("next", page + 1), ("last", last)] if page < last else []
+        )
+        links = [
+            f'<{self.api_url}{request.rel_url.update_query(page=n, per_page=per_page)}>; rel="{rel}"' for rel, n in rels
+        ]
+        return items[(page - 1) * per_page : page * per_page], ({"Link": ", ".join(links)} if links else {})
 
     # --- HTTP ---
 
@@ -288,11 +389,23 @@ class FakeGitHub(ThreadedFake):
         except web.HTTPException as exc:  # unrouted paths and methods, answered in GitHub's JSON shape
             response = _error(exc.status, exc.reason)
         with self._lock:
-            self._requests.append({"method": request.method, "path": request.path, "query": dict(request.query),
-                                   "status": response.status, "at": time.time()})
+            self._requests.append(
+                {
+                    "method": request.method,
+                    "path": request.path,
+                    "query": dict(request.query),
+                    "status": response.status,
+                    "at": time.time(),
+                }
+            )
             used = len(self._requests)
-        rate = {"X-RateLimit-Limit": "5000", "X-RateLimit-Remaining": str(max(5000 - used, 0)),
-                "X-RateLimit-Reset": str(self._reset_at), "X-RateLimit-Used": str(used), "X-RateLimit-Resource": "core"}
+        rate = {
+            "X-RateLimit-Limit": "5000",
+            "X-RateLimit-Remaining": str(max(5000 - used, 0)),
+            "X-RateLimit-Reset": str(self._reset_at),
+            "X-RateLimit-Used": str(used),
+            "X-RateLimit-Resource": "core",
+        }
         for key, value in rate.items():
             response.headers.setdefault(key, value)  # an injected rate-limit failure keeps its own values
         return response
@@ -306,8 +419,14 @@ class FakeGitHub(ThreadedFake):
         elif scheme.lower() not in ("token", "bearer") or not (credential == self.token or credential in self._issued):
             return _error(401, "Bad credentials")
         with self._lock:
-            failure = next((f for f in self._failures if f["count"] > 0
-                            and (f["path_contains"] is None or f["path_contains"] in request.path_qs)), None)
+            failure = next(
+                (
+                    f
+                    for f in self._failures
+                    if f["count"] > 0 and (f["path_contains"] is None or f["path_contains"] in request.path_qs)
+                ),
+                None,
+            )
             if failure is None:
                 return None
             failure["count"] -= 1
@@ -318,8 +437,11 @@ class FakeGitHub(ThreadedFake):
             headers.update({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int(failure["rate_limit_reset"]))})
             return _error(failure["status"], "API rate limit exceeded for installation ID 1.", headers)
         if failure["status"] in (403, 429):
-            return _error(failure["status"], "You have exceeded a secondary rate limit. Please wait a few minutes "
-                                             "before you try again.", headers)
+            return _error(
+                failure["status"],
+                "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
+                headers,
+            )
         return _error(failure["status"], HTTPStatus(failure["status"]).phrase, headers)
 
     @staticmethod
@@ -365,27 +487,46 @@ class FakeGitHub(ThreadedFake):
             if wf["inputs"] is not None and (unexpected := sorted(set(inputs) - wf["inputs"])):
                 return _error(422, f"Unexpected inputs provided: {json.dumps(unexpected)}")
             run = self._create_run(r, wf, branch, inputs)
-            self._dispatches.append({"repo": r["full_name"], "workflow": wf["file"], "ref": ref, "inputs": inputs,
-                                     "return_run_details": body.get("return_run_details", False), "run_id": run["id"],
-                                     "at": datetime.now(UTC)})
+            self._dispatches.append(
+                {
+                    "repo": r["full_name"],
+                    "workflow": wf["file"],
+                    "ref": ref,
+                    "inputs": inputs,
+                    "return_run_details": body.get("return_run_details", False),
+                    "run_id": run["id"],
+                    "at": datetime.now(UTC),
+                }
+            )
             details = body.get("return_run_details") is True and not self.ghes_no_run_details
             run_json, delay = self._run_json(run), self.dispatch_delay
         if delay:
             await asyncio.sleep(delay)
         if not details:
             return web.Response(status=204)
-        return web.json_response({"workflow_run_id": run["id"], "run_url": run_json["url"],
-                                  "html_url": run_json["html_url"]})
+        return web.json_response(
+            {"workflow_run_id": run["id"], "run_url": run_json["url"], "html_url": run_json["html_url"]}
+        )
 
     def _create_run(self, r: dict, wf: dict, branch: str, inputs: dict) -> dict:
         wf["runs"] += 1
         # a branch with no commits registered still needs a stable head sha
         head_sha = (r["branches"][branch] or [hashlib.sha1(f"{r['full_name']}@{branch}".encode()).hexdigest()])[-1]
         now = _now()
-        run = {"id": self._new_id(), "repo": r["full_name"].lower(), "workflow": wf, "run_number": wf["runs"],
-               "head_branch": branch, "head_sha": head_sha, "event": "workflow_dispatch", "status": "queued",
-               "conclusion": None, "created_at": now, "updated_at": now,
-               "display_title": _render(wf["run_name"], inputs) if wf["run_name"] else wf["name"]}
+        run = {
+            "id": self._new_id(),
+            "repo": r["full_name"].lower(),
+            "workflow": wf,
+            "run_number": wf["runs"],
+            "head_branch": branch,
+            "head_sha": head_sha,
+            "event": "workflow_dispatch",
+            "status": "queued",
+            "conclusion": None,
+            "created_at": now,
+            "updated_at": now,
+            "display_title": _render(wf["run_name"], inputs) if wf["run_name"] else wf["name"],
+        }
         self._runs[run["id"]] = run
         return run
 
@@ -397,11 +538,15 @@ class FakeGitHub(ThreadedFake):
                 return _error(404, "Not Found")
             runs = self._sorted_runs(r["full_name"], wf)
             created = _created_filter(q["created"]) if "created" in q else None
-            runs = [run for run in runs if q.get("event", run["event"]) == run["event"]
-                    and q.get("branch", run["head_branch"]) == run["head_branch"]
-                    and q.get("head_sha", run["head_sha"]) == run["head_sha"]
-                    and ("status" not in q or q["status"] in (run["status"], run["conclusion"]))
-                    and (created is None or created(run["created_at"]))]
+            runs = [
+                run
+                for run in runs
+                if q.get("event", run["event"]) == run["event"]
+                and q.get("branch", run["head_branch"]) == run["head_branch"]
+                and q.get("head_sha", run["head_sha"]) == run["head_sha"]
+                and ("status" not in q or q["status"] in (run["status"], run["conclusion"]))
+                and (created is None or created(run["created_at"]))
+            ]
             page, headers = self._paginate(request, runs)
             body = {"total_count": len(runs), "workflow_runs": [self._run_json(run) for run in page]}
         return web.json_response(body, headers=headers)
@@ -426,18 +571,34 @@ class FakeGitHub(ThreadedFake):
             merge_base = next((sha for sha in head_line if sha in set(base_line)), None)
             if merge_base is None:
                 return _error(404, f"No common ancestor between {base} and {head}.")
-            ahead = head_line[:head_line.index(merge_base)][::-1]  # oldest first, like GitHub
+            ahead = head_line[: head_line.index(merge_base)][::-1]  # oldest first, like GitHub
             behind_by = base_line.index(merge_base)
-            status = ("identical" if not ahead and not behind_by else "ahead" if not behind_by
-                      else "behind" if not ahead else "diverged")
+            status = (
+                "identical"
+                if not ahead and not behind_by
+                else "ahead"
+                if not behind_by
+                else "behind"
+                if not ahead
+                else "diverged"
+            )
             page, headers = self._paginate(request, ahead, default_per_page=250)
             html = f"https://github.com/{r['full_name']}/compare/{basehead}"
-            body = {"url": f"{self._repo_url(r)}/compare/{basehead}", "html_url": html, "permalink_url": html,
-                    "diff_url": f"{html}.diff", "patch_url": f"{html}.patch",
-                    "base_commit": self._commit_json(r, base_sha),
-                    "merge_base_commit": self._commit_json(r, merge_base), "status": status, "ahead_by": len(ahead),
-                    "behind_by": behind_by, "total_commits": len(ahead),
-                    "commits": [self._commit_json(r, sha) for sha in page], "files": []}
+            body = {
+                "url": f"{self._repo_url(r)}/compare/{basehead}",
+                "html_url": html,
+                "permalink_url": html,
+                "diff_url": f"{html}.diff",
+                "patch_url": f"{html}.patch",
+                "base_commit": self._commit_json(r, base_sha),
+                "merge_base_commit": self._commit_json(r, merge_base),
+                "status": status,
+                "ahead_by": len(ahead),
+                "behind_by": behind_by,
+                "total_commits": len(ahead),
+                "commits": [self._commit_json(r, sha) for sha in page],
+                "files": [],
+            }
         return web.json_response(body, headers=headers)
 
     async def _get_commit(self, request: web.Request) -> web.Response:
@@ -464,14 +625,22 @@ class FakeGitHub(ThreadedFake):
                 account = "test-org"
         claims = jwt.decode(request.headers["Authorization"].partition(" ")[2], options={"verify_signature": False})
         app_id = str(claims["iss"])
-        return web.json_response({
-            "id": self.installation_id, "app_id": int(app_id) if app_id.isdigit() else app_id,
-            "app_slug": "promobot", "target_type": "Organization",
-            "account": {"login": account, "type": "Organization"},
-            "access_tokens_url": f"{self.api_url}/app/installations/{self.installation_id}/access_tokens",
-            "repositories_url": f"{self.api_url}/installation/repositories", "repository_selection": "all",
-            "permissions": {"actions": "write", "contents": "read", "metadata": "read"}, "events": [],
-            "created_at": EPOCH, "updated_at": EPOCH})
+        return web.json_response(
+            {
+                "id": self.installation_id,
+                "app_id": int(app_id) if app_id.isdigit() else app_id,
+                "app_slug": "promobot",
+                "target_type": "Organization",
+                "account": {"login": account, "type": "Organization"},
+                "access_tokens_url": f"{self.api_url}/app/installations/{self.installation_id}/access_tokens",
+                "repositories_url": f"{self.api_url}/installation/repositories",
+                "repository_selection": "all",
+                "permissions": {"actions": "write", "contents": "read", "metadata": "read"},
+                "events": [],
+                "created_at": EPOCH,
+                "updated_at": EPOCH,
+            }
+        )
 
     async def _access_token(self, request: web.Request) -> web.Response:
         if request.match_info["installation_id"] != str(self.installation_id):
@@ -479,6 +648,12 @@ class FakeGitHub(ThreadedFake):
         token = "ghs_" + secrets.token_hex(18)
         with self._lock:
             self._issued.add(token)
-        return web.json_response({"token": token, "expires_at": _iso(_now() + timedelta(hours=1)),
-                                  "permissions": {"actions": "write", "contents": "read", "metadata": "read"},
-                                  "repository_selection": "all"}, status=201)
+        return web.json_response(
+            {
+                "token": token,
+                "expires_at": _iso(_now() + timedelta(hours=1)),
+                "permissions": {"actions": "write", "contents": "read", "metadata": "read"},
+                "repository_selection": "all",
+            },
+            status=201,
+        )

@@ -129,8 +129,9 @@ class ThreadedFake:
                 raise self._timeout(predicate, timeout, error)
             time.sleep(interval)
 
-    async def wait_for_async(self, predicate: Callable[[Any], Any], timeout: float = 10.0,
-                             interval: float = 0.02) -> Any:
+    async def wait_for_async(
+        self, predicate: Callable[[Any], Any], timeout: float = 10.0, interval: float = 0.02
+    ) -> Any:
         """wait_for that yields to the caller's event loop while polling."""
         deadline = time.monotonic() + timeout
         while True:
@@ -159,8 +160,13 @@ async def _read_params(request: web.Request) -> dict[str, Any]:
 class FakeSlack(ThreadedFake):
     """Slack Web API at `api_url` (set SLACK_API_URL to it), plus upload and response_url endpoints."""
 
-    def __init__(self, bot_token: str = "xoxb-test-token", usergroups: dict[str, list[str]] | None = None,
-                 users: dict[str, dict] | None = None, app_token: str = APP_TOKEN) -> None:
+    def __init__(
+        self,
+        bot_token: str = "xoxb-test-token",
+        usergroups: dict[str, list[str]] | None = None,
+        users: dict[str, dict] | None = None,
+        app_token: str = APP_TOKEN,
+    ) -> None:
         super().__init__()
         self.bot_token = bot_token
         self.app_token = app_token  # app-level token (connections:write) for apps.connections.open
@@ -197,8 +203,9 @@ class FakeSlack(ThreadedFake):
             # live connections belong to running clients: keep them (and their records), forget closed ones
             self._connections = [c for c in self._connections if c["id"] in self._sockets]
 
-    def fail_next(self, method: str, error: str = "ratelimited", count: int = 1, status: int = 429,
-                  retry_after: int | None = 1) -> None:
+    def fail_next(
+        self, method: str, error: str = "ratelimited", count: int = 1, status: int = 429, retry_after: int | None = 1
+    ) -> None:
         with self._lock:
             self._failures.append(dict(method=method, error=error, count=count, status=status, retry_after=retry_after))
 
@@ -225,20 +232,31 @@ class FakeSlack(ThreadedFake):
             return copy.deepcopy(self._files)
 
     def _posted(self, method: str, channel: str | None) -> list[dict]:
-        return [{**c["params"], "ts": c["response"]["ts"]} for c in self.calls(method)
-                if c["response"]["ok"] and channel in (None, c["params"]["channel"], c["response"]["channel"])]
+        return [
+            {**c["params"], "ts": c["response"]["ts"]}
+            for c in self.calls(method)
+            if c["response"]["ok"] and channel in (None, c["params"]["channel"], c["response"]["channel"])
+        ]
 
     def _summary(self) -> str:
-        lines = [f"  {c['method']}({', '.join(f'{k}={str(v)[:60]!r}' for k, v in c['params'].items())})"
-                 f" -> {c['response'].get('error', 'ok')}" for c in self.calls()[-20:]]
+        lines = [
+            f"  {c['method']}({', '.join(f'{k}={str(v)[:60]!r}' for k, v in c['params'].items())})"
+            f" -> {c['response'].get('error', 'ok')}"
+            for c in self.calls()[-20:]
+        ]
         with self._lock:
             if self._connections or self._envelopes or self._rejected_sockets:
                 acked = {a["envelope_id"] for a in self._acks}
-                lines.append(f"  socket mode: {len(self._sockets)} live of {len(self._connections)} connections, "
-                             f"{len(self._rejected_sockets)} refused")
-                lines += [f"  envelope {e['envelope_id']} {e['type']}"
-                          f"{'/' + e['payload'].get('type', '') if isinstance(e['payload'], dict) else ''}"
-                          f" -> {'acked' if e['envelope_id'] in acked else 'NOT acked'}" for e in self._envelopes[-10:]]
+                lines.append(
+                    f"  socket mode: {len(self._sockets)} live of {len(self._connections)} connections, "
+                    f"{len(self._rejected_sockets)} refused"
+                )
+                lines += [
+                    f"  envelope {e['envelope_id']} {e['type']}"
+                    f"{'/' + e['payload'].get('type', '') if isinstance(e['payload'], dict) else ''}"
+                    f" -> {'acked' if e['envelope_id'] in acked else 'NOT acked'}"
+                    for e in self._envelopes[-10:]
+                ]
         return "\n".join(lines) or "  (no calls)"
 
     # --- Socket Mode: test controls and inspection ---
@@ -277,9 +295,17 @@ class FakeSlack(ThreadedFake):
         with self._lock:
             return copy.deepcopy(self._rejected_sockets)
 
-    def socket_send(self, type: str, payload: dict, *, accepts_response_payload: bool | None = None,
-                    retry_attempt: int | None = None, retry_reason: str | None = None,
-                    connection: str | None = None, timeout: float = 10.0) -> str:
+    def socket_send(
+        self,
+        type: str,
+        payload: dict,
+        *,
+        accepts_response_payload: bool | None = None,
+        retry_attempt: int | None = None,
+        retry_reason: str | None = None,
+        connection: str | None = None,
+        timeout: float = 10.0,
+    ) -> str:
         """Push an envelope as Slack does and return its envelope_id.
 
         type: "slash_commands" (payload: the command's fields, as in the HTTP form body), "interactive"
@@ -290,9 +316,14 @@ class FakeSlack(ThreadedFake):
         """
         if accepts_response_payload is None:
             accepts_response_payload = type == "slash_commands" or (
-                type == "interactive" and payload.get("type") in INTERACTIVE_WITH_RESPONSE)
-        envelope = {"envelope_id": str(uuid.uuid4()), "payload": payload, "type": type,
-                    "accepts_response_payload": accepts_response_payload}
+                type == "interactive" and payload.get("type") in INTERACTIVE_WITH_RESPONSE
+            )
+        envelope = {
+            "envelope_id": str(uuid.uuid4()),
+            "payload": payload,
+            "type": type,
+            "accepts_response_payload": accepts_response_payload,
+        }
         if type == "events_api":
             envelope["retry_attempt"] = retry_attempt or 0
             envelope["retry_reason"] = retry_reason or ""
@@ -333,8 +364,10 @@ class FakeSlack(ThreadedFake):
                 if connection in live:
                     return connection, live[connection]
             if time.monotonic() >= deadline:
-                raise AssertionError(f"FakeSlack: no live Socket Mode connection{' ' + connection if connection else ''}"
-                                     f" within {timeout}s\nrecorded so far:\n{self._summary()}")
+                raise AssertionError(
+                    f"FakeSlack: no live Socket Mode connection{' ' + connection if connection else ''}"
+                    f" within {timeout}s\nrecorded so far:\n{self._summary()}"
+                )
             time.sleep(0.02)
 
     def _on_loop(self, coro) -> Any:
@@ -371,16 +404,28 @@ class FakeSlack(ThreadedFake):
         with self._lock:
             self._socket_seq += 1
             conn_id = f"conn-{self._socket_seq}"
-            record = {"id": conn_id, "opened_at": time.time(), "closed_at": None, "close_code": None,
-                      "pings": 0, "pongs": 0}
+            record = {
+                "id": conn_id,
+                "opened_at": time.time(),
+                "closed_at": None,
+                "close_code": None,
+                "pings": 0,
+                "pongs": 0,
+            }
             self._sockets[conn_id] = ws
             self._connections.append(record)
             num_connections = len(self._sockets)
         try:
-            await ws.send_str(json.dumps({
-                "type": "hello", "num_connections": num_connections,
-                "debug_info": {"host": SOCKET_HOST, "build_number": 1, "approximate_connection_time": 18060},
-                "connection_info": {"app_id": APP_ID}}))
+            await ws.send_str(
+                json.dumps(
+                    {
+                        "type": "hello",
+                        "num_connections": num_connections,
+                        "debug_info": {"host": SOCKET_HOST, "build_number": 1, "approximate_connection_time": 18060},
+                        "connection_info": {"app_id": APP_ID},
+                    }
+                )
+            )
             async for msg in ws:
                 if msg.type == WSMsgType.PING:
                     await ws.pong(msg.data)
@@ -411,9 +456,16 @@ class FakeSlack(ThreadedFake):
                 self._socket_other.append({"connection": conn_id, "data": data})
                 return
             sent = next((e for e in self._envelopes if e["envelope_id"] == message["envelope_id"]), None)
-            self._acks.append({"envelope_id": message["envelope_id"], "payload": message.get("payload"),
-                               "message": message, "envelope_type": sent and sent["type"],
-                               "latency": sent and now - sent["sent_at"], "connection": conn_id})
+            self._acks.append(
+                {
+                    "envelope_id": message["envelope_id"],
+                    "payload": message.get("payload"),
+                    "message": message,
+                    "envelope_type": sent and sent["type"],
+                    "latency": sent and now - sent["sent_at"],
+                    "connection": conn_id,
+                }
+            )
 
     async def _api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
@@ -480,8 +532,17 @@ class FakeSlack(ThreadedFake):
 
     def _view(self, view: dict, view_id: str | None = None) -> dict:
         view_id = view_id or f"V{self._next():010d}"
-        return {"state": {"values": {}}, "private_metadata": "", "callback_id": "", **view, "id": view_id,
-                "team_id": TEAM_ID, "app_id": APP_ID, "bot_id": BOT["bot_id"], "hash": f"1700000000.{self._next()}"}
+        return {
+            "state": {"values": {}},
+            "private_metadata": "",
+            "callback_id": "",
+            **view,
+            "id": view_id,
+            "team_id": TEAM_ID,
+            "app_id": APP_ID,
+            "bot_id": BOT["bot_id"],
+            "hash": f"1700000000.{self._next()}",
+        }
 
     @staticmethod
     def _dm(channel: str) -> str:
@@ -494,8 +555,15 @@ class FakeSlack(ThreadedFake):
         return {"url": f"{self.socket_url}?{urlencode({'ticket': ticket, 'app_id': APP_ID})}"}
 
     def _m_auth_test(self, p: dict) -> dict:
-        return {"url": WORKSPACE_URL, "team": "Promobot Test", "user": "promobot", "team_id": TEAM_ID,
-                "user_id": BOT["user"], "bot_id": BOT["bot_id"], "is_enterprise_install": False}
+        return {
+            "url": WORKSPACE_URL,
+            "team": "Promobot Test",
+            "user": "promobot",
+            "team_id": TEAM_ID,
+            "user_id": BOT["user"],
+            "bot_id": BOT["bot_id"],
+            "is_enterprise_install": False,
+        }
 
     def _m_chat_postMessage(self, p: dict) -> dict:
         if not p.get("channel"):
@@ -551,9 +619,18 @@ class FakeSlack(ThreadedFake):
         uid = p.get("user")
         if not uid:
             return {"error": "user_not_found"}
-        user = {"id": uid, "team_id": TEAM_ID, "name": f"user_{uid.lower()}", "real_name": f"User {uid}",
-                "tz": "UTC", "tz_label": "Coordinated Universal Time", "tz_offset": 0, "is_bot": False,
-                "deleted": False, "profile": {"real_name": f"User {uid}", "display_name": f"user_{uid.lower()}"}}
+        user = {
+            "id": uid,
+            "team_id": TEAM_ID,
+            "name": f"user_{uid.lower()}",
+            "real_name": f"User {uid}",
+            "tz": "UTC",
+            "tz_label": "Coordinated Universal Time",
+            "tz_offset": 0,
+            "is_bot": False,
+            "deleted": False,
+            "profile": {"real_name": f"User {uid}", "display_name": f"user_{uid.lower()}"},
+        }
         return {"user": {**user, **self.users.get(uid, {})}}
 
     def _m_files_getUploadURLExternal(self, p: dict) -> dict:
@@ -570,9 +647,20 @@ class FakeSlack(ThreadedFake):
         done = []
         for f in wanted:
             upload = self._uploads.pop(f["id"])
-            done.append({"id": f["id"], "filename": upload["filename"], "title": f.get("title") or upload["filename"],
-                         "channel_id": p.get("channel_id"), "initial_comment": p.get("initial_comment"),
-                         "thread_ts": p.get("thread_ts"), "bytes": upload["bytes"]})
+            done.append(
+                {
+                    "id": f["id"],
+                    "filename": upload["filename"],
+                    "title": f.get("title") or upload["filename"],
+                    "channel_id": p.get("channel_id"),
+                    "initial_comment": p.get("initial_comment"),
+                    "thread_ts": p.get("thread_ts"),
+                    "bytes": upload["bytes"],
+                }
+            )
         self._files.extend(done)
-        return {"files": [{"id": f["id"], "name": f["filename"], "title": f["title"], "size": len(f["bytes"])}
-                          for f in done]}
+        return {
+            "files": [
+                {"id": f["id"], "name": f["filename"], "title": f["title"], "size": len(f["bytes"])} for f in done
+            ]
+        }

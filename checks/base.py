@@ -30,6 +30,7 @@ from storage.records import (
     ScanRecord,
     VerificationRecord,
 )
+from storage.statuses import PromotionKind
 
 
 class GateStatus(enum.StrEnum):
@@ -207,7 +208,7 @@ class GateContext:
     ledger: Ledger
     registry: Registry | None = None
     source_host: SourceHost | None = None
-    kind: str = "promotion"  # promotion | rollback
+    kind: str = PromotionKind.PROMOTION  # promotion | rollback
 
     @property
     def service_config(self) -> ServiceConfig:

@@ -6,6 +6,7 @@ import importlib
 from dataclasses import replace
 
 from checks.base import Gate
+from storage.statuses import PromotionKind
 
 # Gate module names, in report order. Each module exposes GATE.
 ORDER = (
@@ -35,14 +36,16 @@ def _load(name: str) -> Gate:
     return importlib.import_module(f"checks.{name}").GATE
 
 
-def gates_for(config, environment: str, *, kind: str = "promotion") -> list[Gate]:
+def gates_for(config, environment: str, *, kind: str = PromotionKind.PROMOTION) -> list[Gate]:
     """The gates switched on for ``environment`` (``checks:`` in promobot.yml)."""
     toggles = config.environment(environment).checks
     out = []
     for name in ORDER:
         if not getattr(toggles, name, True):
             continue
-        if (kind == "rollback" and name in NOT_FOR_ROLLBACK) or (kind != "rollback" and name in ONLY_FOR_ROLLBACK):
+        if (kind == PromotionKind.ROLLBACK and name in NOT_FOR_ROLLBACK) or (
+            kind != PromotionKind.ROLLBACK and name in ONLY_FOR_ROLLBACK
+        ):
             continue
         out.append(replace(_load(name), timeout=toggles.gate_timeout))
     return out

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from checks.base import Gate, GateContext, GateResult
+from storage.statuses import VerificationResult
 
 
 async def _evaluate(ctx: GateContext) -> GateResult:
     env = ctx.target_environment
-    passed = [v for v in ctx.ledger.verifications(ctx.service, env, tag=ctx.tag, limit=20) if v.result == "passed"]
+    passed = [
+        v
+        for v in ctx.ledger.verifications(ctx.service, env, tag=ctx.tag, limit=20)
+        if v.result == VerificationResult.PASSED
+    ]
     if not passed:
         return GATE.failed(
             f"`{ctx.tag}` was never verified in {env}: it is not a known-good artifact",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from checks.base import Gate, GateContext, GateResult
+from storage.statuses import VerificationResult
 
 
 async def _evaluate(ctx: GateContext) -> GateResult:
@@ -18,7 +19,10 @@ async def _evaluate(ctx: GateContext) -> GateResult:
         reached = [
             e
             for e in names[: names.index(prev)]
-            if any(v.result == "passed" for v in ctx.ledger.verifications(ctx.service, e, tag=ctx.tag, limit=5))
+            if any(
+                v.result == VerificationResult.PASSED
+                for v in ctx.ledger.verifications(ctx.service, e, tag=ctx.tag, limit=5)
+            )
         ]
         if reached:
             return GATE.failed(

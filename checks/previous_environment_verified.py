@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from checks.base import Gate, GateContext, GateResult
+from storage.statuses import DeploymentStatus, VerificationResult
 
 
 async def _evaluate(ctx: GateContext) -> GateResult:
@@ -10,9 +11,9 @@ async def _evaluate(ctx: GateContext) -> GateResult:
     if prev is None:
         return GATE.passed(f"{ctx.target_environment} is the first environment: nothing to verify before it")
     deployments = ctx.ledger.deployments(ctx.service, prev, tag=ctx.tag, limit=50)
-    ok = [d for d in deployments if d.status == "success"]
+    ok = [d for d in deployments if d.status == DeploymentStatus.SUCCESS]
     if not ok:
-        failed = [d for d in deployments if d.status != "success"]
+        failed = [d for d in deployments if d.status != DeploymentStatus.SUCCESS]
         detail = f" (its last deployment there failed at {failed[0].finished_at:%Y-%m-%d %H:%M} UTC)" if failed else ""
         return GATE.failed(
             f"`{ctx.tag}` was never deployed successfully to {prev}{detail}",
@@ -31,7 +32,7 @@ async def _evaluate(ctx: GateContext) -> GateResult:
             deployed_at=deployed.finished_at.isoformat(),
         )
     latest = verifications[0]
-    if latest.result != "passed":
+    if latest.result != VerificationResult.PASSED:
         return GATE.failed(
             f"the latest verification of `{ctx.tag}` in {prev} failed at {latest.finished_at:%Y-%m-%d %H:%M} UTC",
             f"Fix the failure and verify `{ctx.tag}` in {prev} again, or promote a newer build.",
@@ -40,7 +41,9 @@ async def _evaluate(ctx: GateContext) -> GateResult:
             url=latest.url,
         )
     window = ctx.environment_config.recent_failure_window
-    recent_failures = [v for v in verifications if v.result != "passed" and ctx.now - v.finished_at <= window]
+    recent_failures = [
+        v for v in verifications if v.result != VerificationResult.PASSED and ctx.now - v.finished_at <= window
+    ]
     if recent_failures:
         f = recent_failures[0]
         return GATE.failed(

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from bot.clock import format_duration
 from checks.base import Gate, GateContext, GateResult, Ledger
+from storage.statuses import DeploymentStatus, VerificationResult
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,14 @@ def soak_progress(
 ) -> SoakProgress:
     """Soak of ``tag`` in ``environment``: from the first passed verification after the latest successful
     deployment (the gate, /status and the card all count it this way)."""
-    deployments = [d for d in ledger.deployments(service, environment, tag=tag, limit=50) if d.status == "success"]
-    passed = [v for v in ledger.verifications(service, environment, tag=tag, limit=50) if v.result == "passed"]
+    deployments = [
+        d for d in ledger.deployments(service, environment, tag=tag, limit=50) if d.status == DeploymentStatus.SUCCESS
+    ]
+    passed = [
+        v
+        for v in ledger.verifications(service, environment, tag=tag, limit=50)
+        if v.result == VerificationResult.PASSED
+    ]
     if deployments:
         passed = [v for v in passed if v.finished_at >= deployments[0].finished_at]
     if not passed:

@@ -8,6 +8,7 @@ from typing import Any
 from bot.engine.roles import PromotionView
 from bot.text import esc
 from handlers import blocks as B
+from storage.statuses import PromotionKind
 
 log = logging.getLogger(__name__)
 MAX_DIRECT_MESSAGES = 25
@@ -36,7 +37,7 @@ class SlackNotifier:
             if view.requested_by == "promobot"
             else f"<@{view.requested_by}>"
         )
-        what = ("the rollback of " if view.kind == "rollback" else "") + esc(view.service)
+        what = ("the rollback of " if view.kind == PromotionKind.ROLLBACK else "") + esc(view.service)
         for user in [u for u in approver_users if u != view.requested_by][:MAX_DIRECT_MESSAGES]:
             text = (
                 f"{asker} asks you to approve {what} `{esc(view.tag)}` → "

@@ -18,6 +18,7 @@ from storage.records import (
     ScanRecord,
     VerificationRecord,
 )
+from storage.statuses import VerificationResult
 
 HELD = "artifact.held"  # the audit action that says who put an artifact on hold, and when
 
@@ -99,7 +100,7 @@ class SqlLedger:
             latest = s.exec(
                 q.order_by(col(Verification.finished_at).desc(), col(Verification.id).desc()).limit(1)
             ).first()
-            return latest.tag if latest is not None and latest.result == "passed" else None
+            return latest.tag if latest is not None and latest.result == VerificationResult.PASSED else None
 
     def latest_scan(self, service: str, tag: str, digest: str | None) -> ScanRecord | None:
         with Session(self.engine) as s:

@@ -12,6 +12,8 @@ import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
+from storage.statuses import PromotionKind
+
 
 class UTCDateTime(TypeDecorator):
     """Aware datetimes in, aware UTC datetimes out, on SQLite and PostgreSQL alike."""
@@ -132,7 +134,7 @@ class Promotion(SQLModel, table=True):
         sa.Index("ix_promotion_pipeline_run_id", "pipeline_run_id"),
     )
     id: str = Field(primary_key=True)
-    kind: str = "promotion"  # promotion | rollback
+    kind: str = PromotionKind.PROMOTION.value  # promotion | rollback
     service: str = Field(index=True)
     tag: str
     digest: str

@@ -446,9 +446,9 @@ def test_from_env():
     client = OciRegistryClient.from_env(
         {"PROMOBOT_REGISTRY_AUTH": '{"ghcr.io": {"username": "bot", "password": "hunter2"}}'}
     )
-    assert client._credential(parse_image("ghcr.io/acme/x")) == ("bot", "hunter2")
+    assert client.credential_for(parse_image("ghcr.io/acme/x")) == ("bot", "hunter2")
     assert "hunter2" not in repr(client)
-    assert OciRegistryClient.from_env({})._credential(parse_image("ghcr.io/acme/x")) is None
+    assert OciRegistryClient.from_env({}).credential_for(parse_image("ghcr.io/acme/x")) is None
     for bad in ('{"ghcr.io": "hunter2"}', "hunter2", '{"ghcr.io": {"username": "bot"}}'):
         with pytest.raises(ValueError) as exc:
             OciRegistryClient.from_env({"PROMOBOT_REGISTRY_AUTH": bad})

@@ -246,12 +246,13 @@ class OciRegistryClient:
         if status == 404:
             raise ManifestNotFound(f"registry {ref.registry} has no {what}{_error_codes(body)}")
         after = " after authenticating" if status == 401 else ""
-        creds = " (credentials configured)" if status in (401, 403) and self._credential(ref) else ""
+        creds = " (credentials configured)" if status in (401, 403) and self.credential_for(ref) else ""
         raise RegistryError(
             f"registry {ref.registry} answered HTTP {status}{after} for {what}{_error_codes(body)}{creds}"
         )
 
-    def _credential(self, ref: ImageRef) -> tuple[str, str] | None:
+    def credential_for(self, ref: ImageRef) -> tuple[str, str] | None:
+        """The (username, password) configured for the image's registry, if any."""
         return self._credentials.get(ref.registry) or self._credentials.get(ref.api_host)
 
     async def _call(
@@ -292,7 +293,7 @@ class OciRegistryClient:
         cached = self._tokens.get((ref.api_host, scope))
         if cached and cached[1] > self._clock():
             return f"Bearer {cached[0]}"
-        credential = self._credential(ref)
+        credential = self.credential_for(ref)
         if ref.api_host in self._basic_hosts and credential:
             return aiohttp.BasicAuth(*credential).encode()
         return None
@@ -301,7 +302,7 @@ class OciRegistryClient:
         """Act on a 401 challenge; False when there is nothing new to try."""
         kind, params = parse_challenge(challenge)
         if kind == "basic":
-            if ref.api_host in self._basic_hosts or not self._credential(ref):
+            if ref.api_host in self._basic_hosts or not self.credential_for(ref):
                 return False
             self._basic_hosts.add(ref.api_host)
             return True
@@ -316,7 +317,7 @@ class OciRegistryClient:
         self, session: aiohttp.ClientSession, ref: ImageRef, params: dict[str, str], scope: str
     ) -> tuple[str, float]:
         realm = urlsplit(params["realm"])
-        credential = self._credential(ref)
+        credential = self.credential_for(ref)
         if realm.scheme not in ("http", "https") or not realm.netloc:
             raise RegistryError(f"registry {ref.registry} named an unusable token service")
         if credential and realm.scheme == "http" and self.scheme(realm.netloc) != "http":

@@ -28,7 +28,7 @@ from checks.catalog import gates_for
 from storage import audit
 from storage.db import transaction
 from storage.models import ActivePromotion, OutboxEntry, Promotion
-from storage.statuses import OutboxStatus, PromotionKind
+from storage.statuses import DeploymentStatus, OutboxStatus, PromotionKind, VerificationResult
 from storage.statuses import PromotionStatus as S
 
 log = logging.getLogger(__name__)
@@ -85,9 +85,11 @@ class Requests:
         ctx.environment_config(environment)
         current = ledger.current_artifact(service, environment)
         latest = ledger.deployments(service, environment, limit=1)
-        if latest and latest[0].status != "success":
+        if latest and latest[0].status != DeploymentStatus.SUCCESS:
             current = None  # a failed deploy leaves the environment in doubt: the last good one may come back
-        passed = [v for v in ledger.verifications(service, environment, limit=200) if v.result == "passed"]
+        passed = [
+            v for v in ledger.verifications(service, environment, limit=200) if v.result == VerificationResult.PASSED
+        ]
         if tag is None:
             # an artifact on hold was rolled back once already: it is not "known good"
             known_good = next((v.tag for v in passed if v.tag != current and ledger.hold(service, v.tag) is None), None)

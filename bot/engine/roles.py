@@ -10,6 +10,7 @@ from checks.base import GateReport, Ledger
 from checks.deployment_window import WindowState
 from checks.soak_time import SoakProgress
 from storage.records import DeploymentRecord, HoldRecord, LockRecord, VerificationRecord
+from storage.statuses import Decision
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ class PromotionView:
 
     @property
     def approved_by(self) -> list[str]:
-        return [a.approver for a in self.approvals if a.decision == "approve"]
+        return [a.approver for a in self.approvals if a.decision == Decision.APPROVE]
 
     @property
     def commit_url(self) -> str | None:

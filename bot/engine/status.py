@@ -19,6 +19,7 @@ from checks.soak_time import SoakProgress, soak_progress
 from storage.models import ActivePromotion, Promotion
 from storage.records import DeploymentRecord, HoldRecord, LockRecord, VerificationRecord
 from storage.statuses import PromotionStatus as S
+from storage.statuses import VerificationResult
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ class OverviewRow:
 
     @property
     def needs_attention(self) -> bool:
-        return any(c.verification == "failed" or c.locked or c.held or c.pending for c in self.cells)
+        return any(c.verification == VerificationResult.FAILED or c.locked or c.held or c.pending for c in self.cells)
 
 
 class Status:
@@ -110,7 +111,11 @@ class Status:
                 next_env = config.environment(nxt)
                 soak = soak_progress(ledger, name, tag, env_name, next_env.soak_time, now)
                 next_window = window_state(next_env, max(now, soak.eligible_at or now))
-                if soak.since is not None and verification is not None and verification.result == "passed":
+                if (
+                    soak.since is not None
+                    and verification is not None
+                    and verification.result == VerificationResult.PASSED
+                ):
                     ready = soak.eligible_at or now
                     eligible_at = max(now, ready) if next_window.open_now else next_window.next_opening
             status = EnvironmentStatus(

@@ -38,6 +38,7 @@ from handlers.blocks.common import (
     timeline,
     window_text,
 )
+from storage.statuses import PromotionKind
 from storage.statuses import PromotionStatus as S
 
 CARD_COMMITS = 8
@@ -92,7 +93,7 @@ def _facts(view: PromotionView) -> SectionBlock:
     """What would run: service, tag, digest, commit, where from and to, who asked, what it replaces."""
     ev = view.evidence
     commit = link(view.commit_url, esc(view.source_commit[:12])) if view.source_commit else "—"
-    source = view.source_environment or ("its own history" if view.kind == "rollback" else "—")
+    source = view.source_environment or ("its own history" if view.kind == PromotionKind.ROLLBACK else "—")
     fields = [
         md(f"*Service*\n{esc(view.service)}"),
         md(f"*Tag*\n`{esc(view.tag)}`"),
@@ -152,7 +153,7 @@ def _history(view: PromotionView) -> list[Block]:
         blocks += [DividerBlock(), section(changes)]
     if ev.previous_environment:
         lines = timeline(ev.previous_deployments, ev.previous_verifications, ev.now, with_tag=False)
-        where = ("earlier in " if view.kind == "rollback" else "in ") + esc(ev.previous_environment)
+        where = ("earlier in " if view.kind == PromotionKind.ROLLBACK else "in ") + esc(ev.previous_environment)
         blocks.append(
             section(f"*`{esc(view.tag)}` {where}*\n" + ("\n".join(lines) or "no deployment or verification recorded"))
         )
@@ -164,7 +165,7 @@ def _history(view: PromotionView) -> list[Block]:
 
 
 def _buttons(view: PromotionView) -> ActionsBlock:
-    noun = "rollback" if view.kind == "rollback" else "promotion"
+    noun = "rollback" if view.kind == PromotionKind.ROLLBACK else "promotion"
     buttons = [
         ButtonElement(
             text="Approve",
@@ -203,16 +204,16 @@ def approval_card(view: PromotionView) -> list[Block]:
     """The card in the service channel; its header always shows the current state and buttons
     are there only while the request waits for a decision."""
     status = S(view.status)
-    noun = "Rollback" if view.kind == "rollback" else "Promotion"
+    noun = "Rollback" if view.kind == PromotionKind.ROLLBACK else "Promotion"
     header = f"{noun}: {view.service} → {view.target_environment} · {status.label}"
     blocks: list[Block] = [HeaderBlock(text=PlainTextObject(text=clip(header, 150), emoji=True))]
-    if view.kind == "rollback":
+    if view.kind == PromotionKind.ROLLBACK:
         blocks.append(_rollback_summary(view))
     blocks.append(_facts(view))
     decision = _decision(view)
     if decision:
         blocks.append(decision)
-    if view.reason and (status in ENDED_WITH_REASON or view.kind == "rollback"):
+    if view.reason and (status in ENDED_WITH_REASON or view.kind == PromotionKind.ROLLBACK):
         label = "Reason" if status in ENDED_WITH_REASON else "Why"
         blocks.append(SectionBlock(text=plain(f"{label}: {view.reason}")))
     blocks += _history(view)

@@ -18,6 +18,7 @@ from bot.text import approver_mention, clip, esc, evidence_text, link, literal, 
 from checks.base import GateReport, GateResult, GateStatus
 from checks.deployment_window import WindowState
 from storage.records import DeploymentRecord, VerificationRecord
+from storage.statuses import DeploymentStatus, VerificationResult
 from storage.statuses import PromotionStatus as S
 
 APPROVE = "promotion.approve"
@@ -113,7 +114,7 @@ def gate_lines(report: GateReport | None, *, only_blocking: bool = False) -> lis
 
 
 def deployment_line(d: DeploymentRecord, now: datetime | None, *, with_tag: bool = False) -> str:
-    icon = ":white_check_mark:" if d.status == "success" else ":x:"
+    icon = ":white_check_mark:" if d.status == DeploymentStatus.SUCCESS else ":x:"
     tag = f"`{esc(short_tag(d.tag))}` " if with_tag else ""
     return f"{icon} {tag}deployment {esc(d.status)} {ago(d.finished_at, now)}{run_link(d)}"
 
@@ -125,7 +126,7 @@ def run_link(d: DeploymentRecord) -> str:
 
 
 def verification_line(v: VerificationRecord, now: datetime | None, *, with_tag: bool = False) -> str:
-    icon = ":white_check_mark:" if v.result == "passed" else ":x:"
+    icon = ":white_check_mark:" if v.result == VerificationResult.PASSED else ":x:"
     tag = f"`{esc(short_tag(v.tag))}` " if with_tag else ""
     checks = ", ".join(f"{esc(k)} {esc(val)}" for k, val in list((v.checks or {}).items())[:6])
     report = f" · {link(v.url, 'report')}" if v.url else ""

@@ -14,11 +14,12 @@ from bot.engine.status import OverviewRow
 from bot.text import esc, mention
 from handlers.blocks.common import HOME_BLOCKS, STATUS_ICON, approvals_text, chunks, md, section, short_tag
 from handlers.blocks.status import OVERVIEW_LEGEND, grid
+from storage.statuses import PromotionKind
 from storage.statuses import PromotionStatus as S
 
 
 def _home_entry(view: PromotionView) -> str:
-    noun = "Rollback" if view.kind == "rollback" else "Promotion"
+    noun = "Rollback" if view.kind == PromotionKind.ROLLBACK else "Promotion"
     where = f" · card in <#{view.channel}>" if view.channel else ""
     return (
         f"*{noun}: {esc(view.service)}* `{esc(view.tag)}` → *{esc(view.target_environment)}* "

@@ -7,10 +7,11 @@ from slack_sdk.models.blocks import Block, ContextBlock
 from bot.text import clip, esc, evidence_text
 from checks.base import GateReport
 from handlers.blocks.common import chunks, gate_lines, md, section
+from storage.statuses import PromotionKind
 
 
-def refusal(report: GateReport, *, kind: str = "promotion") -> list[Block]:
-    verb = "roll back" if kind == "rollback" else "promote"
+def refusal(report: GateReport, *, kind: str = PromotionKind.PROMOTION) -> list[Block]:
+    verb = "roll back" if kind == PromotionKind.ROLLBACK else "promote"
     head = (
         f":no_entry: Cannot {verb} *{esc(report.service)}* `{esc(report.tag)}` to "
         f"*{esc(report.target_environment)}*: {len(report.blocking)} of {len(report.results)} gates refused."
@@ -23,8 +24,8 @@ def refusal(report: GateReport, *, kind: str = "promotion") -> list[Block]:
     return blocks
 
 
-def refusal_text(report: GateReport, *, kind: str = "promotion") -> str:
-    verb = "roll back" if kind == "rollback" else "promote"
+def refusal_text(report: GateReport, *, kind: str = PromotionKind.PROMOTION) -> str:
+    verb = "roll back" if kind == PromotionKind.ROLLBACK else "promote"
     reasons = "; ".join(f"{esc(r.title)}: {evidence_text(r.reason, r.evidence)}" for r in report.blocking)
     return f"Cannot {verb} {esc(report.service)} {esc(report.tag)} to {esc(report.target_environment)}: {reasons}"
 

@@ -26,13 +26,14 @@ from handlers.blocks.common import (
     verification_line,
     window_text,
 )
+from storage.statuses import PromotionKind, VerificationResult
 from storage.statuses import PromotionStatus as S
 
 
 def pending_line(view: PromotionView, now: datetime | None = None) -> str:
     """One line about an active promotion: what, and whom it waits for."""
     status = S(view.status)
-    noun = "rollback" if view.kind == "rollback" else "promotion"
+    noun = "rollback" if view.kind == PromotionKind.ROLLBACK else "promotion"
     line = (
         f"{STATUS_ICON[status]} {noun} `{view.id}` of `{esc(short_tag(view.tag))}` by "
         f"{mention(view.requested_by)}: {status.label.lower()}"
@@ -61,7 +62,7 @@ def _environment_lines(e: EnvironmentStatus, now: datetime) -> list[str]:
             nxt = esc(e.next_environment)
             if e.in_next:
                 lines.append(f"    already in {nxt}")
-            elif e.verification is None or e.verification.result != "passed":
+            elif e.verification is None or e.verification.result != VerificationResult.PASSED:
                 lines.append(f"    not eligible for {nxt} until verified here")
             else:
                 soak = e.soak

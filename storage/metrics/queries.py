@@ -66,7 +66,7 @@ from storage.metrics.sql import (
     time_to_promote_rows,
 )
 from storage.models import UTCDateTime
-from storage.statuses import WENT_AHEAD
+from storage.statuses import WENT_AHEAD, DeploymentStatus, PromotionKind, VerificationResult
 
 
 def _keys(table: sa.FromClause, per_service: bool) -> list[sa.ColumnElement]:
@@ -181,7 +181,7 @@ def _deployments(
         sa.select(*_keys(D, per_service), sa.func.count().label("n"))
         .where(
             D.c.environment == production,
-            D.c.status == "success",
+            D.c.status == DeploymentStatus.SUCCESS,
             between(D.c.finished_at, frequency_start(start, end), end),
         )
         .group_by(*_keys(D, per_service)),
@@ -199,10 +199,10 @@ def _lead_times(start: datetime, end: datetime, services: Sequence[str] | None, 
         )
         .where(
             D.c.environment == production,
-            D.c.status == "success",
+            D.c.status == DeploymentStatus.SUCCESS,
             between(D.c.finished_at, start, end),
             A.c.built_at.is_not(None),
-            sa.or_(P.c.kind.is_(None), P.c.kind != "rollback"),
+            sa.or_(P.c.kind.is_(None), P.c.kind != PromotionKind.ROLLBACK),
         )
     )
     return materialised(only(query, D.c.service, services))
@@ -212,7 +212,7 @@ def _incidents(start: datetime, end: datetime, services: Sequence[str] | None, p
     """(service, environment, seconds to restore or NULL) per incident that started in the window."""
     failures = only(
         sa.select(D.c.service, D.c.environment, D.c.finished_at.label("at"), sa.literal(1).label("bad")).where(
-            D.c.environment == production, D.c.status != "success", between(D.c.finished_at, start, end)
+            D.c.environment == production, D.c.status != DeploymentStatus.SUCCESS, between(D.c.finished_at, start, end)
         ),
         D.c.service,
         services,
@@ -222,7 +222,7 @@ def _incidents(start: datetime, end: datetime, services: Sequence[str] | None, p
             V.c.service,
             V.c.environment,
             V.c.finished_at.label("at"),
-            sa.case((V.c.result == "passed", 0), else_=1).label("bad"),
+            sa.case((V.c.result == VerificationResult.PASSED, 0), else_=1).label("bad"),
         ).where(V.c.environment == production, between(V.c.finished_at, start, end)),
         V.c.service,
         services,
@@ -245,7 +245,7 @@ def _incidents(start: datetime, end: datetime, services: Sequence[str] | None, p
         .where(
             V.c.service == starts.c.service,
             V.c.environment == starts.c.environment,
-            V.c.result == "passed",
+            V.c.result == VerificationResult.PASSED,
             V.c.finished_at > starts.c.at,
         )
         .scalar_subquery()
@@ -343,7 +343,7 @@ def failed_verifications(
     session: Session, *, start: datetime, end: datetime, services: Sequence[str] | None = None, limit: int = 10
 ) -> Listing:
     """Verifications that failed in the window, most recent first."""
-    where = [V.c.result != "passed", between(V.c.finished_at, start, end)]
+    where = [V.c.result != VerificationResult.PASSED, between(V.c.finished_at, start, end)]
     total = session.execute(only(sa.select(sa.func.count()).where(*where), V.c.service, services)).scalar_one()
     query = only(
         sa.select(V.c.service, V.c.environment, V.c.tag, V.c.finished_at, V.c.url)
@@ -360,7 +360,7 @@ def rollbacks(
     session: Session, *, start: datetime, end: datetime, services: Sequence[str] | None = None, limit: int = 10
 ) -> Listing:
     """Rollbacks requested in the window, most recent first, whatever became of them."""
-    where = [P.c.kind == "rollback", between(P.c.requested_at, start, end)]
+    where = [P.c.kind == PromotionKind.ROLLBACK, between(P.c.requested_at, start, end)]
     total = session.execute(only(sa.select(sa.func.count()).where(*where), P.c.service, services)).scalar_one()
     query = only(
         sa.select(

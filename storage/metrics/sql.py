@@ -11,6 +11,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
 from storage.models import Artifact, Deployment, Promotion, Verification
+from storage.statuses import DeploymentStatus, VerificationResult
 
 P, D, V, A = (sa.inspect(model).local_table for model in (Promotion, Deployment, Verification, Artifact))
 WEEK = timedelta(days=7)
@@ -90,7 +91,7 @@ def time_to_promote_rows(start: datetime | None, end: datetime | None, services:
             V.c.service == P.c.service,
             V.c.environment == P.c.source_environment,
             V.c.tag == P.c.tag,
-            V.c.result == "passed",
+            V.c.result == VerificationResult.PASSED,
             V.c.finished_at <= D.c.finished_at,
         )
         .scalar_subquery()
@@ -103,7 +104,7 @@ def time_to_promote_rows(start: datetime | None, end: datetime | None, services:
             Seconds(ready, D.c.finished_at).label("seconds"),
         )
         .select_from(D.join(P, P.c.id == D.c.promotion_id))
-        .where(D.c.status == "success", P.c.kind == "promotion", P.c.source_environment.is_not(None))
+        .where(D.c.status == DeploymentStatus.SUCCESS, P.c.kind == "promotion", P.c.source_environment.is_not(None))
     )
     if start is not None and end is not None:
         query = query.where(between(D.c.finished_at, start, end))

@@ -12,7 +12,7 @@ import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
@@ -57,7 +57,8 @@ def instance_id(settings: Settings) -> str:
 
 
 def open_database(settings: Settings, *, upgrade: bool = True) -> Engine:
-    engine = create_db_engine(settings.database_url)
+    key = settings.secret("promobot_audit_key")
+    engine = create_db_engine(settings.database_url, audit_key=key.encode() if key else None)
     if upgrade:
         migrate.upgrade(engine)
     return engine
@@ -102,6 +103,7 @@ def build(
         clock=clock,
         instance_id=instance_id(settings),
         tracking_interval=settings.promobot_tracking_poll_interval,
+        run_listing_lag=timedelta(seconds=settings.promobot_run_listing_lag),
     )
     bot = Promobot(settings, config, engine, service, CommandRouter(service), slack_client)
     if slack_client is not None:

@@ -203,19 +203,19 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from bot.app import open_database
     from bot.engine.records import export
     from storage import audit
+    from storage.models import AuditHead
 
     settings = _settings()
     engine = open_database(settings)
     with Session(engine) as s:
         if args.action == "verify":
-            problem = audit.verify(s)
+            mode = audit.ChainMode()
+            problem = audit.verify(s, mode)
             if problem:
                 print(f"audit chain BROKEN at {problem}")
-                return EXIT_BLOCKED
-            from storage.models import AuditHead
-
+                return EXIT_ERROR if "set PROMOBOT_AUDIT_KEY" in problem.problem else EXIT_BLOCKED
             head = s.get(AuditHead, 1)
-            print(f"audit chain intact: {head.seq if head else 0} events verified")
+            print(f"audit chain intact: {head.seq if head else 0} events verified; {mode}")
             return EXIT_OK
         since = datetime.fromisoformat(args.since).replace(tzinfo=UTC) if args.since else None
         for chunk in export(s, since=since, fmt=args.format):

@@ -9,13 +9,12 @@ from pathlib import Path
 import sqlalchemy as sa
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 
 from bot.app import Promobot, instance_id
 from bot.jobs import retention
 from bot.jobs.digests import DigestScheduler
-from handlers import github_webhook, pipeline_api
+from handlers import github_webhook, pipeline_api, slack_http
 from storage.metrics.prometheus import build_registry
 
 log = logging.getLogger(__name__)
@@ -48,13 +47,9 @@ def make_web_app(bot: Promobot, *, background: bool = True) -> web.Application:
 
     # Slack over HTTP only with signature verification: in Socket Mode without SLACK_SIGNING_SECRET
     # the Bolt app verifies nothing, and this route would take forged commands and clicks.
-    if bot.bolt is not None and bot.settings.secret("slack_signing_secret"):
-
-        async def slack_events(request: web.Request) -> web.Response:
-            bolt_response = await bot.bolt.async_dispatch(await to_bolt_request(request))
-            return await to_aiohttp_response(bolt_response)
-
-        app.router.add_post("/slack/events", slack_events)
+    signing_secret = bot.settings.secret("slack_signing_secret")
+    if bot.bolt is not None and signing_secret:
+        app.add_routes([slack_http.route(bot.bolt, signing_secret, bot.service.first_slack_event)])
 
     if background:
         interval = bot.settings.promobot_outbox_interval

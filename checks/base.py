@@ -100,6 +100,11 @@ class GateReport:
     def errored(self) -> bool:
         return any(r.status is GateStatus.ERRORED for r in self.results)
 
+    @property
+    def refused(self) -> bool:
+        """A gate failed: the rule says no. (Only errored gates means "could not tell yet".)"""
+        return any(r.status is GateStatus.FAILED for r in self.results)
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> GateReport:
         return cls(

@@ -7,16 +7,21 @@ polling pass shares, so a webhook and a poll of the same run count once.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
-import json
 import logging
+from typing import Any
 
 from aiohttp import web
 
 from bot.engine.tracking import Tracker
+from handlers.http_body import BadJson, BodyTooLarge, json_object, read_body, too_large
 
 log = logging.getLogger(__name__)
+
+# GitHub caps deliveries at 25 MB; a workflow_run delivery is tens of KB. Nothing larger is read.
+MAX_WEBHOOK_BYTES = 2 * 1024 * 1024
 
 
 def signature_ok(secret: str, body: bytes, header: str | None) -> bool:
@@ -25,6 +30,26 @@ def signature_ok(secret: str, body: bytes, header: str | None) -> bool:
         return False
     expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     return hmac.compare_digest(header[len("sha256=") :].strip().encode(), expected.encode())
+
+
+_RUN_TEXT = ("name", "display_title", "html_url", "status", "conclusion", "event", "path", "head_branch", "head_sha")
+
+
+def workflow_run_problem(payload: dict[str, Any]) -> str | None:
+    """What is wrong with a ``workflow_run`` delivery's shape, or None: GitHub's own deliveries always pass."""
+    run, repository = payload.get("workflow_run"), payload.get("repository")
+    if not isinstance(run, dict):
+        return "workflow_run must be an object"
+    if not isinstance(repository, dict) or not isinstance(repository.get("full_name"), str):
+        return "repository.full_name must be a string"
+    if not isinstance(run.get("id"), int) or isinstance(run.get("id"), bool):
+        return "workflow_run.id must be a number"
+    for key in _RUN_TEXT:
+        if run.get(key) is not None and not isinstance(run[key], str):
+            return f"workflow_run.{key} must be a string"
+    if payload.get("action") is not None and not isinstance(payload["action"], str):
+        return "action must be a string"
+    return None
 
 
 def routes(tracker: Tracker, secret: str | None) -> list[web.RouteDef]:
@@ -37,7 +62,10 @@ def routes(tracker: Tracker, secret: str | None) -> list[web.RouteDef]:
                 },
                 status=503,
             )
-        body = await request.read()
+        try:
+            body = await read_body(request, MAX_WEBHOOK_BYTES)
+        except BodyTooLarge as exc:
+            return too_large(exc, " (promobot handles workflow_run deliveries, which are far smaller)")
         if not signature_ok(secret, body, request.headers.get("X-Hub-Signature-256")):
             return web.json_response(
                 {"error": "bad or missing X-Hub-Signature-256: the webhook's secret must equal GITHUB_WEBHOOK_SECRET"},
@@ -49,20 +77,23 @@ def routes(tracker: Tracker, secret: str | None) -> list[web.RouteDef]:
         if event != "workflow_run":
             return web.json_response({"status": "ignored", "event": event}, status=202)
         try:
-            payload = json.loads(body)
-        except ValueError:
+            payload = json_object(body, what="the payload")
+        except BadJson as exc:
             return web.json_response(
-                {"error": "the payload is not JSON (set the webhook's content type to application/json)"}, status=400
+                {"error": f"{exc} (set the webhook's content type to application/json)"}, status=400
             )
+        shape = workflow_run_problem(payload)
+        if shape:
+            return web.json_response({"error": f"not a workflow_run delivery: {shape}"}, status=400)
         delivery = request.headers.get("X-GitHub-Delivery")
-        if delivery and not tracker.claim_delivery(delivery, event, body):
+        if delivery and not await asyncio.to_thread(tracker.claim_delivery, delivery, event, body):
             return web.json_response({"status": "duplicate", "delivery": delivery})
         try:
             result = await tracker.workflow_run(payload)
         except Exception:
             log.exception("webhook delivery %s failed", delivery)
             if delivery:
-                tracker.release_delivery(delivery)  # so that GitHub's redelivery is handled
+                await asyncio.to_thread(tracker.release_delivery, delivery)  # so GitHub's redelivery is handled
             return web.json_response({"error": "internal error; redeliver from the webhook's settings"}, status=500)
         return web.json_response({"status": result, "delivery": delivery}, status=202)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 from typing import Any
 
@@ -12,6 +11,8 @@ from aiohttp import web
 from bot.engine.errors import Conflict, UserError
 from bot.engine.service import PromotionService
 from checks.reports import ReportError
+from handlers import openapi
+from handlers.http_body import BadJson, BodyTooLarge, json_object, read_body, too_large
 from handlers.pipeline_events import BadEvent, apply_event, validate_event
 
 log = logging.getLogger(__name__)
@@ -44,24 +45,12 @@ def routes(service: PromotionService, api_token: str | None) -> list[web.RouteDe
     async def post_event(request: web.Request) -> web.Response:
         if not bearer_ok(request, api_token):
             return unauthorized()
-        if request.content_length is not None and request.content_length > MAX_EVENT_BYTES:
-            return _problem(
-                413,
-                f"event too large: {request.content_length} bytes; the limit is "
-                f"{MAX_EVENT_BYTES // (1024 * 1024)} MB. Send a filtered report (e.g. trivy "
-                "--severity HIGH,CRITICAL) or a smaller SBOM.",
-            )
-        chunks, size = [], 0
-        async for chunk in request.content.iter_chunked(1 << 16):
-            size += len(chunk)
-            if size > MAX_EVENT_BYTES:
-                return _problem(413, f"event too large: over {MAX_EVENT_BYTES // (1024 * 1024)} MB")
-            chunks.append(chunk)
-        raw = b"".join(chunks)
         try:
-            body = json.loads(raw)
-        except ValueError as exc:
-            return _problem(400, "invalid event", problems=[f"(body): not JSON: {exc}"])
+            body = json_object(await read_body(request, MAX_EVENT_BYTES, what="event"), what="(body)")
+        except BodyTooLarge as exc:
+            return too_large(exc, ". Send a filtered report (e.g. trivy --severity HIGH,CRITICAL) or a smaller SBOM.")
+        except BadJson as exc:
+            return _problem(400, "invalid event", problems=[str(exc)])
         try:
             event = validate_event(
                 body, services=service.config.services, environments=service.config.environment_names
@@ -98,7 +87,13 @@ def routes(service: PromotionService, api_token: str | None) -> list[web.RouteDe
             return _problem(404, f"no promotion {request.match_info['promotion_id']!r}")
         return web.json_response(record)
 
+    description = openapi.document()
+
+    async def openapi_json(_: web.Request) -> web.Response:
+        return web.json_response(description)
+
     return [
+        web.get("/api/v1/openapi.json", openapi_json),
         web.post("/api/v1/events", post_event),
         web.get("/api/v1/eligibility", eligibility),
         web.get("/api/v1/promotions/{promotion_id}", promotion),

@@ -18,6 +18,7 @@ from bot.engine.service import PromotionService
 
 TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 DIGEST = re.compile(r"^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$")
+URL = re.compile(r"^https?://[^\s<>|]+$")  # what Slack can show as a link, and nothing it could misread
 COMMIT = re.compile(r"^[0-9a-f]{7,40}$")
 
 
@@ -25,7 +26,7 @@ class _Event(BaseModel):
     model_config = ConfigDict(extra="forbid")
     event_id: str | None = Field(default=None, min_length=1, max_length=200)
     service: str = Field(min_length=1, max_length=100)
-    tag: str
+    tag: str = Field(json_schema_extra={"pattern": TAG.pattern})
 
     @field_validator("tag")
     @classmethod
@@ -50,10 +51,10 @@ def _aware(v: Any) -> Any:
 
 class ArtifactBuilt(_Event):
     type: Literal["artifact.built"]
-    digest: str
-    commit_sha: str
+    digest: str = Field(json_schema_extra={"pattern": DIGEST.pattern})
+    commit_sha: str = Field(json_schema_extra={"pattern": COMMIT.pattern})
     pipeline_run_id: str
-    built_at: datetime
+    built_at: datetime = Field(json_schema_extra={"description": "ISO 8601 with a time zone, or now"})
 
     @field_validator("digest")
     @classmethod
@@ -82,14 +83,14 @@ class ArtifactBuilt(_Event):
 
 class _InEnvironment(_Event):
     environment: str = Field(min_length=1)
-    url: str | None = None
+    url: str | None = Field(default=None, json_schema_extra={"pattern": URL.pattern})
     finished_at: datetime | None = None
 
     @field_validator("url")
     @classmethod
     def _url(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^https?://\S+$", v):
-            raise ValueError("not an http(s) URL")
+        if v is not None and not URL.match(v):
+            raise ValueError("not a plain http(s) URL (no spaces, <, > or |)")
         return v
 
     @field_validator("finished_at", mode="before")

@@ -16,6 +16,7 @@ and the head can rewrite history undetected. Posting the head hash elsewhere
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from storage.db import rowcount
+from storage.db import AUDIT_KEY, rowcount
 from storage.models import AuditAnchor, AuditEvent, AuditHead
 
 GENESIS = "0" * 64
@@ -50,25 +51,35 @@ def event_hash(
     environment: str | None,
     detail: dict | None,
     prev_hash: str,
+    key: bytes | None = None,
 ) -> str:
-    body = _canonical(
-        {
-            "seq": seq,
-            "at": at.isoformat(timespec="microseconds"),
-            "actor": actor,
-            "action": action,
-            "promotion_id": promotion_id,
-            "service": service,
-            "environment": environment,
-            "detail": detail or {},
-            "prev_hash": prev_hash,
-        }
-    )
-    return hashlib.sha256(body.encode()).hexdigest()
+    """SHA-256 of the event's canonical content; with ``key``, HMAC-SHA256 (and the content says it is keyed,
+    so a keyed event cannot pass as an unkeyed one)."""
+    content = {
+        "seq": seq,
+        "at": at.isoformat(timespec="microseconds"),
+        "actor": actor,
+        "action": action,
+        "promotion_id": promotion_id,
+        "service": service,
+        "environment": environment,
+        "detail": detail or {},
+        "prev_hash": prev_hash,
+    }
+    if key is not None:
+        content["keyed"] = True
+        return hmac.new(key, _canonical(content).encode(), hashlib.sha256).hexdigest()
+    return hashlib.sha256(_canonical(content).encode()).hexdigest()
 
 
-def _recompute(ev: AuditEvent | sa.Row) -> str:
+def session_key(session: Session) -> bytes | None:
+    """The HMAC key the session's engine was built with (PROMOBOT_AUDIT_KEY), or None."""
+    return session.connection().info.get(AUDIT_KEY)
+
+
+def _recompute(ev: AuditEvent | sa.Row, key: bytes | None = None) -> str:
     return event_hash(
+        key=key,
         seq=ev.seq,
         at=ev.at,
         actor=ev.actor,
@@ -112,7 +123,9 @@ def append(
     seq, prev = head.seq, head.last_hash or GENESIS
     at = at.astimezone(UTC)
     detail = json.loads(_canonical(detail or {}))
+    key = session_key(session)
     digest = event_hash(
+        key=key,
         seq=seq,
         at=at,
         actor=actor,
@@ -134,6 +147,7 @@ def append(
         detail=detail,
         prev_hash=prev,
         hash=digest,
+        keyed=key is not None,
     )
     session.add(ev)
     session.execute(sa.update(AuditHead).where(col(AuditHead.id) == 1).values(last_hash=digest))
@@ -151,13 +165,33 @@ class ChainProblem:
 
 
 def verify_events(
-    events: Iterable[AuditEvent | sa.Row], *, head: AuditHead | None = None, anchor: str = GENESIS, first_seq: int = 1
+    events: Iterable[AuditEvent | sa.Row],
+    *,
+    head: AuditHead | None = None,
+    anchor: str = GENESIS,
+    first_seq: int = 1,
+    key: bytes | None = None,
+    mode: ChainMode | None = None,
 ) -> ChainProblem | None:
     """Recompute the chain from ``anchor``; return the first event altered, removed, reordered,
-    added past the head or truncated from the tail (checked against ``head`` when given), or None."""
+    added past the head or truncated from the tail (checked against ``head`` when given), or None.
+    Keyed events are checked with ``key``; once the chain is keyed, an unkeyed event is a forgery.
+    ``mode`` (when given) counts what was checked how."""
     prev, expected_seq = anchor, first_seq
     last = None
+    first_keyed: int | None = None
     for ev in events:
+        keyed = bool(getattr(ev, "keyed", False))
+        if keyed and key is None:
+            return ChainProblem(ev.seq, "is keyed (an HMAC chain from here on): set PROMOBOT_AUDIT_KEY to verify it")
+        if keyed and first_keyed is None:
+            first_keyed = ev.seq
+        if not keyed and first_keyed is not None:
+            return ChainProblem(
+                ev.seq, f"written without the audit key after the chain was keyed at event {first_keyed} (forged)"
+            )
+        if mode is not None:
+            mode.count(ev.seq, keyed)
         if head is not None and ev.seq > head.seq:
             return ChainProblem(
                 ev.seq, f"not recorded by the chain head, which ends at {head.seq} (added outside promobot)"
@@ -165,7 +199,7 @@ def verify_events(
         if ev.seq != expected_seq:
             what = "missing (removed)" if ev.seq > expected_seq else "out of order"
             return ChainProblem(expected_seq, f"{what}; found event {ev.seq} where {expected_seq} belongs")
-        intact = _recompute(ev) == ev.hash
+        intact = hmac.compare_digest(_recompute(ev, key if keyed else None), ev.hash)
         if not intact:
             return ChainProblem(ev.seq, "altered or moved from another position (its hash does not match its content)")
         if ev.prev_hash != prev:
@@ -197,8 +231,31 @@ def latest_anchor(session: Session) -> AuditAnchor | None:
     return session.exec(select(AuditAnchor).order_by(col(AuditAnchor.seq).desc()).limit(1)).first()
 
 
-def verify(session: Session) -> ChainProblem | None:
-    """Recompute the stored chain from its anchor to its head; return the first problem, or None."""
+@dataclass
+class ChainMode:
+    """How a verification checked the chain: unkeyed SHA-256 events, then (once keyed) HMAC events."""
+
+    unkeyed: int = 0
+    keyed: int = 0
+    first_keyed: int | None = None
+
+    def count(self, seq: int, keyed: bool) -> None:
+        if keyed:
+            self.keyed += 1
+            self.first_keyed = self.first_keyed or seq
+        else:
+            self.unkeyed += 1
+
+    def __str__(self) -> str:
+        if not self.keyed:
+            return "unkeyed SHA-256 chain (set PROMOBOT_AUDIT_KEY to make it an HMAC chain)"
+        before = f"; the {self.unkeyed} events before it are unkeyed SHA-256" if self.unkeyed else ""
+        return f"keyed HMAC-SHA256 chain from event {self.first_keyed}{before}"
+
+
+def verify(session: Session, mode: ChainMode | None = None) -> ChainProblem | None:
+    """Recompute the stored chain from its anchor to its head (keyed events with the engine's audit key);
+    return the first problem, or None. ``mode`` counts what was checked how."""
     if session.get_bind().dialect.name == "postgresql" and not session.in_transaction():
         # one snapshot for head and events, so concurrent appends cannot look like tampering
         session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
@@ -212,7 +269,14 @@ def verify(session: Session) -> ChainProblem | None:
     if head is None:
         first = next(iter(events), None)
         return None if first is None else ChainProblem(first.seq, "the chain head row is missing")
-    return verify_events(events, head=head, anchor=anchor.hash if anchor else GENESIS, first_seq=after + 1)
+    return verify_events(
+        events,
+        head=head,
+        anchor=anchor.hash if anchor else GENESIS,
+        first_seq=after + 1,
+        key=session_key(session),
+        mode=mode,
+    )
 
 
 def head_summary(session: Session) -> tuple[int, str]:

@@ -21,10 +21,24 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def create_db_engine(url: str) -> Engine:
+AUDIT_KEY = "promobot.audit_key"  # where a connection carries the audit chain's HMAC key (Connection.info)
+
+
+def _carry_audit_key(engine: Engine, audit_key: bytes | None) -> None:
+    """Every connection of ``engine`` knows the audit key (storage.audit reads it there); never logged."""
+    if audit_key:
+
+        @event.listens_for(engine, "connect")
+        def _key(_dbapi_conn, record):
+            record.info[AUDIT_KEY] = audit_key
+
+
+def create_db_engine(url: str, *, audit_key: bytes | None = None) -> Engine:
+    """The database engine; with ``audit_key`` the audit trail is an HMAC chain (PROMOBOT_AUDIT_KEY)."""
     url = normalise_url(url)
     if url.startswith("sqlite"):
         engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        _carry_audit_key(engine, audit_key)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):
@@ -48,7 +62,9 @@ def create_db_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    engine = sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    _carry_audit_key(engine, audit_key)
+    return engine
 
 
 @contextmanager

@@ -194,6 +194,8 @@ class OutboxEntry(SQLModel, table=True):
     last_error: Optional[str] = None
     created_at: datetime = _ts()
     completed_at: Optional[datetime] = _ts(nullable=True)
+    sending_at: Optional[datetime] = _ts(nullable=True)  # the latest dispatch that may have started a run
+    sends: int = 0  # dispatch calls made (attempts counts claims)
 
 
 class PipelineEvent(SQLModel, table=True):
@@ -234,6 +236,7 @@ class AuditEvent(SQLModel, table=True):
     detail: Optional[dict] = _json()
     prev_hash: str
     hash: str
+    keyed: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})  # HMAC (PROMOBOT_AUDIT_KEY)
 
 
 class JobClaim(SQLModel, table=True):
@@ -243,6 +246,7 @@ class JobClaim(SQLModel, table=True):
     run_key: str = Field(primary_key=True)
     claimed_by: str
     claimed_at: datetime = _ts()
+    completed_at: Optional[datetime] = _ts(nullable=True)  # set once the run's work is surely done (digests)
 
 
 class AuditAnchor(SQLModel, table=True):

@@ -54,6 +54,7 @@ def _line(ev: sa.Row) -> str:
                 "environment": ev.environment,
                 "detail": ev.detail or {},
                 "prev_hash": ev.prev_hash,
+                "keyed": bool(getattr(ev, "keyed", False)),
                 "hash": ev.hash,
             },
             sort_keys=True,
@@ -150,11 +151,12 @@ def read_archive(path: Path) -> Iterator[AuditEvent]:
             yield AuditEvent(**{**row, "at": datetime.fromisoformat(row["at"])})
 
 
-def verify_archive(path: Path, anchor: AuditAnchor) -> audit.ChainProblem | None:
-    """Check that the archive holds exactly the intact chain that ``anchor``'s purge removed."""
+def verify_archive(path: Path, anchor: AuditAnchor, key: bytes | None = None) -> audit.ChainProblem | None:
+    """Check that the archive holds exactly the intact chain that ``anchor``'s purge removed (keyed events
+    with ``key``)."""
     events = (ev for ev in read_archive(path) if anchor.first_seq <= ev.seq <= anchor.seq)
     end = AuditHead(id=1, seq=anchor.seq, last_hash=anchor.hash)
-    return audit.verify_events(events, head=end, anchor=anchor.first_prev_hash, first_seq=anchor.first_seq)
+    return audit.verify_events(events, head=end, anchor=anchor.first_prev_hash, first_seq=anchor.first_seq, key=key)
 
 
 def anchors(session: Session) -> list[AuditAnchor]:

@@ -48,6 +48,7 @@ class BotProcess:
             "PROMOBOT_INSTANCE_ID": instance_id,
             "PROMOBOT_OUTBOX_INTERVAL": "0.2",
             "PROMOBOT_TRACKING_POLL_INTERVAL": "0.5",
+            "PROMOBOT_RUN_LISTING_LAG": "5",
             **(extra_env or {}),
         }
         self.env.pop("SLACK_APP_TOKEN", None)

@@ -21,8 +21,10 @@ from urllib.parse import urlencode
 import aiohttp
 import pytest
 import sqlalchemy as sa
+from sqlmodel import Session, select
 
 from bot.config import Settings
+from storage.models import AuditEvent, Promotion
 
 SIGNING_SECRET = "test-signing-secret-3f9c"
 BOT_TOKEN = "xoxb-test-token"
@@ -85,6 +87,7 @@ def settings_for(database_url: str, slack, github, **overrides):
         promobot_instance_id="test-1",
         promobot_outbox_interval=0.2,
         promobot_tracking_poll_interval=0.3,
+        promobot_run_listing_lag=3.0,  # the GitHub stand-in lists a run at once unless a test delays it
     )
     values.update(overrides)
     return Settings(**values)
@@ -420,3 +423,40 @@ async def request_card(h, requester="U0DEV", text=f"api-gateway {TAG}"):
     assert resp.status == 200
     await h.wait(lambda s: dev.replies())
     return dev
+
+
+# --- reading what the bot did -------------------------------------------------------------------
+
+
+async def card_update(h, card: dict, predicate, timeout: float = 10.0) -> dict:
+    """The latest redraw of ``card`` for which ``predicate(update)`` holds."""
+    found = await h.wait(
+        lambda s: [u for u in s.updates(card["channel"]) if u["ts"] == card["ts"] and predicate(u)], timeout=timeout
+    )
+    return found[-1]
+
+
+def thread(h, card: dict) -> list[str]:
+    return [m["text"] for m in h.slack.messages(card["channel"]) if m.get("thread_ts") == card["ts"]]
+
+
+async def in_thread(h, card: dict, needle: str) -> str:
+    """Wait for a reply in the card's thread that contains ``needle``."""
+    return (await h.wait(lambda s: [t for t in thread(h, card) if needle in t]))[0]
+
+
+def audit_actions(h, **where) -> list[tuple[str, str]]:
+    with Session(h.bot.engine) as s:
+        q = select(AuditEvent).order_by(AuditEvent.seq)
+        for key, value in where.items():
+            q = q.where(getattr(AuditEvent, key) == value)
+        return [(e.action, e.actor) for e in s.exec(q)]
+
+
+def promotion(h, promotion_id: str) -> Promotion:
+    with Session(h.bot.engine) as s:
+        return s.get(Promotion, promotion_id)
+
+
+def card_id(card: dict) -> str:
+    return next(el["value"] for b in card["blocks"] if b["type"] == "actions" for el in b["elements"])

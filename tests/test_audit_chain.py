@@ -456,3 +456,74 @@ def test_the_daily_purge_archives_old_events_once_per_day(tmp_path):
             "audit.purged",
         ]
     engine.dispose()
+
+
+def rewrite_history(engine: Engine, seq: int, actor: str, key: bytes | None) -> None:
+    """What someone with write access to the database can do: edit an event, then recompute its hash, every
+    later hash and the head so that every link matches again (with ``key``, only if they have the key)."""
+    with transaction(engine) as s:
+        events = list(s.exec(select(AuditEvent).where(AuditEvent.seq >= seq).order_by(AuditEvent.seq)))
+        prev = events[0].prev_hash
+        for ev in events:
+            if ev.seq == seq:
+                ev.actor = actor
+            ev.prev_hash = prev
+            ev.hash = audit.event_hash(
+                seq=ev.seq,
+                at=ev.at,
+                actor=ev.actor,
+                action=ev.action,
+                promotion_id=ev.promotion_id,
+                service=ev.service,
+                environment=ev.environment,
+                detail=ev.detail,
+                prev_hash=prev,
+                key=key if ev.keyed else None,
+            )
+            prev = ev.hash
+            s.add(ev)
+        s.execute(sa.update(AuditHead).where(AuditHead.id == 1).values(last_hash=prev))
+
+
+def test_a_recomputed_rewrite_goes_unnoticed_without_a_key_and_is_caught_with_one(tmp_path: Path) -> None:
+    plain = create_db_engine(f"sqlite:///{tmp_path / 'plain.db'}")
+    keyed = create_db_engine(f"sqlite:///{tmp_path / 'keyed.db'}", audit_key=b"s3cret-audit-key")
+    for engine in (plain, keyed):
+        SQLModel.metadata.create_all(engine)
+        write_events(engine, 6)
+    # without the key the unkeyed chain can be rewritten consistently: only a published head shows it
+    rewrite_history(plain, 3, "U9", key=None)
+    assert problem(plain) is None
+    # an HMAC chain cannot be recomputed without the key: neither with plain SHA-256 nor with a guessed key
+    for guess in (None, b"wrong-key"):
+        rewrite_history(keyed, 3, "U9", key=guess)
+        found = problem(keyed)
+        assert found is not None and found.seq == 3, found
+    with Session(keyed) as s:
+        assert all(ev.keyed for ev in s.exec(select(AuditEvent)))
+    plain.dispose()
+    keyed.dispose()
+
+
+def test_a_chain_keyed_later_verifies_in_both_modes_and_refuses_unkeyed_events_after_the_key(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'mixed.db'}"
+    before = create_db_engine(url)
+    SQLModel.metadata.create_all(before)
+    write_events(before, 3)
+    after = create_db_engine(url, audit_key=b"s3cret-audit-key")
+    write_events(after, 3, start=T0 + timedelta(days=10))
+    mode = audit.ChainMode()
+    with Session(after) as s:
+        assert audit.verify(s, mode) is None
+    assert (mode.unkeyed, mode.keyed, mode.first_keyed) == (3, 3, 4)
+    assert str(mode) == "keyed HMAC-SHA256 chain from event 4; the 3 events before it are unkeyed SHA-256"
+    # the key is needed to verify the keyed part
+    found = problem(before)
+    assert found.seq == 4 and "set PROMOBOT_AUDIT_KEY" in found.problem
+    # an event appended without the key after the chain was keyed is a forgery
+    write_events(before, 1, start=T0 + timedelta(days=20))
+    with Session(after) as s:
+        found = audit.verify(s)
+    assert found.seq == 7 and "written without the audit key" in found.problem
+    before.dispose()
+    after.dispose()

@@ -106,6 +106,9 @@ def test_manifest_declares_what_the_bot_listens_to_and_only_the_scopes_it_uses()
         "chat:write",
         "usergroups:read",
         "files:write",
+        "files:read",
+        "channels:history",
+        "groups:history",
     }
 
 
@@ -117,6 +120,8 @@ METHOD_SCOPES = {
     "usergroups.users.list": "usergroups:read",
     "files.getUploadURLExternal": "files:write",
     "files.completeUploadExternal": "files:write",
+    "files.list": "files:read",
+    "conversations.history": "channels:history",
     "views.open": None,
     "views.publish": None,
     "views.update": None,
@@ -152,6 +157,16 @@ def test_audit_verify_and_export_after_a_promotion(tmp_path):
     )
     verify = promobot("audit", "verify", tmp_path=tmp_path)
     assert verify.returncode == 0 and "audit chain intact" in verify.stdout, verify.stdout + verify.stderr
+    assert "unkeyed SHA-256 chain" in verify.stdout
+    # from now on the chain is keyed: new events need the key, and verify says how it checked
+    key = {"PROMOBOT_AUDIT_KEY": "a-long-random-secret"}
+    lock = "/promote lock api-gateway production trying the key\n"
+    promobot("shell", "--user", "U0DEV", "--script", "-", tmp_path=tmp_path, stdin=lock, env=key)
+    keyed = promobot("audit", "verify", tmp_path=tmp_path, env=key)
+    assert keyed.returncode == 0 and "keyed HMAC-SHA256 chain from event" in keyed.stdout, keyed.stdout
+    assert "a-long-random-secret" not in keyed.stdout + keyed.stderr
+    unkeyed = promobot("audit", "verify", tmp_path=tmp_path)
+    assert unkeyed.returncode == 2 and "set PROMOBOT_AUDIT_KEY" in unkeyed.stdout, unkeyed.stdout
     export = promobot("audit", "export", "--format", "jsonl", tmp_path=tmp_path)
     records = [json.loads(line) for line in export.stdout.splitlines() if line.strip()]
     production = [r for r in records if r["target_environment"] == "production"]

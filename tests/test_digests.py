@@ -191,3 +191,38 @@ async def test_two_schedulers_post_the_digest_exactly_once(kind: str, tmp_path: 
     assert image["filename"] == "promotion-digest-2025-06-09.png"
     assert image["title"] == "Promotions per day and time to promote, 09 Jun 2025"
     assert png_size(image["bytes"]) == (900, 520)
+
+
+FIRE = datetime(2025, 6, 9, 0, 0, tzinfo=UTC)  # 02:00 in Berlin
+
+
+def scheduler(engine: Engine, slack: FakeSlack, name: str, **kw) -> DigestScheduler:
+    client = AsyncWebClient(token=slack.bot_token, base_url=slack.api_url)
+    return DigestScheduler(engine, parse_config(CONFIG), client, instance_id=name, clock=lambda: NOW, **kw)
+
+
+async def test_a_digest_slack_refused_is_posted_on_a_retry(tmp_path: Path, slack: FakeSlack) -> None:
+    with replicas("sqlite", tmp_path) as (engine, _):
+        slack.fail_next("chat.postMessage", error="internal_error", status=500, retry_after=None)
+        assert await scheduler(engine, slack, "replica-0", retry_wait=0.05).deliver(0, FIRE)
+        assert len(slack.messages("C0METRICS")) == 1 and len(slack.files()) == 1
+        with Session(engine) as session:
+            claim = session.get(JobClaim, ("digest:0:C0METRICS", FIRE.isoformat()))
+            assert claim is not None and claim.completed_at is not None
+
+
+async def test_a_retry_after_the_message_went_out_posts_only_what_is_missing(tmp_path: Path, slack: FakeSlack) -> None:
+    with replicas("sqlite", tmp_path) as (engine, other):
+        # the message goes out, then the chart's upload fails, and this replica never gets to retry
+        slack.fail_next("files.getUploadURLExternal", error="internal_error", status=500, retry_after=None)
+        first = scheduler(engine, slack, "replica-0", retry_wait=0.05)
+        assert not await first.deliver(0, FIRE, give_up_after=timedelta(0))
+        assert len(slack.messages("C0METRICS")) == 1 and slack.files() == []
+        # another replica finds the run unfinished once the claim's lease runs out, and completes it
+        second = scheduler(other, slack, "replica-1", lease=timedelta(0), retry_wait=0.05)
+        assert await second.deliver(0, FIRE)
+        assert len(slack.messages("C0METRICS")) == 1  # the digest itself was not posted twice
+        assert [f["filename"] for f in slack.files()] == ["promotion-digest-2025-06-09.png"]
+        # and a third try, for whatever reason, posts nothing
+        assert not await second.fire(0, FIRE)
+        assert len(slack.messages("C0METRICS")) == 1 and len(slack.files()) == 1

@@ -21,13 +21,14 @@ def processes(tmp_path, database_url, slack, github):
     config.write_text(CONFIG)
     started: list[BotProcess] = []
 
-    def start(instance_id: str = "replica-a") -> BotProcess:
+    def start(instance_id: str = "replica-a", *, named: bool = True) -> BotProcess:
+        """``named=False``: no PROMOBOT_INSTANCE_ID (a Kubernetes Deployment's pods get new names on restart)."""
         bot = BotProcess(
             config_path=config,
             database_url=database_url,
             slack=slack,
             github=github,
-            instance_id=instance_id,
+            instance_id=instance_id if named else "",
             log_path=tmp_path / f"{instance_id}.log",
         ).start()
         started.append(bot)
@@ -186,3 +187,59 @@ async def test_killed_while_the_run_was_deploying(processes, slack, github, data
         "verification.finished",
     ]
     assert len(production_dispatches(h)) == 1
+
+
+def _outbox(database_url: str) -> tuple[str, str | None] | None:
+    engine = sa.create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(
+                sa.text(
+                    "SELECT o.status, o.claimed_by FROM outboxentry o JOIN promotion p ON p.id = o.promotion_id "
+                    "WHERE p.target_environment = 'production'"
+                )
+            ).first()
+            return (row[0], row[1]) if row else None
+    finally:
+        engine.dispose()
+
+
+async def test_every_unnamed_replica_killed_mid_dispatch_then_one_restarted_dispatches_once_soon(
+    processes, slack, github, database_url
+):
+    a, b = processes("replica-a", named=False), processes("replica-b", named=False)
+    async with aiohttp.ClientSession() as session:
+        h = await _harness(a, slack, github, session)
+        await seed(h)
+        await request_card(h)
+        # GitHub hangs on "is the commit reachable": the approval's re-check gives up after the gate timeout
+        # (the approval stands), and the dispatch's own check hangs while a replica holds the claim
+        github.delay_next(30.0, "...main", count=2)  # compare(commit...main): the gate, not the card
+        await h.user("U0LEAD").click(h.cards()[-1], "promotion.approve")
+        await h.wait(lambda s: [m for m in s.messages("C0DEPLOYS") if "Approved by <@U0LEAD>" in m["text"]], timeout=20)
+        for _ in range(300):
+            claim = _outbox(database_url)
+            if claim and claim[0] == "in_flight":
+                break
+            await asyncio.sleep(0.05)
+        assert claim and claim[0] == "in_flight" and claim[1], claim  # a replica holds it, named by host and pid
+        a.kill()
+        b.kill()  # every replica is gone; the claim names a process that will never come back
+        github.clear_failures()
+
+        restarted = asyncio.get_running_loop().time()
+        processes("replica-c", named=False)
+        dispatch = (await h.wait(lambda s: production_dispatches(h), timeout=40))[0]
+        recovered_after = asyncio.get_running_loop().time() - restarted
+        pid = dispatch["inputs"]["promotion_id"]
+        for _ in range(50):
+            state = _promotion(database_url, pid)
+            if state["status"] == "dispatched":
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)
+    print(f"dispatched {recovered_after:.1f} s after the restart")
+    assert recovered_after < 30.0
+    assert state["status"] == "dispatched", state
+    assert len(production_dispatches(h)) == 1
+    assert state["actions"].count("dispatch.sent") == 1

@@ -22,7 +22,7 @@ def _audit(h, pid: str) -> list[AuditEvent]:
 
 async def test_dispatch_retries_through_502_and_rate_limits_then_happens_once(harness, monkeypatch):
     h, gh = harness, harness.github
-    monkeypatch.setattr(h.bot.service.outbox, "backoff_base", 0.1)  # GitHub's own headers set the longer waits
+    monkeypatch.setattr(h.bot.service.outbox.delivery, "backoff_base", 0.1)  # GitHub's own headers set the longer waits
     await seed(h)
     await request_card(h)
     start = time.time()  # seeding dispatched staging already

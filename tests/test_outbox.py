@@ -9,7 +9,7 @@ from sqlmodel import Session, select
 
 from bot.app import build, instance_id
 from bot.config import Settings, parse_config
-from bot.engine.outbox import OUTBOX_LEASE
+from bot.engine.outbox_queue import LEASE
 from storage.db import transaction
 from storage.models import Artifact, Deployment, OutboxEntry, Promotion, SbomReport, ScanReport, Verification
 from tests.harness import CONFIG, fixture_json, settings_for
@@ -88,7 +88,7 @@ async def test_an_instance_that_lost_its_claim_does_not_dispatch(database_url, s
     with Session(bot.engine) as s:
         entry_id = s.exec(select(OutboxEntry.id)).one()
     entry = service.outbox.claim(entry_id)
-    assert entry is not None and entry.claimed_until >= now + OUTBOX_LEASE - timedelta(seconds=5)
+    assert entry is not None and entry.claimed_until >= now + LEASE - timedelta(seconds=5)
     # while this instance was busy, its claim was taken over (say, it stalled past the lease)
     with transaction(bot.engine) as s:
         s.execute(sa.update(OutboxEntry).values(claimed_by="replica-b"))

@@ -13,16 +13,21 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlmodel import Session, select
 
-from storage.models import ActivePromotion, Approval, Artifact, AuditEvent, EnvironmentLock, Promotion
+from storage.models import ActivePromotion, Approval, Artifact, EnvironmentLock
 from tests.harness import (
     CONFIG,
     TAG,
     ago,
     all_text,
     artifact,
+    audit_actions,
+    card_id,
+    card_update,
     deployed,
     header_text,
+    in_thread,
     production_dispatches,
+    promotion,
     request_card,
     seed,
     verified,
@@ -92,38 +97,10 @@ def everything_posted(h) -> list[dict]:
     return h.slack.messages() + h.slack.updates() + h.slack.responses()
 
 
-async def card_update(h, card: dict, predicate) -> dict:
-    """The latest redraw of ``card`` for which ``predicate(update)`` holds."""
-    found = await h.wait(lambda s: [u for u in s.updates(card["channel"]) if u["ts"] == card["ts"] and predicate(u)])
-    return found[-1]
-
-
-def thread(h, card: dict) -> list[str]:
-    return [m["text"] for m in h.slack.messages(card["channel"]) if m.get("thread_ts") == card["ts"]]
-
-
-async def in_thread(h, card: dict, needle: str) -> str:
-    """Wait for a reply in the card's thread that contains ``needle``."""
-    return (await h.wait(lambda s: [t for t in thread(h, card) if needle in t]))[0]
-
-
 async def reply_to(h, user: str, command: str, text: str) -> dict:
     person = h.user(user)
     await person.command(command, text)
     return (await h.wait(lambda s: person.replies()))[0]
-
-
-def audit_actions(h, **where) -> list[tuple[str, str]]:
-    with Session(h.bot.engine) as s:
-        q = select(AuditEvent).order_by(AuditEvent.seq)
-        for key, value in where.items():
-            q = q.where(getattr(AuditEvent, key) == value)
-        return [(e.action, e.actor) for e in s.exec(q)]
-
-
-def promotion(h, promotion_id: str) -> Promotion:
-    with Session(h.bot.engine) as s:
-        return s.get(Promotion, promotion_id)
 
 
 def sha(tag: str) -> str:
@@ -140,10 +117,6 @@ async def production_history(h) -> None:
     ):
         status, answer = await h.event(event)
         assert status == 202, answer
-
-
-def card_id(card: dict) -> str:
-    return next(el["value"] for b in card["blocks"] if b["type"] == "actions" for el in b["elements"])
 
 
 # --- the approval card --------------------------------------------------------------------

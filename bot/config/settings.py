@@ -24,10 +24,12 @@ class Settings(BaseSettings):
     github_api_url: str = "https://api.github.com"
     github_webhook_secret: SecretStr | None = None
     promobot_api_token: SecretStr | None = None
+    promobot_audit_key: SecretStr | None = None  # makes the audit trail an HMAC chain
     promobot_url: str = "http://127.0.0.1:3000"
     promobot_instance_id: str | None = None
     promobot_outbox_interval: float = 2.0
     promobot_tracking_poll_interval: float = 30.0
+    promobot_run_listing_lag: float = 35.0  # how long GitHub may take to list a run it accepted
     promobot_audit_archive_dir: str = "./audit-archive"
 
     @field_validator("slack_api_url")

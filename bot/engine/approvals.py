@@ -142,7 +142,7 @@ class Approvals:
             return DecisionResult(False, messages.expired_before_complete(p), p.id)
         report = await self.requests.evaluate(p.service, p.tag, p.source_environment, p.target_environment, p.kind)
         now = ctx.clock()
-        if not report.eligible:
+        if report.refused:
             # only a pending request: once approved, the dispatch's own check decides (never two voiders)
             if void(ctx, p, report, actor, now, states=(S.PENDING_APPROVAL,)):
                 await self.notifications.announce(p.id, f"Approval by <@{actor}> voided: the gates no longer hold.")
@@ -163,10 +163,19 @@ class Approvals:
                 actor=actor,
                 action=f"{p.kind}.approved",
                 detail={"approvers": approvers, "report": report.to_json()},
+                before=now,
                 approved_at=now,
                 gate_report=report.to_json(),
             ):
-                return DecisionResult(False, self._already(p.id), p.id)
+                current = s.get(Promotion, p.id)
+                if current is not None and current.status == S.PENDING_APPROVAL.value:
+                    expired = True  # still pending: the deadline passed while the gates ran
+                elif current is not None and current.status == S.EXPIRED.value:
+                    return DecisionResult(False, messages.expired_before_complete(p), p.id)
+                else:
+                    return DecisionResult(False, self._already(p.id), p.id)
+            else:
+                expired = False
             # counted again under the row lock: an approval revoked while the gates ran must not count
             count = approval_count(s, p.id)
             if count < p.required_approvals:
@@ -177,8 +186,12 @@ class Approvals:
                     f"{p.required_approvals}; `{p.id}` still waits for approval.",
                     p.id,
                 )
-            s.add(OutboxEntry(promotion_id=p.id, next_attempt_at=now, created_at=now))
-        await self.notifications.announce(p.id, f"Approved by <@{actor}>. Dispatching the deploy workflow.")
+            if not expired:
+                s.add(OutboxEntry(promotion_id=p.id, next_attempt_at=now, created_at=now))
+        if expired:
+            await self.expire_due()  # approvals completed after the deadline do not count
+            return DecisionResult(False, messages.expired_before_complete(p), p.id)
+        await self.notifications.announce(p.id, messages.approved_note(actor, report))
         ctx.outbox_wakeup.set()
         return DecisionResult(True, f"Approved `{p.id}`; dispatching.", p.id)
 
@@ -226,6 +239,8 @@ class Approvals:
                 decided_by=user,
             ):
                 return DecisionResult(False, self._already(p.id), p.id)
+            # an approver who approved and then rejects has changed their mind: the rejection is their decision
+            s.execute(sa.delete(Approval).where(col(Approval.promotion_id) == p.id, col(Approval.approver) == user))
             s.add(
                 Approval(
                     promotion_id=p.id, approver=user, decision=Decision.REJECT.value, reason=reason, decided_at=now

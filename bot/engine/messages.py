@@ -8,6 +8,7 @@ shown; only recorded Slack user ids become mentions.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from bot.engine.roles import DispatchRequest
 from bot.text import approver_mentions, esc, evidence_text, link, literal, mention
@@ -148,6 +149,17 @@ def expired_tell(p: Promotion) -> str:
     )
 
 
+def approved_note(actor: str, report: GateReport) -> str:
+    """The thread note when approval completes; says so when the re-check could not verify everything."""
+    if report.errored:
+        unverified = ", ".join(r.title for r in report.blocking)
+        return (
+            f"Approved by <@{actor}>. The re-check could not verify {esc(unverified)} yet "
+            "(the evidence source did not answer); the dispatch waits and checks again."
+        )
+    return f"Approved by <@{actor}>. Dispatching the deploy workflow."
+
+
 def rejected_note(user: str, reason: str) -> str:
     return f"Rejected by <@{user}>: {literal(reason)}"
 
@@ -197,12 +209,49 @@ def dispatched(request: DispatchRequest, run_id: str | None, url: str | None, de
     if described_dry_run is not None:
         return "Dry run: no GitHub credentials, so nothing was dispatched. " + described_dry_run
     if url:
-        return f"Dispatched `{request.workflow}`: <{url}|run {run_id}>"
-    return f"Dispatched `{request.workflow}`; the run will be linked once GitHub lists it."
+        return f"Dispatched `{esc(request.workflow)}`: {link(url, f'run {esc(run_id)}')}"
+    return f"Dispatched `{esc(request.workflow)}`; the run will be linked once GitHub lists it."
+
+
+def not_dispatched_gates() -> str:
+    return "Not dispatched: the gates no longer hold (checked right before dispatch)."
+
+
+def run_not_listed_yet() -> str:
+    return "an earlier dispatch may have started a run; looking for it until GitHub has surely listed it"
+
+
+# which evidence source an errored gate waited for
+_SOURCES = {"source_commit_reachable": "GitHub", "digest_matches": "the registry", "metadata_complete": "the registry"}
+
+
+def unverified(report: GateReport) -> str:
+    """What could not be checked, and why: one line for the card and the outbox's record."""
+    return "; ".join(f"{r.title}: {r.reason}" for r in report.blocking)
+
+
+def waiting_source(report: GateReport) -> str:
+    sources = sorted({_SOURCES.get(r.gate, "the evidence source") for r in report.blocking})
+    return " and ".join(sources)
+
+
+def waiting_for_evidence(report: GateReport, next_try: datetime, deadline: datetime) -> str:
+    return (
+        f":hourglass: Waiting for {waiting_source(report)}: {esc(unverified(report))}. Still approved; next try at "
+        f"{next_try:%H:%M:%S} UTC, and promobot keeps trying until the approval expires at "
+        f"{deadline:%Y-%m-%d %H:%M} UTC."
+    )
+
+
+def evidence_never_answered(report: GateReport, deadline: datetime) -> str:
+    return (
+        f"Not dispatched: {esc(unverified(report))}, and it could not be checked before the approval expired at "
+        f"{deadline:%Y-%m-%d %H:%M} UTC. Request it again once {waiting_source(report)} answers."
+    )
 
 
 def run_linked(run_id: str, url: str | None) -> str:
-    return f"Run linked: <{url}|run {run_id}>" if url else f"Run linked: {run_id}"
+    return f"Run linked: {link(url, f'run {esc(run_id)}')}"
 
 
 # --- pipeline events -----------------------------------------------------------------------
@@ -217,29 +266,34 @@ def tag_mutation(service: str, tag: str, recorded_digest: str, recorded_at: str,
 
 
 def deployment_note(deployed: bool, url: str | None) -> str:
-    return "Deployed; waiting for verification." if deployed else f"Deployment failed: {url or 'see the run'}"
+    """Everything from the pipeline is escaped: only a plain http(s) URL becomes a link."""
+    return (
+        "Deployed; waiting for verification."
+        if deployed
+        else f"Deployment failed: {link(url, 'the run') if url else 'see the run'}"
+    )
 
 
 def verification_note(environment: str, verified: bool, failed_checks: Sequence[str], url: str | None) -> str:
     if verified:
         return f"Verified in {environment}. :white_check_mark:"
-    which = f" ({', '.join(failed_checks)})" if failed_checks else ""
-    return f"Verification failed in {environment}{which}" + (f": {url}" if url else ".")
+    which = f" ({', '.join(esc(c) for c in failed_checks)})" if failed_checks else ""
+    return f"Verification failed in {esc(environment)}{which}" + (f": {link(url, 'the report')}" if url else ".")
 
 
 # --- rollback and holds ----------------------------------------------------------------------
 
 
 def rollback_failed(p: Promotion) -> str:
-    run = f" <{p.run_url}|{p.pipeline_run_id}>" if p.run_url else ""
+    run = f" {link(p.run_url, esc(p.pipeline_run_id or 'run'))}" if p.run_url else ""
     return (
         f":rotating_light: The rollback of {p.service} to `{p.tag}` in {p.target_environment} (`{p.id}`) "
-        f"failed: {p.reason}. promobot does not retry a rollback by itself: check the run{run} and act by hand."
+        f"failed: {esc(p.reason)}. promobot does not retry a rollback by itself: check the run{run} and act by hand."
     )
 
 
 def failure_headline(p: Promotion) -> str:
-    what = f"{p.reason or 'failed'} for {p.service} `{p.tag}` in {p.target_environment} (`{p.id}`)"
+    what = f"{esc(p.reason or 'failed')} for {p.service} `{p.tag}` in {p.target_environment} (`{p.id}`)"
     return f":rotating_light: {what[0].upper()}{what[1:]}."
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -12,8 +13,11 @@ from sqlmodel import Session, col, select
 from bot.engine.context import EngineContext
 from bot.engine.roles import ApprovalView, PromotionView
 from checks.base import GateReport
-from storage.models import Approval, Promotion, Verification
-from storage.statuses import Decision
+from storage.models import Approval, OutboxEntry, Promotion, Verification
+from storage.statuses import Decision, OutboxStatus, PromotionStatus
+
+# the outbox marks a wait for GitHub or the registry this way in last_error (see bot.engine.delivery)
+WAITING_FOR_EVIDENCE = "waiting: "
 
 
 def approvers_of(s: Session, promotion_id: str) -> list[str]:
@@ -74,7 +78,13 @@ def view(ctx: EngineContext, promotion_id: str) -> PromotionView | None:
                 select(Approval).where(col(Approval.promotion_id) == promotion_id).order_by(col(Approval.decided_at))
             ).all()
         )
-        return to_view(ctx, p, approvals)
+        view = to_view(ctx, p, approvals)
+        if p.status == PromotionStatus.APPROVED.value:
+            entry = s.exec(select(OutboxEntry).where(col(OutboxEntry.promotion_id) == p.id)).first()
+            if entry is not None and entry.status == OutboxStatus.PENDING.value and entry.last_error:
+                waiting = entry.last_error.removeprefix(WAITING_FOR_EVIDENCE)
+                view = replace(view, waiting=waiting, next_try_at=entry.next_attempt_at)
+        return view
 
 
 def _iso(value: datetime | None) -> str | None:

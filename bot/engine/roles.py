@@ -100,6 +100,8 @@ class PromotionView:
     replaces_tag: str | None
     report: GateReport | None
     dry_run: bool = False
+    waiting: str | None = None  # approved but not dispatched yet: what the outbox waits for
+    next_try_at: datetime | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     evidence: CardEvidence | None = None  # filled in by ``bot.engine.card_evidence`` before a card is drawn
 

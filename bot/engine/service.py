@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -25,10 +25,11 @@ from bot.config import EnvironmentConfig, PromobotConfig, ServiceConfig
 from bot.engine import records
 from bot.engine.approvals import Approvals
 from bot.engine.context import EngineContext
+from bot.engine.delivery import LISTING_LAG, RETRY_BACKOFF_BASE
 from bot.engine.events import PipelineEvents
 from bot.engine.holds import Safeguards
 from bot.engine.notifications import Notifications
-from bot.engine.outbox import RETRY_BACKOFF_BASE, Outbox
+from bot.engine.outbox import Outbox
 from bot.engine.outcomes import DecisionResult, RequestResult
 from bot.engine.requests import Requests
 from bot.engine.roles import ApproverDirectory, Dispatcher, Notifier, PromotionView, Records
@@ -36,6 +37,7 @@ from bot.engine.rollback import Rollbacks
 from bot.engine.status import Status
 from bot.engine.tracking import Tracker
 from checks.base import GateReport, Registry, SourceHost
+from storage.claims import first_delivery
 from storage.statuses import PromotionKind
 
 
@@ -55,6 +57,7 @@ class PromotionService:
         instance_id: str = "promobot",
         tracking_interval: float = 30.0,
         retry_backoff_base: float = RETRY_BACKOFF_BASE,
+        run_listing_lag: timedelta = LISTING_LAG,
     ):
         self.clock = clock  # the engine's clock, injected (tests set it)
         self.ctx = EngineContext(
@@ -73,7 +76,12 @@ class PromotionService:
         self.requests = Requests(self.ctx, self.notifications)
         self.approvals = Approvals(self.ctx, self.notifications, self.requests)
         self.outbox = Outbox(
-            self.ctx, self.notifications, self.requests, self.approvals, backoff_base=retry_backoff_base
+            self.ctx,
+            self.notifications,
+            self.requests,
+            self.approvals,
+            backoff_base=retry_backoff_base,
+            listing_lag=run_listing_lag,
         )
         self.rollbacks = Rollbacks(self.ctx, self.notifications, self.requests)
         self.events = PipelineEvents(self.ctx, self.notifications, self.requests, self.rollbacks)
@@ -160,6 +168,12 @@ class PromotionService:
         if p is None:
             return f"There is no promotion `{promotion_id}`."
         return await self.approvals.refusal(p, user, verb)
+
+    async def first_slack_event(self, event_id: str, body: bytes) -> bool:
+        """Claim a Slack Events API delivery once across replicas (Slack redelivers when an ack is slow)."""
+        return await asyncio.to_thread(
+            first_delivery, self.ctx.db, key=f"slack:{event_id}", kind="slack.event", body=body, now=self.ctx.clock()
+        )
 
     async def expire_due(self) -> int:
         return await self.approvals.expire_due()

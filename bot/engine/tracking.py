@@ -11,7 +11,6 @@ every replica; a ``JobClaim`` per time slot lets exactly one of them do it.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import re
 import time
@@ -25,14 +24,15 @@ from sqlmodel import Session, col, select
 from bot.clock import format_duration
 from bot.engine import messages
 from bot.engine.context import SYSTEM, EngineContext
+from bot.engine.delivery import dispatch_request
 from bot.engine.errors import Conflict
 from bot.engine.events import PipelineEvents
 from bot.engine.notifications import Notifications
-from bot.engine.outbox import dispatch_request
 from bot.engine.roles import DispatchError, RunInfo
 from bot.engine.rollback import Rollbacks
+from storage.claims import first_delivery, forget_delivery
 from storage.db import rowcount, transaction
-from storage.models import Deployment, JobClaim, PipelineEvent, Promotion
+from storage.models import Deployment, JobClaim, Promotion
 from storage.statuses import DeploymentStatus
 from storage.statuses import PromotionStatus as S
 
@@ -130,26 +130,13 @@ class Tracker:
 
     def claim_delivery(self, delivery_id: str, event: str, body: bytes) -> bool:
         """First sight of this X-GitHub-Delivery on any replica; False for a redelivery or a twin."""
-        try:
-            with transaction(self.ctx.db) as s:
-                if s.get(PipelineEvent, f"github:{delivery_id}") is not None:
-                    return False
-                s.add(
-                    PipelineEvent(
-                        event_id=f"github:{delivery_id}",
-                        type=f"github.{event}",
-                        body_sha256=hashlib.sha256(body).hexdigest(),
-                        received_at=self.ctx.clock(),
-                    )
-                )
-            return True
-        except IntegrityError:
-            return False
+        return first_delivery(
+            self.ctx.db, key=f"github:{delivery_id}", kind=f"github.{event}", body=body, now=self.ctx.clock()
+        )
 
     def release_delivery(self, delivery_id: str) -> None:
         """Forget a delivery that could not be handled, so that GitHub's redelivery is."""
-        with transaction(self.ctx.db) as s:
-            s.execute(sa.delete(PipelineEvent).where(col(PipelineEvent.event_id) == f"github:{delivery_id}"))
+        forget_delivery(self.ctx.db, key=f"github:{delivery_id}")
 
     async def workflow_run(self, payload: dict[str, Any]) -> str:
         """Handle a ``workflow_run`` webhook; returns recorded | linked | duplicate | ignored."""

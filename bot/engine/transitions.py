@@ -35,15 +35,21 @@ def move(
     actor: str,
     action: str,
     detail: dict[str, Any] | None = None,
+    before: datetime | None = None,
     **values: Any,
 ) -> bool:
-    """Move ``p`` from ``source`` to ``target`` if it is still in ``source``; write ``action`` to the audit
-    trail when it moved. Returns whether it moved; raises IllegalTransition for a move the table forbids."""
+    """Move ``p`` from ``source`` to ``target`` if it is still in ``source`` (and, with ``before``, only while
+    its approval deadline ``expires_at`` is later than ``before``); write ``action`` to the audit trail when it
+    moved. Returns whether it moved; raises IllegalTransition for a move the table forbids."""
     if not can_move(source, target):
         raise IllegalTransition(f"{p.id}: {source.value} → {target.value} is not a promotion transition")
+    conditions = [col(Promotion.id) == p.id, col(Promotion.status) == source.value]
+    if before is not None:
+        # the deadline is part of the compare-and-set itself: nothing that ran before it can stretch it
+        conditions.append(sa.or_(col(Promotion.expires_at).is_(None), col(Promotion.expires_at) > before))
     result = s.execute(
         sa.update(Promotion)
-        .where(col(Promotion.id) == p.id, col(Promotion.status) == source.value)
+        .where(*conditions)
         .values(status=target.value, version=col(Promotion.version) + 1, **values)
     )
     if rowcount(result) != 1:

@@ -213,6 +213,9 @@ def approval_card(view: PromotionView) -> list[Block]:
     decision = _decision(view)
     if decision:
         blocks.append(decision)
+    if view.waiting and status is S.APPROVED:
+        when = f"; next try at {view.next_try_at:%H:%M:%S} UTC" if view.next_try_at else ""
+        blocks.append(section(f":hourglass: Approved, not dispatched yet. Waiting: {esc(view.waiting)}{when}."))
     if view.reason and (status in ENDED_WITH_REASON or view.kind == PromotionKind.ROLLBACK):
         label = "Reason" if status in ENDED_WITH_REASON else "Why"
         blocks.append(SectionBlock(text=plain(f"{label}: {view.reason}")))

@@ -78,6 +78,7 @@ class FakeGitHub(ThreadedFake):
         self.installation_id = installation_id
         self.ghes_no_run_details = False  # True: dispatch answers 204 without run details, like older GHES
         self.dispatch_delay = 0.0  # seconds to sleep after recording a dispatch, before answering it
+        self.listing_lag = 0.0  # seconds a new run stays out of the runs lists (GitHub lists runs a moment late)
         self._repos: dict[str, dict] = {}
         self._issued: set[str] = set()  # installation tokens handed out; they survive reset()
         self._next_id = 10_000_000
@@ -148,6 +149,25 @@ class FakeGitHub(ThreadedFake):
             self._dispatches: list[dict] = []
             self._requests: list[dict] = []
             self._failures: list[dict] = []
+            self._delays: list[dict] = []
+            self._accept_then_fail = 0
+            self.listing_lag = 0.0
+
+    def clear_failures(self) -> None:
+        """GitHub recovers: injected failures and delays stop (recorded requests and runs stay)."""
+        with self._lock:
+            self._failures.clear()
+            self._delays.clear()
+
+    def accept_then_fail(self, count: int = 1) -> None:
+        """The next ``count`` dispatches start their run, then GitHub answers 502 (a lost answer)."""
+        with self._lock:
+            self._accept_then_fail = count
+
+    def delay_next(self, seconds: float, path_contains: str, count: int = 1) -> None:
+        """Answer the next ``count`` matching requests only after ``seconds`` (a slow GitHub)."""
+        with self._lock:
+            self._delays.append({"seconds": seconds, "path_contains": path_contains, "count": count})
 
     def fail_next(
         self,
@@ -384,6 +404,12 @@ class FakeGitHub(ThreadedFake):
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Callable) -> web.StreamResponse:
+        with self._lock:
+            delay = next((d for d in self._delays if d["count"] > 0 and d["path_contains"] in request.path_qs), None)
+            if delay is not None:
+                delay["count"] -= 1
+        if delay is not None:
+            await asyncio.sleep(delay["seconds"])
         try:
             response = self._gate(request) or await handler(request)
         except web.HTTPException as exc:  # unrouted paths and methods, answered in GitHub's JSON shape
@@ -500,8 +526,12 @@ class FakeGitHub(ThreadedFake):
             )
             details = body.get("return_run_details") is True and not self.ghes_no_run_details
             run_json, delay = self._run_json(run), self.dispatch_delay
+            lost = self._accept_then_fail > 0
+            self._accept_then_fail -= lost
         if delay:
             await asyncio.sleep(delay)
+        if lost:  # the run started; the answer that says so is lost
+            return _error(502, "Bad Gateway")
         if not details:
             return web.Response(status=204)
         return web.json_response(
@@ -536,7 +566,8 @@ class FakeGitHub(ThreadedFake):
             r, wf = self._find(request)
             if r is None or ("workflow" in request.match_info and wf is None):
                 return _error(404, "Not Found")
-            runs = self._sorted_runs(r["full_name"], wf)
+            listed_before = _now() - timedelta(seconds=self.listing_lag)
+            runs = [run for run in self._sorted_runs(r["full_name"], wf) if run["created_at"] <= listed_before]
             created = _created_filter(q["created"]) if "created" in q else None
             runs = [
                 run

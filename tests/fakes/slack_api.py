@@ -523,8 +523,10 @@ class FakeSlack(ThreadedFake):
         return self._seq
 
     def _next_ts(self) -> str:
-        seconds, micros = divmod(self._next() * 100, 1_000_000)
-        return f"{1_700_000_000 + seconds}.{micros:06d}"
+        """A message ts as Slack makes them: the post's time, unique (microseconds apart at least)."""
+        self._next()
+        self._last_ts = max(time.time(), getattr(self, "_last_ts", 0.0) + 1e-6)
+        return f"{self._last_ts:.6f}"
 
     def _message(self, params: dict, ts: str) -> dict:
         keep = {k: params[k] for k in ("blocks", "attachments", "thread_ts", "metadata") if k in params}
@@ -640,6 +642,45 @@ class FakeSlack(ThreadedFake):
         self._uploads[file_id] = {"filename": p["filename"], "bytes": None}
         return {"upload_url": f"{self.base_url}/upload/{file_id}", "file_id": file_id}
 
+    def _m_conversations_history(self, p: dict) -> dict:
+        """The channel's messages, newest first; metadata only with include_all_metadata, as Slack does."""
+        channel = p.get("channel")
+        if not channel:
+            return {"error": "channel_not_found"}
+        oldest = float(p.get("oldest") or 0)
+        with_metadata = str(p.get("include_all_metadata", "")).lower() in ("1", "true")
+        found = []
+        for c in self._calls:
+            if c["method"] != "chat.postMessage" or not c["response"]["ok"] or c["response"]["channel"] != channel:
+                continue
+            message = dict(c["response"]["message"])
+            if float(message["ts"]) < oldest or message.get("thread_ts"):
+                continue
+            if not with_metadata:
+                message.pop("metadata", None)
+            found.append(message)
+        limit = int(p.get("limit") or 100)
+        return {
+            "messages": found[::-1][:limit],
+            "has_more": len(found) > limit,
+            "response_metadata": {"next_cursor": ""},
+        }
+
+    def _m_files_list(self, p: dict) -> dict:
+        channel, ts_from = p.get("channel"), float(p.get("ts_from") or 0)
+        files = [
+            {
+                "id": f["id"],
+                "name": f["filename"],
+                "title": f["title"],
+                "channels": [f["channel_id"]],
+                "timestamp": int(f["at"]),
+            }
+            for f in self._files
+            if (channel is None or f["channel_id"] == channel) and f["at"] >= ts_from
+        ]
+        return {"files": files[::-1], "paging": {"count": len(files), "total": len(files), "page": 1, "pages": 1}}
+
     def _m_files_completeUploadExternal(self, p: dict) -> dict:
         wanted = p.get("files") or []
         if not wanted or any(self._uploads.get(f.get("id"), {}).get("bytes") is None for f in wanted):
@@ -656,6 +697,7 @@ class FakeSlack(ThreadedFake):
                     "initial_comment": p.get("initial_comment"),
                     "thread_ts": p.get("thread_ts"),
                     "bytes": upload["bytes"],
+                    "at": time.time(),
                 }
             )
         self._files.extend(done)

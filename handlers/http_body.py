@@ -1,0 +1,73 @@
+"""Reading request bodies safely: a size limit per route checked before anything is read, and JSON that is
+too deep or of the wrong shape refused as the client's mistake (400), never as promobot's (500)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+MAX_DEPTH = 64  # the deepest real report seen (SARIF, CycloneDX) nests about 12 levels
+
+
+class BodyTooLarge(Exception):
+    def __init__(self, limit: int, size: int | None = None, *, what: str = "request body"):
+        self.limit, self.size = limit, size
+        shown = f"{size} bytes" if size is not None else "more"
+        super().__init__(f"{what} too large: {shown}; the limit is {human_bytes(limit)}")
+
+
+class BadJson(ValueError):
+    """The body is not the JSON this route takes; the message says what was wrong."""
+
+
+def human_bytes(n: int) -> str:
+    return f"{n // (1024 * 1024)} MB" if n >= 1024 * 1024 else f"{n // 1024} KB"
+
+
+async def read_body(request: web.Request, limit: int, *, what: str = "request body") -> bytes:
+    """The raw body, at most ``limit`` bytes: refused from Content-Length before reading, or as soon as a
+    body without one grows past the limit."""
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLarge(limit, request.content_length, what=what)
+    chunks, size = [], 0
+    async for chunk in request.content.iter_chunked(1 << 16):
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(limit, what=what)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def too_large(exc: BodyTooLarge, hint: str = "") -> web.Response:
+    return web.json_response({"error": f"{exc}{hint}"}, status=413)
+
+
+def _depth(value: Any) -> int:
+    """How deeply ``value`` nests lists and objects, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict):
+            deepest = max(deepest, level)
+            stack.extend((v, level + 1) for v in node.values())
+        elif isinstance(node, list):
+            deepest = max(deepest, level)
+            stack.extend((v, level + 1) for v in node)
+    return deepest
+
+
+def json_object(raw: bytes | str, *, what: str = "the body", max_depth: int = MAX_DEPTH) -> dict[str, Any]:
+    """``raw`` as a JSON object; BadJson names the problem (not JSON, not an object, nested too deep)."""
+    try:
+        value = json.loads(raw)
+    except RecursionError:
+        raise BadJson(f"{what} is nested deeper than {max_depth} levels") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadJson(f"{what} is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise BadJson(f"{what} must be a JSON object, not {type(value).__name__}")
+    if _depth(value) > max_depth:
+        raise BadJson(f"{what} is nested deeper than {max_depth} levels")
+    return value

@@ -1,0 +1,82 @@
+"""``POST /slack/events`` (HTTP mode): only requests Slack signed cost promobot anything.
+
+The body is read up to ``MAX_SLACK_BYTES`` (refused from Content-Length before
+reading), its signature is checked on the raw bytes, and only then is it parsed.
+A signed body of the wrong shape is a 400. An Events API callback that Slack
+redelivers (``X-Slack-Retry-Num``, same ``event_id``) is acknowledged and not
+handled a second time, on any replica.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qs
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_sdk.signature import SignatureVerifier
+
+from handlers.http_body import BadJson, BodyTooLarge, json_object, read_body, too_large
+
+log = logging.getLogger(__name__)
+
+# A slash command is a few hundred bytes; the largest interactivity payloads (a view submission, a click on a
+# 50-block card) are a few hundred KB. Nothing bigger is read.
+MAX_SLACK_BYTES = 1024 * 1024
+
+
+def _bad(message: str, status: int = 400) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def parsed(raw: bytes, content_type: str) -> dict[str, Any]:
+    """The signed body as Slack sent it: form fields (a command, or an interactivity ``payload``) or an Events
+    API JSON object; BadJson when it is neither."""
+    if content_type.startswith("application/json"):
+        return json_object(raw, what="the event")
+    try:
+        form = {k: v[-1] for k, v in parse_qs(raw.decode("utf-8"), keep_blank_values=True).items()}
+    except UnicodeDecodeError:
+        raise BadJson("the body is not UTF-8 form data") from None
+    if "payload" in form:
+        return {"payload": json_object(form["payload"], what="the payload")}
+    return form
+
+
+def route(
+    bolt: Any, signing_secret: str, first_event_delivery: Callable[[str, bytes], Awaitable[bool]]
+) -> web.RouteDef:
+    """The route; ``first_event_delivery(event_id, body)`` claims an Events API delivery once across replicas."""
+    verifier = SignatureVerifier(signing_secret)
+
+    async def slack_events(request: web.Request) -> web.Response:
+        try:
+            raw = await read_body(request, MAX_SLACK_BYTES)
+        except BodyTooLarge as exc:
+            return too_large(exc, " (Slack never sends that much)")
+        if not verifier.is_valid(
+            body=raw,
+            timestamp=request.headers.get("X-Slack-Request-Timestamp", ""),
+            signature=request.headers.get("X-Slack-Signature", ""),
+        ):
+            return _bad("invalid or missing Slack signature, or a stale timestamp", 401)
+        try:
+            body = parsed(raw, request.headers.get("Content-Type", ""))
+        except BadJson as exc:
+            return _bad(str(exc))
+        event_id = body.get("event_id") if body.get("type") == "event_callback" else None
+        if isinstance(event_id, str) and not await first_event_delivery(event_id, raw):
+            retry = request.headers.get("X-Slack-Retry-Num")
+            log.info("Slack event %s delivered again (retry %s); handled once already", event_id, retry)
+            return web.Response(status=200)
+        bolt_request = AsyncBoltRequest(
+            body=raw.decode("utf-8"),
+            query=request.query_string,
+            headers=request.headers,  # type: ignore[arg-type]
+        )
+        return await to_aiohttp_response(await bolt.async_dispatch(bolt_request))
+
+    return web.post("/slack/events", slack_events)

@@ -12,7 +12,7 @@ from aiohttp import web
 from bot.engine.errors import Conflict, UserError
 from bot.engine.service import PromotionService
 from checks.reports import ReportError
-from handlers.pipeline_events import BadEvent, apply_event, validate_event
+from handlers.pipeline_events import BadEvent, apply_event, report_problem, validate_event
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,7 @@ def routes(service: PromotionService, api_token: str | None) -> list[web.RouteDe
         except BadEvent as exc:
             return _problem(400, "invalid event", problems=exc.problems)
         except ReportError as exc:
-            field = "report" if body.get("type") == "scan.finished" else "sbom"
-            return _problem(400, "invalid event", problems=[f"{field}: {exc}"])
+            return _problem(400, "invalid event", problems=[report_problem(body, exc)])
         except Conflict as exc:
             return _problem(409, str(exc), rule="tag mutation" if "mutation" in str(exc) else "conflict")
         except UserError as exc:

@@ -113,10 +113,14 @@ def _notes(found: dict[str, list], setting: str) -> list[str]:
         custom = _unique([f"{x['id']} “{x['name']}”" for x in found["custom"]])
         notes.append(f"custom licenses defined in the SBOM: {_capped(custom)}")
     if found["unknown"]:
-        n = len(found["unknown"])
-        what = _capped(_unique([f"`{u['license']}` ({u['component']})" for u in found["unknown"]]))
-        verb = "license cannot" if n == 1 else "licenses cannot"
-        notes.append(f"{n} {verb} be identified (policy.unknown_licenses: {setting}): {what}")
+        where: dict[str, list[str]] = {}
+        for u in found["unknown"]:
+            where.setdefault(u["license"], [])
+            if u["component"] not in where[u["license"]]:
+                where[u["license"]].append(u["component"])
+        what = _capped([f"`{lic}` in {_capped(names)}" for lic, names in where.items()], "; ")
+        verb = "license cannot" if len(where) == 1 else "licenses cannot"
+        notes.append(f"{len(where)} {verb} be identified (policy.unknown_licenses: {setting}): {what}")
     if found["without_license"]:
         notes.append(
             _count(len(found["without_license"]), "component has", "components have") + " no license information"

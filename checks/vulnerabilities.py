@@ -42,7 +42,8 @@ def _describe(f: dict[str, Any]) -> str:
 def _vex_line(f: dict[str, Any]) -> str:
     vex = f.get("vex") or {}
     why = vex.get("justification") or vex.get("detail") or "no justification given"
-    return f"{f['id']} in {f['package']} ({vex.get('state')}: {why})"
+    installed = f" {f['installed']}" if f.get("installed") else ""
+    return f"{f['id']} in {f['package']}{installed} ({vex.get('state')}: {why})"
 
 
 def _capped(items: list[str]) -> str:

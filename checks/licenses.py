@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bot.text import clip
 from checks.base import Gate, GateContext, GateResult
 from checks.license_terms import judge, normalise, read
 from checks.sbom_present import NEXT_STEP, latest_sbom
@@ -96,31 +97,36 @@ def _violation(v: dict[str, Any]) -> str:
 
 
 def _notes(found: dict[str, list], setting: str) -> list[str]:
-    """What a person should see even when the gate passes: choices, readings, custom and unknown licenses."""
+    """What a person should see even when the gate passes, most important first: unknown licenses
+    (with the policy that let them through), the OR choices that mattered, names read as ids,
+    custom licenses, components without license information."""
     notes = []
-    decided = [ch for ch in found["choices"] if ch["refused"]]
-    if decided:
-        notes.append(
-            _capped(
-                [f"{ch['component']} is allowed through {ch['allowed_by']} (not {ch['refused']})" for ch in decided],
-                "; ",
-            )
-        )
-    if found["read_as"]:
-        names = _unique([f"{r['license']} as {r['spdx']}" for r in found["read_as"]])
-        notes.append(f"license names read as SPDX ids: {_capped(names)}")
-    if found["custom"]:
-        custom = _unique([f"{x['id']} “{x['name']}”" for x in found["custom"]])
-        notes.append(f"custom licenses defined in the SBOM: {_capped(custom)}")
     if found["unknown"]:
         where: dict[str, list[str]] = {}
         for u in found["unknown"]:
             where.setdefault(u["license"], [])
             if u["component"] not in where[u["license"]]:
                 where[u["license"]].append(u["component"])
-        what = _capped([f"`{lic}` in {_capped(names)}" for lic, names in where.items()], "; ")
+        what = _capped([f"`{clip(lic, 80)}` in {_capped(names)}" for lic, names in where.items()], "; ")
         verb = "license cannot" if len(where) == 1 else "licenses cannot"
         notes.append(f"{len(where)} {verb} be identified (policy.unknown_licenses: {setting}): {what}")
+    decided = [ch for ch in found["choices"] if ch["refused"]]
+    if decided:
+        notes.append(
+            _capped(
+                [
+                    f"{ch['component']} is allowed through {clip(ch['allowed_by'], 80)} (not {clip(ch['refused'], 80)})"
+                    for ch in decided
+                ],
+                "; ",
+            )
+        )
+    if found["read_as"]:
+        names = _unique([f"{clip(r['license'], 80)} as {r['spdx']}" for r in found["read_as"]])
+        notes.append(f"license names read as SPDX ids: {_capped(names)}")
+    if found["custom"]:
+        custom = _unique([f"{x['id']} “{clip(x['name'], 80)}”" for x in found["custom"]])
+        notes.append(f"custom licenses defined in the SBOM: {_capped(custom)}")
     if found["without_license"]:
         notes.append(
             _count(len(found["without_license"]), "component has", "components have") + " no license information"

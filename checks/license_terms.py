@@ -165,6 +165,12 @@ class Reading:
 
 def read(expression: str, defined: Mapping[str, str] | None = None) -> Reading:
     """Split an entry into terms at its operators and parentheses and resolve each term."""
+    return _read(expression, tuple(sorted((defined or {}).items())))
+
+
+@lru_cache(maxsize=8192)  # an SBOM repeats the same few expressions many times
+def _read(expression: str, defined_items: tuple[tuple[str, str], ...]) -> Reading:
+    defined = dict(defined_items)
     parts = [p for p in _OPERATOR.split(expression) if p and p.strip()]
     terms: list[Term] = []
     skeleton: list[str] = []

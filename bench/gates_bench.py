@@ -73,6 +73,10 @@ class SlowSourceHost:
         await asyncio.sleep(self.latency)
         return True, f"{sha[:12]} is in {ref}"
 
+    async def commit_time(self, repository, sha):
+        await asyncio.sleep(self.latency)
+        return None
+
 
 class SlowReportStore(SqlLedger):
     """The scan and SBOM store answers after ``latency``; history reads go to SQLite as they are."""

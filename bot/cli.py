@@ -11,7 +11,6 @@ import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC
-from pathlib import Path
 from typing import Any
 
 from bot.config import ConfigError, Settings, load_config
@@ -124,7 +123,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_ERROR if report.errored and all(r.status.value != "failed" for r in report.results) else EXIT_BLOCKED
 
 
-def _report_event(args: argparse.Namespace) -> dict[str, Any]:
+def _report_event(args: argparse.Namespace, files: dict[str, str] | None = None) -> dict[str, Any]:
+    """The event ``promobot report`` sends; ``files`` learns which option each report came from.
+    A file that is not JSON raises BadFile naming it."""
+    from handlers.pipeline_events import BadFile, read_json_file
+
     event: dict[str, Any] = {"type": args.type}
     extra = list(args.fields)
     checks: dict[str, str] = {}
@@ -140,7 +143,13 @@ def _report_event(args: argparse.Namespace) -> dict[str, Any]:
             checks[k] = v
         elif name in ("report_file", "sbom_file", "file"):
             field = "report" if args.type == "scan.finished" else "sbom"
-            event[field] = json.loads(Path(value).read_text(encoding="utf-8"))
+            option = key.split("=", 1)[0]
+            try:
+                event[field] = read_json_file(value, field)
+            except BadFile as exc:
+                raise BadFile(f"{option} {exc}") from None
+            if files is not None:
+                files[field] = f"{option} {value}"
         else:
             event[name] = value
     if checks:
@@ -153,14 +162,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     import urllib.error
     import urllib.request
 
-    from handlers.pipeline_events import BadEvent, validate_event
+    from handlers.pipeline_events import BadEvent, BadFile, check_report, validate_event
 
     settings = _settings()
-    event = _report_event(args)
+    files: dict[str, str] = {}
     try:
-        validate_event(event)
+        event = _report_event(args, files)
+        check_report(validate_event(event), files)  # a report the bot cannot read is refused here, by file name
     except BadEvent as exc:
         print("error: invalid event:\n" + "\n".join(f"  {p}" for p in exc.problems), file=sys.stderr)
+        return EXIT_BLOCKED
+    except BadFile as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return EXIT_BLOCKED
     url = (args.url or settings.promobot_url).rstrip("/") + "/api/v1/events"
     token = settings.secret("promobot_api_token")

@@ -20,8 +20,9 @@ from bot.clients.slack_directory import StaticDirectory
 from bot.config import PromobotConfig, Settings
 from bot.engine.errors import Conflict, UserError
 from bot.engine.roles import PromotionView
+from checks.reports import ReportError
 from handlers import blocks as B
-from handlers.pipeline_events import BadEvent, apply_event, validate_event
+from handlers.pipeline_events import BadEvent, BadFile, apply_event, read_json_file, report_problem, validate_event
 from storage.db import redact_url
 
 SHELL_HELP = """Type slash commands as in Slack, as the current user:
@@ -126,23 +127,30 @@ class SilentNotifier:
         return None
 
 
-def parse_event_words(words: list[str]) -> dict[str, Any]:
-    """`event TYPE key=value …` → an event body; `@path` loads JSON, checks.NAME=… builds checks."""
+def parse_event_words(words: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """`event TYPE key=value …` → an event body and the files it was read from (``{"report":
+    "report=@trivy.json"}``); `@path` loads JSON, checks.NAME=… builds checks. A file that is not
+    JSON is a UserError naming it, what was expected and what was found."""
     if not words:
         raise UserError("Expected `event TYPE key=value …`, e.g. `event artifact.built service=api-gateway …`.")
     event: dict[str, Any] = {"type": words[0]}
+    files: dict[str, str] = {}
     for word in words[1:]:
         key, sep, value = word.partition("=")
         if not sep:
             raise UserError(f"Expected key=value, got {word!r}.")
         parsed: Any = value
         if value.startswith("@"):
-            parsed = json.loads(Path(value[1:]).read_text(encoding="utf-8"))
+            try:
+                parsed = read_json_file(value[1:], key)
+            except BadFile as exc:
+                raise UserError(f"{key}=@{exc}") from None
+            files[key] = f"{key}=@{value[1:]}"
         if key.startswith("checks."):
             event.setdefault("checks", {})[key[len("checks.") :]] = parsed
         else:
             event[key] = parsed
-    return event
+    return event, files
 
 
 def demo_events(config: PromobotConfig, now: datetime) -> list[dict[str, Any]]:
@@ -247,7 +255,10 @@ class Shell:
         while await self.bot.service.process_outbox():
             pass
 
-    async def send_event(self, event: dict[str, Any], *, follow_up: bool = True) -> str:
+    async def send_event(
+        self, event: dict[str, Any], *, follow_up: bool = True, files: dict[str, str] | None = None
+    ) -> str:
+        """What the pipeline API would answer, as text; ``files`` names where reports came from."""
         try:
             checked = validate_event(
                 event, services=self.bot.config.services, environments=self.bot.config.environment_names
@@ -255,6 +266,8 @@ class Shell:
             result = await apply_event(self.bot.service, checked, actor=f"shell:{self.user}", follow_up=follow_up)
         except BadEvent as exc:
             return "400 invalid event:\n" + "\n".join(f"  {p}" for p in exc.problems)
+        except ReportError as exc:  # one line: the file, what was expected, what was found
+            return f"400 invalid event: {report_problem(event, exc, files)}"
         except Conflict as exc:
             return f"409 {exc}"
         return f"202 {event['type']}: {result}"
@@ -293,7 +306,12 @@ class Shell:
         elif text.startswith("press"):
             await self._press(text.split(maxsplit=2)[1:])
         elif text.startswith("event"):
-            self.out(await self.send_event(parse_event_words(shlex.split(text)[1:])))
+            try:
+                words = shlex.split(text)[1:]
+            except ValueError as exc:  # an unclosed quote
+                raise UserError(f"Cannot read that line: {exc}.") from None
+            event, files = parse_event_words(words)
+            self.out(await self.send_event(event, files=files))
         else:
             self.out("! not understood; type help")
 

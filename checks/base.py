@@ -174,11 +174,22 @@ class ManifestNotFound(Exception):
 
 
 @dataclass(frozen=True)
+class IndexEntry:
+    """One manifest an image index lists: its digest and what it is for (``linux/arm64/v8``)."""
+
+    digest: str
+    media_type: str | None
+    platform: str
+    attestation: bool = False  # buildx's attestation manifests ride in the index but are no image
+
+
+@dataclass(frozen=True)
 class ManifestInfo:
     digest: str
     media_type: str | None
     annotations: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
+    manifests: tuple[IndexEntry, ...] = ()  # for an image index (multi-arch image): what it lists
 
 
 class Registry(Protocol):
@@ -194,6 +205,11 @@ class SourceHostError(Exception):
 class SourceHost(Protocol):
     async def commit_reachable(self, repository: str, sha: str, ref: str) -> tuple[bool, str]:
         """Whether ``sha`` exists and is reachable from ``ref``; the second item explains."""
+        ...
+
+    async def commit_time(self, repository: str, sha: str) -> datetime | None:
+        """When ``sha`` was committed (its committer date, the time SOURCE_DATE_EPOCH is set to);
+        None when the repository has no such commit. Raises SourceHostError when it cannot ask."""
         ...
 
 

@@ -1,8 +1,24 @@
-"""Digest matches: the registry still serves, under the tag, exactly the digest recorded at build."""
+"""Digest matches: the registry still serves, under the tag, exactly the digest recorded at build.
+
+For a multi-arch image the tag points to an image index. CI may record the index's digest or the
+digest of one of its platform manifests: either matches while the index still is, or still lists,
+that digest, and the gate names which one matched. A recorded manifest that the index does not
+list is a tag mutation; an attestation manifest is no image and does not count.
+"""
 
 from __future__ import annotations
 
-from checks.base import Gate, GateContext, GateResult, ManifestNotFound, RegistryError
+from typing import Any
+
+from checks.base import Gate, GateContext, GateResult, ManifestInfo, ManifestNotFound, RegistryError
+
+SHOWN = 6
+
+
+def _platforms(info: ManifestInfo) -> str:
+    names = [e.platform for e in info.manifests if not e.attestation]
+    more = f" and {len(names) - SHOWN} more" if len(names) > SHOWN else ""
+    return ", ".join(names[:SHOWN]) + more if names else "no platform manifests"
 
 
 async def _evaluate(ctx: GateContext) -> GateResult:
@@ -36,20 +52,54 @@ async def _evaluate(ctx: GateContext) -> GateResult:
         )
     except RegistryError as exc:
         return GATE.errored(f"could not verify digest: {exc}", image=ref, recorded_digest=artifact.digest)
-    if info.digest.lower() != artifact.digest.strip().lower():
-        return GATE.failed(
-            f"tag mutation: {ref} now points to {info.digest}, but the build recorded {artifact.digest}",
-            "Do not promote this tag: find out who re-pushed it, then build and promote a new commit-SHA tag.",
-            image=ref,
-            recorded_digest=artifact.digest,
-            registry_digest=info.digest,
-            media_type=info.media_type,
+
+    recorded = artifact.digest.strip().lower()
+    evidence: dict[str, Any] = {"image": ref, "recorded_digest": artifact.digest, "media_type": info.media_type}
+    if info.manifests:
+        evidence["index_manifests"] = [
+            {"digest": e.digest, "platform": e.platform, "media_type": e.media_type} for e in info.manifests
+        ]
+    if info.digest.lower() == recorded:
+        if info.manifests:
+            return GATE.passed(
+                f"{ref} still resolves to the build's digest {info.digest}: the image index ({_platforms(info)})",
+                digest=info.digest,
+                matched="index",
+                **evidence,
+            )
+        return GATE.passed(f"{ref} still resolves to the build's digest {info.digest}", digest=info.digest, **evidence)
+
+    entry = next((e for e in info.manifests if e.digest.lower() == recorded), None)
+    if entry is not None and not entry.attestation:
+        return GATE.passed(
+            f"{ref} is the image index {info.digest}, which still lists the build's digest "
+            f"{artifact.digest} as its {entry.platform} manifest",
+            digest=artifact.digest,
+            index_digest=info.digest,
+            matched=entry.platform,
+            **evidence,
         )
-    return GATE.passed(
-        f"{ref} still resolves to the build's digest {info.digest}",
-        image=ref,
-        digest=info.digest,
-        media_type=info.media_type,
+    if entry is not None:
+        return GATE.failed(
+            f"the build recorded {artifact.digest}, which is an attestation manifest in the image index "
+            f"{info.digest} of {ref}, not an image",
+            "Record the image index's digest (or one platform manifest's) in artifact.built, then check again.",
+            registry_digest=info.digest,
+            **evidence,
+        )
+    if info.manifests:
+        return GATE.failed(
+            f"tag mutation: {ref} now points to the image index {info.digest}, which neither is the build's "
+            f"recorded digest {artifact.digest} nor lists it among its manifests ({_platforms(info)})",
+            "Do not promote this tag: find out who re-pushed it, then build and promote a new commit-SHA tag.",
+            registry_digest=info.digest,
+            **evidence,
+        )
+    return GATE.failed(
+        f"tag mutation: {ref} now points to {info.digest}, but the build recorded {artifact.digest}",
+        "Do not promote this tag: find out who re-pushed it, then build and promote a new commit-SHA tag.",
+        registry_digest=info.digest,
+        **evidence,
     )
 
 

@@ -1,20 +1,30 @@
 """Metadata complete: the build recorded commit SHA, pipeline run and build time, and the image agrees.
 
 Where the image carries the OCI annotations or labels ``org.opencontainers.image.revision``
-and ``org.opencontainers.image.created``, they must match what the build reported.
+and ``org.opencontainers.image.created``, they must match what the build reported: the
+revision is the recorded commit, and the created time lies between the commit time and the
+recorded build time. Reproducible builds (SOURCE_DATE_EPOCH: ko, Bazel, Nix, buildx) set
+created to the commit time itself, so it may be days before ``built_at``. The commit time
+comes from the source host; without it the earliest accepted time is ``built_at`` minus one
+hour, and the evidence says so. The commit end allows five minutes of clock skew; the build end one
+hour, since a pipeline may report ``built_at`` when its job starts.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from checks.base import Gate, GateContext, GateResult, ManifestNotFound, RegistryError
+from bot.clock import format_duration
+from checks.base import Gate, GateContext, GateResult, ManifestNotFound, RegistryError, SourceHostError
 
 REVISION = "org.opencontainers.image.revision"
 CREATED = "org.opencontainers.image.created"
 CLOCK_SKEW = timedelta(minutes=5)
-CREATED_TOLERANCE = timedelta(hours=1)
+# a pipeline may report built_at when its job starts, before the image's layers are written
+AFTER_BUILT_AT = timedelta(hours=1)
+WITHOUT_COMMIT_TIME = timedelta(hours=1)  # how long before built_at a build may start, when the commit time is unknown
 _SHA = re.compile(r"[0-9a-fA-F]{7,40}")
 
 
@@ -28,6 +38,54 @@ def _parse_time(text: str) -> datetime | None:
         return _utc(datetime.fromisoformat(text.strip()))
     except ValueError:
         return None
+
+
+@dataclass(frozen=True)
+class _Window:
+    """The earliest created time an image may carry, and what that time is."""
+
+    earliest: datetime
+    what: str
+    commit_time_known: bool
+    lookup_error: str | None = None  # GitHub could not be asked: an earlier time is unverified, not wrong
+
+
+async def _window(ctx: GateContext, sha: str, built_at: datetime) -> _Window:
+    fallback = _utc(built_at) - WITHOUT_COMMIT_TIME
+    repository = ctx.service_config.repository
+    unknown = "the build time minus 1h, since the commit time is unknown"
+    if not _SHA.fullmatch(sha):
+        return _Window(fallback, f"{unknown} (no valid commit SHA is recorded)", False)
+    if ctx.source_host is None:
+        return _Window(fallback, f"{unknown} (no GitHub credentials)", False)
+    try:
+        when = await ctx.source_host.commit_time(repository, sha)
+    except SourceHostError as exc:
+        return _Window(fallback, f"{unknown} (GitHub could not give it: {exc})", False, str(exc))
+    if when is None:
+        return _Window(fallback, f"{unknown} ({repository} has no commit {sha[:12]})", False)
+    return _Window(_utc(when), f"the commit time of {sha[:12]} in {repository}", True)
+
+
+def _judge_created(label: str, when: datetime, built_at: datetime, window: _Window) -> tuple[str, str, str]:
+    """(problem, unverified, note) for one created time; at most one is not empty."""
+    if when > _utc(built_at) + AFTER_BUILT_AT:
+        return (
+            f"{label} is more than {format_duration(AFTER_BUILT_AT)} after the recorded build time "
+            f"{_utc(built_at).isoformat()}",
+            "",
+            "",
+        )
+    if when >= window.earliest - CLOCK_SKEW:
+        return "", "", f"{label} is between {window.what} and the build time"
+    if window.lookup_error:
+        return "", f"{label} is before {window.what}", ""
+    why = (
+        "an image cannot be built before its commit"
+        if window.commit_time_known
+        else "a build that stamps the commit time needs GitHub access to be verified"
+    )
+    return f"{label} is before {window.what}, {window.earliest.isoformat()}: {why}", "", ""
 
 
 async def _evaluate(ctx: GateContext) -> GateResult:
@@ -61,6 +119,8 @@ async def _evaluate(ctx: GateContext) -> GateResult:
     }
 
     unverified = None  # why the image's own metadata could not be compared, if it could not
+    window: _Window | None = None
+    notes: list[str] = []
     image = f"{ctx.service_config.image}:{ctx.tag}"
     if ctx.registry is None:
         evidence["image_metadata"] = "not compared: no registry client is configured"
@@ -90,11 +150,16 @@ async def _evaluate(ctx: GateContext) -> GateResult:
                     when = _parse_time(created)
                     if when is None:
                         problems.append(f"image {source} {CREATED}={created!r} is not an RFC 3339 timestamp")
-                    elif built_at is not None and abs(when - _utc(built_at)) > CREATED_TOLERANCE:
-                        problems.append(
-                            f"image {source} {CREATED}={created} is more than 1h from the "
-                            f"recorded build time {_utc(built_at).isoformat()}"
-                        )
+                    elif built_at is not None:
+                        if window is None:
+                            window = await _window(ctx, sha, built_at)
+                            evidence["created_earliest"] = window.earliest.isoformat()
+                            evidence["created_earliest_is"] = window.what
+                        label = f"image {source} {CREATED}={created}"
+                        problem, doubt, note = _judge_created(label, when, built_at, window)
+                        problems += [problem] if problem else []
+                        unverified = doubt or unverified
+                        notes += [note] if note else []
     if problems:
         return GATE.failed(
             f"metadata of {image} is incomplete or inconsistent: " + "; ".join(problems),
@@ -108,7 +173,8 @@ async def _evaluate(ctx: GateContext) -> GateResult:
     compared = any(k.startswith(("image_revision_", "image_created_")) for k in evidence)
     return GATE.passed(
         f"commit {sha}, run {run_id} and build time are recorded"
-        + (" and agree with the image's OCI metadata" if compared else ""),
+        + (" and agree with the image's OCI metadata" if compared else "")
+        + (f" ({'; '.join(notes)})" if notes else ""),
         **evidence,
     )
 

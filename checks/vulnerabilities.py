@@ -3,6 +3,10 @@
 A finding is waived by a ``policy.vulnerability_exceptions`` entry with its id
 whose ``until`` date is today or later (UTC) and whose ``services`` is empty
 or names the service. An expired exception waives nothing and is named.
+
+A CycloneDX VEX entry whose analysis says the product is not affected (not_affected,
+resolved, false_positive) is no finding: it is shown as waived by the VEX, with its
+justification, and counted apart.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from checks.base import Gate, GateContext, GateResult
-from checks.reports import SEVERITIES
+from checks.reports import SEVERITIES, vex_waived
 from checks.sbom_present import subject
 
 SHOWN = 5
@@ -31,7 +35,15 @@ def _counts(findings: Any) -> dict[str, int]:
 def _describe(f: dict[str, Any]) -> str:
     installed = f" {f['installed']}" if f.get("installed") else ""
     fix = f"fixed in {f['fixed']}" if f.get("fixed") else "no fix yet"
-    return f"{f['id']} in {f['package']}{installed} ({fix})"
+    state = (f.get("vex") or {}).get("state")  # exploitable, in_triage: the VEX says it is a finding
+    return f"{f['id']} in {f['package']}{installed} ({fix}{f'; VEX: {state}' if state else ''})"
+
+
+def _vex_line(f: dict[str, Any]) -> str:
+    vex = f.get("vex") or {}
+    why = vex.get("justification") or vex.get("detail") or "no justification given"
+    installed = f" {f['installed']}" if f.get("installed") else ""
+    return f"{f['id']} in {f['package']}{installed} ({vex.get('state')}: {why})"
 
 
 def _capped(items: list[str]) -> str:
@@ -48,7 +60,7 @@ async def _evaluate(ctx: GateContext) -> GateResult:
             return GATE.passed("no vulnerability scan recorded; none is required (policy.require_scan: false)")
         return GATE.failed(
             f"no vulnerability scan recorded for {named}",
-            "Scan the image in the build pipeline and send scan.finished (scanner trivy, grype or sarif) for this tag.",
+            "Scan the image in the build pipeline and send scan.finished (scanner trivy, grype, sarif or cyclonedx) for this tag.",
         )
 
     today = _today(ctx.now)
@@ -63,9 +75,15 @@ async def _evaluate(ctx: GateContext) -> GateResult:
         else:  # remember the latest expiry, the one people will recognise
             expired[key] = max(expired.get(key, ex.until), ex.until)
 
-    at_blocking = [dict(f) for f in scan.findings if f.get("severity") in policy.block_severities]
-    blocking = [f for f in at_blocking if f["id"].upper() not in live]
-    waived = Counter(f["id"].upper() for f in at_blocking if f["id"].upper() in live)
+    def excepted(f: dict[str, Any]) -> str | None:
+        """The live exception's key for a finding: its id, or the scanner's own rule id."""
+        return next((k for k in (f["id"].upper(), str(f.get("rule") or "").upper()) if k in live), None)
+
+    findings = [dict(f) for f in scan.findings if not vex_waived(f)]
+    by_vex = [dict(f) for f in scan.findings if vex_waived(f)]
+    at_blocking = [f for f in findings if f.get("severity") in policy.block_severities]
+    blocking = [f for f in at_blocking if excepted(f) is None]
+    waived = Counter(excepted(f) for f in at_blocking if excepted(f) is not None)
     applied = [
         {"id": ex.id, "until": ex.until, "reason": ex.reason, "findings": waived[key]}
         for key, ex in live.items()
@@ -76,10 +94,15 @@ async def _evaluate(ctx: GateContext) -> GateResult:
         "digest": scan.digest,
         "received_at": scan.received_at.isoformat(),
         "block_severities": list(policy.block_severities),
-        "counts": _counts(scan.findings),
+        "counts": _counts(findings),
         "exceptions_applied": applied,
+        "waived_by_vex": [
+            {"id": f["id"], "package": f["package"], "severity": f.get("severity"), **(f.get("vex") or {})}
+            for f in by_vex
+        ],
     }
-    counts = ", ".join(f"{n} {s}" for s, n in _counts(scan.findings).items() if n) or "no findings"
+    counts = ", ".join(f"{n} {s}" for s, n in _counts(findings).items() if n) or "no findings"
+    vex_note = f"; waived by the VEX: {_capped([_vex_line(f) for f in by_vex])}" if by_vex else ""
 
     if blocking:
         sev = "/".join(s for s in SEVERITIES if any(f["severity"] == s for f in blocking))
@@ -88,6 +111,7 @@ async def _evaluate(ctx: GateContext) -> GateResult:
         lapsed = sorted({f["id"].upper() for f in blocking} & expired.keys())
         if lapsed:
             reason += "; " + "; ".join(f"the exception for {i} expired on {expired[i]}" for i in lapsed)
+        reason += vex_note
         step = (
             "Upgrade the listed packages and rebuild, or add a vulnerability exception "
             "(id, until, reason) to policy.vulnerability_exceptions."
@@ -108,7 +132,7 @@ async def _evaluate(ctx: GateContext) -> GateResult:
     reason += f"{' outside the exceptions' if applied else ''} ({scan.scanner}: {counts})"
     if applied:
         reason += "; excepted: " + ", ".join(f"{a['id']} until {a['until']}" for a in applied)
-    return GATE.passed(reason, **evidence)
+    return GATE.passed(reason + vex_note, **evidence)
 
 
 GATE = Gate(name="vulnerabilities", title="Vulnerabilities", evaluate=_evaluate)

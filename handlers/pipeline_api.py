@@ -13,7 +13,7 @@ from bot.engine.service import PromotionService
 from checks.reports import ReportError
 from handlers import openapi
 from handlers.http_body import BadJson, BodyTooLarge, json_object, read_body, too_large
-from handlers.pipeline_events import BadEvent, apply_event, validate_event
+from handlers.pipeline_events import BadEvent, apply_event, report_problem, validate_event
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,7 @@ def routes(service: PromotionService, api_token: str | None) -> list[web.RouteDe
         except BadEvent as exc:
             return _problem(400, "invalid event", problems=exc.problems)
         except ReportError as exc:
-            field = "report" if body.get("type") == "scan.finished" else "sbom"
-            return _problem(400, "invalid event", problems=[f"{field}: {exc}"])
+            return _problem(400, "invalid event", problems=[report_problem(body, exc)])
         except Conflict as exc:
             return _problem(409, str(exc), rule="tag mutation" if "mutation" in str(exc) else "conflict")
         except UserError as exc:

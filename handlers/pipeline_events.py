@@ -7,14 +7,17 @@ named, and changes nothing.
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bot.engine.service import PromotionService
+from checks.reports import ReportError, parse_sbom, parse_scan
 
 TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 DIGEST = re.compile(r"^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$")
@@ -179,6 +182,51 @@ def validate_event(body: Any, *, services: Any = None, environments: list[str] |
     if problems or event is None:
         raise BadEvent(problems)
     return event.model_dump(exclude_none=False)
+
+
+class BadFile(ValueError):
+    """A report or SBOM file that cannot be sent. The message is one line: the file, what was
+    expected and what was found."""
+
+
+EXPECTED = {"report": "a JSON scanner report", "sbom": "a JSON SBOM"}
+
+
+def read_json_file(path: str, field: str) -> Any:
+    """The JSON document in ``path`` (for the event field ``field``), or BadFile saying why not."""
+    expected = EXPECTED.get(field, "a JSON document")
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise BadFile(f"{path}: expected {expected}, but the file cannot be read ({exc.strerror or exc})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise BadFile(f"{path}: expected {expected}, found binary data (not UTF-8 text)") from None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        found = "an empty file" if not text.strip() else f"text that is not JSON ({exc})"
+        raise BadFile(f"{path}: expected {expected}, found {found}") from None
+
+
+def check_report(event: Mapping[str, Any], files: Mapping[str, str] | None = None) -> None:
+    """Read a validated scan.finished or sbom.published event's report as the bot will; BadFile
+    (naming the file it came from, if any) when it is not a report of the claimed format."""
+    try:
+        if event.get("type") == "scan.finished":
+            parse_scan(event["scanner"], event["report"])
+        elif event.get("type") == "sbom.published":
+            parse_sbom(event["format"], event["sbom"])
+    except ReportError as exc:
+        raise BadFile(report_problem(event, exc, files)) from None
+
+
+def report_problem(event: Mapping[str, Any], exc: ReportError, files: Mapping[str, str] | None = None) -> str:
+    """One line for a report the parser refused: the file (or the field) it came from, and why."""
+    field = "report" if event.get("type") == "scan.finished" else "sbom"
+    source = (files or {}).get(field)
+    return f"{source}: {exc}" if source else f"{field}: {exc}"
 
 
 async def apply_event(

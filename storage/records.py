@@ -50,7 +50,7 @@ class ScanRecord:
     digest: str | None
     scanner: str
     received_at: datetime
-    findings: tuple[dict[str, Any], ...]  # {id, package, installed, fixed, severity, title}
+    findings: tuple[dict[str, Any], ...]  # {id, package, installed, fixed, severity, title, [rule, vex, …]}
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class SbomRecord:
     digest: str | None
     format: str
     received_at: datetime
-    components: tuple[dict[str, Any], ...]  # {name, version, licenses: [expression strings]}
+    components: tuple[dict[str, Any], ...]  # {name, version, licenses: [expressions], [license_refs]}
 
 
 @dataclass(frozen=True)

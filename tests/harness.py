@@ -377,9 +377,11 @@ async def seed(
     envs=("dev", "staging"),
     scan="trivy/trivy-centos-7-low-medium.json",
     scanner="trivy",
+    **built: Any,
 ):
-    """An artifact built, scanned, with an SBOM, deployed and verified through ``envs`` hours ago."""
-    body = artifact(service, tag, built_at=ago(hours=30))
+    """An artifact built, scanned, with an SBOM, deployed and verified through ``envs`` hours ago.
+    ``built`` overrides fields of its artifact.built event (digest, built_at, …)."""
+    body = artifact(service, tag, **{"built_at": ago(hours=30), **built})
     h.github.add_commits(f"acme/{service}", "main", [body["commit_sha"]])
     for event in (
         body,

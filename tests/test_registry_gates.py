@@ -17,7 +17,7 @@ from aiohttp import BasicAuth, web
 
 from bot.clients.registry import OCI_INDEX, OCI_MANIFEST, OciRegistryClient, parse_challenge, parse_image
 from bot.config import parse_config
-from checks.base import GateContext, GateStatus, ManifestInfo, ManifestNotFound, RegistryError
+from checks.base import GateContext, GateStatus, IndexEntry, ManifestInfo, ManifestNotFound, RegistryError
 from checks.digest_matches import GATE as DIGEST
 from checks.metadata_complete import GATE as METADATA
 from storage.records import ArtifactRecord
@@ -165,7 +165,9 @@ async def test_index_on_real_registry_reports_index_digest_and_annotations(oci_r
     ).encode()
     digest = put_manifest(oci_registry.host, NAME, TAG, index, OCI_INDEX)
     info = await OciRegistryClient().manifest(f"{oci_registry.host}/{NAME}", TAG)
-    assert info == ManifestInfo(digest, OCI_INDEX, {"com.example.key1": "v1"}, {})
+    assert info == ManifestInfo(
+        digest, OCI_INDEX, {"com.example.key1": "v1"}, {}, (IndexEntry(child, OCI_MANIFEST, "linux/amd64"),)
+    )
 
 
 async def test_digest_gate_without_artifact_or_registry():
@@ -232,7 +234,9 @@ async def test_metadata_future_build_bad_sha_and_created_far_from_build():
     problems = result.evidence["problems"]
     assert result.status is GateStatus.FAILED and len(problems) == 3, problems
     assert "not 7–40 hex" in problems[0] and "in the future" in problems[1]
-    assert "2026-03-01T00:00:00Z" in problems[2] and "more than 1h" in problems[2]
+    # without a valid commit SHA there is no commit time: the earliest accepted is the build time minus 1h
+    assert "2026-03-01T00:00:00Z" in problems[2] and "is before the build time minus 1h" in problems[2]
+    assert "commit time is unknown (no valid commit SHA is recorded)" in problems[2]
     # within the 5 minute skew the build time is fine
     record = artifact(built_at=NOW + timedelta(minutes=4))
     result = await METADATA.evaluate(context("ghcr.io/acme/api-gateway", record, None))
@@ -400,9 +404,12 @@ async def test_oci_index_fixture_gives_index_annotations_only(fake_registry):
     body = (FIXTURES / "oci-image-index.image-spec-example.json").read_bytes()
     fake_registry.add("manifests", TAG, body, OCI_INDEX)
     info = await client_for(fake_registry).manifest(f"{fake_registry.host}/{NAME}", TAG)
-    assert info == ManifestInfo(
-        digest_of(body), OCI_INDEX, {"com.example.key1": "value1", "com.example.key2": "value2"}, {}
-    )
+    assert info.digest == digest_of(body) and info.media_type == OCI_INDEX and info.labels == {}
+    assert info.annotations == {"com.example.key1": "value1", "com.example.key2": "value2"}
+    assert [(e.platform, e.digest[:15]) for e in info.manifests] == [
+        ("linux/ppc64le", "sha256:e692418e"),
+        ("linux/amd64", "sha256:5b0bcabd"),
+    ]
     assert not any(path.startswith("blobs/") for _, path in fake_registry.requests)
 
 

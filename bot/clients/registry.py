@@ -2,7 +2,8 @@
 
 It answers one question, "what does image:tag point at right now", with the
 manifest digest plus the metadata the gates compare (manifest annotations and
-the image config's labels). It speaks the token flow that Docker Hub, GHCR,
+the image config's labels) and, when the tag points to an image index (a
+multi-arch image), the platform manifests the index lists. It speaks the token flow that Docker Hub, GHCR,
 GitLab, Harbor and ``docker-registry`` use, and keeps credentials out of logs,
 exceptions and ``repr``.
 """
@@ -23,7 +24,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from checks.base import ManifestInfo, ManifestNotFound, RegistryError
+from checks.base import IndexEntry, ManifestInfo, ManifestNotFound, RegistryError
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,25 @@ def _strings(value: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
 
 
+def index_entries(doc: dict) -> tuple[IndexEntry, ...]:
+    """The manifests an image index lists, each with its platform (``linux/arm64/v8``); buildx's
+    attestation manifests (``vnd.docker.reference.type: attestation-manifest``) are marked."""
+    entries = []
+    for d in doc.get("manifests") or []:
+        if not isinstance(d, dict) or not isinstance(d.get("digest"), str):
+            continue
+        platform_doc = d.get("platform")
+        p: dict[str, Any] = platform_doc if isinstance(platform_doc, dict) else {}
+        parts = [str(p.get(k)) for k in ("os", "architecture", "variant") if p.get(k)]
+        annotations = _strings(d.get("annotations"))
+        attestation = annotations.get("vnd.docker.reference.type") == "attestation-manifest"
+        platform = "/".join(parts) or ("index" if d.get("mediaType") in INDEX_TYPES else "no platform")
+        if attestation:
+            platform = f"attestation for {annotations.get('vnd.docker.reference.digest', 'an image')}"
+        entries.append(IndexEntry(d["digest"], d.get("mediaType"), platform, attestation))
+    return tuple(entries)
+
+
 def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     """``Bearer realm="…",service="…",scope="…"`` → ("bearer", {realm, service, scope})."""
     scheme, _, rest = header.strip().partition(" ")
@@ -171,7 +191,7 @@ class OciRegistryClient:
 
     async def manifest(self, image: str, tag: str) -> ManifestInfo:
         """What ``image:tag`` points at now: digest, media type, annotations and (for an image
-        manifest) the config's labels. Raises ManifestNotFound when the registry says the
+        manifest) the config's labels, or (for an image index) the manifests it lists. Raises ManifestNotFound when the registry says the
         repository or tag does not exist, RegistryError (naming the registry and the HTTP status)
         when it cannot be asked."""
         try:
@@ -223,8 +243,13 @@ class OciRegistryClient:
             and isinstance(config.get("digest"), str)
         ):
             labels = await self._labels(session, ref, config["digest"], what)
+        is_index = media_type in INDEX_TYPES or isinstance(doc.get("manifests"), list)
         return ManifestInfo(
-            digest=digest, media_type=media_type, annotations=_strings(doc.get("annotations")), labels=labels
+            digest=digest,
+            media_type=media_type,
+            annotations=_strings(doc.get("annotations")),
+            labels=labels,
+            manifests=index_entries(doc) if is_index else (),
         )
 
     async def _labels(self, session: aiohttp.ClientSession, ref: ImageRef, digest: str, what: str) -> dict[str, str]:

@@ -1,5 +1,5 @@
-"""The source host role over GitHub: does a commit exist, is it reachable from the ref, and what
-changed between two commits (the source history an approval card shows)?"""
+"""The source host role over GitHub: does a commit exist, is it reachable from the ref, when was it
+committed, and what changed between two commits (the source history an approval card shows)?"""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import re
 from collections import OrderedDict
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from github import GithubException
@@ -44,6 +45,28 @@ class GitHubSourceHost:
         try:
             return await asyncio.wait_for(
                 asyncio.to_thread(self._reachable_sync, repository, sha, ref), timeout=self._timeout
+            )
+        except TimeoutError:
+            raise SourceHostError(f"GitHub did not answer within {self._timeout:g}s") from None
+
+    def _commit_time_sync(self, repository: str, sha: str) -> datetime | None:
+        try:
+            commit = self._github_factory().get_repo(repository).get_commit(sha)
+            committer = commit.commit.committer
+        except GithubException as exc:
+            if exc.status in (404, 422):
+                return None
+            raise SourceHostError(f"GitHub answered {exc.status} for commit {sha[:12]}") from None
+        except Exception as exc:
+            raise SourceHostError(f"GitHub could not be reached: {type(exc).__name__}") from None
+        when = committer.date if committer is not None else None
+        return when.replace(tzinfo=UTC) if when is not None and when.tzinfo is None else when
+
+    async def commit_time(self, repository: str, sha: str) -> datetime | None:
+        """The commit's committer date (git's %ct, what SOURCE_DATE_EPOCH builds stamp), or None."""
+        try:
+            return await asyncio.wait_for(
+                asyncio.to_thread(self._commit_time_sync, repository, sha), timeout=self._timeout
             )
         except TimeoutError:
             raise SourceHostError(f"GitHub did not answer within {self._timeout:g}s") from None

@@ -191,6 +191,9 @@ class Policy(_Strict):
     )
     block_severities: list[Literal["CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN"]] = ["CRITICAL"]
     prohibited_licenses: list[str] = Field(default_factory=list)
+    # license entries that are neither SPDX ids, license names license-expression knows, nor
+    # LicenseRefs the SBOM defines: let through (allow), let through and named (warn), or refused
+    unknown_licenses: Literal["allow", "warn", "block"] = "warn"
     require_sbom: bool = True
     require_scan: bool = True
     vulnerability_exceptions: list[VulnerabilityException] = Field(default_factory=list)

@@ -23,7 +23,7 @@ from bot.engine.requests import Requests
 from bot.engine.rollback import Rollbacks, queue
 from bot.engine.states import after_deployment, after_verification
 from bot.engine.transitions import lock_row, move, release_slot
-from checks.reports import parse_sbom, parse_scan
+from checks.reports import parse_sbom, parse_scan, vex_waived
 from storage import audit
 from storage.db import transaction
 from storage.models import (
@@ -302,14 +302,25 @@ class PipelineEvents:
         """Record a vulnerability scan, normalised to findings, for the artifact's digest."""
         findings = parse_scan(event["scanner"], event["report"])
         counts: dict[str, int] = {}
+        waived = 0
         for f in findings:
-            counts[f["severity"]] = counts.get(f["severity"], 0) + 1
+            if vex_waived(f):  # a VEX said the product is not affected: kept, but no finding
+                waived += 1
+            else:
+                counts[f["severity"]] = counts.get(f["severity"], 0) + 1
+        summary: dict[str, Any] = {
+            "scanner": event["scanner"],
+            "findings": len(findings) - waived,
+            "by_severity": counts,
+        }
+        if waived:
+            summary["waived_by_vex"] = waived
         return self._record_report(
             event,
             actor,
             "scan.finished",
             ScanReport,
-            {"scanner": event["scanner"], "findings": len(findings), "by_severity": counts},
+            summary,
             scanner=event["scanner"],
             findings=findings,
         )

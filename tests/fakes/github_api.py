@@ -125,18 +125,25 @@ class FakeGitHub(ThreadedFake):
             return wf["id"]
 
     def add_commits(
-        self, repo: str, ref: str = "main", shas: Iterable[str] = (), messages: Iterable[str] | None = None
+        self,
+        repo: str,
+        ref: str = "main",
+        shas: Iterable[str] = (),
+        messages: Iterable[str] | None = None,
+        dates: Iterable[datetime] | None = None,
     ) -> None:
-        """Append commits (oldest first) to branch `ref`; a sha already known elsewhere is shared history."""
+        """Append commits (oldest first) to branch `ref`; a sha already known elsewhere is shared history.
+        ``dates`` are the commits' author and committer dates (default: now)."""
         shas = list(shas)
         messages = list(messages) if messages is not None else [f"Commit {sha[:7]}" for sha in shas]
+        when = list(dates) if dates is not None else [_now() for _ in shas]
         with self._lock:
             r = self._repo(repo)
             history = r["branches"].setdefault(ref, [])
-            for sha, message in zip(shas, messages):
+            for sha, message, date in zip(shas, messages, when, strict=True):
                 r["commits"].setdefault(
                     sha,
-                    {"sha": sha, "message": message, "date": _iso(_now()), "parent": history[-1] if history else None},
+                    {"sha": sha, "message": message, "date": _iso(date), "parent": history[-1] if history else None},
                 )
                 history.append(sha)
 

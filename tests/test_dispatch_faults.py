@@ -148,6 +148,7 @@ async def test_reject_racing_the_last_approval_never_dispatches_a_rejected_promo
 
 
 @pytest.mark.parametrize("config_text", [CONFIG.replace("approval_ttl: 4h", "approval_ttl: 4s")])
+@pytest.mark.parametrize("settings_overrides", [{"promobot_outbox_interval": 60.0}])  # no expiry pass meanwhile
 async def test_an_approval_clicked_before_the_deadline_does_not_complete_after_it(harness):
     h, gh = harness, harness.github
     await seed(h)

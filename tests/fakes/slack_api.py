@@ -219,6 +219,14 @@ class FakeSlack(ThreadedFake):
         with self._lock:
             return copy.deepcopy([r["body"] for r in self._responses if tag in (None, r["tag"])])
 
+    def response_times(self) -> dict[str, float]:
+        """When the first answer to each response_url tag arrived (epoch seconds)."""
+        with self._lock:
+            first: dict[str, float] = {}
+            for r in self._responses:
+                first.setdefault(r["tag"], r["at"])
+            return first
+
     def messages(self, channel: str | None = None) -> list[dict]:
         """Params of successful chat.postMessage calls, each with the "ts" the fake assigned."""
         return self._posted("chat.postMessage", channel)
@@ -513,7 +521,7 @@ class FakeSlack(ThreadedFake):
     async def _response(self, request: web.Request) -> web.Response:
         body = await request.json() if request.content_type == "application/json" else dict(await request.post())
         with self._lock:
-            self._responses.append({"tag": request.match_info["tag"], "body": body})
+            self._responses.append({"tag": request.match_info["tag"], "body": body, "at": time.time()})
         return web.Response(text="ok")
 
     # --- Web API methods: each returns the response minus "ok"; an "error" key makes it ok: false ---

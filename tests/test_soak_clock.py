@@ -28,7 +28,7 @@ async def test_a_backdated_finished_at_does_not_shorten_the_soak(harness):
         assert status == 202, answer
 
     check = all_text(await reply_to(h, "U0DEV", "/promote", f"api-gateway {TAG} to production --check"))
-    soak = next(line for line in check.splitlines() if "Soak time" in line)
+    soak = next(line for line in check.splitlines() if "*Soak time*" in line)
     assert ":x:" in soak and "0m of 1h" in soak, soak  # not "in staging for 3h"
     assert "the pipeline reported it finished at" in soak, soak  # the claimed time is shown, not counted
 

@@ -88,6 +88,6 @@ def gates_for(
             )
         elif skipped_by_expedite(name, expedite):
             assert expedite is not None
-            gate = gate.settled(GateStatus.SKIPPED, _skip_reason(name, expedite), **expedite.to_json())
+            gate = gate.settled(GateStatus.SKIPPED, _skip_reason(name, expedite), expedite=expedite.to_json())
         out.append(gate)
     return out

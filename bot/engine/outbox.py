@@ -163,12 +163,17 @@ class Outbox:
             if run is not None:
                 await self._mark_dispatched(entry, p, request, run, reconciled=True)
                 return
-        report = await self.requests.evaluate(p.service, p.tag, p.source_environment, p.target_environment, p.kind)
+        report = await self.requests.evaluate_promotion(p)
         if not report.eligible:
             if void(ctx, p, report, SYSTEM, ctx.clock()):
                 await self.notifications.announce(
                     p.id, "Not dispatched: the gates no longer hold (checked right before dispatch)."
                 )
+                if p.preempts:  # its approval ended the bad deploy's wait: that deploy still runs
+                    channel = ctx.config.services[p.service].channel
+                    await self.notifications.alert_approvers(
+                        p.target_environment, channel, messages.preempting_rollback_voided(p)
+                    )
             self._finish(entry, O.DONE, "voided before dispatch")
             return
         if not self._renew(entry):

@@ -437,7 +437,11 @@ async def seed(
             channel = h.bot.config.services[service].channel if h.bot else "C0DEPLOYS"
             await h.wait(
                 lambda s, channel=channel: (
-                    [u for u in s.updates(channel) if "→ staging · Deploying" in header_text(u)]
+                    [
+                        u
+                        for u in s.updates(channel)
+                        if "→ staging · Deploying" in header_text(u) and f" {tag} → staging" in (u.get("text") or "")
+                    ]
                     or [m for m in s.messages(channel) if "Automatic promotion of" in m["text"]]
                 )
             )

@@ -26,7 +26,7 @@ from handlers.pipeline_events import BadEvent, apply_event, validate_event
 from storage.db import redact_url
 
 SHELL_HELP = """Type slash commands as in Slack, as the current user:
-  /promote SERVICE [TAG] [to ENV] [--check]    /rollback SERVICE [TAG] [in ENV] [reason]    /status [SERVICE]
+  /promote SERVICE [TAG] [to ENV] [--check] [--expedite REASON…]    /rollback SERVICE [TAG] [in ENV] [reason]    /status [SERVICE]
   as USER_ID                 act as another Slack user (e.g. as U0PLATFORMLEAD)
   press N [reason…]          click button N of the cards above (Reject takes a reason)
   event TYPE key=value …     send a pipeline event (report=@file.json / sbom=@file.json / checks.NAME=RESULT)

@@ -35,6 +35,8 @@ def pending_line(view: PromotionView, now: datetime | None = None) -> str:
     """One line about an active promotion: what, and whom it waits for."""
     status = S(view.status)
     noun = "rollback" if view.kind == PromotionKind.ROLLBACK else "promotion"
+    if view.expedited:
+        noun = "EXPEDITED promotion"
     line = (
         f"{STATUS_ICON[status]} {noun} `{view.id}` of `{esc(short_tag(view.tag))}` by "
         f"{mention(view.requested_by)}: {status.label.lower()}"

@@ -173,3 +173,27 @@ async def test_a_rejected_rollback_gives_the_deploy_back_its_wait_and_a_failure_
     assert automatic.detail["rollback_id"] == second and automatic.detail["already_requested"] is True
     assert sorted(rollbacks) == sorted([first, second])
     assert promotion(h, second).status == "pending_approval"
+
+
+async def test_a_rollback_voided_right_before_dispatch_after_ending_the_wait_alerts_the_approvers(harness):
+    h = harness
+    bad, _ = await bad_deploy_awaiting_verification(h)
+    await reply_to(h, "U0DEV", "/rollback", "api-gateway in production error rate doubled")
+    card = rollback_cards(h)[-1]
+    rollback = next(el["value"] for b in card["blocks"] if b["type"] == "actions" for el in b["elements"])
+    h.github.fail_next(count=1000, status=502, path_contains="/dispatches")  # GitHub cannot take it yet
+    await h.user("U0RM1").click(card, "promotion.approve")
+    await until(lambda: promotion(h, bad).status == "failed")  # the approval ended the deploy's wait
+    # while the dispatch waits for GitHub, someone locks production: the check right before dispatch voids it
+    await reply_to(h, "U0RM2", "/promote", "lock api-gateway production investigating the rollback itself")
+    await until(lambda: promotion(h, rollback).status == "voided", timeout=20)
+    alert = (
+        await h.wait(
+            lambda s: [m for m in s.messages("C0DEPLOYS") if "was voided right before dispatch" in m["text"]],
+            timeout=10,
+        )
+    )[0]["text"]
+    assert f"after its approval had ended `{bad}`'s wait" in alert and f"still runs `{TAG}`" in alert
+    assert "<@U0LEAD> <!subteam^S0RELEASE>" in alert
+    await h.wait(lambda s: [m for m in s.messages("U0LEAD") if "was voided right before dispatch" in m["text"]])
+    assert not [d for d in production_dispatches(h) if d["inputs"]["image_tag"] == OLD]

@@ -115,7 +115,7 @@ def seed(engine, now: datetime) -> None:
                 environment="staging",
                 status="success",
                 finished_at=now - timedelta(hours=3),
-                recorded_at=now,
+                recorded_at=now - timedelta(hours=3),
             )
         )
         s.add(
@@ -126,7 +126,7 @@ def seed(engine, now: datetime) -> None:
                 result="passed",
                 checks={},
                 finished_at=now - timedelta(hours=2),
-                recorded_at=now,
+                recorded_at=now - timedelta(hours=2),  # soak counts from when promobot recorded it
             )
         )
         trivy = json.loads((fixtures / "trivy" / "trivy-centos-7-low-medium.json").read_text())

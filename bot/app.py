@@ -29,6 +29,7 @@ from bot.config import PromobotConfig, Settings
 from bot.engine.card_evidence import CardEvidenceNotifier
 from bot.engine.roles import ApproverDirectory, Dispatcher, Notifier
 from bot.engine.service import PromotionService
+from checks.base import Registry
 from handlers.commands import CommandRouter
 from handlers.slack_app import register
 from handlers.slack_notifier import SlackNotifier
@@ -74,6 +75,7 @@ def build(
     clock: Callable[[], datetime] = utcnow,
     echo: Callable[[str], None] | None = None,
     with_slack: bool = True,
+    registry: Registry | None = None,
 ) -> Promobot:
     """Wire storage, gates' evidence sources, GitHub, Slack and the engine from settings."""
     engine = open_database(settings)
@@ -98,7 +100,7 @@ def build(
         dispatcher=dispatcher,
         notifier=notifier,
         directory=directory or StaticDirectory(),
-        registry=OciRegistryClient.from_env(os.environ),
+        registry=registry or OciRegistryClient.from_env(os.environ),
         source_host=source_host,
         clock=clock,
         instance_id=instance_id(settings),

@@ -104,7 +104,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     config = _config(settings)
     bot = build(settings, config, notifier=SilentNotifier(), with_slack=False)
     try:
-        report = asyncio.run(bot.service.check(args.service, args.tag, args.env))
+        report = asyncio.run(bot.service.check(args.service, args.tag, args.env, expedite_reason=args.expedite))
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -112,9 +112,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_json(), indent=2))
     else:
         verdict = "ELIGIBLE" if report.eligible else "BLOCKED"
-        print(f"{report.service} {report.tag} → {report.target_environment}: {verdict}")
+        how = f" (EXPEDITED from {report.source_environment}: {report.expedite.reason})" if report.expedite else ""
+        print(f"{report.service} {report.tag} → {report.target_environment}: {verdict}{how}")
         for r in report.results:
-            mark = {"passed": "ok  ", "failed": "FAIL", "errored": "ERR "}[r.status.value]
+            mark = {"passed": "ok  ", "failed": "FAIL", "errored": "ERR ", "off": "OFF ", "skipped": "SKIP"}[
+                r.status.value
+            ]
             print(f"  [{mark}] {r.title}: {r.reason}")
             if r.blocks and r.next_step:
                 print(f"         next: {r.next_step}")
@@ -291,6 +294,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("tag", nargs="?")
     s.add_argument("--env")
     s.add_argument("--json", action="store_true")
+    s.add_argument(
+        "--expedite",
+        metavar="REASON",
+        help="check it as an expedited promotion (policy.expedite): skips what an expedite may skip",
+    )
     s.set_defaults(func=cmd_check)
 
     s = sub.add_parser(

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.app import build
+from bot.clients.image_store import InMemoryRegistry
 from bot.clients.slack_directory import StaticDirectory
 from bot.config import PromobotConfig, Settings
 from bot.engine.errors import Conflict, UserError
@@ -26,7 +27,7 @@ from handlers.pipeline_events import BadEvent, BadFile, apply_event, read_json_f
 from storage.db import redact_url
 
 SHELL_HELP = """Type slash commands as in Slack, as the current user:
-  /promote SERVICE [TAG] [to ENV] [--check]    /rollback SERVICE [TAG] [in ENV] [reason]    /status [SERVICE]
+  /promote SERVICE [TAG] [to ENV] [--check] [--expedite REASON…]    /rollback SERVICE [TAG] [in ENV] [reason]    /status [SERVICE]
   as USER_ID                 act as another Slack user (e.g. as U0PLATFORMLEAD)
   press N [reason…]          click button N of the cards above (Reject takes a reason)
   event TYPE key=value …     send a pipeline event (report=@file.json / sbom=@file.json / checks.NAME=RESULT)
@@ -52,6 +53,16 @@ def blocks_to_text(blocks: list[dict]) -> list[str]:
         elif t == "divider":
             lines.append("  ---")
     return lines
+
+
+class ShellClock:
+    """The engine's clock: real time, except while the demo records its history as of then."""
+
+    def __init__(self) -> None:
+        self.fixed: datetime | None = None
+
+    def __call__(self) -> datetime:
+        return self.fixed or datetime.now(UTC)
 
 
 class ShellNotifier:
@@ -153,9 +164,12 @@ def parse_event_words(words: list[str]) -> tuple[dict[str, Any], dict[str, str]]
     return event, files
 
 
-def demo_events(config: PromobotConfig, now: datetime) -> list[dict[str, Any]]:
+def demo_events(
+    config: PromobotConfig, now: datetime, push: Callable[[str, str], str] | None = None
+) -> list[dict[str, Any]]:
     """A believable history for the first service: an old build in every environment,
-    a new one verified everywhere but the last, with a clean scan and an SBOM."""
+    a new one verified everywhere but the last, with a clean scan and an SBOM. ``push(image, tag)``
+    pushes each build's image (the demo registry) and gives its digest."""
     service = next(iter(config.services))
     envs = config.environment_names
     old, new = "a1b2c3d", "7a3f9c2"
@@ -170,7 +184,9 @@ def demo_events(config: PromobotConfig, now: datetime) -> list[dict[str, Any]]:
                 "type": "artifact.built",
                 "service": service,
                 "tag": tag,
-                "digest": "sha256:" + (tag * 10)[:64].ljust(64, "0"),
+                "digest": push(config.services[service].image, tag)
+                if push
+                else "sha256:" + (tag * 10)[:64].ljust(64, "0"),
                 "commit_sha": tag + "e" * 33,
                 "pipeline_run_id": str(1000 + age),
                 "built_at": at(age),
@@ -348,7 +364,18 @@ async def run_shell(
         print(text, flush=True)
 
     notifier = ShellNotifier(out)
-    bot = build(settings, config, notifier=notifier, directory=StaticDirectory(groups), with_slack=False)
+    clock = ShellClock()
+    # the demo has no registry to ask: its build pushes to one in memory, which the digest gate reads
+    registry = InMemoryRegistry() if demo else None
+    bot = build(
+        settings,
+        config,
+        notifier=notifier,
+        directory=StaticDirectory(groups),
+        with_slack=False,
+        clock=clock,
+        registry=registry,
+    )
     shell = Shell(bot, notifier, user, out)
     out(
         f"promobot shell — database {redact_url(settings.database_url)}; dispatch: "
@@ -356,8 +383,13 @@ async def run_shell(
         f"you are {user}. Type help."
     )
     if demo:
-        for event in demo_events(config, datetime.now(UTC)):
+        assert registry is not None
+        for event in demo_events(config, datetime.now(UTC), push=registry.push):
+            # history is recorded as it happened: soak counts on promobot's clock, from when it was recorded
+            when = event.get("finished_at") or event.get("built_at")
+            clock.fixed = datetime.fromisoformat(when) if when else None
             result = await shell.send_event(event, follow_up=False)
+            clock.fixed = None
             if not result.startswith("202"):
                 out(f"demo event refused: {result}")
         out(f"demo history recorded for {next(iter(config.services))}. Try: /status {next(iter(config.services))}")

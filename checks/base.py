@@ -6,7 +6,13 @@ A gate answers one of three things:
 - ``failed``: the rule refuses, with a reason, the evidence and the next step;
 - ``errored``: the gate could not tell (a registry down, GitHub 5xx). An
   errored gate blocks exactly like a failed one; it is told apart only so
-  that people know to retry rather than to fix the artifact.
+  that people know to retry rather than to fix the artifact;
+- ``off``: the team switched the gate off for this environment (``checks:`` in
+  promobot.yml, where the promotion model allows it). It does not block, and it
+  is shown, never silently left out;
+- ``skipped``: an expedited promotion (a critical security patch) skips it
+  (only an intermediate environment, its soak and the deployment window). It
+  does not block, and it is shown with the reason.
 
 Gates read evidence only through the small protocols below (ledger, registry,
 source host). Concrete clients are chosen once, in ``bot.app``.
@@ -16,7 +22,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -37,6 +43,28 @@ class GateStatus(enum.StrEnum):
     PASSED = "passed"
     FAILED = "failed"
     ERRORED = "errored"
+    OFF = "off"  # off by configuration for this environment
+    SKIPPED = "skipped"  # skipped for an expedited promotion
+
+
+BLOCKING = frozenset({GateStatus.FAILED, GateStatus.ERRORED})
+
+
+@dataclass(frozen=True)
+class Expedite:
+    """An expedited promotion: why, and which environments between source and target it skips."""
+
+    reason: str
+    skipped_environments: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"reason": self.reason, "skipped_environments": list(self.skipped_environments)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> Expedite | None:
+        if not data:
+            return None
+        return cls(str(data.get("reason") or ""), tuple(data.get("skipped_environments") or ()))
 
 
 @dataclass(frozen=True)
@@ -52,7 +80,7 @@ class GateResult:
 
     @property
     def blocks(self) -> bool:
-        return self.status is not GateStatus.PASSED
+        return self.status in BLOCKING
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -87,10 +115,14 @@ class GateReport:
     digest: str | None
     evaluated_at: datetime
     results: tuple[GateResult, ...]
+    expedite: Expedite | None = None
 
     @property
     def eligible(self) -> bool:
-        return bool(self.results) and all(r.status is GateStatus.PASSED for r in self.results)
+        return bool(self.results) and not any(r.blocks for r in self.results)
+
+    def with_status(self, status: GateStatus) -> tuple[GateResult, ...]:
+        return tuple(r for r in self.results if r.status is status)
 
     @property
     def blocking(self) -> tuple[GateResult, ...]:
@@ -115,6 +147,7 @@ class GateReport:
             digest=data.get("digest"),
             evaluated_at=datetime.fromisoformat(data["evaluated_at"]),
             results=tuple(GateResult.from_json(g) for g in data.get("gates", [])),
+            expedite=Expedite.from_json(data.get("expedite")),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -126,6 +159,7 @@ class GateReport:
             "target_environment": self.target_environment,
             "evaluated_at": self.evaluated_at.isoformat(),
             "eligible": self.eligible,
+            "expedite": self.expedite.to_json() if self.expedite else None,
             "gates": [r.to_json() for r in self.results],
         }
 
@@ -230,6 +264,7 @@ class GateContext:
     registry: Registry | None = None
     source_host: SourceHost | None = None
     kind: str = PromotionKind.PROMOTION  # promotion | rollback
+    expedite: Expedite | None = None  # an expedited promotion: some gates are skipped (``checks.catalog``)
 
     @property
     def service_config(self) -> ServiceConfig:
@@ -255,6 +290,11 @@ class Gate:
     title: str
     evaluate: GateFn
     timeout: float = 10.0
+    preset: GateResult | None = None  # off by configuration or skipped for expedite: not evaluated
+
+    def settled(self, status: GateStatus, reason: str, **evidence: Any) -> Gate:
+        """This gate answered ``status`` (off or skipped) without evaluating it."""
+        return replace(self, preset=GateResult(self.name, self.title, status, reason, evidence))
 
     def passed(self, reason: str, **evidence: Any) -> GateResult:
         return GateResult(self.name, self.title, GateStatus.PASSED, reason, evidence)

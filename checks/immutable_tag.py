@@ -10,12 +10,12 @@ from checks.base import Gate, GateContext, GateResult
 async def _evaluate(ctx: GateContext) -> GateResult:
     policy = ctx.config.policy
     tag = ctx.tag
-    if tag.lower() in {t.lower() for t in policy.mutable_tags}:
+    if policy.is_mutable(tag):
         return GATE.failed(
             f"`{tag}` is a mutable tag: it can point at a different image tomorrow",
             "Promote the commit-SHA tag that your build pushed (e.g. 7a3f9c2).",
             tag=tag,
-            mutable_tags=policy.mutable_tags,
+            mutable_tags=policy.refused_tags,
         )
     if not re.fullmatch(policy.immutable_tag_pattern, tag):
         return GATE.failed(

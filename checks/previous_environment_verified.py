@@ -41,8 +41,11 @@ async def _evaluate(ctx: GateContext) -> GateResult:
             url=latest.url,
         )
     window = ctx.environment_config.recent_failure_window
+    # recency on promobot's clock too: a failure reported with an old finished_at is still a recent failure
     recent_failures = [
-        v for v in verifications if v.result != VerificationResult.PASSED and ctx.now - v.finished_at <= window
+        v
+        for v in verifications
+        if v.result != VerificationResult.PASSED and ctx.now - max(v.finished_at, v.on_record_since) <= window
     ]
     if recent_failures:
         f = recent_failures[0]

@@ -56,7 +56,8 @@ async def _evaluate(ctx: GateContext) -> GateResult:
     digest, named = subject(ctx)
     scan = ctx.ledger.latest_scan(ctx.service, ctx.tag, digest)
     if scan is None:
-        if not policy.require_scan:
+        # where a person approves, a scan is always required: the model's "security scan passed"
+        if not policy.require_scan and not ctx.config.is_protected(ctx.target_environment):
             return GATE.passed("no vulnerability scan recorded; none is required (policy.require_scan: false)")
         return GATE.failed(
             f"no vulnerability scan recorded for {named}",

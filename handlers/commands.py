@@ -75,11 +75,13 @@ class CommandRouter:
                 revoked = await self.service.revoke_approval(cmd.promotion_id, user)
                 return text_reply((":white_check_mark: " if revoked.changed else ":warning: ") + revoked.message)
             if cmd.check_only:
-                report = await self.service.check(cmd.service, cmd.tag, cmd.environment)
+                report = await self.service.check(cmd.service, cmd.tag, cmd.environment, expedite_reason=cmd.expedite)
                 return Reply(
                     text=("eligible" if report.eligible else B.refusal_text(report)), blocks=B.eligibility(report)
                 )
-            result = await self.service.request(user, cmd.service, cmd.tag, cmd.environment)
+            result = await self.service.request(
+                user, cmd.service, cmd.tag, cmd.environment, expedite_reason=cmd.expedite
+            )
         except UserError as exc:
             return problem(exc)
         if result.outcome == "refused":
@@ -123,7 +125,7 @@ class CommandRouter:
         result: DecisionResult
         if isinstance(cmd, LockCommand):
             result = (
-                guards.unlock(user, cmd.service, cmd.environment)
+                await guards.unlock(user, cmd.service, cmd.environment)
                 if cmd.unlock
                 else guards.lock(user, cmd.service, cmd.environment, cmd.reason)
             )

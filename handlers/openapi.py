@@ -76,7 +76,7 @@ def document(version: str | None = None) -> dict[str, Any]:
                     "properties": {
                         "gate": {"type": "string"},
                         "title": {"type": "string"},
-                        "status": {"enum": ["passed", "failed", "errored"]},
+                        "status": {"enum": ["passed", "failed", "errored", "off", "skipped"]},
                         "reason": {"type": "string"},
                         "evidence": {"type": "object"},
                         "next_step": {"type": "string"},
@@ -140,6 +140,13 @@ def document(version: str | None = None) -> dict[str, Any]:
                         {"name": "service", "in": "query", "required": True, "schema": {"type": "string"}},
                         {"name": "tag", "in": "query", "required": False, "schema": {"type": "string"}},
                         {"name": "environment", "in": "query", "required": False, "schema": {"type": "string"}},
+                        {
+                            "name": "expedite",
+                            "in": "query",
+                            "required": False,
+                            "description": "check as an expedited security promotion, with this reason",
+                            "schema": {"type": "string"},
+                        },
                     ],
                     "responses": {
                         "200": {

@@ -11,13 +11,17 @@ from dataclasses import dataclass
 
 from bot.engine.errors import UserError
 
-PROMOTE_USAGE = "`/promote SERVICE [TAG] [to ENV] [--check]`"
+PROMOTE_USAGE = "`/promote SERVICE [TAG] [to ENV] [--check] [--expedite REASON…]`"
+EXPEDITE_USAGE = "`/promote SERVICE TAG [to ENV] [--check] --expedite REASON…`"
 
 PROMOTE_HELP = """*`/promote`* moves an artifact to the next environment, with its gates and approvals.
 • `/promote SERVICE` — the artifact verified in the environment before the next one
 • `/promote SERVICE TAG` — that tag, to the environment after the one where it is verified
 • `/promote SERVICE TAG to ENV` — name the target
 • `/promote SERVICE TAG --check` — show every gate without requesting anything
+• `/promote SERVICE TAG [to ENV] --expedite REASON…` — a critical security patch: may skip an intermediate \
+environment, its soak and the deployment window (never the artifact, security, license, SBOM, lock or hold \
+gates); needs the policy.expedite approvers. Without `to ENV` it goes to the last environment.
 • `/promote revoke PROMOTION_ID` — take back your approval while the request still waits for others
 • `/promote lock SERVICE ENV reason…` / `/promote unlock SERVICE ENV` — stop or allow every promotion into ENV
 • `/promote hold SERVICE TAG reason…` — keep an artifact out of every environment
@@ -56,6 +60,7 @@ class PromoteCommand:
     tag: str | None = None
     environment: str | None = None
     check_only: bool = False
+    expedite: str | None = None  # the reason of an expedited promotion
 
 
 @dataclass(frozen=True)
@@ -86,13 +91,18 @@ def words_of(text: str) -> list[str]:
         return (text or "").split()
 
 
+def reason_of(words: list[str]) -> str:
+    """The words of a reason as one line; empty when they are only quotes or spaces."""
+    return " ".join(" ".join(words).split())
+
+
 def _parse_hold(words: list[str]) -> HoldCommand:
     clear = len(words) > 1 and words[1] == "clear"
     rest = words[2:] if clear else words[1:]
-    if len(rest) < 3:
+    if len(rest) < 3 or not reason_of(rest[2:]):
         usage = "`/promote hold clear SERVICE TAG reason…`" if clear else "`/promote hold SERVICE TAG reason…`"
         raise CommandError(f"Expected {usage}: a hold is placed and cleared with a reason, for the audit trail.")
-    return HoldCommand(rest[0], rest[1], " ".join(rest[2:]), clear)
+    return HoldCommand(rest[0], rest[1], reason_of(rest[2:]), clear)
 
 
 def parse_promote(text: str) -> PromoteCommand | LockCommand | HoldCommand | RevokeCommand | HelpRequest:
@@ -102,10 +112,14 @@ def parse_promote(text: str) -> PromoteCommand | LockCommand | HoldCommand | Rev
         return HelpRequest()
     if words[0] in ("lock", "unlock"):
         unlock = words[0] == "unlock"
-        if len(words) < 3 or (not unlock and len(words) < 4) or (unlock and len(words) > 3):
-            usage = "`/promote unlock SERVICE ENV`" if unlock else "`/promote lock SERVICE ENV reason…`"
-            raise CommandError(f"Expected {usage}.")
-        return LockCommand(words[1], words[2], " ".join(words[3:]), unlock)
+        if len(words) < 3 or (not unlock and not reason_of(words[3:])) or (unlock and len(words) > 3):
+            if unlock:
+                raise CommandError("Expected `/promote unlock SERVICE ENV`.")
+            raise CommandError(
+                "Expected `/promote lock SERVICE ENV reason…`: a lock needs a reason, so that people "
+                "know why and when it may be lifted."
+            )
+        return LockCommand(words[1], words[2], reason_of(words[3:]), unlock)
     if words[0] == "hold":
         return _parse_hold(words)
     if words[0] == "revoke":
@@ -113,6 +127,17 @@ def parse_promote(text: str) -> PromoteCommand | LockCommand | HoldCommand | Rev
             raise CommandError("Expected `/promote revoke PROMOTION_ID` (the id is on the card's last line).")
         return RevokeCommand(words[1])
     check = False
+    expedite: str | None = None
+    if "--expedite" in words:  # everything after it is the reason
+        i = words.index("--expedite")
+        words, after = words[:i], words[i + 1 :]
+        check = any(w in ("--check", "-n", "--dry-run") for w in after)
+        expedite = reason_of([w for w in after if w not in ("--check", "-n", "--dry-run")])
+        if not expedite:
+            raise CommandError(
+                f"Expected {EXPEDITE_USAGE}: an expedited promotion needs a reason, for the approvers and the "
+                "audit trail."
+            )
     rest = []
     for w in words:
         if w in ("--check", "-n", "--dry-run"):
@@ -132,7 +157,9 @@ def parse_promote(text: str) -> PromoteCommand | LockCommand | HoldCommand | Rev
         raise CommandError(
             f"Expected {PROMOTE_USAGE}, e.g. `/promote api-gateway 7a3f9c2`; `/promote help` lists everything."
         )
-    return PromoteCommand(rest[0], rest[1] if len(rest) > 1 else None, env, check)
+    if expedite is not None and len(rest) < 2:
+        raise CommandError(f"Expected {EXPEDITE_USAGE}: name the patched artifact's tag.")
+    return PromoteCommand(rest[0], rest[1] if len(rest) > 1 else None, env, check, expedite)
 
 
 @dataclass(frozen=True)

@@ -72,8 +72,13 @@ def routes(service: PromotionService, api_token: str | None) -> list[web.RouteDe
         q = request.query
         if not q.get("service"):
             return _problem(400, "invalid query", problems=["service: field required"])
+        expedite = q.get("expedite")
+        if expedite is not None and not expedite.strip():
+            return _problem(400, "invalid query", problems=["expedite: an expedited check needs a reason"])
         try:
-            report = await service.check(q["service"], q.get("tag") or None, q.get("environment") or None)
+            report = await service.check(
+                q["service"], q.get("tag") or None, q.get("environment") or None, expedite_reason=expedite
+            )
         except UserError as exc:
             return _problem(400, "invalid query", problems=[str(exc)])
         return web.json_response(report.to_json())

@@ -45,7 +45,9 @@ class SqlLedger:
                 q = q.where(col(Deployment.tag) == tag)
             q = q.order_by(col(Deployment.finished_at).desc(), col(Deployment.id).desc()).limit(limit)
             return [
-                DeploymentRecord(d.service, d.tag, d.environment, d.status, d.finished_at, d.run_id, d.url)
+                DeploymentRecord(
+                    d.service, d.tag, d.environment, d.status, d.finished_at, d.run_id, d.url, d.recorded_at
+                )
                 for d in s.exec(q)
             ]
 
@@ -60,7 +62,9 @@ class SqlLedger:
                 q = q.where(col(Verification.tag) == tag)
             q = q.order_by(col(Verification.finished_at).desc(), col(Verification.id).desc()).limit(limit)
             return [
-                VerificationRecord(v.service, v.tag, v.environment, v.result, v.finished_at, v.checks or {}, v.url)
+                VerificationRecord(
+                    v.service, v.tag, v.environment, v.result, v.finished_at, v.checks or {}, v.url, v.recorded_at
+                )
                 for v in s.exec(q)
             ]
 
@@ -163,7 +167,7 @@ class SqlLedger:
             rows = s.exec(select(Deployment).join(latest, latest.c.id == col(Deployment.id)).where(latest.c.rank == 1))
             return {
                 (d.service, d.environment): DeploymentRecord(
-                    d.service, d.tag, d.environment, d.status, d.finished_at, d.run_id, d.url
+                    d.service, d.tag, d.environment, d.status, d.finished_at, d.run_id, d.url, d.recorded_at
                 )
                 for d in rows
             }
@@ -181,7 +185,7 @@ class SqlLedger:
             )
             return {
                 (v.service, v.environment): VerificationRecord(
-                    v.service, v.tag, v.environment, v.result, v.finished_at, v.checks or {}, v.url
+                    v.service, v.tag, v.environment, v.result, v.finished_at, v.checks or {}, v.url, v.recorded_at
                 )
                 for v in rows
             }

@@ -158,6 +158,11 @@ class Promotion(SQLModel, table=True):
     gate_report: Optional[dict] = _json()
     replaces_tag: Optional[str] = None  # what the target environment ran when requested
     version: int = 1
+    # an expedited promotion (the model's exception for critical security patches) and why it was asked for
+    expedited: bool = Field(default=False, sa_column=sa.Column(sa.Boolean(), nullable=False, server_default=sa.false()))
+    expedite_reason: Optional[str] = None
+    # a rollback requested while that deploy awaited its verification: approving the rollback ends the wait
+    preempts: Optional[str] = None
 
 
 class Approval(SQLModel, table=True):

@@ -25,9 +25,10 @@ class DeploymentRecord:
     tag: str
     environment: str
     status: str  # success | failure
-    finished_at: datetime
+    finished_at: datetime  # as the pipeline reported it
     run_id: str | None = None
     url: str | None = None
+    recorded_at: datetime | None = None  # when promobot recorded it, on promobot's own clock
 
 
 @dataclass(frozen=True)
@@ -36,9 +37,15 @@ class VerificationRecord:
     tag: str
     environment: str
     result: str  # passed | failed
-    finished_at: datetime
+    finished_at: datetime  # as the pipeline reported it
     checks: dict[str, Any] = field(default_factory=dict)
     url: str | None = None
+    recorded_at: datetime | None = None  # when promobot recorded it, on promobot's own clock
+
+    @property
+    def on_record_since(self) -> datetime:
+        """When promobot knew of it: a pipeline cannot move this back by reporting an earlier finished_at."""
+        return self.recorded_at or self.finished_at
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -24,7 +24,7 @@ from storage import audit
 from storage.db import rowcount, transaction
 from storage.models import AuditAnchor, AuditEvent, AuditHead
 
-RETENTION = timedelta(days=730)  # the promotion model keeps the audit trail two years
+RETENTION_YEARS = 2  # the promotion model keeps the audit trail two years: calendar years, not 730 days
 
 
 @dataclass(frozen=True)
@@ -36,9 +36,18 @@ class PurgeResult:
     archive_path: Path
 
 
-def retention_cutoff(now: datetime, retention: timedelta = RETENTION) -> datetime:
-    """Events before this instant are due for purging."""
-    return now - retention
+def years_before(moment: datetime, years: int) -> datetime:
+    """The same date and time ``years`` calendar years earlier. 29 February in a year without one becomes
+    28 February, the earlier day, so nothing is ever purged before it is ``years`` full years old."""
+    try:
+        return moment.replace(year=moment.year - years)
+    except ValueError:  # 29 February
+        return moment.replace(year=moment.year - years, day=28)
+
+
+def retention_cutoff(now: datetime, years: int = RETENTION_YEARS) -> datetime:
+    """Events before this instant are due for purging: ``years`` calendar years before ``now`` (in UTC)."""
+    return years_before(now.astimezone(UTC), years)
 
 
 def _line(ev: sa.Row) -> str:

@@ -30,8 +30,10 @@ class BotProcess:
         log_path: Path,
         extra_env: dict | None = None,
         app_token: str | None = None,
+        registry_host: str | None = None,
     ):
         self.port = free_port()
+        self.registry_host = registry_host  # the OCI registry its config's images live in
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self.env = {

@@ -20,11 +20,12 @@ from tests.harness import (
     Clock,
     Harness,
     PostgresSchema,
+    config_on,
     database_kind,
     free_port,
     settings_for,
 )
-from tests.oci_registry import oci_registry  # noqa: F401  (fixture)
+from tests.oci_registry import oci_registry, start_registry  # noqa: F401  (fixture)
 
 
 @pytest.fixture
@@ -69,6 +70,15 @@ def github(github_server):
     return github_server
 
 
+@pytest.fixture(scope="session")
+def image_registry(tmp_path_factory):
+    """One real OCI registry (Debian's docker-registry) for the session: the images the scenarios promote.
+    Production's digest gate cannot be switched off, so every promotion to production asks it."""
+    registry = start_registry(tmp_path_factory.mktemp("images"))
+    yield registry
+    registry.stop()
+
+
 @pytest.fixture
 def config_text():
     return CONFIG
@@ -81,18 +91,19 @@ def settings_overrides():
 
 
 @pytest.fixture
-async def harness(database_url, slack, github, config_text, settings_overrides):
+async def harness(database_url, slack, github, config_text, settings_overrides, image_registry):
     from bot.app import build
     from bot.config import parse_config
     from bot.server import make_web_app
 
     clock = Clock()
-    bot = build(settings_for(database_url, slack, github, **settings_overrides), parse_config(config_text), clock=clock)
+    settings = settings_for(database_url, slack, github, **settings_overrides)
+    bot = build(settings, parse_config(config_on(image_registry.host, config_text)), clock=clock)
     runner = web.AppRunner(make_web_app(bot), shutdown_timeout=1.0)
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     async with aiohttp.ClientSession() as session:
-        yield Harness(f"http://127.0.0.1:{port}", slack, github, bot, session, clock)
+        yield Harness(f"http://127.0.0.1:{port}", slack, github, bot, session, clock, registry_host=image_registry.host)
     await runner.cleanup()
     bot.engine.dispose()

@@ -5,13 +5,16 @@ Importable (not buried in conftest) so that tests and bench scripts can use it.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 import os
+import re
 import socket
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +28,7 @@ from sqlmodel import Session, select
 
 from bot.config import Settings
 from storage.models import AuditEvent, Promotion
+from tests.oci_registry import canonical_digest, push_canonical
 
 SIGNING_SECRET = "test-signing-secret-3f9c"
 BOT_TOKEN = "xoxb-test-token"
@@ -33,6 +37,8 @@ GITHUB_TOKEN = "ghp_test"
 WEBHOOK_SECRET = "webhook-secret-55aa"
 
 FIXTURES = Path(__file__).parent / "fixtures"
+IMAGE_HOST = "registry.example.com"  # in CONFIG; the harness points it at a real registry on loopback
+IMAGE_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # what a registry takes as a tag
 POSTGRES_URL = os.environ.get("PROMOBOT_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 CONFIG = """
@@ -49,7 +55,6 @@ environments:
     approval_ttl: 4h
     soak_time: 1h
     timezone: Europe/Berlin
-    checks: {digest_matches: false}
 policy:
   immutable_tag_pattern: "^[0-9a-f]{7,40}$"
   block_severities: [CRITICAL]
@@ -69,6 +74,18 @@ services:
     ref: main
     channel: C0BILLING
 """
+
+
+def config_on(registry_host: str, text: str = CONFIG) -> str:
+    """``text`` with its images in the test registry: production checks digests, which cannot be switched off."""
+    return text.replace(IMAGE_HOST, registry_host)
+
+
+def process_config(registry_host: str) -> str:
+    """CONFIG for real ``promobot serve`` processes: images in the test registry, and no soak in production,
+    because a bot process keeps its own clock (``seed`` cannot record its history as of hours ago there)."""
+    return config_on(registry_host).replace("soak_time: 1h", "soak_time: 0s")
+
 
 RUN_NAME = "Deploy ${{ inputs.environment }} ${{ inputs.image_tag }} [${{ inputs.promotion_id }}]"
 
@@ -247,6 +264,7 @@ class Harness:
     session: aiohttp.ClientSession
     clock: Clock
     extra: dict = field(default_factory=dict)
+    registry_host: str | None = None  # the OCI registry the config's images live in
 
     def user(self, user_id: str, channel: str = "C0DEPLOYS") -> SlackUser:
         return SlackUser(self, user_id, channel)
@@ -259,9 +277,20 @@ class Harness:
         return resp
 
     async def event(self, body: dict, *, token: str | None = API_TOKEN) -> tuple[int, dict]:
+        if body.get("type") == "artifact.built" and self.registry_host and IMAGE_TAG.fullmatch(str(body.get("tag"))):
+            # as a build job does: push the image, then report it
+            await asyncio.to_thread(self.push_image, str(body.get("service")), str(body.get("tag")))
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         async with self.session.post(f"{self.base_url}/api/v1/events", json=body, headers=headers) as resp:
             return resp.status, await resp.json()
+
+    def push_image(self, service: str, tag: str) -> str | None:
+        """Push the canonical image of ``service:tag`` to the registry the config names (None: the registry
+        refused the name, as it would a CI job's)."""
+        assert self.registry_host is not None
+        if not re.fullmatch(r"[a-z0-9]+(?:[._-][a-z0-9]+)*", service):
+            return None
+        return push_canonical(self.registry_host, f"acme/{service}", service, tag)
 
     async def get(self, path: str, *, token: str | None = API_TOKEN) -> tuple[int, Any]:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -321,7 +350,7 @@ def artifact(service: str, tag: str, **overrides: Any) -> dict:
         "type": "artifact.built",
         "service": service,
         "tag": tag,
-        "digest": "sha256:" + hashlib.sha256(tag.encode()).hexdigest(),
+        "digest": canonical_digest(service, tag),  # what the harness pushes to the registry for it
         "commit_sha": (tag + "0" * 40)[:40],
         "pipeline_run_id": "4242",
         "built_at": "2026-11-20T08:00:00Z",
@@ -352,6 +381,18 @@ def verified(service: str, tag: str, env: str, result: str = "passed", **kw: Any
         "checks": kw.pop("checks", {"smoke": result}),
         **kw,
     }
+
+
+RECORD_SCHEMA = Path(__file__).resolve().parent.parent / "docs" / "promotion-record.schema.json"
+
+
+def valid_record(record: dict) -> dict:
+    """``record`` after checking it against the published JSON Schema of the promotion record."""
+    import jsonschema
+
+    schema = json.loads(RECORD_SCHEMA.read_text(encoding="utf-8"))
+    jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker()).validate(record)
+    return record
 
 
 def fixture_json(relative: str) -> dict:
@@ -401,17 +442,36 @@ async def seed(
             channel = h.bot.config.services[service].channel if h.bot else "C0DEPLOYS"
             await h.wait(
                 lambda s, channel=channel: (
-                    [u for u in s.updates(channel) if "→ staging · Deploying" in header_text(u)]
+                    [
+                        u
+                        for u in s.updates(channel)
+                        if "→ staging · Deploying" in header_text(u) and f" {tag} → staging" in (u.get("text") or "")
+                    ]
                     or [m for m in s.messages(channel) if "Automatic promotion of" in m["text"]]
                 )
             )
-        for event in (
-            deployed(service, tag, env, finished_at=ago(hours=10 - 2 * i)),
-            verified(service, tag, env, finished_at=ago(hours=9 - 2 * i)),
-        ):
-            status, answer = await h.event(event)
-            assert status == 202, answer
+        # promobot records the history as it happened: its own clock says when (soak counts from there)
+        when = datetime.now(UTC) - timedelta(hours=9 - 2 * i)
+        with recorded_at(h, when):
+            for event in (
+                deployed(service, tag, env, finished_at=(when - timedelta(hours=1)).isoformat()),
+                verified(service, tag, env, finished_at=when.isoformat()),
+            ):
+                status, answer = await h.event(event)
+                assert status == 202, answer
     return body
+
+
+@contextmanager
+def recorded_at(h, when: datetime):
+    """Hold the engine's clock at ``when`` (only for a bot in this process; a bot process keeps its own)."""
+    before = h.clock.fixed
+    if h.bot is not None:
+        h.clock.fixed = when
+    try:
+        yield
+    finally:
+        h.clock.fixed = before
 
 
 def production_dispatches(h) -> list[dict]:

@@ -181,3 +181,39 @@ def push_image(
     digest = put_manifest(host, name, tag, body)
     assert digest == digest_of(body), "registry digest differs from the pushed bytes"
     return digest
+
+
+# --- the images scenario tests promote ----------------------------------------------
+
+
+def canonical_image(service: str, tag: str) -> tuple[bytes, bytes, bytes]:
+    """(config, layer, manifest) bytes of the image a scenario's build of ``service:tag`` pushes: the same
+    bytes every time, so the manifest digest is known before anything is pushed."""
+    config = json.dumps(
+        {"architecture": "amd64", "os": "linux", "config": {"Labels": {"org.opencontainers.image.title": service}}},
+        sort_keys=True,
+    ).encode()
+    layer = f"{service} {tag}\n".encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "size": len(config), "digest": digest_of(config)},
+            "layers": [{"mediaType": OCI_LAYER, "size": len(layer), "digest": digest_of(layer)}],
+            "annotations": {"org.opencontainers.image.ref.name": tag},
+        },
+        indent=2,
+    ).encode()
+    return config, layer, manifest
+
+
+def canonical_digest(service: str, tag: str) -> str:
+    return digest_of(canonical_image(service, tag)[2])
+
+
+def push_canonical(host: str, name: str, service: str, tag: str) -> str:
+    """Push the canonical image of ``service:tag`` as ``name:tag`` (as a build job would); returns its digest."""
+    config, layer, manifest = canonical_image(service, tag)
+    push_blob(host, name, config)
+    push_blob(host, name, layer)
+    return put_manifest(host, name, tag, manifest)

@@ -7,7 +7,7 @@ import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,7 @@ from bot.engine.records import export
 from storage import audit, retention
 from storage.db import create_db_engine, transaction
 from storage.models import Approval, AuditAnchor, AuditEvent, AuditHead, Promotion, Verification
-from tests.harness import PostgresSchema
+from tests.harness import PostgresSchema, valid_record
 
 T0 = datetime(2023, 1, 2, 9, 0, tzinfo=UTC)
 
@@ -253,9 +253,22 @@ def test_purging_everything_leaves_a_verifiable_chain(engine: Engine, tmp_path: 
     assert problem(engine) is None
 
 
-def test_default_retention_is_two_years() -> None:
-    now = datetime(2025, 6, 1, tzinfo=UTC)
-    assert retention.retention_cutoff(now) == datetime(2023, 6, 2, tzinfo=UTC)
+@pytest.mark.parametrize(
+    "now, cutoff",
+    [
+        # two calendar years, not 730 days (which would give 2023-06-02 across the leap day of 2024)
+        (datetime(2025, 6, 1, 12, tzinfo=UTC), datetime(2023, 6, 1, 12, tzinfo=UTC)),
+        # from 29 February to a year without one: the earlier day, so nothing goes before it is two years old
+        (datetime(2028, 2, 29, 9, tzinfo=UTC), datetime(2026, 2, 28, 9, tzinfo=UTC)),
+        # an event of 29 February 2024 is kept through 28 February 2026 and purged from 1 March
+        (datetime(2026, 3, 1, tzinfo=UTC), datetime(2024, 3, 1, tzinfo=UTC)),
+        (datetime(2026, 2, 28, 23, 59, tzinfo=UTC), datetime(2024, 2, 28, 23, 59, tzinfo=UTC)),
+        # the cutoff is read in UTC whatever the clock's zone
+        (datetime(2025, 1, 1, 0, 30, tzinfo=timezone(timedelta(hours=2))), datetime(2022, 12, 31, 22, 30, tzinfo=UTC)),
+    ],
+)
+def test_default_retention_is_two_calendar_years(now: datetime, cutoff: datetime) -> None:
+    assert retention.retention_cutoff(now) == cutoff
 
 
 @pytest.mark.parametrize(
@@ -330,39 +343,70 @@ def add_promotion(s: Session, pid: str, requested_at: datetime) -> None:
     )
 
 
+OLD, B, A = "prm-000000000a", "prm-000000000b", "prm-000000000c"
+
+
 def test_export_gives_promotion_records_since_a_time(engine: Engine) -> None:
     with transaction(engine) as s:
-        add_promotion(s, "prm-old", T0)
-        add_promotion(s, "prm-b", T0 + timedelta(days=2))
-        add_promotion(s, "prm-a", T0 + timedelta(days=3))
+        s.add(
+            Verification(
+                service="api",
+                tag="3f9c2a1",
+                environment="staging",
+                result="passed",
+                checks={"e2e": "passed"},
+                finished_at=T0 - timedelta(hours=2),
+                recorded_at=T0 - timedelta(hours=2),
+            )
+        )
+        add_promotion(s, OLD, T0)
+        add_promotion(s, B, T0 + timedelta(days=2))
+        add_promotion(s, A, T0 + timedelta(days=3))
     with Session(engine) as s:
         lines = list(export(s, since=T0 + timedelta(days=1), fmt="jsonl"))
         whole = json.loads("".join(export(s, since=None, fmt="json")))
         empty = json.loads("".join(export(s, since=T0 + timedelta(days=9), fmt="json")))
         with pytest.raises(ValueError, match="json or jsonl"):
             list(export(s, fmt="csv"))
-    records = [json.loads(line) for line in lines]
-    assert [r["promotion_id"] for r in records] == ["prm-b", "prm-a"]
-    assert records[0] == {
-        "promotion_id": "prm-b",
-        "kind": "promotion",
-        "artifact": {"name": "api", "tag": "3f9c2a1", "digest": "sha256:" + "ab" * 32, "source_commit": "3f9c2a1"},
-        "source_environment": "staging",
-        "target_environment": "production",
-        "requested_by": "U1",
-        "requested_at": "2023-01-04T09:00:00Z",
-        "approved_at": "2023-01-04T09:05:00Z",
-        "completed_at": "2023-01-04T10:00:00Z",
-        "approver": "U2",
-        "pipeline_run_id": "42",
-        "run_url": None,
-        "verification_results": [
-            {"result": "passed", "checks": {"smoke": "passed"}, "url": None, "finished_at": "2023-01-04T10:00:00Z"}
-        ],
-        "status": "verified",
-        "reason": None,
-    }
-    assert [r["promotion_id"] for r in whole] == ["prm-old", "prm-b", "prm-a"]
+    records = [valid_record(json.loads(line)) for line in lines]
+    assert [r["promotion_id"] for r in records] == [B, A]
+    # the promotion model's record, its field names in its order, then promobot's extras
+    assert list(records[0].items()) == [
+        ("promotion_id", B),
+        ("artifact", {"name": "api", "tag": "3f9c2a1", "digest": "sha256:" + "ab" * 32, "source_commit": "3f9c2a1"}),
+        ("source_environment", "staging"),
+        ("target_environment", "production"),
+        ("promotion_requested_at", "2023-01-04T09:00:00Z"),
+        ("promotion_approved_at", "2023-01-04T09:05:00Z"),
+        ("promotion_completed_at", "2023-01-04T10:00:00Z"),
+        ("approver", "U2"),
+        ("pipeline_run_id", "42"),
+        ("verification_results", {"staging": "PASSED", "production": "PASSED"}),
+        ("status", "SUCCESS"),
+        ("kind", "promotion"),
+        ("requested_by", "U1"),
+        ("approvers", ["U2"]),
+        ("run_url", None),
+        ("reason", None),
+        ("expedited", False),
+        ("expedite_reason", None),
+        ("rolled_back_by", None),
+        ("promobot_status", "verified"),
+        (
+            "verifications",
+            [
+                {
+                    "environment": "production",
+                    "result": "PASSED",
+                    "checks": {"smoke": "passed"},
+                    "url": None,
+                    "finished_at": "2023-01-04T10:00:00Z",
+                    "recorded_at": "2023-01-04T10:00:00Z",
+                }
+            ],
+        ),
+    ]
+    assert [valid_record(r)["promotion_id"] for r in whole] == [OLD, B, A]
     assert empty == []
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from tests.harness import valid_record
+
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "examples" / "promobot.yml"
 
@@ -75,10 +77,20 @@ def test_shell_quickstart_promotes_to_production_with_a_dry_run_dispatch(tmp_pat
 
 def test_check_exit_codes_and_json(tmp_path):
     promobot("shell", "--demo", "--script", "-", tmp_path=tmp_path, stdin="")
-    eligible = promobot("check", "api-gateway", "7a3f9c2", "--env", "production", "--json", tmp_path=tmp_path)
+    eligible = promobot("check", "api-gateway", "7a3f9c2", "--env", "staging", "--json", tmp_path=tmp_path)
     assert eligible.returncode == 0, eligible.stdout + eligible.stderr
     report = json.loads(eligible.stdout)
-    assert report["eligible"] is True and report["target_environment"] == "production"
+    assert report["eligible"] is True and report["target_environment"] == "staging"
+    # switched off where that is allowed: shown as off, never silently absent, and not blocking
+    off = {g["gate"]: g for g in report["gates"] if g["status"] == "off"}
+    assert set(off) == {"digest_matches", "source_commit_reachable"}
+    assert "off by configuration (environments.staging.checks.digest_matches: false)" in off["digest_matches"]["reason"]
+    # production's digest gate cannot be off: with no registry to ask (the demo's is in memory) it cannot
+    # verify, and "could not verify" blocks with exit 2
+    unverified = promobot("check", "api-gateway", "7a3f9c2", "--env", "production", tmp_path=tmp_path)
+    assert unverified.returncode == 2, unverified.stdout + unverified.stderr
+    assert "[ERR ] Digest matches: could not verify digest" in unverified.stdout
+    assert "[OFF ] Source commit reachable: off by configuration" in unverified.stdout
     blocked = promobot("check", "api-gateway", "a1b2c3d", "--env", "production", tmp_path=tmp_path)
     assert blocked.returncode == 1
     assert "BLOCKED" in blocked.stdout and "[FAIL] No skipped environment" in blocked.stdout
@@ -168,10 +180,26 @@ def test_audit_verify_and_export_after_a_promotion(tmp_path):
     unkeyed = promobot("audit", "verify", tmp_path=tmp_path)
     assert unkeyed.returncode == 2 and "set PROMOBOT_AUDIT_KEY" in unkeyed.stdout, unkeyed.stdout
     export = promobot("audit", "export", "--format", "jsonl", tmp_path=tmp_path)
-    records = [json.loads(line) for line in export.stdout.splitlines() if line.strip()]
+    records = [valid_record(json.loads(line)) for line in export.stdout.splitlines() if line.strip()]
     production = [r for r in records if r["target_environment"] == "production"]
-    assert len(production) == 1 and production[0]["status"] == "dispatched"
+    assert len(production) == 1 and production[0]["status"] == "DEPLOYING"  # dispatched, not yet deployed
+    assert production[0]["promobot_status"] == "dispatched"
     assert production[0]["approver"] == "U0PLATFORMLEAD" and production[0]["artifact"]["tag"] == "7a3f9c2"
+    # the model's fields first, in its order
+    assert list(production[0])[:11] == [
+        "promotion_id",
+        "artifact",
+        "source_environment",
+        "target_environment",
+        "promotion_requested_at",
+        "promotion_approved_at",
+        "promotion_completed_at",
+        "approver",
+        "pipeline_run_id",
+        "verification_results",
+        "status",
+    ]
+    assert production[0]["verification_results"] == {"staging": "PASSED"}  # production's own is not in yet
     # an edited event is named by verify
     import sqlite3
 

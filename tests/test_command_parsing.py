@@ -35,6 +35,22 @@ from handlers.parsing import (
             HoldCommand("api-gateway", "7a3f9c2", "fixed in 9b1e0d4", clear=True),
         ),
         ("revoke prm-0123456789", RevokeCommand("prm-0123456789")),
+        (
+            "api-gateway 9b1e0d4 --expedite CVE-2026-1234 fix",
+            PromoteCommand("api-gateway", "9b1e0d4", None, False, "CVE-2026-1234 fix"),
+        ),
+        (
+            "api-gateway 9b1e0d4 to production --expedite CVE-2026-1234 --check  fix",
+            PromoteCommand("api-gateway", "9b1e0d4", "production", True, "CVE-2026-1234 fix"),
+        ),
+        (
+            "api-gateway 9b1e0d4 --check --expedite patch to staging first",
+            PromoteCommand("api-gateway", "9b1e0d4", None, True, "patch to staging first"),
+        ),
+        (
+            "lock api-gateway production '  incident  INC-42 '",
+            LockCommand("api-gateway", "production", "incident INC-42"),
+        ),
         ('api-gateway "7a3f9c2"', PromoteCommand("api-gateway", "7a3f9c2")),
         ("", HelpRequest()),
         ("help", HelpRequest()),
@@ -50,13 +66,23 @@ def test_promote_forms(text, expected):
     [
         ("api-gateway 7a3f9c2 --force", "Unknown option `--force`"),
         ("api-gateway 7a3f9c2 to", "`to` needs an environment"),
-        ("api-gateway 7a3f9c2 extra words", "Expected `/promote SERVICE [TAG] [to ENV] [--check]`"),
+        (
+            "api-gateway 7a3f9c2 extra words",
+            "Expected `/promote SERVICE [TAG] [to ENV] [--check] [--expedite REASON…]`",
+        ),
         ("lock api-gateway production", "Expected `/promote lock SERVICE ENV reason…`"),
         ("unlock api-gateway", "Expected `/promote unlock SERVICE ENV`"),
         ("unlock api-gateway production now please", "Expected `/promote unlock SERVICE ENV`"),
         ("hold api-gateway 7a3f9c2", "a hold is placed and cleared with a reason"),
         ("hold clear api-gateway 7a3f9c2", "`/promote hold clear SERVICE TAG reason…`"),
         ("revoke", "Expected `/promote revoke PROMOTION_ID`"),
+        ("lock api-gateway production ''", "a lock needs a reason"),
+        ('lock api-gateway production "   "', "a lock needs a reason"),
+        ("hold api-gateway 7a3f9c2 ''", "a hold is placed and cleared with a reason"),
+        ("hold clear api-gateway 7a3f9c2 ' '", "a hold is placed and cleared with a reason"),
+        ("api-gateway 9b1e0d4 --expedite", "an expedited promotion needs a reason"),
+        ("api-gateway 9b1e0d4 --expedite '' --check", "an expedited promotion needs a reason"),
+        ("api-gateway --expedite CVE fix", "name the patched artifact's tag"),
     ],
 )
 def test_promote_mistakes_say_what_was_expected(text, says):

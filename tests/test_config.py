@@ -138,4 +138,122 @@ def test_serve_refuses_an_invalid_file_before_starting(tmp_path):
 
 def test_the_last_environment_needs_a_person():
     text = CONFIG.replace("    approval: manual\n", "    approval: automatic\n")
-    assert "environments.production: the last environment needs approval: manual" in "\n".join(problems_of(text))
+    assert "environments.production.approval: the last environment needs approval: manual, not 'automatic'" in (
+        "\n".join(problems_of(text))
+    )
+
+
+# --- the promotion model's non-negotiables ---------------------------------------------------------
+
+CONFIGURED_AWAY = """\
+environments:
+  - name: dev
+    checks: {digest_matches: false, immutable_tag: false}
+  - name: staging
+    approval: automatic
+    protected: true
+    checks: {vulnerabilities: false, soak_time: false}
+  - name: production
+    approval: none
+    approvers: [U0LEAD, lead]
+    checks:
+      immutable_tag: false
+      digest_matches: false
+      previous_environment_verified: false
+      no_skipped_environment: false
+      vulnerabilities: false
+      sbom_present: false
+      soak_time: false
+      deployment_window: false
+policy:
+  mutable_tags: [snapshot]
+  block_severities: [HIGH]
+  expedite:
+    approvers: [U0ONCALL]
+    required_approvals: 1
+services:
+  api-gateway:
+    repository: acme/api-gateway
+    image: registry.example.com/acme/api-gateway
+    workflow: deploy.yml
+    channel: C0DEPLOYS
+"""
+
+
+def test_the_non_negotiables_cannot_be_configured_away_and_every_violation_is_named_at_once():
+    problems = problems_of(CONFIGURED_AWAY)
+    joined = "\n".join(problems)
+    expected = [
+        "environments.staging.approval: staging is protected: it needs approval: manual, not 'automatic' (line 5)",
+        "environments.staging.checks.vulnerabilities: vulnerabilities cannot be switched off in staging "
+        "(protected: true)",
+        "environments.production.approval: the last environment needs approval: manual, not 'none' (line 9)",
+        # a field mistake does not hide the cross-field rules (pydantic alone would report it first, alone)
+        "environments.production.approvers: not Slack user or user-group ids: lead (line 10)",
+        "policy.block_severities: must include CRITICAL (line 22)",
+        "policy.expedite.required_approvals: an expedited promotion needs more approvals than a normal one: "
+        "1 is not more than staging's required_approvals 1 (line 25)",
+    ]
+    for gate, line in [
+        ("immutable_tag", 12),
+        ("digest_matches", 13),
+        ("previous_environment_verified", 14),
+        ("no_skipped_environment", 15),
+        ("vulnerabilities", 16),
+        ("sbom_present", 17),
+    ]:
+        expected.append(
+            f"environments.production.checks.{gate}: {gate} cannot be switched off in production (the last environment)"
+        )
+        assert any(
+            p.startswith(f"environments.production.checks.{gate}:") and p.endswith(f"(line {line})") for p in problems
+        )
+    for text in expected:
+        assert any(
+            text.split(" (line")[0] in p and (("(line" not in text) or text.split(" (line")[1] in p) for p in problems
+        ), (text, joined)
+    # what the model allows to be off stays allowed: soak and window in production, anything before it
+    for allowed in ("checks.soak_time", "checks.deployment_window", "dev.checks", "staging.checks.soak_time"):
+        assert allowed not in joined, allowed
+    # reported in file order
+    lines = [int(p.rsplit("(line ", 1)[1].rstrip(")")) for p in problems if "(line " in p]
+    assert lines == sorted(lines)
+
+
+def test_latest_is_always_a_mutable_tag_and_critical_always_blocks():
+    config = parse_config(CONFIG.replace("policy:\n", "policy:\n  mutable_tags: [snapshot, Nightly]\n"))
+    policy = config.policy
+    assert policy.refused_tags == ["latest", "snapshot", "Nightly"]  # teams add names; latest is never removed
+    assert policy.is_mutable("LATEST") and policy.is_mutable("nightly") and not policy.is_mutable("7a3f9c2")
+    assert parse_config(CONFIG).policy.is_mutable("latest")
+    assert "must include CRITICAL" in "\n".join(
+        problems_of(CONFIG.replace("block_severities: [CRITICAL]", "block_severities: []"))
+    )
+
+
+def test_expedite_is_off_unless_configured_and_needs_its_own_approvers():
+    assert parse_config(CONFIG).policy.expedite is None
+    on = parse_config(
+        CONFIG.replace("policy:\n", "policy:\n  expedite: {approvers: [U0ONCALL, S0SRE], required_approvals: 2}\n")
+    )
+    assert on.policy.expedite is not None and on.policy.expedite.required_approvals == 2
+    bad = "\n".join(
+        problems_of(CONFIG.replace("policy:\n", "policy:\n  expedite: {approvers: [], required_approvals: 2}\n"))
+    )
+    assert "policy.expedite.approvers:" in bad
+    wrong = "\n".join(
+        problems_of(CONFIG.replace("policy:\n", "policy:\n  expedite: {approvers: [oncall], required_approvals: 2}\n"))
+    )
+    assert "policy.expedite.approvers: not Slack user or user-group ids: oncall" in wrong
+
+
+def test_config_validate_names_each_violation_with_its_line(tmp_path):
+    path = tmp_path / "promobot.yml"
+    path.write_text(CONFIGURED_AWAY)
+    result = run_cli("config", "validate", str(path))
+    assert result.returncode == 2
+    err = result.stderr
+    assert "invalid configuration" in err and "problem(s)" in err
+    assert "environments.production.checks.digest_matches: digest_matches cannot be switched off in production" in err
+    assert "(line 13)" in err and "environments.production.approvers: not Slack user or user-group ids: lead" in err
+    assert "policy.block_severities: must include CRITICAL" in err

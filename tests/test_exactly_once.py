@@ -10,15 +10,24 @@ import pytest
 import sqlalchemy as sa
 
 from tests.bot_process import BotProcess
-from tests.harness import CONFIG, TAG, Clock, Harness, production_dispatches, request_card, seed, verified
+from tests.harness import (
+    TAG,
+    Clock,
+    Harness,
+    process_config,
+    production_dispatches,
+    request_card,
+    seed,
+    verified,
+)
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def processes(tmp_path, database_url, slack, github):
+def processes(tmp_path, database_url, slack, github, image_registry):
     config = tmp_path / "promobot.yml"
-    config.write_text(CONFIG)
+    config.write_text(process_config(image_registry.host))
     started: list[BotProcess] = []
 
     def start(instance_id: str = "replica-a", *, named: bool = True) -> BotProcess:
@@ -30,6 +39,7 @@ def processes(tmp_path, database_url, slack, github):
             github=github,
             instance_id=instance_id if named else "",
             log_path=tmp_path / f"{instance_id}.log",
+            registry_host=image_registry.host,
         ).start()
         started.append(bot)
         return bot
@@ -40,7 +50,7 @@ def processes(tmp_path, database_url, slack, github):
 
 
 async def _harness(bot: BotProcess, slack, github, session) -> Harness:
-    return Harness(bot.url, slack, github, None, session, Clock())
+    return Harness(bot.url, slack, github, None, session, Clock(), registry_host=bot.registry_host)
 
 
 def _promotion(database_url: str, promotion_id: str) -> dict:

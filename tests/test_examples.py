@@ -122,6 +122,21 @@ def test_kubernetes_runs_two_replicas_with_health_checks_and_instance_ids():
     assert m["Secret/promobot"]["stringData"]["DATABASE_URL"].startswith("postgresql://")
 
 
+def test_kubernetes_gives_the_audit_archive_a_writable_persistent_volume():
+    m = _manifests()
+    pod = m["Deployment/promobot"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    archive = {e["name"]: e for e in container["env"]}["PROMOBOT_AUDIT_ARCHIVE_DIR"]["value"]
+    mount = next(v for v in container["volumeMounts"] if v["mountPath"] == archive)
+    assert not mount.get("readOnly")
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    claim = m[f"PersistentVolumeClaim/{volume['persistentVolumeClaim']['claimName']}"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]  # either replica may run the day's purge
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsGroup"]  # writable by promobot
+    assert Settings(promobot_audit_archive_dir=archive).promobot_audit_archive_dir == archive
+
+
 def test_dockerfile_runs_promobot_serve_as_a_user_with_a_healthcheck():
     text = (ROOT / "examples" / "docker" / "Dockerfile").read_text()
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
@@ -132,3 +147,5 @@ def test_dockerfile_runs_promobot_serve_as_a_user_with_a_healthcheck():
     # the build context copies what pip needs to install promobot
     copied = {word for line in lines if line.startswith("COPY ") for word in line.split()[1:-1]}
     assert copied == {"pyproject.toml", "README.md", "bot/", "handlers/", "checks/", "storage/"}
+    # the audit archive goes to the writable data volume, not the (root-owned) working directory
+    assert "PROMOBOT_AUDIT_ARCHIVE_DIR=/data/audit-archive" in text and 'VOLUME ["/data"]' in text

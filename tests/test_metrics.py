@@ -379,9 +379,25 @@ def test_format_table(engine: Engine) -> None:
         "promote",
         "approval",
         "duration",
+        "expedited",
     ]
-    assert lines[2].split() == ["api", "production", "3.0/week", "✓", "50.0%", "✗", "missed", "3.5h", "✓", "20m", "✓"]
-    assert lines[4].split() == ["web", "staging", "1.0/week", "✓", "100.0%", "✓", "1.5h", "✓", "–"]
+    assert lines[2].split() == [
+        "api",
+        "production",
+        "3.0/week",
+        "✓",
+        "50.0%",
+        "✗",
+        "missed",
+        "3.5h",
+        "✓",
+        "20m",
+        "✓",
+        "0",
+        "of",
+        "4",
+    ]
+    assert lines[4].split() == ["web", "staging", "1.0/week", "✓", "100.0%", "✓", "1.5h", "✓", "–", "0", "of", "1"]
     assert lines[-1].split() == ["web", "production", "1.0", "6.5h", "(p90", "6.5h,", "n=1)", "100.0%", "1", "open"]
     totals = format_table(report(engine, per_service=False))
     assert "all services  production" in totals

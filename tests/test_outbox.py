@@ -12,20 +12,22 @@ from bot.config import Settings, parse_config
 from bot.engine.outbox_queue import LEASE
 from storage.db import transaction
 from storage.models import Artifact, Deployment, OutboxEntry, Promotion, SbomReport, ScanReport, Verification
-from tests.harness import CONFIG, fixture_json, settings_for
+from tests.harness import config_on, fixture_json, settings_for
+from tests.oci_registry import push_canonical
 
 
-def _ready(bot, now):
-    """An artifact verified in staging two hours ago, scanned, with an SBOM, commit on main."""
+def _ready(bot, now, registry_host):
+    """An artifact pushed, verified in staging two hours ago, scanned, with an SBOM, commit on main."""
     from checks.reports import parse_sbom, parse_scan
 
     sha = "7a3f9c2" + "0" * 33
+    digest = push_canonical(registry_host, "acme/api-gateway", "api-gateway", "7a3f9c2")
     with transaction(bot.engine) as s:
         s.add(
             Artifact(
                 service="api-gateway",
                 tag="7a3f9c2",
-                digest="sha256:" + "ab" * 32,
+                digest=digest,
                 commit_sha=sha,
                 pipeline_run_id="1",
                 built_at=now - timedelta(hours=5),
@@ -39,7 +41,7 @@ def _ready(bot, now):
                 environment="staging",
                 status="success",
                 finished_at=now - timedelta(hours=3),
-                recorded_at=now,
+                recorded_at=now - timedelta(hours=3),
             )
         )
         s.add(
@@ -50,14 +52,14 @@ def _ready(bot, now):
                 result="passed",
                 checks={},
                 finished_at=now - timedelta(hours=2),
-                recorded_at=now,
+                recorded_at=now - timedelta(hours=2),  # soak counts from when promobot recorded it
             )
         )
         s.add(
             ScanReport(
                 service="api-gateway",
                 tag="7a3f9c2",
-                digest="sha256:" + "ab" * 32,
+                digest=digest,
                 scanner="trivy",
                 findings=parse_scan("trivy", fixture_json("trivy/trivy-centos-7-low-medium.json")),
                 received_at=now,
@@ -67,7 +69,7 @@ def _ready(bot, now):
             SbomReport(
                 service="api-gateway",
                 tag="7a3f9c2",
-                digest="sha256:" + "ab" * 32,
+                digest=digest,
                 format="cyclonedx",
                 components=parse_sbom("cyclonedx", fixture_json("sbom/cyclonedx-1.6-licenses-id-expression-name.json")),
                 received_at=now,
@@ -76,10 +78,11 @@ def _ready(bot, now):
     return sha
 
 
-async def test_an_instance_that_lost_its_claim_does_not_dispatch(database_url, slack, github):
-    bot = build(settings_for(database_url, slack, github, promobot_instance_id="replica-a"), parse_config(CONFIG))
+async def test_an_instance_that_lost_its_claim_does_not_dispatch(database_url, slack, github, image_registry):
+    settings = settings_for(database_url, slack, github, promobot_instance_id="replica-a")
+    bot = build(settings, parse_config(config_on(image_registry.host)))
     now = datetime.now(UTC)
-    github.add_commits("acme/api-gateway", "main", [_ready(bot, now)])
+    github.add_commits("acme/api-gateway", "main", [_ready(bot, now, image_registry.host)])
     service = bot.service
     requested = await service.request("U0DEV", "api-gateway", "7a3f9c2", "production")
     assert requested.outcome == "requested"

@@ -22,6 +22,7 @@ from tests.harness import (
     request_card,
     seed,
     sign,
+    valid_record,
     verified,
 )
 
@@ -106,7 +107,8 @@ async def test_promote_staging_artifact_to_production_with_one_approval(harness)
 
     status, record = await h.get(f"/api/v1/promotions/{promotion_id}")
     assert status == 200
-    assert record["promotion_id"] == promotion_id and record["status"] == "verified"
+    valid_record(record)  # the published JSON Schema
+    assert record["promotion_id"] == promotion_id and record["status"] == "SUCCESS"
     assert record["artifact"] == {
         "name": "api-gateway",
         "tag": TAG,
@@ -115,8 +117,9 @@ async def test_promote_staging_artifact_to_production_with_one_approval(harness)
     }
     assert record["source_environment"] == "staging" and record["target_environment"] == "production"
     assert record["approver"] == "U0RM1" and record["pipeline_run_id"] == run_id
-    assert record["requested_at"] and record["approved_at"] and record["completed_at"]
-    assert record["verification_results"][0]["checks"] == {"smoke": "passed", "slo": "passed"}
+    assert record["promotion_requested_at"] and record["promotion_approved_at"] and record["promotion_completed_at"]
+    assert record["verification_results"] == {"staging": "PASSED", "production": "PASSED"}
+    assert record["verifications"][0]["checks"] == {"smoke": "passed", "slo": "passed"}
 
     with Session(h.bot.engine) as s:
         actions = [

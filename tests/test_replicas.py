@@ -13,11 +13,11 @@ import sqlalchemy as sa
 from tests.bot_process import BotProcess
 from tests.github_webhooks import deliver, workflow_run
 from tests.harness import (
-    CONFIG,
     TAG,
     Clock,
     Harness,
     database_kind,
+    process_config,
     production_dispatches,
     request_card,
     seed,
@@ -28,11 +28,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def replicas(tmp_path, database_url, slack, github):
+def replicas(tmp_path, database_url, slack, github, image_registry):
     if database_kind() != "postgres":
         pytest.skip("replicas share a PostgreSQL database (PROMOBOT_TEST_DATABASE=postgres)")
     config = tmp_path / "promobot.yml"
-    config.write_text(CONFIG)
+    config.write_text(process_config(image_registry.host))
     bots = [
         BotProcess(
             config_path=config,
@@ -41,6 +41,7 @@ def replicas(tmp_path, database_url, slack, github):
             github=github,
             instance_id=name,
             log_path=tmp_path / f"{name}.log",
+            registry_host=image_registry.host,
         )
         for name in ("replica-a", "replica-b")
     ]
@@ -82,7 +83,9 @@ async def _until(database_url: str, promotion_id: str, status: str, timeout: flo
 async def test_two_replicas_get_the_same_clicks_and_webhook_and_act_once(replicas, slack, github, database_url):
     a, b = replicas
     async with aiohttp.ClientSession() as session:
-        ha, hb = (Harness(bot.url, slack, github, None, session, Clock()) for bot in (a, b))
+        ha, hb = (
+            Harness(bot.url, slack, github, None, session, Clock(), registry_host=bot.registry_host) for bot in (a, b)
+        )
         await seed(ha)
         await request_card(ha)
         card = ha.cards()[-1]

@@ -72,15 +72,16 @@ class MemoryLedger:
         return s if s and (s.service, s.tag, s.digest) == (service, tag, digest) else None
 
 
-def context(ledger: MemoryLedger, now: datetime = NOW, **policy: Any) -> GateContext:
+def context(ledger: MemoryLedger, now: datetime = NOW, target: str = "production", **policy: Any) -> GateContext:
     text = BASE_CONFIG + (yaml.safe_dump({"policy": policy}) if policy else "")
+    config = parse_config(text)
     return GateContext(
         service=SERVICE,
         tag=TAG,
-        target_environment="production",
-        source_environment="staging",
+        target_environment=target,
+        source_environment=config.previous_environment(target),
         now=now,
-        config=parse_config(text),
+        config=config,
         ledger=ledger,
     )
 
@@ -380,14 +381,20 @@ EXCEPTION = {"id": "CVE-2019-14697", "reason": "not reachable"}
         (
             "trivy",
             CENTOS,
-            {"block_severities": ["MEDIUM"]},
+            {"block_severities": ["CRITICAL", "MEDIUM"]},
             "failed",
             ["CVE-2019-1559 in openssl-libs 1:1.0.2k-16.el7", "fixed in 1:1.0.2k-19.el7"],
         ),
         ("sarif", SARIF, {}, "passed", ["6 MEDIUM, 2 LOW"]),
-        ("sarif", SARIF, {"block_severities": ["MEDIUM"]}, "failed", ["6 MEDIUM vulnerabilities", "and 1 more"]),
+        (
+            "sarif",
+            SARIF,
+            {"block_severities": ["CRITICAL", "MEDIUM"]},
+            "failed",
+            ["6 MEDIUM vulnerabilities", "and 1 more"],
+        ),
         ("grype", GRYPE, {}, "failed", ["CVE-1999-0002 in package-2 2.2.2 (no fix yet)"]),
-        ("cyclonedx", VEX, {"block_severities": ["HIGH"]}, "failed", ["CVE-2019-18276 in bash"]),
+        ("cyclonedx", VEX, {"block_severities": ["CRITICAL", "HIGH"]}, "failed", ["CVE-2019-18276 in bash"]),
     ],
 )
 async def test_vulnerabilities_gate(scanner, fixture, policy, status, says):
@@ -402,7 +409,7 @@ async def test_vulnerabilities_gate(scanner, fixture, policy, status, says):
 
 async def test_vulnerabilities_evidence_has_full_list_and_applied_exceptions():
     ledger = MemoryLedger(scan=scan_record("sarif", SARIF))
-    failed = await judge(VULNERABILITIES, context(ledger, block_severities=["MEDIUM", "LOW"]))
+    failed = await judge(VULNERABILITIES, context(ledger, block_severities=["CRITICAL", "MEDIUM", "LOW"]))
     assert len(failed.evidence["blocking"]) == 8 and "and 3 more" in failed.reason
     assert failed.evidence["blocking_counts"]["MEDIUM"] == 6 and failed.evidence["blocking_counts"]["LOW"] == 2
 
@@ -430,6 +437,8 @@ async def test_exception_dates_are_compared_in_utc():
     "ledger, policy, status, says",
     [
         (MemoryLedger(), {}, "failed", f"no vulnerability scan recorded for digest `{DIGEST}`"),
+        # where a person approves a scan is always required: require_scan: false does not reach production
+        (MemoryLedger(), {"require_scan": False}, "failed", f"no vulnerability scan recorded for digest `{DIGEST}`"),
         # a scan of another image does not count for this one
         (
             MemoryLedger(scan=scan_record("trivy", CENTOS, digest="sha256:" + "cd" * 32)),
@@ -437,7 +446,7 @@ async def test_exception_dates_are_compared_in_utc():
             "failed",
             "no vulnerability scan recorded",
         ),
-        (MemoryLedger(), {"require_scan": False}, "passed", "none is required"),
+        (MemoryLedger(), {"require_scan": False, "target": "staging"}, "passed", "none is required"),
     ],
 )
 async def test_vulnerabilities_without_a_scan(ledger, policy, status, says):
@@ -546,16 +555,18 @@ async def test_licenses_refusal_is_capped():
 
 
 @pytest.mark.parametrize(
-    "gate, require_sbom, status, says",
+    "gate, require_sbom, target, status, says",
     [
-        (LICENSES, True, "failed", f"no SBOM recorded for digest `{DIGEST}`"),
-        (LICENSES, False, "passed", "no SBOM to check licenses against"),
-        (SBOM_PRESENT, True, "failed", f"no SBOM recorded for digest `{DIGEST}`"),
-        (SBOM_PRESENT, False, "passed", "none is required"),
+        (LICENSES, True, "production", "failed", f"no SBOM recorded for digest `{DIGEST}`"),
+        (LICENSES, False, "staging", "passed", "no SBOM to check licenses against"),
+        (SBOM_PRESENT, True, "production", "failed", f"no SBOM recorded for digest `{DIGEST}`"),
+        (SBOM_PRESENT, False, "staging", "passed", "none is required"),
+        # the SBOM gate cannot be configured away where a person approves
+        (SBOM_PRESENT, False, "production", "failed", f"no SBOM recorded for digest `{DIGEST}`"),
     ],
 )
-async def test_no_sbom(gate, require_sbom, status, says):
-    result = await judge(gate, context(MemoryLedger(), require_sbom=require_sbom))
+async def test_no_sbom(gate, require_sbom, target, status, says):
+    result = await judge(gate, context(MemoryLedger(), target=target, require_sbom=require_sbom))
     assert result.status.value == status and says in result.reason
     if status == "failed":
         assert "sbom.published" in result.next_step

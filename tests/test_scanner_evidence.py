@@ -84,7 +84,7 @@ async def test_vex_with_mixed_states_and_a_missing_analysis():
         "CVE-2020-14195": "not_affected",
     }
     # Use-Case 12 carries no ratings: the exploitable one is an UNKNOWN finding
-    ctx = context(MemoryLedger(scan=scan_record("cyclonedx", USE_CASE_12)), block_severities=["UNKNOWN"])
+    ctx = context(MemoryLedger(scan=scan_record("cyclonedx", USE_CASE_12)), block_severities=["CRITICAL", "UNKNOWN"])
     result = await judge(VULNERABILITIES, ctx)
     assert result.status.value == "failed"
     assert "1 UNKNOWN vulnerability: CVE-2020-35491 in Acme Product 2.2.0" in result.reason

@@ -265,7 +265,7 @@ async def test_rollback_shows_what_runs_and_what_it_replaces_then_holds_the_repl
     assert "`0000000` was never verified in production" in all_text(reply) and "Omit the tag" in all_text(reply)
 
     reply = await reply_to(h, "U0DEV", "/rollback", "api-gateway in production error rate doubled")
-    assert "Requested promotion" in reply["text"]
+    assert "Requested rollback" in reply["text"]
     card = h.cards()[-1]
     assert header_text(card) == "Rollback: api-gateway → production · Waiting for approval"
     rolls = section_with(card, ":rewind:")
@@ -364,7 +364,11 @@ async def test_a_lock_refuses_manual_and_automatic_promotions_saying_who_when_an
     # a second lock says who holds it; unlock tells what it was
     reply = await reply_to(h, "U0DEV", "/promote", "lock api-gateway staging mine now")
     assert "already locked by <@U0LEAD>" in reply["text"]
+    # lifting it needs an approver: staging has none, so production's (whose safety the lock protects)
     reply = await reply_to(h, "U0DEV", "/promote", "unlock api-gateway staging")
+    assert "Lifting the lock on api-gateway in staging needs an approver of production" in reply["text"]
+    assert "the lock stays" in reply["text"]
+    reply = await reply_to(h, "U0RM1", "/promote", "unlock api-gateway staging")  # in the S0RELEASE group
     assert ":unlock: Unlocked api-gateway in staging (locked by <@U0LEAD>" in reply["text"]
     with Session(h.bot.engine) as s:
         assert s.get(EnvironmentLock, ("api-gateway", "staging")) is None
@@ -392,7 +396,7 @@ async def test_a_lock_refuses_manual_and_automatic_promotions_saying_who_when_an
         ("/promote", "hold api-gateway 7a3f9c2", "Expected `/promote hold SERVICE TAG reason…`"),
         ("/promote", "hold api-gateway 0000000 bad build", "No artifact `0000000` is recorded for api-gateway"),
         ("/promote", "api-gateway 7a3f9c2 to", "`to` needs an environment"),
-        ("/promote", "api-gateway a b c", "Expected `/promote SERVICE [TAG] [to ENV] [--check]`"),
+        ("/promote", "api-gateway a b c", "Expected `/promote SERVICE [TAG] [to ENV] [--check] [--expedite REASON…]`"),
         ("/rollback", "api-gatewy", "Unknown service `api-gatewy`: did you mean `api-gateway`?"),
         ("/rollback", "api-gateway in prod", "Unknown environment `prod`: did you mean `production`?"),
         ("/rollback", "api-gateway in", "`in` needs an environment"),
@@ -416,15 +420,16 @@ async def test_nothing_people_type_becomes_a_mention_a_broadcast_or_formatting(h
     for command, text in (
         ("/promote", f"lock billing production {INJECTION}"),
         ("/promote", f"hold api-gateway {OLD} {INJECTION}"),
-        ("/promote", f"hold clear api-gateway {OLD} {INJECTION}"),
+        ("/promote", f"hold clear api-gateway {OLD} {INJECTION}"),  # refused: U0DEV approves nothing
         ("/promote", f"{INJECTION} 7a3f9c2"),
         ("/promote", f"api-gateway {INJECTION}"),
         ("/status", "<!channel>"),
         ("/rollback", "<!channel> in production"),
         ("/status", "api-gateway"),
-        ("/rollback", f"api-gateway in production {INJECTION}"),
     ):
         await reply_to(h, "U0DEV", command, text)
+    await reply_to(h, "U0LEAD", "/promote", f"hold clear api-gateway {OLD} {INJECTION}")
+    await reply_to(h, "U0DEV", "/rollback", f"api-gateway in production {INJECTION}")
     card = h.cards()[-1]
     why = [o for o in text_objects(card["blocks"]) if o["type"] == "plain_text" and o["text"].startswith("Why:")]
     assert why[0]["text"] == "Why: &lt;!channel&gt; &lt;@U0EVIL&gt; *bold* `tick"

@@ -21,7 +21,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from tests.bot_process import BotProcess
 from tests.fakes.slack_api import APP_ID, FakeSlack
-from tests.harness import CONFIG, TAG, Clock, Harness, header_text, production_dispatches, seed
+from tests.harness import CONFIG, TAG, Clock, Harness, header_text, process_config, production_dispatches, seed
 
 ACK_DEADLINE = 3.0  # Slack shows the user an error when an envelope is not acknowledged within 3 s
 
@@ -169,9 +169,9 @@ async def test_stand_in_speaks_socket_mode_to_slack_sdk():
 
 
 @pytest.fixture
-def socket_bot(tmp_path, database_url, slack, github):
+def socket_bot(tmp_path, database_url, slack, github, image_registry):
     config = tmp_path / "promobot.yml"
-    config.write_text(CONFIG)
+    config.write_text(process_config(image_registry.host))
     bot = BotProcess(
         config_path=config,
         database_url=database_url,
@@ -180,6 +180,7 @@ def socket_bot(tmp_path, database_url, slack, github):
         instance_id="socket-a",
         log_path=tmp_path / "socket-a.log",
         app_token=slack.app_token,
+        registry_host=image_registry.host,
     )
     try:
         yield bot.start()
@@ -196,7 +197,7 @@ async def test_promote_and_approve_over_socket_mode(socket_bot, slack, github):
     await slack.wait_for_async(lambda s: s.socket_connections()[0]["pings"] >= 1)
 
     async with aiohttp.ClientSession() as session:
-        h = Harness(socket_bot.url, slack, github, None, session, Clock())
+        h = Harness(socket_bot.url, slack, github, None, session, Clock(), registry_host=socket_bot.registry_host)
         status, health = await h.get("/healthz")
         assert status == 200 and health["status"] == "ok"  # the HTTP server still runs beside the socket
         build = await seed(h)  # through the pipeline API

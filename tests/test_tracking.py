@@ -17,7 +17,17 @@ from handlers import github_webhook
 from storage.db import transaction
 from storage.models import AuditEvent, Deployment, Promotion
 from tests.github_webhooks import deliver, headers, workflow_run
-from tests.harness import TAG, all_text, deployed, header_text, production_dispatches, request_card, seed, verified
+from tests.harness import (
+    TAG,
+    all_text,
+    deployed,
+    header_text,
+    production_dispatches,
+    request_card,
+    seed,
+    valid_record,
+    verified,
+)
 
 OLD = "0c0ffee"
 
@@ -220,7 +230,8 @@ async def test_no_verification_within_the_deadline_fails_the_promotion(harness):
     await until(lambda: any("Verification failed in staging (no verification within 1h)" in t for t in thread(h, pid)))
     assert audit_trail(h, pid)[-1] == ("verification.finished", "promobot")
     _status, record = await h.get(f"/api/v1/promotions/{pid}")
-    assert record["verification_results"][0]["checks"] == {"no verification within 1h": "missed"}
+    assert valid_record(record)["verifications"][0]["checks"] == {"no verification within 1h": "missed"}
+    assert record["verification_results"]["staging"] == "FAILED" and record["status"] == "FAILED"
     # a late verification is recorded, but the promotion stays failed; staging is not rolled back
     await h.event(verified("api-gateway", TAG, "staging"))
     assert promotion(h, pid).status == "failed"

@@ -9,6 +9,7 @@ import yaml
 from pydantic import ValidationError
 
 from bot.config.model import PromobotConfig
+from bot.config.rules import violations
 
 
 class ConfigError(Exception):
@@ -63,27 +64,47 @@ def parse_config(text: str, path: str = "promobot.yml") -> PromobotConfig:
     if not isinstance(raw, dict):
         raise ConfigError(path, ["(top): expected a mapping with environments, policy and services"])
     lines = _line_index(text)
+    # the cross-field rules read the plain data, so they are reported even while some field is invalid
+    # (pydantic would run the model's own cross-field validator only once every field is valid)
+    rules = violations(raw)
     try:
-        return PromobotConfig.model_validate(raw)
+        config = PromobotConfig.model_validate(raw)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = tuple(str(p) for p in err["loc"])
-            place = ".".join(loc) or "(top)"
-            # environments are a list: name them rather than number them
-            if len(loc) >= 2 and loc[0] == "environments" and loc[1].isdigit():
-                envs = raw.get("environments") or []
-                i = int(loc[1])
-                if i < len(envs) and isinstance(envs[i], dict) and envs[i].get("name"):
-                    place = ".".join(("environments", str(envs[i]["name"])) + loc[2:])
-            line = None
-            probe = loc
-            while probe and line is None:
-                line = lines.get(probe)
-                probe = probe[:-1]
-            suffix = f" (line {line})" if line else ""
-            problems.append(f"{place}: {_friendly(err['msg'])}{suffix}")
-        raise ConfigError(path, problems) from None
+        errors = [(tuple(str(p) for p in err["loc"]), _friendly(err["msg"])) for err in exc.errors()]
+    else:
+        return config
+    field_errors = [(loc, msg) for loc, msg in errors if loc]  # loc () is the model's cross-field check
+    taken = {loc for loc, _ in field_errors}
+    found = field_errors + [(v.loc, v.message) for v in rules if v.loc not in taken]
+    if not found:  # only the model's own check refused: say what it said
+        found = [(loc, msg) for loc, msg in errors]
+    found.sort(key=lambda item: _line_number(item[0], lines) or 0)  # in file order
+    raise ConfigError(path, [_place(loc, raw, lines) + f": {msg}" + _line(loc, lines) for loc, msg in found]) from None
+
+
+def _place(loc: tuple[str, ...], raw: dict, lines: dict[tuple[str, ...], int]) -> str:
+    """A key path as people read it: environments by name rather than by number."""
+    place = ".".join(loc) or "(top)"
+    if len(loc) >= 2 and loc[0] == "environments" and loc[1].isdigit():
+        envs = raw.get("environments") or []
+        i = int(loc[1])
+        if i < len(envs) and isinstance(envs[i], dict) and envs[i].get("name"):
+            place = ".".join(("environments", str(envs[i]["name"])) + loc[2:])
+    return place
+
+
+def _line_number(loc: tuple[str, ...], lines: dict[tuple[str, ...], int]) -> int | None:
+    line = None
+    probe = loc
+    while probe and line is None:
+        line = lines.get(probe)
+        probe = probe[:-1]
+    return line
+
+
+def _line(loc: tuple[str, ...], lines: dict[tuple[str, ...], int]) -> str:
+    line = _line_number(loc, lines)
+    return f" (line {line})" if line else ""
 
 
 def load_config(path: str | Path) -> PromobotConfig:

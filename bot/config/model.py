@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bot.clock import parse_duration
+from bot.config.rules import ALWAYS_MUTABLE, violations
 from bot.config.schedule import digest_trigger
 
 WINDOW_PATTERN = re.compile(
@@ -97,6 +98,9 @@ class CheckToggles(_Strict):
 class EnvironmentConfig(_Strict):
     name: str
     approval: Literal["automatic", "manual", "none"] = "none"
+    # the last environment is always protected; protected environments are always manual and keep the
+    # promotion model's non-negotiable gates on (``bot.config.rules``)
+    protected: bool = False
     approvers: list[str] = Field(default_factory=list)
     required_approvals: int = Field(default=1, ge=1, le=20)
     approval_ttl: timedelta = timedelta(hours=4)
@@ -173,6 +177,25 @@ class VulnerabilityException(_Strict):
         return str(v)
 
 
+class ExpediteConfig(_Strict):
+    """``policy.expedite``: who may approve an expedited promotion (a critical security patch that skips an
+    intermediate environment, its soak and the deployment window), and how many of them must."""
+
+    approvers: list[str] = Field(min_length=1)
+    required_approvals: int = Field(default=2, ge=1, le=20)
+    approval_ttl: timedelta | None = None  # default: the target environment's approval_ttl
+
+    @field_validator("approvers")
+    @classmethod
+    def _approvers(cls, v: list[str]) -> list[str]:
+        return EnvironmentConfig._approvers(v)
+
+    @field_validator("approval_ttl", mode="before")
+    @classmethod
+    def _ttl(cls, v: Any) -> timedelta | None:
+        return None if v is None else parse_duration(v)
+
+
 class Policy(_Strict):
     immutable_tag_pattern: str = r"^[0-9a-f]{7,40}$"
     mutable_tags: list[str] = Field(
@@ -197,6 +220,16 @@ class Policy(_Strict):
     require_sbom: bool = True
     require_scan: bool = True
     vulnerability_exceptions: list[VulnerabilityException] = Field(default_factory=list)
+    expedite: ExpediteConfig | None = None  # off unless configured
+
+    @property
+    def refused_tags(self) -> list[str]:
+        """The mutable tag names refused outright: ``latest`` always, then ``mutable_tags``."""
+        names = [ALWAYS_MUTABLE] + [t for t in self.mutable_tags if t.lower() != ALWAYS_MUTABLE]
+        return names
+
+    def is_mutable(self, tag: str) -> bool:
+        return tag.lower() in {t.lower() for t in self.refused_tags}
 
     @field_validator("immutable_tag_pattern")
     @classmethod
@@ -266,23 +299,16 @@ class PromobotConfig(_Strict):
 
     @model_validator(mode="after")
     def _cross(self) -> PromobotConfig:
-        names = [e.name for e in self.environments]
-        if self.environments[-1].approval != "manual":
-            raise ValueError(
-                f"environments.{names[-1]}: the last environment needs approval: manual "
-                "(production changes need a person's approval)"
-            )
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"environments: names must be unique, repeated: {', '.join(dupes)}")
-        for svc in self.services:
-            if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,62}", svc):
-                raise ValueError(f"services.{svc}: service names must be lowercase letters, digits, '.', '-' or '_'")
-        for i, d in enumerate(self.digests):
-            unknown = [s for s in d.services if s not in self.services]
-            if unknown:
-                raise ValueError(f"digests.{i}.services: unknown service(s) {', '.join(unknown)}")
+        # ``bot.config.loading`` reports every violation with its place; this catches models built in code
+        broken = violations(self.model_dump())
+        if broken:
+            first = broken[0]
+            raise ValueError(f"{'.'.join(first.loc)}: {first.message}")
         return self
+
+    def is_protected(self, environment: str) -> bool:
+        """The last environment and every ``protected: true`` one: always manual, non-negotiable gates on."""
+        return environment == self.environment_names[-1] or self.environment(environment).protected
 
     @property
     def environment_names(self) -> list[str]:

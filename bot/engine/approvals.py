@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from bot.clock import format_duration
-from bot.engine import messages
+from bot.engine import incident, messages
 from bot.engine.context import SYSTEM, EngineContext
 from bot.engine.notifications import Notifications
 from bot.engine.outcomes import DecisionResult
@@ -140,7 +140,7 @@ class Approvals:
         if p.expires_at is not None and ctx.clock() >= p.expires_at:
             await self.expire_due()  # approvals completed after the deadline do not count
             return DecisionResult(False, messages.expired_before_complete(p), p.id)
-        report = await self.requests.evaluate(p.service, p.tag, p.source_environment, p.target_environment, p.kind)
+        report = await self.requests.evaluate_promotion(p)
         now = ctx.clock()
         if report.refused:
             # only a pending request: once approved, the dispatch's own check decides (never two voiders)
@@ -162,7 +162,7 @@ class Approvals:
                 at=now,
                 actor=actor,
                 action=f"{p.kind}.approved",
-                detail={"approvers": approvers, "report": report.to_json()},
+                detail={"approvers": approvers, "expedited": p.expedited, "report": report.to_json()},
                 before=now,
                 approved_at=now,
                 gate_report=report.to_json(),
@@ -186,12 +186,17 @@ class Approvals:
                     f"{p.required_approvals}; `{p.id}` still waits for approval.",
                     p.id,
                 )
+            ended = None
             if not expired:
                 s.add(OutboxEntry(promotion_id=p.id, next_attempt_at=now, created_at=now))
+                # a rollback requested during an incident: its approval ends the bad deploy's wait
+                ended = incident.end_wait(s, p, actor=actor, approvers=approvers, now=now)
         if expired:
             await self.expire_due()  # approvals completed after the deadline do not count
             return DecisionResult(False, messages.expired_before_complete(p), p.id)
         await self.notifications.announce(p.id, messages.approved_note(actor, report))
+        if ended:
+            await self.notifications.announce(ended, messages.preempted_note(p))
         ctx.outbox_wakeup.set()
         return DecisionResult(True, f"Approved `{p.id}`; dispatching.", p.id)
 
@@ -326,12 +331,14 @@ class Approvals:
             return self._already(p.id)
         if user == p.requested_by:
             return messages.own_request(p, verb)
-        env = self.ctx.config.environment(p.target_environment)
-        if user not in await self.notifications.approver_users(env.approvers):
-            return messages.not_an_approver(p.target_environment, env.approvers)
+        approvers = self.ctx.approvers_for(p.target_environment, expedited=p.expedited)
+        if user not in await self.notifications.approver_users(approvers):
+            if p.expedited:
+                return messages.not_an_expedite_approver(p, approvers)
+            return messages.not_an_approver(p.target_environment, approvers)
         if p.expires_at is not None and self.ctx.clock() >= p.expires_at:
             await self.expire_due()
-            return messages.expired_ask_again(p, format_duration(env.approval_ttl))
+            return messages.expired_ask_again(p, format_duration(p.expires_at - p.requested_at))
         return None
 
     async def expire_due(self) -> int:

@@ -56,6 +56,16 @@ class EngineContext:
             )
         return self.config.environment(environment)
 
+    def approvers_for(self, environment: str, *, expedited: bool = False) -> list[str]:
+        """Who may approve a promotion into ``environment``: for an expedited one, only ``policy.expedite``'s
+        approvers count; otherwise the environment's own."""
+        expedite = self.config.policy.expedite
+        if expedited and expedite is not None:
+            return list(expedite.approvers)
+        if environment not in self.config.environment_names:
+            return []
+        return list(self.config.environment(environment).approvers)
+
     def promotion(self, promotion_id: str) -> Promotion | None:
         """The promotion's row as it is now, or None."""
         with Session(self.db) as s:

@@ -96,10 +96,11 @@ class Delivery:
         ctx = self.ctx
         if entry.sending_at is not None and await self._reconciled(entry, p, request):
             return
-        report = await self.requests.evaluate(p.service, p.tag, p.source_environment, p.target_environment, p.kind)
+        report = await self.requests.evaluate_promotion(p)
         if report.refused:
             if void(ctx, p, report, SYSTEM, ctx.clock()):
                 await self.notifications.announce(p.id, messages.not_dispatched_gates())
+                await self._preempting_rollback_voided(p)
             self.queue.finish(entry, O.DONE, "voided before dispatch")
             return
         if report.errored:
@@ -184,6 +185,7 @@ class Delivery:
         if now >= deadline:
             if void(ctx, p, report, SYSTEM, now):
                 await self.notifications.announce(p.id, messages.evidence_never_answered(report, deadline))
+                await self._preempting_rollback_voided(p)
             self.queue.finish(entry, O.DONE, "voided: the gates could not be checked before the approval expired")
             return
         wait = max(1.0, min(self._backoff(entry.attempts, EVIDENCE_BACKOFF_CAP), (deadline - now).total_seconds()))
@@ -191,6 +193,14 @@ class Delivery:
         at = self.queue.reschedule(entry, WAITING + messages.unverified(report), wait, audited=first)
         # the card shows what it waits for and the next try; the thread hears of it once
         await self.notifications.announce(p.id, messages.waiting_for_evidence(report, at, deadline) if first else None)
+
+    async def _preempting_rollback_voided(self, p: Promotion) -> None:
+        """A rollback whose approval ended a bad deploy's wait was voided: that deploy still runs."""
+        if p.preempts:
+            channel = self.ctx.config.services[p.service].channel
+            await self.notifications.alert_approvers(
+                p.target_environment, channel, messages.preempting_rollback_voided(p)
+            )
 
     async def fail(self, entry: OutboxEntry, p: Promotion, error: str) -> None:
         """Give up on the dispatch: the promotion fails with ``error`` and what to check."""

@@ -18,6 +18,7 @@ from bot.engine import messages
 from bot.engine.context import EngineContext
 from bot.engine.errors import Conflict
 from bot.engine.holds import hold_replaced
+from bot.engine.incident import tracked
 from bot.engine.notifications import Notifications
 from bot.engine.requests import Requests
 from bot.engine.rollback import Rollbacks, queue
@@ -27,11 +28,9 @@ from checks.reports import parse_sbom, parse_scan, vex_waived
 from storage import audit
 from storage.db import transaction
 from storage.models import (
-    ActivePromotion,
     Artifact,
     Deployment,
     PipelineEvent,
-    Promotion,
     SbomReport,
     ScanReport,
     Verification,
@@ -44,17 +43,6 @@ PASSING_CHECK = ("passed", "pass", "ok", "success", "true")
 
 def _str(value: Any) -> str | None:
     return None if value is None else str(value)
-
-
-def _tracked(s: Session, service: str, environment: str, tag: str, states: tuple[S, ...]) -> Promotion | None:
-    """The promotion holding (service, environment) if it is about ``tag`` and in one of ``states``."""
-    active = s.get(ActivePromotion, (service, environment))
-    if active is None:
-        return None
-    p = s.get(Promotion, active.promotion_id)
-    if p is None or p.tag != tag or p.status not in {st.value for st in states}:
-        return None
-    return p
 
 
 def _run_recorded(s: Session, service: str, environment: str, tag: str, run_id: str | None) -> bool:
@@ -162,7 +150,7 @@ class PipelineEvents:
         with transaction(self.ctx.db) as s:
             if self._seen(s, event.get("event_id"), "deployment.finished", event):
                 return "duplicate"
-            p = _tracked(s, service, environment, tag, (S.DISPATCHED,))
+            p = tracked(s, service, environment, tag, (S.DISPATCHED,))
             # lock the promotion first: a webhook, a poll and the pipeline may report the same run at once
             if p is not None and not lock_row(s, p.id, S.DISPATCHED):
                 p = None
@@ -235,7 +223,7 @@ class PipelineEvents:
         with transaction(self.ctx.db) as s:
             if self._seen(s, event.get("event_id"), "verification.finished", event):
                 return "duplicate"
-            p = _tracked(s, service, environment, tag, (S.DEPLOYED, S.DISPATCHED))
+            p = tracked(s, service, environment, tag, (S.DEPLOYED, S.DISPATCHED))
             if p is not None and not lock_row(s, p.id, S(p.status)):
                 p = None  # moved by a concurrent report; locking it first also keeps the lock order
             s.add(

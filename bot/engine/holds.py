@@ -12,6 +12,7 @@ from datetime import datetime
 
 from sqlmodel import Session, col, select
 
+from bot.engine import messages
 from bot.engine.context import SYSTEM, EngineContext
 from bot.engine.errors import UserError
 from bot.engine.notifications import Notifications
@@ -98,8 +99,12 @@ class Safeguards:
         self.notifications = notifications
 
     def lock(self, user: str, service: str, environment: str, reason: str) -> DecisionResult:
+        """Anyone may lock (safety is cheap); a lock needs a reason."""
         self.ctx.service_config(service)
         self.ctx.environment_config(environment)
+        reason = " ".join((reason or "").split())
+        if not reason:
+            return DecisionResult(False, messages.lock_needs_reason(service, environment))
         now = self.ctx.clock()
         where = f"{esc(service)} in {esc(environment)}"
         with transaction(self.ctx.db) as s:
@@ -128,11 +133,35 @@ class Safeguards:
             f"ones too, is refused until `/promote unlock {esc(service)} {esc(environment)}`.",
         )
 
-    def unlock(self, user: str, service: str, environment: str) -> DecisionResult:
+    def lock_keepers(self, environment: str) -> tuple[str, list[str]]:
+        """Who may lift a lock on ``environment``: its approvers. An environment nobody approves (dev, an
+        automatic staging) takes those of the nearest later environment that has approvers, whose safety
+        the lock protects. Returns (that environment, its approvers)."""
+        names = self.ctx.config.environment_names
+        for name in names[names.index(environment) :]:
+            approvers = self.ctx.config.environment(name).approvers
+            if approvers:
+                return name, list(approvers)
+        return environment, []
+
+    def hold_keepers(self) -> tuple[str, list[str]]:
+        """Who may clear a hold: the last environment's approvers. A hold keeps the artifact out of every
+        environment, the last one included, so lifting it is a decision about production."""
+        last = self.ctx.config.environment_names[-1]
+        return last, list(self.ctx.config.environment(last).approvers)
+
+    async def unlock(self, user: str, service: str, environment: str) -> DecisionResult:
+        """Lifting a lock needs an approver of that environment (``lock_keepers``)."""
         self.ctx.service_config(service)
         self.ctx.environment_config(environment)
         now = self.ctx.clock()
         where = f"{esc(service)} in {esc(environment)}"
+        current = self.ctx.ledger.lock(service, environment)
+        if current is None:
+            return DecisionResult(False, f"{where} is not locked; nothing changed.")
+        keeper_env, keepers = self.lock_keepers(environment)
+        if user not in await self.notifications.approver_users(keepers):
+            return DecisionResult(False, messages.unlock_refused(current, keeper_env, keepers))
         with transaction(self.ctx.db) as s:
             existing = s.get(EnvironmentLock, (service, environment))
             if existing is None:
@@ -154,7 +183,11 @@ class Safeguards:
         )
 
     async def hold(self, user: str, service: str, tag: str, reason: str) -> DecisionResult:
+        """Anyone may put an artifact on hold; a hold needs a reason."""
         svc = self._artifact_known(service, tag, clear=False)
+        reason = " ".join((reason or "").split())
+        if not reason:
+            return DecisionResult(False, messages.hold_needs_reason(service, tag, clear=False))
         what = f"{esc(service)} `{esc(tag)}`"
         with transaction(self.ctx.db) as s:
             placed = put_on_hold(s, service=service, tag=tag, reason=reason, held_by=user, now=self.ctx.clock())
@@ -169,8 +202,18 @@ class Safeguards:
         return DecisionResult(True, note)
 
     async def clear_hold(self, user: str, service: str, tag: str, reason: str) -> DecisionResult:
+        """Clearing a hold needs a reason and an approver of the last environment (``hold_keepers``)."""
         svc = self._artifact_known(service, tag, clear=True)
+        reason = " ".join((reason or "").split())
+        if not reason:
+            return DecisionResult(False, messages.hold_needs_reason(service, tag, clear=True))
         what = f"{esc(service)} `{esc(tag)}`"
+        hold = self.ctx.ledger.hold(service, tag)
+        if hold is None:
+            return DecisionResult(False, f"{what} is not on hold; nothing changed.")
+        keeper_env, keepers = self.hold_keepers()
+        if user not in await self.notifications.approver_users(keepers):
+            return DecisionResult(False, messages.clear_hold_refused(hold, keeper_env, keepers))
         with transaction(self.ctx.db) as s:
             previous = clear_hold(s, service=service, tag=tag, reason=reason, user=user, now=self.ctx.clock())
         if previous is None:

@@ -14,6 +14,7 @@ from bot.engine.roles import DispatchRequest
 from bot.text import approver_mentions, esc, evidence_text, link, literal, mention
 from checks.base import GateReport
 from storage.models import Promotion
+from storage.records import HoldRecord, LockRecord
 from storage.statuses import PromotionStatus as S
 
 # --- resolving and requesting ------------------------------------------------------------
@@ -40,6 +41,35 @@ def no_such_artifact(service: str, tag: str) -> str:
     )
 
 
+def mutable_tag(service: str, tag: str) -> str:
+    return (
+        f"`{tag}` is a mutable tag: it can point at a different image tomorrow, so it can never be promoted "
+        f"(rule: immutable tag). Promote the commit-SHA tag your build pushed: `/promote {service} TAG`."
+    )
+
+
+def expedite_not_configured() -> str:
+    return (
+        "Expedited promotion is off: promobot.yml has no `policy.expedite` (its approvers and how many must "
+        "approve). Ask your platform team to configure it, or promote through every environment."
+    )
+
+
+def expedite_needs_reason(service: str) -> str:
+    return (
+        "An expedited promotion needs a reason, for the approvers and the audit trail: "
+        f"`/promote {service} TAG --expedite CVE-2026-1234 fix`."
+    )
+
+
+def expedite_needs_tag(service: str) -> str:
+    return f"An expedited promotion names the patched artifact: `/promote {service} TAG [to ENV] --expedite REASON…`."
+
+
+def expedite_first_environment(target: str) -> str:
+    return f"`{target}` is the first environment: there is nothing to expedite into it; name a later one."
+
+
 def nothing_waiting(service: str) -> str:
     return (
         f"Nothing is waiting to be promoted for {service}: every verified artifact already runs in the next "
@@ -61,10 +91,50 @@ def never_verified_there(tag: str, environment: str) -> str:
     )
 
 
-def in_progress(p: Promotion) -> str:
+def in_progress(p: Promotion, kind: str = "promotion") -> str:
+    if kind == "rollback" and S(p.status) in (S.APPROVED, S.DISPATCHED):
+        return (
+            f"Promotion `{p.id}` of `{p.tag}` to {p.target_environment} is {S(p.status).label.lower()}: its deploy "
+            "is under way, and a rollback now would race it. As soon as it is deployed (its verification "
+            f"pending), `/rollback {p.service} in {p.target_environment} reason…` can be requested at once; "
+            f"to stop it before dispatch, `/promote lock {p.service} {p.target_environment} reason…`."
+        )
     return (
         f"Promotion `{p.id}` of `{p.tag}` to {p.target_environment} is in progress "
         f"({S(p.status).label.lower()}). Wait for it to finish, then ask again."
+    )
+
+
+def rollback_waiting(p: Promotion) -> str:
+    return (
+        f"Rollback `{p.id}` to `{p.tag}` in {p.target_environment} waits for approval while `{p.preempts}` "
+        "awaits its verification; only another rollback may take its place. Decide on its card first."
+    )
+
+
+def requested(p: Promotion) -> str:
+    what = "EXPEDITED promotion" if p.expedited else ("rollback" if p.kind == "rollback" else "promotion")
+    who = " from the policy.expedite approvers" if p.expedited else ""
+    return (
+        f"Requested {what} `{p.id}` of {p.service} `{p.tag}` to {p.target_environment}; "
+        f"waiting for {p.required_approvals} approval(s){who}."
+    )
+
+
+def preempted_note(rollback: Promotion) -> str:
+    return (
+        f"Rolled back by `{rollback.id}` (to `{rollback.tag}`) before its verification finished: "
+        "no longer waiting for it."
+    )
+
+
+def preempting_rollback_voided(rollback: Promotion) -> str:
+    return (
+        f":rotating_light: The rollback `{rollback.id}` of {rollback.service} to `{rollback.tag}` in "
+        f"{rollback.target_environment} was voided right before dispatch (the gates no longer hold), after its "
+        f"approval had ended `{rollback.preempts}`'s wait: {rollback.target_environment} still runs "
+        f"`{rollback.replaces_tag or 'the deploy it replaced'}`. Resolve the refusal on its card and request "
+        "the rollback again, or act by hand."
     )
 
 
@@ -129,6 +199,13 @@ def not_an_approver(environment: str, approvers: Sequence[str]) -> str:
     return (
         f"You are not an approver for {environment}. Approvers: {approver_mentions(approvers)}. "
         "Ask one of them, or ask your platform team to add you in promobot.yml."
+    )
+
+
+def not_an_expedite_approver(p: Promotion, approvers: Sequence[str]) -> str:
+    return (
+        f"`{p.id}` is an EXPEDITED promotion: only the policy.expedite approvers count "
+        f"({approver_mentions(approvers)}), {p.required_approvals} of them. Ask one of them."
     )
 
 
@@ -281,6 +358,43 @@ def verification_note(environment: str, verified: bool, failed_checks: Sequence[
     return f"Verification failed in {esc(environment)}{which}" + (f": {link(url, 'the report')}" if url else ".")
 
 
+# --- locks and holds -----------------------------------------------------------------------
+
+
+def lock_needs_reason(service: str, environment: str) -> str:
+    return (
+        "A lock needs a reason, so that people know why and when it may be lifted: "
+        f"`/promote lock {esc(service)} {esc(environment)} incident INC-42`. Nothing was locked."
+    )
+
+
+def hold_needs_reason(service: str, tag: str, *, clear: bool) -> str:
+    verb, example = ("cleared", "fixed by 9b1e0d4") if clear else ("placed", "crash loop in production")
+    return (
+        f"A hold is {verb} with a reason, for the audit trail: "
+        f"`/promote hold{' clear' if clear else ''} {esc(service)} {esc(tag)} {example}`. Nothing changed."
+    )
+
+
+def unlock_refused(lock: LockRecord, keeper_env: str, keepers: Sequence[str]) -> str:
+    who = approver_mentions(keepers) if keepers else "nobody (configure approvers)"
+    return (
+        f"Lifting the lock on {esc(lock.service)} in {esc(lock.environment)} needs an approver of {esc(keeper_env)}: "
+        f"{who}. It was locked by {mention(lock.locked_by)} at {lock.locked_at:%Y-%m-%d %H:%M} UTC: "
+        f"{literal(lock.reason)}. Ask one of them; the lock stays."
+    )
+
+
+def clear_hold_refused(hold: HoldRecord, keeper_env: str, keepers: Sequence[str]) -> str:
+    by = f" by {mention(hold.held_by)}" if hold.held_by else ""
+    return (
+        f"Clearing the hold on {esc(hold.service)} `{esc(hold.tag)}` needs an approver of {esc(keeper_env)} "
+        f"(a hold keeps the artifact out of every environment, {esc(keeper_env)} included): "
+        f"{approver_mentions(keepers)}. It was put on hold{by}: {literal(hold.reason)}. Ask one of them; "
+        "the hold stays."
+    )
+
+
 # --- rollback and holds ----------------------------------------------------------------------
 
 
@@ -316,6 +430,13 @@ def rollback_requested(headline: str, tag: str, rollback_id: str | None, approve
     return (
         f"{headline} promobot requested a rollback to the last known-good `{tag}`: `{rollback_id}`. "
         f"{approver_mentions(approvers, ' ')}: please decide on its card."
+    )
+
+
+def rollback_already_requested(rollback: Promotion) -> str:
+    return (
+        f"Rollback `{rollback.id}` to `{rollback.tag}` was already requested while this deploy awaited its "
+        "verification: decide on its card; no second rollback is requested."
     )
 
 

@@ -14,7 +14,7 @@ from bot.engine.context import EngineContext
 from bot.engine.roles import ApprovalView, PromotionView
 from checks.base import GateReport
 from storage.models import Approval, OutboxEntry, Promotion, Verification
-from storage.statuses import Decision, OutboxStatus, PromotionStatus
+from storage.statuses import Decision, OutboxStatus, PromotionKind, PromotionStatus, VerificationResult
 
 # the outbox marks a wait for GitHub or the registry this way in last_error (see bot.engine.delivery)
 WAITING_FOR_EVIDENCE = "waiting: "
@@ -33,7 +33,6 @@ def approvers_of(s: Session, promotion_id: str) -> list[str]:
 
 def to_view(ctx: EngineContext, p: Promotion, approvals: list[Approval]) -> PromotionView:
     config = ctx.config
-    env = config.environment(p.target_environment) if p.target_environment in config.environment_names else None
     svc = config.services.get(p.service)
     return PromotionView(
         id=p.id,
@@ -52,7 +51,7 @@ def to_view(ctx: EngineContext, p: Promotion, approvals: list[Approval]) -> Prom
         completed_at=p.completed_at,
         expires_at=p.expires_at,
         required_approvals=p.required_approvals,
-        approvers=tuple(env.approvers if env else ()),
+        approvers=tuple(ctx.approvers_for(p.target_environment, expedited=p.expedited)),
         approvals=tuple(ApprovalView(a.approver, a.decision, a.reason, a.decided_at) for a in approvals),
         reason=p.reason,
         decided_by=p.decided_by,
@@ -64,6 +63,9 @@ def to_view(ctx: EngineContext, p: Promotion, approvals: list[Approval]) -> Prom
         replaces_tag=p.replaces_tag,
         report=GateReport.from_json(p.gate_report) if p.gate_report else None,
         dry_run=ctx.dispatcher.dry_run,
+        expedited=p.expedited,
+        expedite_reason=p.expedite_reason,
+        preempts=p.preempts,
     )
 
 
@@ -91,31 +93,114 @@ def _iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
 
 
-def promotion_record(s: Session, p: Promotion) -> dict[str, Any]:
-    """The promotion model's record: what the audit export and GET /api/v1/promotions/{id} return."""
-    approvers = approvers_of(s, p.id)
-    verifications = s.exec(
+# promobot's statuses in the promotion model's words (a verified or failed promotion that a verified
+# rollback later replaced reads ROLLED_BACK); see docs/promotion-record.schema.json
+MODEL_STATUS = {
+    PromotionStatus.VERIFIED: "SUCCESS",
+    PromotionStatus.FAILED: "FAILED",
+    PromotionStatus.REJECTED: "REJECTED",
+    PromotionStatus.EXPIRED: "EXPIRED",
+    PromotionStatus.CANCELLED: "CANCELLED",
+    PromotionStatus.SUPERSEDED: "SUPERSEDED",
+    PromotionStatus.VOIDED: "VOIDED",
+    PromotionStatus.PENDING_APPROVAL: "PENDING_APPROVAL",
+    PromotionStatus.APPROVED: "APPROVED",
+    PromotionStatus.DISPATCHED: "DEPLOYING",
+    PromotionStatus.DEPLOYED: "VERIFYING",
+}
+ROLLED_BACK = "ROLLED_BACK"
+
+
+def _rolled_back_by(s: Session, p: Promotion) -> str | None:
+    """The verified rollback that replaced ``p``'s artifact in its environment after it, if any."""
+    if p.kind != PromotionKind.PROMOTION.value or p.status not in (PromotionStatus.VERIFIED, PromotionStatus.FAILED):
+        return None
+    return s.exec(
+        select(col(Promotion.id))
+        .where(
+            col(Promotion.kind) == PromotionKind.ROLLBACK.value,
+            col(Promotion.service) == p.service,
+            col(Promotion.target_environment) == p.target_environment,
+            col(Promotion.replaces_tag) == p.tag,
+            col(Promotion.status) == PromotionStatus.VERIFIED.value,
+            col(Promotion.requested_at) >= p.requested_at,
+        )
+        .order_by(col(Promotion.requested_at))
+        .limit(1)
+    ).first()
+
+
+def _verification_results(s: Session, p: Promotion) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    """{environment: PASSED/FAILED}: the source environment's result the promotion relied on (the artifact's
+    latest verification there when it was requested), and the target's own; plus the target's details."""
+    results: dict[str, str] = {}
+    if p.source_environment:
+        source = s.exec(
+            select(Verification)
+            .where(
+                col(Verification.service) == p.service,
+                col(Verification.environment) == p.source_environment,
+                col(Verification.tag) == p.tag,
+                col(Verification.recorded_at) <= p.requested_at,
+            )
+            .order_by(col(Verification.recorded_at).desc(), col(Verification.id).desc())
+            .limit(1)
+        ).first()
+        if source is not None:
+            results[p.source_environment] = _word(source.result)
+    own = s.exec(
         select(Verification).where(col(Verification.promotion_id) == p.id).order_by(col(Verification.finished_at))
     ).all()
+    if own:
+        results[p.target_environment] = _word(own[-1].result)
+    details = [
+        {
+            "environment": v.environment,
+            "result": _word(v.result),
+            "checks": v.checks or {},
+            "url": v.url,
+            "finished_at": _iso(v.finished_at),
+            "recorded_at": _iso(v.recorded_at),
+        }
+        for v in own
+    ]
+    return results, details
+
+
+def _word(result: str) -> str:
+    return "PASSED" if result == VerificationResult.PASSED else "FAILED"
+
+
+def promotion_record(s: Session, p: Promotion) -> dict[str, Any]:
+    """The promotion model's record (its "Promotion Audit Trail" fields, under its names and in its order),
+    then promobot's extras: what the audit export and GET /api/v1/promotions/{id} return."""
+    approvers = approvers_of(s, p.id)
+    results, details = _verification_results(s, p)
+    rolled_back_by = _rolled_back_by(s, p)
     return {
         "promotion_id": p.id,
-        "kind": p.kind,
         "artifact": {"name": p.service, "tag": p.tag, "digest": p.digest, "source_commit": p.source_commit},
         "source_environment": p.source_environment,
         "target_environment": p.target_environment,
-        "requested_by": p.requested_by,
-        "requested_at": _iso(p.requested_at),
-        "approved_at": _iso(p.approved_at),
-        "completed_at": _iso(p.completed_at),
-        "approver": approvers[0] if len(approvers) == 1 else (approvers or None),
+        "promotion_requested_at": _iso(p.requested_at),
+        "promotion_approved_at": _iso(p.approved_at),
+        "promotion_completed_at": _iso(p.completed_at),
+        # the approver whose approval completed it (N of M: every one is in "approvers")
+        "approver": approvers[-1] if approvers else None,
         "pipeline_run_id": p.pipeline_run_id,
+        "verification_results": results,
+        "status": ROLLED_BACK if rolled_back_by else MODEL_STATUS[PromotionStatus(p.status)],
+        # promobot's extras
+        "kind": p.kind,
+        "requested_by": p.requested_by,
+        "approvers": approvers,
         "run_url": p.run_url,
-        "verification_results": [
-            {"result": v.result, "checks": v.checks or {}, "url": v.url, "finished_at": _iso(v.finished_at)}
-            for v in verifications
-        ],
-        "status": p.status,
         "reason": p.reason,
+        "expedited": p.expedited,
+        "expedite_reason": p.expedite_reason,
+        "rolled_back_by": rolled_back_by,
+        "promobot_status": p.status,
+        "verifications": details,
     }
 
 
@@ -136,10 +221,11 @@ def export(session: Session, since: datetime | None = None, fmt: Literal["json",
     first = True
     for promotion in session.exec(query).yield_per(500):
         data = promotion_record(session, promotion)
+        # the model's field order, then the extras: not sorted
         if fmt == "jsonl":
-            yield json.dumps(data, sort_keys=True) + "\n"
+            yield json.dumps(data) + "\n"
         else:
-            yield ("[\n" if first else ",\n") + json.dumps(data, indent=2, sort_keys=True)
+            yield ("[\n" if first else ",\n") + json.dumps(data, indent=2)
         first = False
     if fmt == "json":
         yield "[]\n" if first else "\n]\n"

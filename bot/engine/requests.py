@@ -16,14 +16,14 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
-from bot.engine import messages, records
+from bot.engine import expedite, incident, messages, records
 from bot.engine.context import SYSTEM, EngineContext
 from bot.engine.errors import UserError
 from bot.engine.notifications import Notifications
 from bot.engine.outcomes import RequestResult
 from bot.engine.transitions import move
 from checks import runner
-from checks.base import GateContext, GateReport
+from checks.base import Expedite, GateContext, GateReport
 from checks.catalog import gates_for
 from storage import audit
 from storage.db import transaction
@@ -34,6 +34,11 @@ from storage.statuses import PromotionStatus as S
 log = logging.getLogger(__name__)
 
 CARD_GRACE = timedelta(seconds=30)  # an automatic promotion's dispatch waits this long at most for its card
+
+
+def expedited_detail(exp: Expedite | None) -> dict:
+    """What the audit trail records about an expedited request."""
+    return {"expedited": exp is not None, **({"expedite": exp.to_json()} if exp else {})}
 
 
 class Requests:
@@ -62,6 +67,8 @@ class Requests:
             # the next environment after the last one where the tag is verified
             verified_in = [e for e in names if ledger.latest_verified_tag(service, e) == tag]
             if not verified_in:
+                if ctx.config.policy.is_mutable(tag):
+                    raise UserError(messages.mutable_tag(service, tag))  # the rule, not "nothing recorded"
                 if ledger.artifact(service, tag) is None:
                     raise UserError(messages.no_such_artifact(service, tag))
                 return tag, None, names[0]
@@ -104,8 +111,10 @@ class Requests:
 
     # --- the gates ------------------------------------------------------------------------
 
-    async def evaluate(self, service: str, tag: str, source: str | None, target: str, kind: str) -> GateReport:
-        """Every gate switched on for ``target``, at once; changes nothing."""
+    async def evaluate(
+        self, service: str, tag: str, source: str | None, target: str, kind: str, exp: Expedite | None = None
+    ) -> GateReport:
+        """Every gate for ``target``, at once (those switched off or skipped say so); changes nothing."""
         ctx = self.ctx
         gate_ctx = GateContext(
             service=service,
@@ -118,8 +127,15 @@ class Requests:
             registry=ctx.registry,
             source_host=ctx.source_host,
             kind=kind,
+            expedite=exp,
         )
-        return await runner.evaluate(gates_for(ctx.config, target, kind=kind), gate_ctx)
+        return await runner.evaluate(gates_for(ctx.config, target, kind=kind, expedite=exp), gate_ctx)
+
+    async def evaluate_promotion(self, p: Promotion) -> GateReport:
+        """The gates of a recorded promotion, again (an expedited one skips what it skipped at request)."""
+        return await self.evaluate(
+            p.service, p.tag, p.source_environment, p.target_environment, p.kind, expedite.of(self.ctx, p)
+        )
 
     async def check(
         self,
@@ -128,8 +144,12 @@ class Requests:
         environment: str | None = None,
         *,
         kind: str = PromotionKind.PROMOTION.value,
+        expedite_reason: str | None = None,
     ) -> GateReport:
-        """Evaluate every gate for the promotion; changes nothing."""
+        """Evaluate every gate for the promotion (expedited when a reason is given); changes nothing."""
+        if expedite_reason is not None:
+            tag, source, target, exp = expedite.plan(self.ctx, service, tag, environment, expedite_reason)
+            return await self.evaluate(service, tag, source, target, kind, exp)
         tag, source, target = self.resolve(service, tag, environment)
         return await self.evaluate(service, tag, source, target, kind)
 
@@ -150,21 +170,44 @@ class Requests:
         *,
         kind: str = PromotionKind.PROMOTION.value,
         reason: str | None = None,
+        expedite_reason: str | None = None,
     ) -> RequestResult:
-        """Check the gates and, when they all pass, open a promotion (or refuse with every reason)."""
+        """Check the gates and, when they all pass, open a promotion (or refuse with every reason).
+        With ``expedite_reason``, an expedited promotion (``bot.engine.expedite``)."""
         ctx = self.ctx
         svc = ctx.service_config(service)
-        if kind == PromotionKind.ROLLBACK:
+        exp: Expedite | None = None
+        if expedite_reason is not None:
+            if kind == PromotionKind.ROLLBACK:
+                raise UserError(
+                    "A rollback is never expedited: `/rollback` already skips soak and the previous environment."
+                )
+            tag, source, target, exp = expedite.plan(ctx, service, tag, environment, expedite_reason)
+        elif kind == PromotionKind.ROLLBACK:
+            # a deploy under way is said first: before it is deployed there is nothing to roll back yet
+            busy = self.active(service, environment or ctx.config.environment_names[-1])
+            if busy is not None and S(busy.status) in (S.APPROVED, S.DISPATCHED):
+                report = GateReport(service, tag or "", busy.target_environment, None, None, ctx.clock(), ())
+                return RequestResult("refused", report, busy.id, messages.in_progress(busy, kind))
             tag, target = self.resolve_rollback(service, tag, environment)
             source = None
         else:
             tag, source, target = self.resolve(service, tag, environment)
         env = ctx.config.environment(target)
         in_flight = self.active(service, target)
+        preempts: str | None = None
         if in_flight is not None and in_flight.status != S.PENDING_APPROVAL.value:
-            report = GateReport(service, tag, target, source, None, ctx.clock(), ())
-            return RequestResult("refused", report, in_flight.id, messages.in_progress(in_flight))
-        report = await self.evaluate(service, tag, source, target, kind)
+            preempts = incident.preemptable(in_flight, kind)
+            if preempts is None:
+                report = GateReport(service, tag, target, source, None, ctx.clock(), ())
+                return RequestResult("refused", report, in_flight.id, messages.in_progress(in_flight, kind))
+        elif in_flight is not None and in_flight.preempts:
+            # a pending rollback that will end a deploy's wait: only another rollback may take its place
+            if kind != PromotionKind.ROLLBACK:
+                report = GateReport(service, tag, target, source, None, ctx.clock(), ())
+                return RequestResult("refused", report, in_flight.id, messages.rollback_waiting(in_flight))
+            preempts = in_flight.preempts
+        report = await self.evaluate(service, tag, source, target, kind, exp)
         now = ctx.clock()
         if not report.eligible:
             with transaction(ctx.db) as s:
@@ -175,12 +218,15 @@ class Requests:
                     action=f"{kind}.refused",
                     service=service,
                     environment=target,
-                    detail={"tag": tag, "report": report.to_json(), "reason": reason},
+                    detail={"tag": tag, "report": report.to_json(), "reason": reason, **expedited_detail(exp)},
                 )
             return RequestResult("refused", report, None, "")
         artifact = ctx.ledger.artifact(service, tag)
         assert artifact is not None  # every gate passed, the metadata gate among them
-        manual = env.approval == "manual"
+        manual = env.approval == "manual" or exp is not None  # an expedited promotion always needs people
+        policy = ctx.config.policy.expedite
+        required = policy.required_approvals if exp is not None and policy else env.required_approvals
+        ttl = (policy.approval_ttl if exp is not None and policy else None) or env.approval_ttl
         promotion = Promotion(
             id=f"prm-{secrets.token_hex(5)}",
             kind=kind,
@@ -194,9 +240,12 @@ class Requests:
             requested_by=requester,
             requested_at=now,
             approved_at=None if manual else now,
-            expires_at=now + env.approval_ttl if manual else None,
-            required_approvals=env.required_approvals if manual else 0,
+            expires_at=now + ttl if manual else None,
+            required_approvals=required if manual else 0,
             reason=reason,
+            expedited=exp is not None,
+            expedite_reason=exp.reason if exp else None,
+            preempts=preempts,
             channel=svc.channel,
             gate_report=report.to_json(),
             replaces_tag=ctx.ledger.current_artifact(service, target),
@@ -205,7 +254,13 @@ class Requests:
         try:
             with transaction(ctx.db) as s:
                 slot = s.get(ActivePromotion, (service, target))
-                if slot is not None:
+                if slot is not None and preempts is not None and slot.promotion_id == preempts:
+                    # the deploy awaiting its verification hands the slot to the rollback; it is still
+                    # followed (``incident``), and the rollback's approval ends its wait
+                    incident.note_rollback_requested(s, preempts, promotion.id, requester, now)
+                    s.delete(slot)
+                    s.flush()
+                elif slot is not None:
                     earlier = s.get(Promotion, slot.promotion_id)
                     if earlier is None or not move(
                         s,
@@ -239,6 +294,8 @@ class Requests:
                         "digest": artifact.digest,
                         "source_environment": source,
                         "reason": reason,
+                        "preempts": preempts,
+                        **expedited_detail(exp),
                         "report": report.to_json(),
                     },
                 )
@@ -259,7 +316,7 @@ class Requests:
             raise UserError(messages.opened_at_the_same_moment(service, target)) from None
         if superseded:
             await self.notifications.announce(superseded, messages.superseded_by(promotion.id, requester))
-        await self._post_card(promotion.id, env.approvers if manual else [])
+        await self._post_card(promotion.id, ctx.approvers_for(target, expedited=exp is not None) if manual else [])
         if not manual:
             with transaction(ctx.db) as s:
                 s.execute(
@@ -277,13 +334,7 @@ class Requests:
                 promotion.id,
                 f"`{tag}` is going to {target} (approval: {env.approval}); promotion `{promotion.id}`.",
             )
-        return RequestResult(
-            "requested",
-            report,
-            promotion.id,
-            f"Requested promotion `{promotion.id}` of {service} `{tag}` to {target}; "
-            f"waiting for {env.required_approvals} approval(s).",
-        )
+        return RequestResult("requested", report, promotion.id, messages.requested(promotion))
 
     async def _post_card(self, promotion_id: str, approvers: list[str]) -> None:
         """Post the card and tell the approvers; remember where the card is."""

@@ -104,6 +104,9 @@ class PromotionView:
     next_try_at: datetime | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     evidence: CardEvidence | None = None  # filled in by ``bot.engine.card_evidence`` before a card is drawn
+    expedited: bool = False  # an expedited promotion: the card says so in its header
+    expedite_reason: str | None = None
+    preempts: str | None = None  # the deploy awaiting verification that approving this rollback ends
 
     @property
     def approved_by(self) -> list[str]:

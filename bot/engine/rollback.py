@@ -153,6 +153,11 @@ class Rollbacks:
         env = p.target_environment
         headline = messages.failure_headline(p)
         what = f"{p.reason or 'failed'} for {p.service} `{p.tag}` in {env} (`{p.id}`)"
+        waiting = self.requests.active(p.service, env)
+        if waiting is not None and waiting.kind == PromotionKind.ROLLBACK.value and waiting.preempts == p.id:
+            # a person already asked for a rollback while this deploy awaited verification: no second one
+            await self.notifications.announce(p.id, messages.rollback_already_requested(waiting))
+            return waiting.id, {"rollback_id": waiting.id, "tag": waiting.tag, "already_requested": True}
         try:
             result = await self.requests.request(
                 SYSTEM, p.service, None, env, kind=PromotionKind.ROLLBACK.value, reason=f"automatic: {what}"

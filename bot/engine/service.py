@@ -119,9 +119,10 @@ class PromotionService:
         environment: str | None = None,
         *,
         kind: str = PromotionKind.PROMOTION.value,
+        expedite_reason: str | None = None,
     ) -> GateReport:
-        """Evaluate every gate for the promotion; changes nothing."""
-        return await self.requests.check(service, tag, environment, kind=kind)
+        """Evaluate every gate for the promotion (expedited with a reason); changes nothing."""
+        return await self.requests.check(service, tag, environment, kind=kind, expedite_reason=expedite_reason)
 
     def view(self, promotion_id: str) -> PromotionView | None:
         return records.view(self.ctx, promotion_id)
@@ -141,8 +142,11 @@ class PromotionService:
         *,
         kind: str = PromotionKind.PROMOTION.value,
         reason: str | None = None,
+        expedite_reason: str | None = None,
     ) -> RequestResult:
-        return await self.requests.request(requester, service, tag, environment, kind=kind, reason=reason)
+        return await self.requests.request(
+            requester, service, tag, environment, kind=kind, reason=reason, expedite_reason=expedite_reason
+        )
 
     async def approve(self, promotion_id: str, user: str) -> DecisionResult:
         return await self.approvals.approve(promotion_id, user)

@@ -78,5 +78,12 @@ def lock_row(s: Session, promotion_id: str, status: PromotionStatus) -> bool:
 
 
 def release_slot(s: Session, p: Promotion) -> None:
-    """Free the (service, environment) slot: the promotion no longer blocks a new one."""
+    """Free the (service, environment) slot: the promotion no longer blocks a new one. A rollback that took
+    the slot from a deploy awaiting verification (``bot.engine.incident``) gives it back if that deploy
+    still waits: it ended without being approved, so the deploy is followed as before."""
     s.execute(sa.delete(ActivePromotion).where(col(ActivePromotion.promotion_id) == p.id))
+    if not p.preempts:
+        return
+    waiting = s.execute(sa.select(col(Promotion.status)).where(col(Promotion.id) == p.preempts)).scalar_one_or_none()
+    if waiting == PromotionStatus.DEPLOYED.value and s.get(ActivePromotion, (p.service, p.target_environment)) is None:
+        s.add(ActivePromotion(service=p.service, environment=p.target_environment, promotion_id=p.preempts))

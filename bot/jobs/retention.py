@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -17,6 +18,22 @@ from storage.models import AuditEvent
 from storage.retention import PurgeResult, purge, retention_cutoff
 
 log = logging.getLogger(__name__)
+
+
+def archive_problem(archive_dir: Path) -> str | None:
+    """Why the purge could not write its archive in ``archive_dir`` (created if missing), or None."""
+    try:
+        archive_dir.mkdir(parents=True, exist_ok=True)
+        probe = archive_dir / f".promobot-write-check-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        return (
+            f"the audit archive directory {archive_dir} is not writable ({exc.strerror or exc}): the daily purge "
+            "of events older than two years will fail. Point PROMOBOT_AUDIT_ARCHIVE_DIR at a writable, "
+            "persistent volume."
+        )
+    return None
 
 
 def purge_once(engine: Engine, *, archive_dir: Path, instance_id: str, now: datetime) -> PurgeResult | None:
@@ -52,6 +69,9 @@ async def run(
     interval: float = 3600.0,
 ) -> None:
     """Check hourly; the daily claim makes exactly one pass per day across replicas."""
+    problem = archive_problem(archive_dir)
+    if problem:
+        log.error("%s", problem)
     while not stop.is_set():
         try:
             await asyncio.to_thread(purge_once, engine, archive_dir=archive_dir, instance_id=instance_id, now=clock())

@@ -20,7 +20,8 @@ from slack_sdk.models.views import View
 
 from bot.clock import format_duration, format_when
 from bot.engine.roles import CardEvidence, PromotionView, SourceChanges
-from bot.text import clip, esc, link, mention
+from bot.text import clip, esc, link, literal, mention
+from checks.base import GateStatus
 from handlers.blocks.common import (
     APPROVE,
     CANCEL,
@@ -35,6 +36,7 @@ from handlers.blocks.common import (
     plain,
     section,
     short_digest,
+    soak_note,
     timeline,
     window_text,
 )
@@ -82,10 +84,13 @@ def _soak_text(ev: CardEvidence) -> str | None:
         return f"not verified in {esc(soak.environment)} yet"
     needs = format_duration(soak.required)
     if soak.done:
-        return f":white_check_mark: {format_duration(soak.soaked)} in {esc(soak.environment)} (needs {needs})"
+        return (
+            f":white_check_mark: {format_duration(soak.soaked)} in {esc(soak.environment)} (needs {needs})"
+            + soak_note(soak)
+        )
     return (
         f":hourglass: {format_duration(soak.soaked)} of {needs} in {esc(soak.environment)}; "
-        f"eligible {format_when(soak.eligible_at)}"
+        f"eligible {format_when(soak.eligible_at)}" + soak_note(soak)
     )
 
 
@@ -123,6 +128,29 @@ def _rollback_summary(view: PromotionView) -> SectionBlock:
         replaces = f", replacing `{esc(view.replaces_tag)}` (`{esc(digest or '—')}`)"
     return section(
         f":rewind: Rolls {esc(view.target_environment)} back to `{esc(view.tag)}` (`{esc(view.digest)}`){replaces}."
+    )
+
+
+def _expedite_summary(view: PromotionView) -> SectionBlock:
+    """Why it is expedited, what it skips, and who must approve."""
+    report = view.report
+    skipped = [r for r in (report.results if report else ()) if r.status is GateStatus.SKIPPED]
+    names = ", ".join(esc(r.title) for r in skipped) or "nothing"
+    environments = report.expedite.skipped_environments if report and report.expedite else ()
+    comes = f" from {esc(view.source_environment or '—')}" + (
+        f", skipping {esc(', '.join(environments))}" if environments else ""
+    )
+    return section(
+        f":rotating_light: *Expedited*{comes}: {literal(view.expedite_reason or '')}\n"
+        f"*Skipped gates*: {names}\n"
+        f"Needs {view.required_approvals} approvals from the policy.expedite approvers; never the requester."
+    )
+
+
+def _preemption(view: PromotionView) -> SectionBlock:
+    return section(
+        f":hourglass: `{esc(view.preempts or '')}` is deployed and still awaits its verification: approving this "
+        "rollback ends that wait (it is then failed, rolled back before its verification finished)."
     )
 
 
@@ -205,10 +233,16 @@ def approval_card(view: PromotionView) -> list[Block]:
     are there only while the request waits for a decision."""
     status = S(view.status)
     noun = "Rollback" if view.kind == PromotionKind.ROLLBACK else "Promotion"
+    if view.expedited:
+        noun = "EXPEDITED promotion"
     header = f"{noun}: {view.service} → {view.target_environment} · {status.label}"
     blocks: list[Block] = [HeaderBlock(text=PlainTextObject(text=clip(header, 150), emoji=True))]
+    if view.expedited:
+        blocks.append(_expedite_summary(view))
     if view.kind == PromotionKind.ROLLBACK:
         blocks.append(_rollback_summary(view))
+        if view.preempts and status is S.PENDING_APPROVAL:
+            blocks.append(_preemption(view))
     blocks.append(_facts(view))
     decision = _decision(view)
     if decision:
@@ -237,10 +271,8 @@ def approval_card(view: PromotionView) -> list[Block]:
 
 def card_text(view: PromotionView) -> str:
     """The notification fallback text of the card."""
-    return (
-        f"{'Rollback' if view.kind == 'rollback' else 'Promotion'} {esc(view.service)} {esc(view.tag)} → "
-        f"{esc(view.target_environment)}: {S(view.status).label}"
-    )
+    noun = "EXPEDITED promotion" if view.expedited else "Rollback" if view.kind == "rollback" else "Promotion"
+    return f"{noun} {esc(view.service)} {esc(view.tag)} → {esc(view.target_environment)}: {S(view.status).label}"
 
 
 def reject_modal(promotion_id: str, service: str, tag: str, environment: str) -> View:

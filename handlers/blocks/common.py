@@ -17,6 +17,7 @@ from bot.engine.roles import PromotionView
 from bot.text import approver_mention, clip, esc, evidence_text, link, literal, mention
 from checks.base import GateReport, GateResult, GateStatus
 from checks.deployment_window import WindowState
+from checks.soak_time import SoakProgress
 from storage.records import DeploymentRecord, VerificationRecord
 from storage.statuses import DeploymentStatus, VerificationResult
 from storage.statuses import PromotionStatus as S
@@ -39,7 +40,13 @@ STATUS_ICON = {
     S.SUPERSEDED: ":fast_forward:",
     S.VOIDED: ":warning:",
 }
-GATE_ICON = {GateStatus.PASSED: ":white_check_mark:", GateStatus.FAILED: ":x:", GateStatus.ERRORED: ":warning:"}
+GATE_ICON = {
+    GateStatus.PASSED: ":white_check_mark:",
+    GateStatus.FAILED: ":x:",
+    GateStatus.ERRORED: ":warning:",
+    GateStatus.OFF: ":white_circle:",  # off by configuration: shown, never silently absent
+    GateStatus.SKIPPED: ":fast_forward:",  # skipped for an expedited promotion
+}
 SECTION_LIMIT = 2900  # Slack refuses section text over 3000 characters
 MESSAGE_BLOCKS = 50  # Slack's limit for a message
 HOME_BLOCKS = 100  # Slack's limit for a Home tab
@@ -148,6 +155,16 @@ def timeline(
     events = [(d.finished_at, deployment_line(d, now, with_tag=with_tag)) for d in deployments]
     events += [(v.finished_at, verification_line(v, now, with_tag=with_tag)) for v in verifications]
     return [line for _, line in sorted(events, key=lambda e: e[0], reverse=True)[:limit]]
+
+
+def soak_note(soak: SoakProgress | None) -> str:
+    """When the pipeline reported an earlier finish than promobot recorded: both, and which one counts."""
+    if soak is None or not soak.reported_earlier or soak.since is None or soak.reported_at is None:
+        return ""
+    return (
+        f" (counted from {format_when(soak.since)}, when promobot recorded the verification; "
+        f"the pipeline reported {format_when(soak.reported_at)})"
+    )
 
 
 def window_text(w: WindowState) -> str:

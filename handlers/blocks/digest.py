@@ -39,6 +39,7 @@ def _environment_section(environment: str, m: metrics.PromotionMetrics) -> Secti
             _field("Success rate", f"{percent(m.success_rate)} ({kept} of {m.outcomes} not rolled back)", success),
             _field("Time to promote", _spread(m.time_to_promote), ttp),
             _field("Approval duration", _spread(m.approval), approval),
+            _field("Expedited", f"{m.expedited} of {m.outcomes} ended (critical security patches)"),
         ],
     )
 
@@ -129,6 +130,18 @@ def digest_blocks(d: Digest) -> list[Block]:
                 d.rollbacks.total,
             )
         )
+    if d.expedited.total:
+        blocks.append(
+            _lines(
+                "Expedited promotions",
+                [
+                    f"• `{x.promotion_id}` {esc(x.service)} `{esc(x.tag)}` {esc(x.source_environment or '—')} → "
+                    f"{esc(x.environment)} — {x.status} ({esc(x.reason or '')})"
+                    for x in d.expedited.items
+                ],
+                d.expedited.total,
+            )
+        )
     seq, head = d.audit_head
     blocks.append(
         ContextBlock(
@@ -149,6 +162,7 @@ def digest_text(d: Digest) -> str:
     parts = [
         f"{env}: {totals[env].completed} verified in {totals[env].weeks * 7:.0f} days, "
         f"success {percent(totals[env].success_rate)}"
+        + (f", {totals[env].expedited} expedited" if totals[env].expedited else "")
         for env in d.environments
         if env in totals
     ]

@@ -20,6 +20,8 @@ from storage.statuses import PromotionStatus as S
 
 def _home_entry(view: PromotionView) -> str:
     noun = "Rollback" if view.kind == PromotionKind.ROLLBACK else "Promotion"
+    if view.expedited:
+        noun = "EXPEDITED promotion"
     where = f" · card in <#{view.channel}>" if view.channel else ""
     return (
         f"*{noun}: {esc(view.service)}* `{esc(view.tag)}` → *{esc(view.target_environment)}* "

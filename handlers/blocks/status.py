@@ -23,6 +23,7 @@ from handlers.blocks.common import (
     section,
     short_digest,
     short_tag,
+    soak_note,
     verification_line,
     window_text,
 )
@@ -34,6 +35,8 @@ def pending_line(view: PromotionView, now: datetime | None = None) -> str:
     """One line about an active promotion: what, and whom it waits for."""
     status = S(view.status)
     noun = "rollback" if view.kind == PromotionKind.ROLLBACK else "promotion"
+    if view.expedited:
+        noun = "EXPEDITED promotion"
     line = (
         f"{STATUS_ICON[status]} {noun} `{view.id}` of `{esc(short_tag(view.tag))}` by "
         f"{mention(view.requested_by)}: {status.label.lower()}"
@@ -77,7 +80,7 @@ def _environment_lines(e: EnvironmentStatus, now: datetime) -> list[str]:
                     when = "now" if e.eligible_at <= now else format_when(e.eligible_at)
                     if e.next_window and not e.next_window.open_now:
                         when += f" (when {nxt}'s window opens)"
-                lines.append(f"    {progress}eligible for {nxt} {when}")
+                lines.append(f"    {progress}eligible for {nxt} {when}{soak_note(soak)}")
     if e.hold:
         who = f" by {mention(e.hold.held_by)}" if e.hold.held_by else ""
         since = f" since {format_when(e.hold.held_at)}" if e.hold.held_at else ""

@@ -1,7 +1,8 @@
 """Promotion metrics and the DORA four, computed in SQL (``queries``), as plain values (``report``),
 for a terminal (``table``) and for Prometheus (``prometheus``)."""
 
-from storage.metrics.queries import compute, daily_series, failed_verifications, rollbacks, slowest_approvals
+from storage.metrics.listings import expedited_promotions, failed_verifications, rollbacks, slowest_approvals
+from storage.metrics.queries import compute, daily_series
 from storage.metrics.report import (
     ALL,
     APPROVAL_TARGET,
@@ -11,6 +12,7 @@ from storage.metrics.report import (
     DayPoint,
     DoraMetrics,
     Durations,
+    Expedited,
     FailedVerification,
     Listing,
     MetricsReport,
@@ -30,6 +32,7 @@ __all__ = [
     "DayPoint",
     "DoraMetrics",
     "Durations",
+    "Expedited",
     "FailedVerification",
     "Listing",
     "MetricsReport",
@@ -39,6 +42,7 @@ __all__ = [
     "TargetCheck",
     "compute",
     "daily_series",
+    "expedited_promotions",
     "failed_verifications",
     "percent",
     "rollbacks",

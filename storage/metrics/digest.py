@@ -10,6 +10,7 @@ from sqlmodel import Session
 
 from bot.config import DigestConfig
 from storage import audit
+from storage.metrics import listings
 from storage.metrics import queries as metrics
 from storage.metrics.report import DayPoint, Listing, MetricsReport, SlowApproval
 
@@ -29,6 +30,7 @@ class Digest:
     slowest: list[SlowApproval]
     failed: Listing
     rollbacks: Listing
+    expedited: Listing  # expedited promotions requested in the period, with their reasons
     series: list[DayPoint]  # the last CHART_DAYS local days
     audit_head: tuple[int, str]
 
@@ -57,9 +59,10 @@ def compute_digest(session: Session, *, digest: DigestConfig, environments: list
             session, start=start, end=end, services=services, production=production, per_service=False
         ),
         per_service=metrics.compute(session, start=start, end=end, services=services, production=production),
-        slowest=metrics.slowest_approvals(session, start=start, end=end, services=services),
-        failed=metrics.failed_verifications(session, start=start, end=end, services=services, limit=5),
-        rollbacks=metrics.rollbacks(session, start=start, end=end, services=services, limit=5),
+        slowest=listings.slowest_approvals(session, start=start, end=end, services=services),
+        failed=listings.failed_verifications(session, start=start, end=end, services=services, limit=5),
+        rollbacks=listings.rollbacks(session, start=start, end=end, services=services, limit=5),
+        expedited=listings.expedited_promotions(session, start=start, end=end, services=services, limit=5),
         series=metrics.daily_series(
             session, start=chart_start, end=end, services=services, production=production, utc_offset=offset
         ),

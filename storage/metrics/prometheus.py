@@ -41,6 +41,11 @@ class PromotionCollector:
         open_ = GaugeMetricFamily(
             "promobot_promotions_in_progress", "Promotions not yet ended, by status.", labels=labels
         )
+        expedited = CounterMetricFamily(
+            "promobot_expedited_promotions",
+            "Expedited promotions (critical security patches) that ended, by final status; counted apart.",
+            labels=["service", "environment", "status"],
+        )
         histograms = [
             (
                 HistogramMetricFamily(
@@ -70,6 +75,13 @@ class PromotionCollector:
                 (ended if PromotionStatus(status) in TERMINAL else open_).add_metric(
                     [service, environment, kind, status], n
                 )
+            by_expedite = sa.select(P.c.service, P.c.target_environment, P.c.status, sa.func.count()).where(
+                P.c.expedited.is_(sa.true()), P.c.status.in_(sorted(s.value for s in TERMINAL))
+            )
+            for service, environment, status, n in s.execute(
+                by_expedite.group_by(P.c.service, P.c.target_environment, P.c.status)
+            ):
+                expedited.add_metric([service, environment, status], n)
             for family, rows, buckets in histograms:
                 query = (
                     sa.select(
@@ -88,7 +100,7 @@ class PromotionCollector:
                         sum_value=float(total),
                         buckets=[(str(float(b)), c) for b, c in zip(buckets, cumulative)] + [("+Inf", n)],
                     )
-        return [ended, open_, *(family for family, _, _ in histograms)]
+        return [ended, open_, expedited, *(family for family, _, _ in histograms)]
 
 
 def build_registry(engine: sa.Engine, max_age: float = 60.0) -> CollectorRegistry:

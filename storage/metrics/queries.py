@@ -14,6 +14,9 @@ Definitions, per service and target environment over a window [start, end):
   window, those not failed and not followed by a rollback, where "followed"
   means the next promotion that went ahead in the same service and
   environment is a rollback requested before ``end``;
+- expedited: of those that ended, how many were expedited (the model's
+  exception for critical security patches), counted apart so that they stay
+  visible;
 - time to promote: the artifact's first passed verification in the previous
   environment to its successful deployment in this one (deployments in the
   window);
@@ -42,12 +45,8 @@ from storage.metrics.report import (
     DayPoint,
     DoraMetrics,
     Durations,
-    FailedVerification,
-    Listing,
     MetricsReport,
     PromotionMetrics,
-    Rollback,
-    SlowApproval,
 )
 from storage.metrics.sql import (
     WEEK,
@@ -121,6 +120,7 @@ class _Outcomes(NamedTuple):
     rolled_back: int = 0
     changes: int = 0
     failed_changes: int = 0
+    expedited: int = 0
 
 
 def _outcomes(
@@ -139,6 +139,7 @@ def _outcomes(
                 P.c.requested_at,
                 P.c.completed_at,
                 P.c.dispatched_at,
+                P.c.expedited,
             ).where(P.c.status.in_(sorted(s.value for s in WENT_AHEAD)), P.c.requested_at < end, *where),
             P.c.service,
             services,
@@ -155,6 +156,7 @@ def _outcomes(
         rows.c.status,
         rows.c.completed_at,
         rows.c.dispatched_at,
+        rows.c.expedited,
         sa.func.lead(rows.c.kind).over(partition_by=part, order_by=order).label("next_kind"),
         sa.func.lead(rows.c.requested_at, type_=UTCDateTime()).over(partition_by=part, order_by=order).label("next_at"),
     ).subquery()
@@ -170,8 +172,9 @@ def _outcomes(
         count_if(rolled).label("rolled_back"),
         count_if(ended & deployed).label("changes"),
         count_if(rolled & deployed).label("failed_changes"),
+        count_if(ended & c.expedited.is_(sa.true())).label("expedited"),
     ).group_by(*_keys(chain, per_service))
-    return {_key(r, per_service): _Outcomes(*r[-5:]) for r in session.execute(query)}
+    return {_key(r, per_service): _Outcomes(*r[-6:]) for r in session.execute(query)}
 
 
 def _deployments(
@@ -282,6 +285,7 @@ def compute(
                 completed=o.completed,
                 outcomes=o.outcomes,
                 rolled_back=o.rolled_back,
+                expedited=o.expedited,
                 time_to_promote=ttp.get(k, Durations()),
                 approval=approvals.get(k, Durations()),
             )
@@ -316,70 +320,6 @@ def compute(
             )
         )
     return MetricsReport(start=start, end=end, promotions=promotions, dora=dora)
-
-
-def slowest_approvals(
-    session: Session, *, start: datetime, end: datetime, services: Sequence[str] | None = None, limit: int = 5
-) -> list[SlowApproval]:
-    """The longest request → approval waits among promotions approved in the window."""
-    seconds = Seconds(P.c.requested_at, P.c.approved_at)
-    query = only(
-        sa.select(P.c.id, P.c.service, P.c.target_environment, P.c.tag, P.c.requested_by, seconds.label("seconds"))
-        .where(P.c.required_approvals > 0, between(P.c.approved_at, start, end))
-        .order_by(seconds.desc(), P.c.id)
-        .limit(limit),
-        P.c.service,
-        services,
-    )
-    return [
-        SlowApproval(
-            r.id, r.service, r.target_environment, r.tag, r.requested_by, timedelta(seconds=round(float(r.seconds), 3))
-        )
-        for r in session.execute(query)
-    ]
-
-
-def failed_verifications(
-    session: Session, *, start: datetime, end: datetime, services: Sequence[str] | None = None, limit: int = 10
-) -> Listing:
-    """Verifications that failed in the window, most recent first."""
-    where = [V.c.result != VerificationResult.PASSED, between(V.c.finished_at, start, end)]
-    total = session.execute(only(sa.select(sa.func.count()).where(*where), V.c.service, services)).scalar_one()
-    query = only(
-        sa.select(V.c.service, V.c.environment, V.c.tag, V.c.finished_at, V.c.url)
-        .where(*where)
-        .order_by(V.c.finished_at.desc(), V.c.id.desc())
-        .limit(limit),
-        V.c.service,
-        services,
-    )
-    return Listing(total, [FailedVerification(*r) for r in session.execute(query)])
-
-
-def rollbacks(
-    session: Session, *, start: datetime, end: datetime, services: Sequence[str] | None = None, limit: int = 10
-) -> Listing:
-    """Rollbacks requested in the window, most recent first, whatever became of them."""
-    where = [P.c.kind == PromotionKind.ROLLBACK, between(P.c.requested_at, start, end)]
-    total = session.execute(only(sa.select(sa.func.count()).where(*where), P.c.service, services)).scalar_one()
-    query = only(
-        sa.select(
-            P.c.id,
-            P.c.service,
-            P.c.target_environment,
-            P.c.tag,
-            P.c.replaces_tag,
-            P.c.status,
-            P.c.requested_by,
-            P.c.reason,
-        )
-        .where(*where)
-        .order_by(P.c.requested_at.desc(), P.c.id)
-        .limit(limit),
-        P.c.service,
-        services,
-    )
-    return Listing(total, [Rollback(*r) for r in session.execute(query)])
 
 
 def daily_series(

@@ -54,6 +54,7 @@ class PromotionMetrics:
     completed: int  # promotions verified in the frequency window
     outcomes: int  # promotions that ended (verified or failed) in the window
     rolled_back: int  # of those, failed or followed by a rollback
+    expedited: int = 0  # of those, expedited (critical security patches), counted apart
     time_to_promote: Durations = field(default_factory=Durations)
     approval: Durations = field(default_factory=Durations)
 
@@ -144,6 +145,18 @@ class Rollback:
     environment: str
     tag: str
     replaces_tag: str | None
+    status: str
+    requested_by: str
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class Expedited:
+    promotion_id: str
+    service: str
+    environment: str
+    source_environment: str | None
+    tag: str
     status: str
     requested_by: str
     reason: str | None

@@ -7,9 +7,19 @@ from storage.metrics.report import ALL, DoraMetrics, MetricsReport, percent
 
 def format_table(report: MetricsReport) -> str:
     """Promotion metrics with their targets, then DORA."""
-    head = ["service", "environment", "promotions/week", "success rate", "time to promote", "approval duration"]
+    head = [
+        "service",
+        "environment",
+        "promotions/week",
+        "success rate",
+        "time to promote",
+        "approval duration",
+        "expedited",
+    ]
     rows = [
-        [_name(m.service), m.environment] + [f"{t.value} {_flag(t.met)}".strip() for t in m.targets()]
+        [_name(m.service), m.environment]
+        + [f"{t.value} {_flag(t.met)}".strip() for t in m.targets()]
+        + [f"{m.expedited} of {m.outcomes}" if m.outcomes else "–"]
         for m in report.promotions
     ]
     dora_head = ["service", "environment", "deploys/week", "lead time", "change failure rate", "time to restore"]

@@ -1,7 +1,7 @@
 """outbox sends and their time; keyed audit events; digest runs marked posted
 
 Revision ID: 0014_faults
-Revises: 0001
+Revises: 0011_model_rules
 """
 
 import sqlalchemy as sa
@@ -10,7 +10,7 @@ from alembic import op
 import storage.models
 
 revision = "0014_faults"
-down_revision = "0001"
+down_revision = "0011_model_rules"
 branch_labels = None
 depends_on = None
 

@@ -7,6 +7,8 @@ named, and changes nothing.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -144,8 +146,15 @@ class BadEvent(Exception):
         super().__init__("; ".join(problems))
 
 
+def sent_digest(body: dict[str, Any]) -> str:
+    """The idempotency hash of an event as the pipeline sent it: a resend of the same body is the same
+    event even when the bot reads a field differently each time (``now`` becomes the bot's clock)."""
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def validate_event(body: Any, *, services: Any = None, environments: list[str] | None = None) -> dict[str, Any]:
-    """A checked event as a dict, or BadEvent naming every bad field."""
+    """A checked event as a dict (with ``body_sha256``, the hash of the body as sent), or BadEvent
+    naming every bad field."""
     if not isinstance(body, dict):
         raise BadEvent(["(body): expected a JSON object with a type field"])
     type_ = body.get("type")
@@ -177,7 +186,7 @@ def validate_event(body: Any, *, services: Any = None, environments: list[str] |
         problems.append(f"environment: unknown environment {env!r} (known: {', '.join(environments)})")
     if problems or event is None:
         raise BadEvent(problems)
-    return event.model_dump(exclude_none=False)
+    return {**event.model_dump(exclude_none=False), "body_sha256": sent_digest(body)}
 
 
 async def apply_event(

@@ -21,14 +21,15 @@ def workflow_run(
     payload["action"] = action
     payload["repository"]["full_name"] = repository
     payload["workflow_run"].update(
-        id=run["id"],
-        name=run["name"],
-        display_title=run["display_title"],
-        html_url=run["html_url"],
-        event="workflow_dispatch",
+        {key: run[key] for key in ("id", "name", "display_title", "html_url", "event", "path", "workflow_id")},
+        actor=run["actor"],
+        triggering_actor=run["triggering_actor"],
+        run_attempt=run["run_attempt"],
+        head_branch=run["head_branch"],
         status="completed" if action == "completed" else "queued",
         conclusion=conclusion if action == "completed" else None,
     )
+    payload["workflow"] = {**payload.get("workflow", {}), "id": run["workflow_id"], "path": run["path"]}
     return payload
 
 

@@ -131,6 +131,59 @@ class SbomPublished(_Event):
     digest: str | None = None
 
 
+class AuthorizeRequest(BaseModel):
+    """``POST /api/v1/deployments/authorize``: a deploy run asking whether it may deploy."""
+
+    model_config = ConfigDict(extra="forbid")
+    service: str = Field(min_length=1, max_length=100)
+    environment: str = Field(min_length=1, max_length=100)
+    image_digest: str
+    promotion_id: str = Field(min_length=1, max_length=100)
+    run_id: str
+    run_attempt: int | None = Field(default=None, ge=1)
+    repository: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+    image_tag: str | None = None
+
+    @field_validator("image_digest")
+    @classmethod
+    def _digest(cls, v: str) -> str:
+        if not DIGEST.match(v):
+            raise ValueError("not an image digest (expected sha256: and 64 lowercase hex digits)")
+        return v
+
+    @field_validator("run_id", mode="before")
+    @classmethod
+    def _run_id(cls, v: Any) -> Any:
+        if isinstance(v, int) and not isinstance(v, bool):
+            v = str(v)
+        if not isinstance(v, str) or not v.isdigit():
+            raise ValueError("not a workflow run id (GITHUB_RUN_ID, a number)")
+        return v
+
+
+def validate_authorize(body: Any, *, services: Any, environments: list[str]) -> AuthorizeRequest:
+    """A checked authorize request, or BadEvent naming every bad field."""
+    if not isinstance(body, dict):
+        raise BadEvent(["(body): expected a JSON object"])
+    problems: list[str] = []
+    request = None
+    try:
+        request = AuthorizeRequest.model_validate(body)
+    except ValidationError as exc:
+        for err in exc.errors():
+            place = ".".join(str(p) for p in err["loc"]) or "(body)"
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{place}: {msg.replace('Field required', 'field required')}")
+    if isinstance(body.get("service"), str) and body["service"] and body["service"] not in services:
+        problems.append(f"service: unknown service {body['service']!r} (known: {', '.join(sorted(services))})")
+    env = body.get("environment")
+    if isinstance(env, str) and env and env not in environments:
+        problems.append(f"environment: unknown environment {env!r} (known: {', '.join(environments)})")
+    if problems or request is None:
+        raise BadEvent(problems)
+    return request
+
+
 EVENT_TYPES: dict[str, type[_Event]] = {
     "artifact.built": ArtifactBuilt,
     "deployment.finished": DeploymentFinished,

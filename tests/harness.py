@@ -420,3 +420,36 @@ async def request_card(h, requester="U0DEV", text=f"api-gateway {TAG}"):
     assert resp.status == 200
     await h.wait(lambda s: dev.replies())
     return dev
+
+
+async def dispatched(h, *, tag: str = TAG, environment: str = "production", approver: str = "U0LEAD") -> dict:
+    """Request ``tag`` into ``environment``, approve it and wait for promobot's dispatch (as GitHub got it)."""
+    await request_card(h, text=f"api-gateway {tag} to {environment}")
+    await h.user(approver).click(h.cards(target=environment)[-1], "promotion.approve")
+    found = await h.wait(
+        lambda s: [
+            d
+            for d in h.github.dispatches()
+            if d["inputs"]["environment"] == environment and d["inputs"]["image_tag"] == tag
+        ]
+    )
+    return found[-1]
+
+
+async def authorize(h, dispatch: dict | None = None, *, token: str | None = API_TOKEN, **body: Any) -> tuple[int, dict]:
+    """What the deploy workflow's authorize step sends: by default the claims of ``dispatch``'s own run."""
+    if dispatch is not None:
+        inputs = dispatch["inputs"]
+        body = {
+            "service": "api-gateway",
+            "environment": inputs["environment"],
+            "image_digest": inputs["image_digest"],
+            "promotion_id": inputs["promotion_id"],
+            "run_id": dispatch["run_id"],
+            "run_attempt": 1,
+            "repository": dispatch["repo"],
+            **body,
+        }
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with h.session.post(f"{h.base_url}/api/v1/deployments/authorize", json=body, headers=headers) as resp:
+        return resp.status, await resp.json()

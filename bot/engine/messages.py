@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bot.engine.roles import DispatchRequest
+from bot.engine.roles import DispatchRequest, RunInfo
 from bot.text import approver_mentions, esc, evidence_text, link, literal, mention
 from checks.base import GateReport
 from storage.models import Promotion
@@ -274,3 +274,79 @@ def now_on_hold(service: str, tag: str) -> str:
 
 def run_link(url: str | None, label: str) -> str:
     return link(url, label)
+
+
+# --- the deploy side: authorization, the protection rule, out-of-band reports -------------------
+
+DEPLOY_NEXT_STEP = {
+    "unknown_promotion": "Deploys go through promobot: `/promote SERVICE TAG to ENV`; promobot dispatches the "
+    "deploy workflow itself.",
+    "promotion_mismatch": "A promotion id stands for one service, environment and artifact: request a promotion "
+    "for this one.",
+    "not_dispatched": "Only a promotion promobot approved and dispatched may deploy: wait for its approval and "
+    "dispatch, never dispatch the deploy workflow by hand.",
+    "run_not_found": "Send this run's own id (GITHUB_RUN_ID) from the deploy workflow.",
+    "wrong_workflow": "Only the run promobot dispatched may deploy: find who started this run; to deploy, request "
+    "a promotion.",
+    "wrong_event": "Only the run promobot dispatched (workflow_dispatch) may deploy: to deploy, request a promotion.",
+    "wrong_actor": "Only the run promobot dispatched may deploy: find who started this run; to deploy, request a "
+    "promotion.",
+    "not_the_dispatched_run": "Only the run promobot dispatched may deploy: to deploy, request a promotion.",
+    "another_run": "A promotion deploys once: to deploy again, request a new promotion (or a rollback).",
+    "rerun_attempt": "A promotion deploys once and a re-run is not a new approval: request a new promotion (or a "
+    "rollback).",
+    "unverifiable": "Give promobot GitHub credentials (GITHUB_TOKEN or the GitHub App) so that it can check runs.",
+    "unknown_environment": "Enable promobot's protection rule only on environments promobot.yml names.",
+    "unknown_service": "Add the repository's service to promobot.yml, or remove promobot's rule from this repository.",
+}
+
+
+def deploy_denied_text(reason: str, evidence: str, p: Promotion | None) -> str:
+    """A deploy refusal in plain text (API answers, GitHub comments): the rule, the evidence, the next step."""
+    what = f" of {p.id}" if p is not None else ""
+    return f"Deploy refused{what} ({reason}): {evidence}. {DEPLOY_NEXT_STEP.get(reason, '')}".strip()
+
+
+def deploy_authorized_text(p: Promotion, run: RunInfo) -> str:
+    return (
+        f"Run {run.run_id} (attempt {run.run_attempt or 1}) is promobot's dispatch of {p.id}: {p.service} "
+        f"`{p.tag}` ({p.digest}) to {p.target_environment}, approved."
+    )
+
+
+def not_dispatched_evidence(p: Promotion) -> str:
+    st = S(p.status)
+    if st is S.PENDING_APPROVAL:
+        return f"{p.id} is still waiting for approval"
+    if st is S.APPROVED:
+        return f"{p.id} is approved but promobot has not dispatched it yet"
+    return f"{p.id} is {st.label.lower()}: it deploys nothing more"
+
+
+def deploy_authorized_note(run: RunInfo | None, source: str) -> str:
+    how = "GitHub's protection rule" if source == "protection_rule" else "the deploy workflow"
+    rid = (run.run_id if run else None) or "?"
+    return f"Run {link(run.url if run else None, rid)} asked {how} to deploy: authorized (promobot's own dispatch)."
+
+
+def deploy_denied_alert(
+    service: str,
+    environment: str,
+    run_id: str,
+    run: RunInfo | None,
+    reason: str,
+    message: str,
+    source: str,
+) -> str:
+    """The channel's and approvers' alert: which run, who started it, which rule refused, and why."""
+    who = ""
+    if run is not None and run.actor:
+        who = f", started by {esc(run.actor)}"
+        if run.triggering_actor and run.triggering_actor != run.actor:
+            who += f" (this attempt by {esc(run.triggering_actor)})"
+    asked = "GitHub's protection rule" if source == "protection_rule" else "its authorize step"
+    label = f"run {esc(run_id)}"
+    return (
+        f":no_entry: A deploy of {esc(service)} to {esc(environment)} was refused before it ran: "
+        f"{link(run.url if run else None, label)}{who} asked through {asked}. {esc(message)}"
+    )

@@ -25,6 +25,7 @@ from bot.config import EnvironmentConfig, PromobotConfig, ServiceConfig
 from bot.engine import records
 from bot.engine.approvals import Approvals
 from bot.engine.context import EngineContext
+from bot.engine.deploy_guard import DeployGuard, DeployRequest, DeployVerdict
 from bot.engine.events import PipelineEvents
 from bot.engine.holds import Safeguards
 from bot.engine.notifications import Notifications
@@ -79,6 +80,7 @@ class PromotionService:
         self.events = PipelineEvents(self.ctx, self.notifications, self.requests, self.rollbacks)
         self.tracker = Tracker(self.ctx, self.notifications, self.events, self.rollbacks, interval=tracking_interval)
         self.safeguards = Safeguards(self.ctx, self.notifications)
+        self.deploy_guard = DeployGuard(self.ctx, self.notifications)
         self.status = Status(self.ctx, self.notifications)
 
     # --- what the engine works with ------------------------------------------------------------
@@ -163,6 +165,12 @@ class PromotionService:
 
     async def expire_due(self) -> int:
         return await self.approvals.expire_due()
+
+    # --- the deploy side ------------------------------------------------------------------------
+
+    async def authorize_deploy(self, request: DeployRequest) -> DeployVerdict:
+        """May this run deploy? Recorded, audited, alerted when refused; raises GitHubUnavailable."""
+        return await self.deploy_guard.decide(request)
 
     # --- the background work -------------------------------------------------------------------
 

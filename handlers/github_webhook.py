@@ -1,4 +1,5 @@
-"""``POST /github/webhook``: GitHub's ``workflow_run`` events, signed with GITHUB_WEBHOOK_SECRET.
+"""``POST /github/webhook``: GitHub's ``workflow_run`` and ``deployment_protection_rule`` events, signed with
+GITHUB_WEBHOOK_SECRET.
 
 A delivery is acted on once across replicas (its X-GitHub-Delivery id is
 recorded first); the outcome itself is recorded by the tracker, which the
@@ -17,6 +18,8 @@ from aiohttp import web
 from bot.engine.tracking import Tracker
 
 log = logging.getLogger(__name__)
+
+HANDLED = ("workflow_run", "deployment_protection_rule")
 
 
 def signature_ok(secret: str, body: bytes, header: str | None) -> bool:
@@ -46,7 +49,7 @@ def routes(tracker: Tracker, secret: str | None) -> list[web.RouteDef]:
         event = request.headers.get("X-GitHub-Event", "")
         if event == "ping":
             return web.json_response({"status": "pong"})
-        if event != "workflow_run":
+        if event not in HANDLED:
             return web.json_response({"status": "ignored", "event": event}, status=202)
         try:
             payload = json.loads(body)
@@ -58,6 +61,9 @@ def routes(tracker: Tracker, secret: str | None) -> list[web.RouteDef]:
         if delivery and not tracker.claim_delivery(delivery, event, body):
             return web.json_response({"status": "duplicate", "delivery": delivery})
         try:
+            if event == "deployment_protection_rule":
+                state, answered = await tracker.protection_rule(payload, delivery)
+                return web.json_response({"status": state, "answered": answered, "delivery": delivery}, status=202)
             result = await tracker.workflow_run(payload)
         except Exception:
             log.exception("webhook delivery %s failed", delivery)

@@ -33,6 +33,25 @@ def workflow_run(
     return payload
 
 
+def protection_rule(
+    run: dict, environment: str, *, api_url: str, repository: str = "acme/api-gateway", callback: str | None = None
+) -> dict:
+    """A ``deployment_protection_rule`` ``requested`` delivery for a job of ``run`` targeting ``environment``:
+    the real payload (tests/fixtures/github/), with the fields GitHub fills for a workflow run's job."""
+    payload = fixture_json("github/webhook-deployment_protection_rule-requested.json")
+    payload["environment"] = environment
+    payload["event"] = run["event"]
+    payload["sha"], payload["ref"] = run["head_sha"], run["head_branch"]
+    payload["deployment_callback_url"] = callback or (
+        f"{api_url}/repos/{repository}/actions/runs/{run['id']}/deployment_protection_rule"
+    )
+    payload["deployment"].update(environment=environment, original_environment=environment, sha=run["head_sha"])
+    payload["deployment"]["ref"] = run["head_branch"]
+    payload["repository"]["full_name"] = repository
+    payload["installation"] = {"id": 1, "node_id": "MDIzOkludGVncmF0aW9uSW5zdGFsbGF0aW9uMQ=="}
+    return payload
+
+
 def headers(
     body: bytes, *, event: str = "workflow_run", delivery: str | None = None, secret: str = WEBHOOK_SECRET
 ) -> dict[str, str]:

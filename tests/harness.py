@@ -453,3 +453,22 @@ async def authorize(h, dispatch: dict | None = None, *, token: str | None = API_
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with h.session.post(f"{h.base_url}/api/v1/deployments/authorize", json=body, headers=headers) as resp:
         return resp.status, await resp.json()
+
+
+_APP_KEY: list[str] = []
+
+
+def github_app_settings() -> dict[str, Any]:
+    """Settings overrides that make promobot a GitHub App installation instead of a token's user."""
+    if not _APP_KEY:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        _APP_KEY.append(pem.decode())
+    return dict(
+        github_token=None, github_app_id="4242", github_app_private_key=_APP_KEY[0], github_app_installation_id=1
+    )

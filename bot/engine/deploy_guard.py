@@ -108,6 +108,11 @@ class DeployGuard:
             evidence = "promobot runs without GitHub credentials (dry run), so it can check no run"
             return self._deny(request, "unverifiable", evidence, self.ctx.promotion(request.promotion_id or ""))
         if request.source == PROTECTION_RULE:
+            if self.service_of(request.repository) is None:
+                return self._deny(request, "unknown_service", f"promobot.yml names no service in {request.repository}")
+            if request.environment not in self.ctx.config.environment_names:
+                evidence = f"promobot.yml names no environment {request.environment!r}"
+                return self._deny(request, "unknown_environment", evidence)
             run = await self._run(request)
             if run is None:
                 return self._deny(
@@ -158,9 +163,15 @@ class DeployGuard:
                 f"could not read run {request.run_id} from GitHub: {exc}", exc.retry_after
             ) from None
 
+    def service_of(self, repository: str) -> str | None:
+        """The configured service whose deploys run in ``repository`` (the first, if several share it)."""
+        return next(
+            (n for n, svc in self.ctx.config.services.items() if svc.repository.lower() == repository.lower()), None
+        )
+
     def _promotion_of_run(self, repository: str, run: RunInfo) -> Promotion | None:
-        """For a protection rule, which names no promotion: the one that recorded this run, else (only while
-        it recorded none) the one the run's name carries."""
+        """For a protection rule, which names no promotion: the one that recorded this run, else the one the
+        run's name carries (the run checks then say why a run it did not record is not its run)."""
         services = {n for n, svc in self.ctx.config.services.items() if svc.repository.lower() == repository.lower()}
         with Session(self.ctx.db) as s:
             p = s.exec(
@@ -172,7 +183,7 @@ class DeployGuard:
                 return p
             for candidate in PROMOTION_ID.findall(run.title or ""):
                 found = s.get(Promotion, candidate)
-                if found is not None and found.service in services and found.pipeline_run_id is None:
+                if found is not None and found.service in services:
                     return found
         return None
 
@@ -255,7 +266,7 @@ class DeployGuard:
     async def _record(self, verdict: DeployVerdict) -> None:
         request, p, run = verdict.request, verdict.promotion, verdict.run
         now = self.ctx.clock()
-        service = p.service if p else request.service
+        service = p.service if p else (request.service or self.service_of(request.repository))
         if service not in self.ctx.config.services:
             service = None
         with transaction(self.ctx.db) as s:

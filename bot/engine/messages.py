@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from bot.engine.roles import DispatchRequest, RunInfo
-from bot.text import approver_mentions, esc, evidence_text, link, literal, mention
+from bot.text import approver_mentions, clip, esc, evidence_text, link, literal, mention
 from checks.base import GateReport
 from storage.models import Promotion
 from storage.statuses import PromotionStatus as S
@@ -349,4 +349,22 @@ def deploy_denied_alert(
     return (
         f":no_entry: A deploy of {esc(service)} to {esc(environment)} was refused before it ran: "
         f"{link(run.url if run else None, label)}{who} asked through {asked}. {esc(message)}"
+    )
+
+
+def protection_rule_comment(state: str, message: str) -> str:
+    """The comment GitHub shows on the held deployment (Markdown, at most 1024 characters)."""
+    return clip(f"promobot {state} this deployment. {message}", 1024)
+
+
+def protection_rule_unanswered(repository: str, run_id: str, environment: str, state: str, exc: Exception) -> str:
+    hint = (
+        " Only a GitHub App can answer its protection rule: give promobot GITHUB_APP_ID, GITHUB_APP_PRIVATE_KEY "
+        "and GITHUB_APP_INSTALLATION_ID (Deployments: read and write)."
+        if "403" in str(exc)
+        else " promobot tries again on each tracking pass; GitHub holds the job for up to 30 days."
+    )
+    return (
+        f":warning: promobot decided `{state}` for run {esc(run_id)} of {esc(repository)} in "
+        f"{esc(environment)}, but GitHub did not take the answer: {esc(exc)}.{hint}"
     )

@@ -7,6 +7,7 @@ It builds the lifecycle stages and hands each call to the stage that owns it:
 - ``outbox``: the dispatch, exactly once, and its worker loop;
 - ``events``: builds, deployments, verifications, scans and SBOMs from the pipeline;
 - ``tracker``: following dispatched runs (webhooks, polling, verification deadlines);
+- ``deploy_guard`` and ``protection_rules``: may this run deploy? (the authorize route, GitHub's protection rule);
 - ``rollbacks``: automatic rollback requests; ``safeguards``: locks and holds;
 - ``notifications`` and ``messages``: telling people; ``status`` and ``records``: reading back.
 """
@@ -31,6 +32,7 @@ from bot.engine.holds import Safeguards
 from bot.engine.notifications import Notifications
 from bot.engine.outbox import RETRY_BACKOFF_BASE, Outbox
 from bot.engine.outcomes import DecisionResult, RequestResult
+from bot.engine.protection_rule import ProtectionRules
 from bot.engine.requests import Requests
 from bot.engine.roles import ApproverDirectory, Dispatcher, Notifier, PromotionView, Records
 from bot.engine.rollback import Rollbacks
@@ -78,9 +80,17 @@ class PromotionService:
         )
         self.rollbacks = Rollbacks(self.ctx, self.notifications, self.requests)
         self.events = PipelineEvents(self.ctx, self.notifications, self.requests, self.rollbacks)
-        self.tracker = Tracker(self.ctx, self.notifications, self.events, self.rollbacks, interval=tracking_interval)
-        self.safeguards = Safeguards(self.ctx, self.notifications)
         self.deploy_guard = DeployGuard(self.ctx, self.notifications)
+        self.protection_rules = ProtectionRules(self.ctx, self.deploy_guard, self.notifications)
+        self.tracker = Tracker(
+            self.ctx,
+            self.notifications,
+            self.events,
+            self.rollbacks,
+            interval=tracking_interval,
+            protection_rules=self.protection_rules,
+        )
+        self.safeguards = Safeguards(self.ctx, self.notifications)
         self.status = Status(self.ctx, self.notifications)
 
     # --- what the engine works with ------------------------------------------------------------

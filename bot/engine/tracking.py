@@ -28,6 +28,7 @@ from bot.engine.errors import Conflict
 from bot.engine.events import PipelineEvents
 from bot.engine.notifications import Notifications
 from bot.engine.outbox import dispatch_request
+from bot.engine.protection_rule import ProtectionRules
 from bot.engine.roles import DispatchError, RunInfo
 from bot.engine.rollback import Rollbacks
 from bot.engine.run_identity import PROMOTION_ID, not_the_dispatched_run
@@ -85,12 +86,14 @@ class Tracker:
         rollbacks: Rollbacks,
         *,
         interval: float = 30.0,
+        protection_rules: ProtectionRules | None = None,
     ):
         self.ctx = ctx
         self.notifications = notifications
         self.events = events
         self.rollbacks = rollbacks
         self.interval = interval
+        self.protection_rules = protection_rules
 
     # --- matching runs to promotions ---------------------------------------------
 
@@ -205,6 +208,12 @@ class Tracker:
             return "ignored"
         return await self.record_run(p, info, actor="github-webhook")
 
+    async def protection_rule(self, payload: dict[str, Any], delivery_id: str | None = None) -> tuple[str, bool]:
+        """Handle a ``deployment_protection_rule`` webhook: (approved | rejected | pending | ignored, answered)."""
+        if self.protection_rules is None:
+            return "ignored", False
+        return await self.protection_rules.requested(payload, delivery_id)
+
     # --- the periodic pass -------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -239,6 +248,8 @@ class Tracker:
         await self.poll_dispatched()
         await self.enforce_deadlines()
         await self.rollbacks.process_pending()
+        if self.protection_rules is not None:
+            await self.protection_rules.resend_open()
 
     async def poll_dispatched(self) -> int:
         """Ask GitHub about runs dispatched longer than one interval ago without an outcome; returns

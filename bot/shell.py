@@ -11,13 +11,13 @@ import json
 import shlex
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from bot.app import build
 from bot.clients.slack_directory import StaticDirectory
 from bot.config import PromobotConfig, Settings
+from bot.demo import DemoClock, record_history
 from bot.engine.errors import Conflict, UserError
 from bot.engine.roles import PromotionView
 from handlers import blocks as B
@@ -30,8 +30,6 @@ SHELL_HELP = """Type slash commands as in Slack, as the current user:
   press N [reason…]          click button N of the cards above (Reject takes a reason)
   event TYPE key=value …     send a pipeline event (report=@file.json / sbom=@file.json / checks.NAME=RESULT)
   help, quit"""
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def blocks_to_text(blocks: list[dict]) -> list[str]:
@@ -145,96 +143,6 @@ def parse_event_words(words: list[str]) -> dict[str, Any]:
     return event
 
 
-def demo_events(config: PromobotConfig, now: datetime) -> list[dict[str, Any]]:
-    """A believable history for the first service: an old build in every environment,
-    a new one verified everywhere but the last, with a clean scan and an SBOM."""
-    service = next(iter(config.services))
-    envs = config.environment_names
-    old, new = "a1b2c3d", "7a3f9c2"
-    events: list[dict[str, Any]] = []
-
-    def at(hours: float) -> str:
-        return (now - timedelta(hours=hours)).isoformat()
-
-    for tag, age in ((old, 240), (new, 30)):
-        events.append(
-            {
-                "type": "artifact.built",
-                "service": service,
-                "tag": tag,
-                "digest": "sha256:" + (tag * 10)[:64].ljust(64, "0"),
-                "commit_sha": tag + "e" * 33,
-                "pipeline_run_id": str(1000 + age),
-                "built_at": at(age),
-            }
-        )
-        events.append(
-            {
-                "type": "scan.finished",
-                "service": service,
-                "tag": tag,
-                "scanner": "trivy",
-                "report": json.loads((EXAMPLES / "reports" / "trivy-clean.json").read_text()),
-            }
-        )
-        events.append(
-            {
-                "type": "sbom.published",
-                "service": service,
-                "tag": tag,
-                "format": "cyclonedx",
-                "sbom": json.loads((EXAMPLES / "reports" / "sbom.cdx.json").read_text()),
-            }
-        )
-    for i, env in enumerate(envs):
-        events.append(
-            {
-                "type": "deployment.finished",
-                "service": service,
-                "tag": old,
-                "environment": env,
-                "status": "success",
-                "run_id": str(500 + i),
-                "finished_at": at(200 - i),
-            }
-        )
-        events.append(
-            {
-                "type": "verification.finished",
-                "service": service,
-                "tag": old,
-                "environment": env,
-                "result": "passed",
-                "checks": {"smoke": "passed"},
-                "finished_at": at(199 - i),
-            }
-        )
-    for i, env in enumerate(envs[:-1]):
-        events.append(
-            {
-                "type": "deployment.finished",
-                "service": service,
-                "tag": new,
-                "environment": env,
-                "status": "success",
-                "run_id": str(600 + i),
-                "finished_at": at(28 - 4 * i),
-            }
-        )
-        events.append(
-            {
-                "type": "verification.finished",
-                "service": service,
-                "tag": new,
-                "environment": env,
-                "result": "passed",
-                "checks": {"smoke": "passed", "e2e": "passed"},
-                "finished_at": at(27 - 4 * i),
-            }
-        )
-    return events
-
-
 class Shell:
     def __init__(self, bot: Any, notifier: ShellNotifier, user: str, out: Callable[[str], None]):
         self.bot = bot
@@ -330,7 +238,8 @@ async def run_shell(
         print(text, flush=True)
 
     notifier = ShellNotifier(out)
-    bot = build(settings, config, notifier=notifier, directory=StaticDirectory(groups), with_slack=False)
+    clock = DemoClock()
+    bot = build(settings, config, notifier=notifier, directory=StaticDirectory(groups), with_slack=False, clock=clock)
     shell = Shell(bot, notifier, user, out)
     out(
         f"promobot shell — database {redact_url(settings.database_url)}; dispatch: "
@@ -338,11 +247,19 @@ async def run_shell(
         f"you are {user}. Type help."
     )
     if demo:
-        for event in demo_events(config, datetime.now(UTC)):
-            result = await shell.send_event(event, follow_up=False)
-            if not result.startswith("202"):
-                out(f"demo event refused: {result}")
-        out(f"demo history recorded for {next(iter(config.services))}. Try: /status {next(iter(config.services))}")
+        notifier.out = lambda _text: None  # the history's cards and notes are not this session's
+        try:
+            problems = await record_history(
+                bot, clock, lambda event: shell.send_event(event, follow_up=False), shell.settle
+            )
+        finally:
+            notifier.out = out
+        for problem in problems:
+            out(f"demo history: {problem}")
+        service = next(iter(config.services))
+        out(
+            f"demo history recorded for {service} (every environment reached through a promotion). Try: /status {service}"
+        )
     stream = sys.stdin if script in (None, "-") else open(script, encoding="utf-8")  # noqa: SIM115 (closed below)
     interactive = script is None and sys.stdin.isatty()
     try:

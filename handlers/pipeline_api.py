@@ -125,7 +125,7 @@ def routes(service: PromotionService, api_token: str | None) -> list[web.RouteDe
             field = "report" if body.get("type") == "scan.finished" else "sbom"
             return _problem(400, "invalid event", problems=[f"{field}: {exc}"])
         except Conflict as exc:
-            return _problem(409, str(exc), rule="tag mutation" if "mutation" in str(exc) else "conflict")
+            return _problem(409, str(exc), rule=exc.rule or ("tag mutation" if "mutation" in str(exc) else "conflict"))
         except UserError as exc:
             return _problem(400, "invalid event", problems=[str(exc)])
         return web.json_response({"status": "accepted", "result": result, "type": event["type"]}, status=202)

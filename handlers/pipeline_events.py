@@ -86,6 +86,15 @@ class _InEnvironment(_Event):
     environment: str = Field(min_length=1)
     url: str | None = None
     finished_at: datetime | None = None
+    promotion_id: str | None = Field(default=None, min_length=1, max_length=100)  # the dispatch's inputs.promotion_id
+    digest: str | None = None  # the digest deployed or verified (the dispatch's inputs.image_digest)
+
+    @field_validator("digest")
+    @classmethod
+    def _digest(cls, v: str | None) -> str | None:
+        if v is not None and not DIGEST.match(v):
+            raise ValueError("not an image digest (expected sha256: and 64 lowercase hex digits)")
+        return v
 
     @field_validator("url")
     @classmethod

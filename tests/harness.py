@@ -375,7 +375,10 @@ async def seed(
     scan="trivy/trivy-centos-7-low-medium.json",
     scanner="trivy",
 ):
-    """An artifact built, scanned, with an SBOM, deployed and verified through ``envs`` hours ago."""
+    """An artifact built, scanned, with an SBOM, deployed and verified through ``envs`` hours ago: in dev by
+    the pipeline's own reports (builds land there), in every later environment through the promotion promobot
+    dispatched there (gate 1 into staging, an approved request into production), whose run reports back.
+    Stops where gate 1 refuses: the artifact never reached that environment."""
     body = artifact(service, tag, built_at=ago(hours=30))
     h.github.add_commits(f"acme/{service}", "main", [body["commit_sha"]])
     for event in (
@@ -392,21 +395,84 @@ async def seed(
         status, answer = await h.event(event)
         assert status == 202, answer
     for i, env in enumerate(envs):
-        if env == "staging":  # dev's verification starts gate 1; the deploy it dispatched reports back
-            channel = h.bot.config.services[service].channel if h.bot else "C0DEPLOYS"
-            await h.wait(
-                lambda s, channel=channel: (
-                    [u for u in s.updates(channel) if "→ staging · Deploying" in header_text(u)]
-                    or [m for m in s.messages(channel) if "Automatic promotion of" in m["text"]]
-                )
-            )
-        for event in (
-            deployed(service, tag, env, finished_at=ago(hours=10 - 2 * i)),
-            verified(service, tag, env, finished_at=ago(hours=9 - 2 * i)),
+        deployed_at, verified_at = ago(hours=10 - 2 * i), ago(hours=9 - 2 * i)
+        if env == "dev":
+            for event in (
+                deployed(service, tag, env, finished_at=deployed_at),
+                verified(service, tag, env, finished_at=verified_at),
+            ):
+                status, answer = await h.event(event)
+                assert status == 202, answer
+        elif (
+            await through_promotion(h, tag, env, service=service, deployed_at=deployed_at, verified_at=verified_at)
+            is None
         ):
-            status, answer = await h.event(event)
-            assert status == 202, answer
+            break
     return body
+
+
+def _channel(h, service: str) -> str:
+    return h.bot.config.services[service].channel if h.bot else {"billing": "C0BILLING"}.get(service, "C0DEPLOYS")
+
+
+async def through_promotion(
+    h,
+    tag: str,
+    environment: str,
+    *,
+    service: str = "api-gateway",
+    status: str = "success",
+    result: str | None = "passed",
+    deployed_at: str | None = None,
+    verified_at: str | None = None,
+    approver: str = "U0LEAD",
+) -> dict | None:
+    """Take ``tag`` into ``environment`` the one way anything gets past dev: a promotion (gate 1's into
+    staging, else one requested and approved), dispatched by promobot, whose run reports its deployment and
+    (``result``) verification back. Returns the dispatch, or None when gate 1 refused to start it."""
+    channel = _channel(h, service)
+
+    def ours(d: dict) -> bool:
+        return (
+            d["inputs"]["environment"] == environment
+            and d["inputs"]["image_tag"] == tag
+            and d["repo"].endswith(service)
+        )
+
+    if environment == "staging":  # dev's verification started gate 1
+        refused = f"Automatic promotion of {service} `{tag}` to staging"
+        found = await h.wait(
+            lambda s: (
+                [d for d in h.github.dispatches() if ours(d)]
+                or [m for m in s.messages(channel) if refused in m["text"]]
+            )
+        )
+        if "inputs" not in found[-1]:
+            return None
+        dispatch = found[-1]
+    else:
+        requester = h.user("U0DEV", channel)
+        resp = await requester.command("/promote", f"{service} {tag} to {environment}")
+        assert resp.status == 200
+        await h.wait(lambda s: requester.replies())
+        pid = requester.replies()[0]["text"].split("`")[1]
+        card = next(c for c in h.cards(channel, target=environment) if pid in all_text(c))
+        await h.user(approver, channel).click(card, "promotion.approve")
+        dispatch = (
+            await h.wait(lambda s: [d for d in h.github.dispatches() if ours(d) and pid in d["inputs"].values()])
+        )[-1]
+    pid = dispatch["inputs"]["promotion_id"]
+    # reported once promobot has recorded its dispatch (the card says Deploying), as a real run would be
+    await h.wait(lambda s: [u for u in s.updates(channel) if "· Deploying" in header_text(u) and pid in all_text(u)])
+    events = [deployed(service, tag, environment, status, run_id=str(dispatch["run_id"]), finished_at=deployed_at)]
+    if status == "success" and result is not None:
+        events.append(verified(service, tag, environment, result, finished_at=verified_at))
+    for event in events:
+        if event.get("finished_at") is None:
+            event.pop("finished_at")
+        answer_status, answer = await h.event(event)
+        assert answer_status == 202 and answer["result"] == "recorded", answer
+    return dispatch
 
 
 def production_dispatches(h) -> list[dict]:

@@ -154,9 +154,11 @@ def test_audit_verify_and_export_after_a_promotion(tmp_path):
     assert verify.returncode == 0 and "audit chain intact" in verify.stdout, verify.stdout + verify.stderr
     export = promobot("audit", "export", "--format", "jsonl", tmp_path=tmp_path)
     records = [json.loads(line) for line in export.stdout.splitlines() if line.strip()]
-    production = [r for r in records if r["target_environment"] == "production"]
-    assert len(production) == 1 and production[0]["status"] == "dispatched"
-    assert production[0]["approver"] == "U0PLATFORMLEAD" and production[0]["artifact"]["tag"] == "7a3f9c2"
+    production = {r["artifact"]["tag"]: r for r in records if r["target_environment"] == "production"}
+    # the demo's history reached production through a promotion too, six weeks ago
+    assert set(production) == {"7a3f9c2", "a1b2c3d"} and production["a1b2c3d"]["status"] == "verified"
+    assert production["a1b2c3d"]["requested_at"] < production["7a3f9c2"]["requested_at"]
+    assert production["7a3f9c2"]["status"] == "dispatched" and production["7a3f9c2"]["approver"] == "U0PLATFORMLEAD"
     # an edited event is named by verify
     import sqlite3
 

@@ -48,7 +48,7 @@ async def dispatched_to_production(h, approver: str = "U0LEAD") -> tuple[str, di
     """The seeded artifact requested, approved and dispatched to production: (promotion id, its run)."""
     await request_card(h)
     await h.user(approver).click(h.cards()[-1], "promotion.approve")
-    dispatch = (await h.wait(lambda s: production_dispatches(h)))[0]
+    dispatch = (await h.wait(lambda s: [d for d in production_dispatches(h) if d["inputs"]["image_tag"] == TAG]))[0]
     pid = dispatch["inputs"]["promotion_id"]
     await until(lambda: promotion(h, pid).status == "dispatched")
     return pid, next(r for r in h.github.runs() if r["id"] == dispatch["run_id"])
@@ -319,8 +319,10 @@ async def test_failed_production_requests_a_rollback_to_the_last_known_good(harn
 
     # the same approval rules: an approver approves, and OLD is dispatched to production
     await h.user("U0RM2").click(card, "promotion.approve")
-    back = (await h.wait(lambda s: [d for d in production_dispatches(h) if d["inputs"]["image_tag"] == OLD]))[0]
-    assert back["inputs"]["promotion_id"] == rollback_id
+    back = (
+        await h.wait(lambda s: [d for d in production_dispatches(h) if d["inputs"]["promotion_id"] == rollback_id])
+    )[0]
+    assert back["inputs"]["image_tag"] == OLD
 
     # a failed rollback is not rolled back in turn: the approvers are told to act
     await until(lambda: promotion(h, rollback_id).status == "dispatched")

@@ -194,6 +194,9 @@ class Policy(_Strict):
     require_sbom: bool = True
     require_scan: bool = True
     vulnerability_exceptions: list[VulnerabilityException] = Field(default_factory=list)
+    # environments (after the first) that take deployments and verifications no promobot promotion dispatched,
+    # recorded as out-of-band (flagged, never evidence); every other one refuses them with a 409
+    out_of_band_environments: list[str] = Field(default_factory=list)
 
     @field_validator("immutable_tag_pattern")
     @classmethod
@@ -275,6 +278,12 @@ class PromobotConfig(_Strict):
         for svc in self.services:
             if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,62}", svc):
                 raise ValueError(f"services.{svc}: service names must be lowercase letters, digits, '.', '-' or '_'")
+        unknown_envs = [e for e in self.policy.out_of_band_environments if e not in names]
+        if unknown_envs:
+            raise ValueError(
+                f"policy.out_of_band_environments: unknown environment(s) {', '.join(unknown_envs)} "
+                f"(known: {', '.join(names)})"
+            )
         for i, d in enumerate(self.digests):
             unknown = [s for s in d.services if s not in self.services]
             if unknown:

@@ -368,3 +368,53 @@ def protection_rule_unanswered(repository: str, run_id: str, environment: str, s
         f":warning: promobot decided `{state}` for run {esc(run_id)} of {esc(repository)} in "
         f"{esc(environment)}, but GitHub did not take the answer: {esc(exc)}.{hint}"
     )
+
+
+def out_of_band_alert(
+    kind: str,
+    service: str,
+    tag: str,
+    environment: str,
+    outcome: str,
+    actor: str,
+    reason: str,
+    accepted: bool,
+    event: dict,
+) -> str:
+    """What the channel and the approvers read about a report no promobot promotion explains."""
+    run = f", run {esc(event['run_id'])}" if event.get("run_id") else ""
+    where = f" ({link(event.get('url'), 'link')})" if event.get("url") else ""
+    answer = (
+        f"{esc(environment)} takes out-of-band reports (policy.out_of_band_environments), so it was recorded as one."
+        if accepted
+        else f"{esc(environment)} refuses out-of-band reports: the report got a 409."
+    )
+    return (
+        f":warning: Out-of-band {kind} in {esc(environment)}: {esc(service)} `{esc(tag)}` ({esc(outcome)}), "
+        f"reported by {esc(actor)}{run}{where}: {esc(reason)}. {answer} It never counts as evidence: not as "
+        "deployed or verified here, not for soak, not as known good. Find who deployed it; to bring an artifact "
+        f"here, promote it: `/promote {esc(service)} TAG to {esc(environment)}`."
+    )
+
+
+def out_of_band_refusal(kind: str, environment: str, reason: str) -> str:
+    return (
+        f"Out-of-band {kind} refused: {environment} takes only the deployments and verifications of the promotion "
+        f"promobot dispatched there, and {reason}. It is recorded as out-of-band (flagged, never evidence) and the "
+        f"approvers were alerted. Deploy through promobot (/promote), or list {environment} in "
+        "policy.out_of_band_environments to take such reports without a 409."
+    )
+
+
+def promotion_mismatch_refusal(kind: str, problem: str) -> str:
+    return (
+        f"Promotion mismatch: this {kind} report names a promotion that is not its own: {problem}. A promotion id "
+        "stands for one service, environment and artifact; nothing was recorded."
+    )
+
+
+def promotion_mismatch_alert(kind: str, service: str, environment: str, tag: str, actor: str, problem: str) -> str:
+    return (
+        f":no_entry: A {kind} report for {esc(service)} `{esc(tag)}` in {esc(environment)} from {esc(actor)} named "
+        f"a promotion that is not its own and was refused: {esc(problem)}."
+    )

@@ -35,6 +35,7 @@ CALLBACK_PATH = re.compile(
     r"/repos/(?P<repository>[^/]+/[^/]+)/actions/runs/(?P<run_id>\d+)/deployment_protection_rule/?$"
 )
 REVIEW_WINDOW = timedelta(days=30)  # how long GitHub holds a job for a protection rule's answer
+ORPHANED_AFTER = timedelta(minutes=1)  # a request never tried: its delivery's process died before answering
 MAX_REVIEWS_PER_PASS = 20
 
 
@@ -159,13 +160,19 @@ class ProtectionRules:
     async def resend_open(self) -> int:
         """Decide again or resend what GitHub has not taken yet (requests of the last 30 days); returns how
         many GitHub took now."""
-        since = self.ctx.clock() - REVIEW_WINDOW
+        now = self.ctx.clock()
         with Session(self.ctx.db) as s:
             ids = list(
                 s.exec(
                     select(col(ProtectionRuleReview.id))
                     .where(
-                        col(ProtectionRuleReview.answered_at).is_(None), col(ProtectionRuleReview.requested_at) >= since
+                        col(ProtectionRuleReview.answered_at).is_(None),
+                        col(ProtectionRuleReview.requested_at) >= now - REVIEW_WINDOW,
+                        # not one its delivery is answering right now: tried and failed, or never tried for a while
+                        sa.or_(
+                            col(ProtectionRuleReview.attempts) > 0,
+                            col(ProtectionRuleReview.requested_at) <= now - ORPHANED_AFTER,
+                        ),
                     )
                     .order_by(col(ProtectionRuleReview.requested_at))
                     .limit(MAX_REVIEWS_PER_PASS)

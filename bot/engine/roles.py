@@ -9,7 +9,7 @@ from typing import Any, Protocol
 from checks.base import GateReport, Ledger
 from checks.deployment_window import WindowState
 from checks.soak_time import SoakProgress
-from storage.records import DeploymentRecord, HoldRecord, LockRecord, VerificationRecord
+from storage.records import DeploymentRecord, HoldRecord, LockRecord, OutOfBandRecord, VerificationRecord
 from storage.statuses import Decision
 
 
@@ -140,6 +140,12 @@ class Records(Ledger, Protocol):
     def locks(self) -> list[LockRecord]: ...
 
     def held_tags(self) -> set[tuple[str, str]]: ...
+
+    def out_of_band(self, service: str, environment: str) -> OutOfBandRecord | None:
+        """The environment's out-of-band flag: the latest report since its latest in-band deployment."""
+        ...
+
+    def out_of_band_flags(self) -> dict[tuple[str, str], OutOfBandRecord]: ...
 
 
 class ApproverDirectory(Protocol):

@@ -147,6 +147,7 @@ class Tracker:
             "status": deployment_status(run.conclusion),
             "run_id": run.run_id,
             "url": run.url,
+            "promotion_id": p.id,
         }
         try:
             return await self.events.deployment_finished(event, actor=actor)

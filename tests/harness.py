@@ -538,3 +538,30 @@ def github_app_settings() -> dict[str, Any]:
     return dict(
         github_token=None, github_app_id="4242", github_app_private_key=_APP_KEY[0], github_app_installation_id=1
     )
+
+
+async def open_home(h, user: str) -> dict:
+    """Send app_home_opened as Slack does (a signed Events API callback) and return the published view."""
+    body = json.dumps(
+        {
+            "token": "legacy-verification-token",
+            "team_id": "T0TEST",
+            "api_app_id": "A0TEST",
+            "type": "event_callback",
+            "event_id": f"Ev{time.time_ns()}",
+            "event_time": int(time.time()),
+            "event": {
+                "type": "app_home_opened",
+                "user": user,
+                "channel": f"D{user}",
+                "tab": "home",
+                "event_ts": f"{time.time():.6f}",
+            },
+        }
+    )
+    before = len(h.slack.calls("views.publish"))
+    resp = await h.post_slack(body, headers={**sign(body), "Content-Type": "application/json"})
+    assert resp.status == 200
+    calls = await h.wait(lambda s: s.calls("views.publish")[before:])
+    assert calls[0]["params"]["user_id"] == user
+    return calls[0]["params"]["view"]

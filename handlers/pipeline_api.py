@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import math
 from typing import Any
 
 from aiohttp import web
@@ -70,7 +71,7 @@ def routes(service: PromotionService, api_token: str | None) -> list[web.RouteDe
                 )
             )
         except GitHubUnavailable as exc:
-            wait = max(5, int(exc.retry_after or 0))
+            wait = max(1, math.ceil(exc.retry_after or 0))
             return web.json_response(
                 {"authorized": False, "reason": "github_unavailable", "error": f"{exc}; nothing is decided, retry"},
                 status=503,

@@ -275,7 +275,9 @@ class DeployGuard:
                     select(col(DeployDecision.id)).where(
                         col(DeployDecision.repository) == request.repository,
                         col(DeployDecision.run_id) == request.run_id,
-                        col(DeployDecision.run_attempt) == verdict.run_attempt,
+                        col(DeployDecision.run_attempt).is_(None)
+                        if verdict.run_attempt is None
+                        else col(DeployDecision.run_attempt) == verdict.run_attempt,
                         col(DeployDecision.reason) == verdict.reason,
                     )
                 ).first()

@@ -37,7 +37,10 @@ def protection_rule(
     run: dict, environment: str, *, api_url: str, repository: str = "acme/api-gateway", callback: str | None = None
 ) -> dict:
     """A ``deployment_protection_rule`` ``requested`` delivery for a job of ``run`` targeting ``environment``:
-    the real payload (tests/fixtures/github/), with the fields GitHub fills for a workflow run's job."""
+    GitHub's example payload (tests/fixtures/github/webhook-deployment_protection_rule-requested.json, from
+    octokit/webhooks.net test/Octokit.Webhooks.Test/Resources/deployment_protection_rule/requested.payload.json
+    at b6e30b03e9ff2f5ae259c8442f6c6becbdfe4f51), with the fields GitHub fills for a workflow run's job: the
+    review URL of the run as ``deployment_callback_url``, top-level ``sha``/``ref`` and ``installation``."""
     payload = fixture_json("github/webhook-deployment_protection_rule-requested.json")
     payload["environment"] = environment
     payload["event"] = run["event"]

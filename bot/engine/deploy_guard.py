@@ -129,6 +129,8 @@ class DeployGuard:
             p = self.ctx.promotion(request.promotion_id or "")
             if p is None:
                 return self._deny(request, "unknown_promotion", f"there is no promotion {request.promotion_id!r}")
+        if p.service not in self.ctx.config.services:
+            return self._deny(request, "unknown_service", f"promobot.yml no longer names {p.service}", p, run)
         mismatch = self._mismatch(request, p)
         if mismatch is not None:
             return self._deny(request, "promotion_mismatch", mismatch, p, run)

@@ -20,7 +20,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.engine import Engine
 
 from bot.clients.dispatchers import DryRunDispatcher, GitHubDispatcher
-from bot.clients.github import github_factory
+from bot.clients.github import github_factory, github_login
 from bot.clients.registry import OciRegistryClient
 from bot.clients.slack_directory import SlackDirectory, StaticDirectory
 from bot.clients.source_host import GitHubSourceHost
@@ -88,7 +88,7 @@ def build(
         raise ValueError("no notifier: set SLACK_BOT_TOKEN (or use `promobot shell`)")
     factory = github_factory(settings) if settings.github_configured else None
     if dispatcher is None:
-        dispatcher = GitHubDispatcher(factory) if factory else DryRunDispatcher(echo=echo)
+        dispatcher = GitHubDispatcher(factory, login=github_login(settings)) if factory else DryRunDispatcher(echo=echo)
     ledger = SqlLedger(engine)
     source_host = GitHubSourceHost(factory) if factory else None
     # every card, whoever draws it, carries the commits, history and stability approvers decide on

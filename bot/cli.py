@@ -10,7 +10,7 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from bot.config import ConfigError, Settings, load_config
@@ -157,6 +157,10 @@ def _report_event(args: argparse.Namespace, files: dict[str, str] | None = None)
             event[name] = value
     if checks:
         event["checks"] = checks
+    for name in ("built_at", "finished_at"):
+        # resolved once, here: every retry then sends the same bytes (the bot would read "now" as its own time)
+        if isinstance(event.get(name), str) and event[name].strip().lower() == "now":
+            event[name] = datetime.now(UTC).isoformat(timespec="seconds")
     event.setdefault("event_id", str(uuid.uuid4()))
     return event
 
@@ -198,22 +202,22 @@ def cmd_report(args: argparse.Namespace) -> int:
                 return EXIT_OK
         except urllib.error.HTTPError as exc:
             body = exc.read().decode(errors="replace")
-            if exc.code < 500:
+            if exc.code < 500 and exc.code != 429:  # a refusal: the same event would be refused again
                 print(f"error: {exc.code} {body}", file=sys.stderr)
                 return EXIT_BLOCKED
             problem = f"{exc.code} {body}"
+            wait = exc.headers.get("Retry-After", "") if exc.headers else ""
         except (urllib.error.URLError, OSError) as exc:
             problem = f"cannot reach {url}: {getattr(exc, 'reason', exc)}"
+            wait = ""
         if attempt <= args.retries:
             print(f"attempt {attempt} failed ({problem}); retrying", file=sys.stderr)
-            time.sleep(min(30, 2**attempt))
+            time.sleep(min(60, max(2**attempt, int(wait) if wait.isdigit() else 0)))
     print(f"error: {problem}", file=sys.stderr)
     return EXIT_ERROR
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from datetime import datetime
-
     from sqlmodel import Session
 
     from bot.app import open_database
@@ -241,7 +245,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 def cmd_metrics(args: argparse.Namespace) -> int:
     import dataclasses
-    from datetime import datetime, timedelta
+    from datetime import timedelta
 
     from sqlmodel import Session
 

@@ -7,18 +7,16 @@ credentials a dry-run dispatcher shows exactly what would be dispatched.
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from bot.app import build
 from bot.clients.image_store import InMemoryRegistry
 from bot.clients.slack_directory import StaticDirectory
 from bot.config import PromobotConfig, Settings
+from bot.demo import DemoClock, record_history
 from bot.engine.errors import Conflict, UserError
 from bot.engine.roles import PromotionView
 from checks.reports import ReportError
@@ -32,8 +30,6 @@ SHELL_HELP = """Type slash commands as in Slack, as the current user:
   press N [reason…]          click button N of the cards above (Reject takes a reason)
   event TYPE key=value …     send a pipeline event (report=@file.json / sbom=@file.json / checks.NAME=RESULT)
   help, quit"""
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def blocks_to_text(blocks: list[dict]) -> list[str]:
@@ -53,16 +49,6 @@ def blocks_to_text(blocks: list[dict]) -> list[str]:
         elif t == "divider":
             lines.append("  ---")
     return lines
-
-
-class ShellClock:
-    """The engine's clock: real time, except while the demo records its history as of then."""
-
-    def __init__(self) -> None:
-        self.fixed: datetime | None = None
-
-    def __call__(self) -> datetime:
-        return self.fixed or datetime.now(UTC)
 
 
 class ShellNotifier:
@@ -162,101 +148,6 @@ def parse_event_words(words: list[str]) -> tuple[dict[str, Any], dict[str, str]]
         else:
             event[key] = parsed
     return event, files
-
-
-def demo_events(
-    config: PromobotConfig, now: datetime, push: Callable[[str, str], str] | None = None
-) -> list[dict[str, Any]]:
-    """A believable history for the first service: an old build in every environment,
-    a new one verified everywhere but the last, with a clean scan and an SBOM. ``push(image, tag)``
-    pushes each build's image (the demo registry) and gives its digest."""
-    service = next(iter(config.services))
-    envs = config.environment_names
-    old, new = "a1b2c3d", "7a3f9c2"
-    events: list[dict[str, Any]] = []
-
-    def at(hours: float) -> str:
-        return (now - timedelta(hours=hours)).isoformat()
-
-    for tag, age in ((old, 240), (new, 30)):
-        events.append(
-            {
-                "type": "artifact.built",
-                "service": service,
-                "tag": tag,
-                "digest": push(config.services[service].image, tag)
-                if push
-                else "sha256:" + (tag * 10)[:64].ljust(64, "0"),
-                "commit_sha": tag + "e" * 33,
-                "pipeline_run_id": str(1000 + age),
-                "built_at": at(age),
-            }
-        )
-        events.append(
-            {
-                "type": "scan.finished",
-                "service": service,
-                "tag": tag,
-                "scanner": "trivy",
-                "report": json.loads((EXAMPLES / "reports" / "trivy-clean.json").read_text()),
-            }
-        )
-        events.append(
-            {
-                "type": "sbom.published",
-                "service": service,
-                "tag": tag,
-                "format": "cyclonedx",
-                "sbom": json.loads((EXAMPLES / "reports" / "sbom.cdx.json").read_text()),
-            }
-        )
-    for i, env in enumerate(envs):
-        events.append(
-            {
-                "type": "deployment.finished",
-                "service": service,
-                "tag": old,
-                "environment": env,
-                "status": "success",
-                "run_id": str(500 + i),
-                "finished_at": at(200 - i),
-            }
-        )
-        events.append(
-            {
-                "type": "verification.finished",
-                "service": service,
-                "tag": old,
-                "environment": env,
-                "result": "passed",
-                "checks": {"smoke": "passed"},
-                "finished_at": at(199 - i),
-            }
-        )
-    for i, env in enumerate(envs[:-1]):
-        events.append(
-            {
-                "type": "deployment.finished",
-                "service": service,
-                "tag": new,
-                "environment": env,
-                "status": "success",
-                "run_id": str(600 + i),
-                "finished_at": at(28 - 4 * i),
-            }
-        )
-        events.append(
-            {
-                "type": "verification.finished",
-                "service": service,
-                "tag": new,
-                "environment": env,
-                "result": "passed",
-                "checks": {"smoke": "passed", "e2e": "passed"},
-                "finished_at": at(27 - 4 * i),
-            }
-        )
-    return events
 
 
 class Shell:
@@ -364,8 +255,8 @@ async def run_shell(
         print(text, flush=True)
 
     notifier = ShellNotifier(out)
-    clock = ShellClock()
-    # the demo has no registry to ask: its build pushes to one in memory, which the digest gate reads
+    clock = DemoClock()
+    # the demo has no registry to ask: its builds push to one in memory, which the digest gate reads
     registry = InMemoryRegistry() if demo else None
     bot = build(
         settings,
@@ -384,15 +275,19 @@ async def run_shell(
     )
     if demo:
         assert registry is not None
-        for event in demo_events(config, datetime.now(UTC), push=registry.push):
-            # history is recorded as it happened: soak counts on promobot's clock, from when it was recorded
-            when = event.get("finished_at") or event.get("built_at")
-            clock.fixed = datetime.fromisoformat(when) if when else None
-            result = await shell.send_event(event, follow_up=False)
-            clock.fixed = None
-            if not result.startswith("202"):
-                out(f"demo event refused: {result}")
-        out(f"demo history recorded for {next(iter(config.services))}. Try: /status {next(iter(config.services))}")
+        notifier.out = lambda _text: None  # the history's cards and notes are not this session's
+        try:
+            problems = await record_history(
+                bot, clock, lambda event: shell.send_event(event, follow_up=False), shell.settle, push=registry.push
+            )
+        finally:
+            notifier.out = out
+        for problem in problems:
+            out(f"demo history: {problem}")
+        service = next(iter(config.services))
+        out(
+            f"demo history recorded for {service} (every environment reached through a promotion). Try: /status {service}"
+        )
     stream = sys.stdin if script in (None, "-") else open(script, encoding="utf-8")  # noqa: SIM115 (closed below)
     interactive = script is None and sys.stdin.isatty()
     try:

@@ -1,4 +1,5 @@
-"""``POST /github/webhook``: GitHub's ``workflow_run`` events, signed with GITHUB_WEBHOOK_SECRET.
+"""``POST /github/webhook``: GitHub's ``workflow_run`` and ``deployment_protection_rule`` events, signed with
+GITHUB_WEBHOOK_SECRET.
 
 A delivery is acted on once across replicas (its X-GitHub-Delivery id is
 recorded first); the outcome itself is recorded by the tracker, which the
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 
 # GitHub caps deliveries at 25 MB; a workflow_run delivery is tens of KB. Nothing larger is read.
 MAX_WEBHOOK_BYTES = 2 * 1024 * 1024
+HANDLED = ("workflow_run", "deployment_protection_rule")
 
 
 def signature_ok(secret: str, body: bytes, header: str | None) -> bool:
@@ -52,6 +54,20 @@ def workflow_run_problem(payload: dict[str, Any]) -> str | None:
     return None
 
 
+def protection_rule_problem(payload: dict[str, Any]) -> str | None:
+    """What is wrong with a ``deployment_protection_rule`` delivery's shape, or None."""
+    repository = payload.get("repository")
+    if not isinstance(repository, dict) or not isinstance(repository.get("full_name"), str):
+        return "repository.full_name must be a string"
+    for key in ("action", "environment", "deployment_callback_url", "event"):
+        if payload.get(key) is not None and not isinstance(payload[key], str):
+            return f"{key} must be a string"
+    return None
+
+
+SHAPES = {"workflow_run": workflow_run_problem, "deployment_protection_rule": protection_rule_problem}
+
+
 def routes(tracker: Tracker, secret: str | None) -> list[web.RouteDef]:
     async def webhook(request: web.Request) -> web.Response:
         if not secret:
@@ -74,7 +90,7 @@ def routes(tracker: Tracker, secret: str | None) -> list[web.RouteDef]:
         event = request.headers.get("X-GitHub-Event", "")
         if event == "ping":
             return web.json_response({"status": "pong"})
-        if event != "workflow_run":
+        if event not in HANDLED:
             return web.json_response({"status": "ignored", "event": event}, status=202)
         try:
             payload = json_object(body, what="the payload")
@@ -82,13 +98,16 @@ def routes(tracker: Tracker, secret: str | None) -> list[web.RouteDef]:
             return web.json_response(
                 {"error": f"{exc} (set the webhook's content type to application/json)"}, status=400
             )
-        shape = workflow_run_problem(payload)
+        shape = SHAPES[event](payload)
         if shape:
-            return web.json_response({"error": f"not a workflow_run delivery: {shape}"}, status=400)
+            return web.json_response({"error": f"not a {event} delivery: {shape}"}, status=400)
         delivery = request.headers.get("X-GitHub-Delivery")
         if delivery and not await asyncio.to_thread(tracker.claim_delivery, delivery, event, body):
             return web.json_response({"status": "duplicate", "delivery": delivery})
         try:
+            if event == "deployment_protection_rule":
+                state, answered = await tracker.protection_rule(payload, delivery)
+                return web.json_response({"status": state, "answered": answered, "delivery": delivery}, status=202)
             result = await tracker.workflow_run(payload)
         except Exception:
             log.exception("webhook delivery %s failed", delivery)

@@ -44,22 +44,34 @@ def too_large(exc: BodyTooLarge, hint: str = "") -> web.Response:
     return web.json_response({"error": f"{exc}{hint}"}, status=413)
 
 
-def _depth(value: Any) -> int:
-    """How deeply ``value`` nests lists and objects, without recursion."""
-    deepest, stack = 0, [(value, 1)]
+def _depth(value: Any) -> tuple[int, bool]:
+    """How deeply ``value`` nests lists and objects, and whether any key or string holds a NUL character;
+    without recursion."""
+    deepest, nul, stack = 0, False, [(value, 1)]
     while stack:
         node, level = stack.pop()
         if isinstance(node, dict):
             deepest = max(deepest, level)
+            nul = nul or any("\x00" in k for k in node)
             stack.extend((v, level + 1) for v in node.values())
         elif isinstance(node, list):
             deepest = max(deepest, level)
             stack.extend((v, level + 1) for v in node)
-    return deepest
+        elif isinstance(node, str) and "\x00" in node:
+            nul = True
+    return deepest, nul
+
+
+def no_nul(text: str, *, what: str) -> str:
+    """``text``, unless it holds a NUL character: no sender means one, and PostgreSQL cannot store it."""
+    if "\x00" in text:
+        raise BadJson(f"{what} contains a NUL character (\\u0000)")
+    return text
 
 
 def json_object(raw: bytes | str, *, what: str = "the body", max_depth: int = MAX_DEPTH) -> dict[str, Any]:
-    """``raw`` as a JSON object; BadJson names the problem (not JSON, not an object, nested too deep)."""
+    """``raw`` as a JSON object; BadJson names the problem (not JSON, not an object, nested too deep, a NUL
+    character in a string)."""
     try:
         value = json.loads(raw)
     except RecursionError:
@@ -68,6 +80,9 @@ def json_object(raw: bytes | str, *, what: str = "the body", max_depth: int = MA
         raise BadJson(f"{what} is not JSON: {exc}") from None
     if not isinstance(value, dict):
         raise BadJson(f"{what} must be a JSON object, not {type(value).__name__}")
-    if _depth(value) > max_depth:
+    depth, nul = _depth(value)
+    if depth > max_depth:
         raise BadJson(f"{what} is nested deeper than {max_depth} levels")
+    if nul:
+        raise BadJson(f"{what} contains a NUL character (\\u0000) in a string: no sender means one")
     return value

@@ -10,7 +10,7 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from typing import Any
 
-from handlers.pipeline_events import EVENT_TYPES
+from handlers.pipeline_events import EVENT_TYPES, AuthorizeRequest
 
 _REF = "#/components/schemas/{model}"
 
@@ -39,6 +39,29 @@ def document(version: str | None = None) -> dict[str, Any]:
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
         refs.append({"$ref": _REF.format(model=model.__name__)})
+    authorize = AuthorizeRequest.model_json_schema(ref_template=_REF)
+    schemas.update(authorize.pop("$defs", {}))
+    schemas["AuthorizeRequest"] = authorize
+    schemas["AuthorizeDecision"] = {
+        "type": "object",
+        "required": ["authorized", "decision", "reason", "promotion_id", "run_id"],
+        "properties": {
+            "authorized": {"type": "boolean"},
+            "decision": {"enum": ["allowed", "denied"]},
+            "reason": {"type": "string", "description": "authorized, or the check that refused (e.g. wrong_actor)"},
+            "promotion_id": {"type": "string"},
+            "service": {"type": "string"},
+            "environment": {"type": "string"},
+            "image_digest": {"type": "string"},
+            "image_tag": {"type": ["string", "null"]},
+            "run_id": {"type": "string"},
+            "run_attempt": {"type": ["integer", "null"]},
+            "repeated": {"type": "boolean", "description": "this run (and attempt) was already decided"},
+            "message": {"type": "string"},
+            "rule": {"type": "string"},
+            "error": {"type": "string", "description": "what refused, and what to do"},
+        },
+    }
     schemas["Problem"] = {
         "type": "object",
         "required": ["error"],
@@ -92,8 +115,8 @@ def document(version: str | None = None) -> dict[str, Any]:
             "title": "promobot pipeline API",
             "version": version,
             "description": "What a CI/CD pipeline tells promobot (builds, deployments, verifications, scans, SBOMs) "
-            "and what it may ask (eligibility, the promotion record). Every route but /healthz and this document "
-            "needs `Authorization: Bearer <PROMOBOT_API_TOKEN>`.",
+            "and what it may ask (eligibility, the promotion record, whether a deploy run may deploy). "
+            "Every route but /healthz and this document needs `Authorization: Bearer <PROMOBOT_API_TOKEN>`.",
         },
         "components": {
             "schemas": schemas,
@@ -130,6 +153,33 @@ def document(version: str | None = None) -> dict[str, Any]:
                         "401": unauthorized,
                         "409": _problem("A conflict with what is recorded, such as a tag mutation."),
                         "413": _problem("Over 10 MB."),
+                    },
+                }
+            },
+            "/api/v1/deployments/authorize": {
+                "post": {
+                    "summary": "May this deploy run deploy? The first step of a deploy job; fail the job unless 200",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"$ref": _REF.format(model="AuthorizeRequest")}}},
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "Authorized: promobot dispatched this run for an approved promotion.",
+                            "content": {
+                                "application/json": {"schema": {"$ref": _REF.format(model="AuthorizeDecision")}}
+                            },
+                        },
+                        "400": _problem("Invalid: every bad field is named; nothing was recorded."),
+                        "401": unauthorized,
+                        "403": {
+                            "description": "Refused (recorded, audited, alerted): the reason names the check.",
+                            "content": {
+                                "application/json": {"schema": {"$ref": _REF.format(model="AuthorizeDecision")}}
+                            },
+                        },
+                        "413": _problem("Over 64 KB."),
+                        "503": {"description": "GitHub did not answer: nothing is decided; retry after Retry-After."},
                     },
                 }
             },

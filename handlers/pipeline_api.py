@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 from typing import Any
 
 from aiohttp import web
 
+from bot.engine.deploy_guard import AUTHORIZE, DeployRequest, GitHubUnavailable
 from bot.engine.errors import Conflict, UserError
 from bot.engine.service import PromotionService
 from checks.reports import ReportError
 from handlers import openapi
 from handlers.http_body import BadJson, BodyTooLarge, json_object, read_body, too_large
-from handlers.pipeline_events import BadEvent, apply_event, report_problem, validate_event
+from handlers.pipeline_events import BadEvent, apply_event, report_problem, validate_authorize, validate_event
 
 log = logging.getLogger(__name__)
 
 MAX_EVENT_BYTES = 10 * 1024 * 1024  # scanner reports and SBOMs of several MB are normal
+MAX_AUTHORIZE_BYTES = 64 * 1024  # a handful of identifiers
 
 
 def _problem(status: int, error: str, **extra: Any) -> web.Response:
@@ -42,6 +45,59 @@ def routes(service: PromotionService, api_token: str | None) -> list[web.RouteDe
             {"error": "unauthorized", "hint": hint}, status=401, headers={"WWW-Authenticate": 'Bearer realm="promobot"'}
         )
 
+    async def authorize(request: web.Request) -> web.Response:
+        """May this run deploy? 200 authorized, 403 refused (the step must fail), 503 GitHub did not answer."""
+        if not bearer_ok(request, api_token):
+            return unauthorized()
+        try:
+            body = json_object(await read_body(request, MAX_AUTHORIZE_BYTES, what="authorize request"), what="(body)")
+        except BodyTooLarge as exc:
+            return too_large(exc, ". An authorize request names a run and a promotion; nothing more.")
+        except BadJson as exc:
+            return _problem(400, "invalid request", problems=[str(exc)])
+        try:
+            claim = validate_authorize(
+                body, services=service.config.services, environments=service.config.environment_names
+            )
+        except BadEvent as exc:
+            return _problem(400, "invalid request", problems=exc.problems)
+        try:
+            verdict = await service.authorize_deploy(
+                DeployRequest(
+                    source=AUTHORIZE,
+                    repository=claim.repository or service.config.services[claim.service].repository,
+                    run_id=claim.run_id,
+                    environment=claim.environment,
+                    service=claim.service,
+                    promotion_id=claim.promotion_id,
+                    digest=claim.image_digest,
+                    tag=claim.image_tag,
+                )
+            )
+        except GitHubUnavailable as exc:
+            wait = max(1, math.ceil(exc.retry_after or 0))
+            return web.json_response(
+                {"authorized": False, "reason": "github_unavailable", "error": f"{exc}; nothing is decided, retry"},
+                status=503,
+                headers={"Retry-After": str(wait)},
+            )
+        answer = {
+            "authorized": verdict.allowed,
+            "decision": "allowed" if verdict.allowed else "denied",
+            "reason": verdict.reason,
+            "promotion_id": claim.promotion_id,
+            "service": claim.service,
+            "environment": claim.environment,
+            "image_digest": claim.image_digest,
+            "image_tag": verdict.promotion.tag if verdict.allowed and verdict.promotion else claim.image_tag,
+            "run_id": claim.run_id,
+            "run_attempt": verdict.run_attempt,
+            "repeated": verdict.repeated,
+        }
+        if verdict.allowed:
+            return web.json_response({**answer, "message": verdict.message})
+        return web.json_response({**answer, "rule": "deploy authorization", "error": verdict.message}, status=403)
+
     async def post_event(request: web.Request) -> web.Response:
         if not bearer_ok(request, api_token):
             return unauthorized()
@@ -61,7 +117,7 @@ def routes(service: PromotionService, api_token: str | None) -> list[web.RouteDe
         except ReportError as exc:
             return _problem(400, "invalid event", problems=[report_problem(body, exc)])
         except Conflict as exc:
-            return _problem(409, str(exc), rule="tag mutation" if "mutation" in str(exc) else "conflict")
+            return _problem(409, str(exc), rule=exc.rule or ("tag mutation" if "mutation" in str(exc) else "conflict"))
         except UserError as exc:
             return _problem(400, "invalid event", problems=[str(exc)])
         return web.json_response({"status": "accepted", "result": result, "type": event["type"]}, status=202)
@@ -99,6 +155,7 @@ def routes(service: PromotionService, api_token: str | None) -> list[web.RouteDe
     return [
         web.get("/api/v1/openapi.json", openapi_json),
         web.post("/api/v1/events", post_event),
+        web.post("/api/v1/deployments/authorize", authorize),
         web.get("/api/v1/eligibility", eligibility),
         web.get("/api/v1/promotions/{promotion_id}", promotion),
     ]

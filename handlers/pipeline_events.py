@@ -7,6 +7,7 @@ named, and changes nothing.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -88,6 +89,15 @@ class _InEnvironment(_Event):
     environment: str = Field(min_length=1)
     url: str | None = Field(default=None, json_schema_extra={"pattern": URL.pattern})
     finished_at: datetime | None = None
+    promotion_id: str | None = Field(default=None, min_length=1, max_length=100)  # the dispatch's inputs.promotion_id
+    digest: str | None = None  # the digest deployed or verified (the dispatch's inputs.image_digest)
+
+    @field_validator("digest")
+    @classmethod
+    def _digest(cls, v: str | None) -> str | None:
+        if v is not None and not DIGEST.match(v):
+            raise ValueError("not an image digest (expected sha256: and 64 lowercase hex digits)")
+        return v
 
     @field_validator("url")
     @classmethod
@@ -133,6 +143,59 @@ class SbomPublished(_Event):
     digest: str | None = None
 
 
+class AuthorizeRequest(BaseModel):
+    """``POST /api/v1/deployments/authorize``: a deploy run asking whether it may deploy."""
+
+    model_config = ConfigDict(extra="forbid")
+    service: str = Field(min_length=1, max_length=100)
+    environment: str = Field(min_length=1, max_length=100)
+    image_digest: str
+    promotion_id: str = Field(min_length=1, max_length=100)
+    run_id: str
+    run_attempt: int | None = Field(default=None, ge=1)
+    repository: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+    image_tag: str | None = None
+
+    @field_validator("image_digest")
+    @classmethod
+    def _digest(cls, v: str) -> str:
+        if not DIGEST.match(v):
+            raise ValueError("not an image digest (expected sha256: and 64 lowercase hex digits)")
+        return v
+
+    @field_validator("run_id", mode="before")
+    @classmethod
+    def _run_id(cls, v: Any) -> Any:
+        if isinstance(v, int) and not isinstance(v, bool):
+            v = str(v)
+        if not isinstance(v, str) or not re.fullmatch(r"[0-9]{1,20}", v):
+            raise ValueError("not a workflow run id (GITHUB_RUN_ID, a number)")
+        return v
+
+
+def validate_authorize(body: Any, *, services: Any, environments: list[str]) -> AuthorizeRequest:
+    """A checked authorize request, or BadEvent naming every bad field."""
+    if not isinstance(body, dict):
+        raise BadEvent(["(body): expected a JSON object"])
+    problems: list[str] = []
+    request = None
+    try:
+        request = AuthorizeRequest.model_validate(body)
+    except ValidationError as exc:
+        for err in exc.errors():
+            place = ".".join(str(p) for p in err["loc"]) or "(body)"
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{place}: {msg.replace('Field required', 'field required')}")
+    if isinstance(body.get("service"), str) and body["service"] and body["service"] not in services:
+        problems.append(f"service: unknown service {body['service']!r} (known: {', '.join(sorted(services))})")
+    env = body.get("environment")
+    if isinstance(env, str) and env and env not in environments:
+        problems.append(f"environment: unknown environment {env!r} (known: {', '.join(environments)})")
+    if problems or request is None:
+        raise BadEvent(problems)
+    return request
+
+
 EVENT_TYPES: dict[str, type[_Event]] = {
     "artifact.built": ArtifactBuilt,
     "deployment.finished": DeploymentFinished,
@@ -148,8 +211,15 @@ class BadEvent(Exception):
         super().__init__("; ".join(problems))
 
 
+def sent_digest(body: dict[str, Any]) -> str:
+    """The idempotency hash of an event as the pipeline sent it: a resend of the same body is the same
+    event even when the bot reads a field differently each time (``now`` becomes the bot's clock)."""
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def validate_event(body: Any, *, services: Any = None, environments: list[str] | None = None) -> dict[str, Any]:
-    """A checked event as a dict, or BadEvent naming every bad field."""
+    """A checked event as a dict (with ``body_sha256``, the hash of the body as sent), or BadEvent
+    naming every bad field."""
     if not isinstance(body, dict):
         raise BadEvent(["(body): expected a JSON object with a type field"])
     type_ = body.get("type")
@@ -181,7 +251,7 @@ def validate_event(body: Any, *, services: Any = None, environments: list[str] |
         problems.append(f"environment: unknown environment {env!r} (known: {', '.join(environments)})")
     if problems or event is None:
         raise BadEvent(problems)
-    return event.model_dump(exclude_none=False)
+    return {**event.model_dump(exclude_none=False), "body_sha256": sent_digest(body)}
 
 
 class BadFile(ValueError):

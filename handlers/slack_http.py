@@ -19,7 +19,7 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.signature import SignatureVerifier
 
-from handlers.http_body import BadJson, BodyTooLarge, json_object, read_body, too_large
+from handlers.http_body import BadJson, BodyTooLarge, json_object, no_nul, read_body, too_large
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,10 @@ def parsed(raw: bytes, content_type: str) -> dict[str, Any]:
     if content_type.startswith("application/json"):
         return json_object(raw, what="the event")
     try:
-        form = {k: v[-1] for k, v in parse_qs(raw.decode("utf-8"), keep_blank_values=True).items()}
+        form = {
+            no_nul(k, what="a form field"): no_nul(v[-1], what=f"the form field {k!r}")
+            for k, v in parse_qs(raw.decode("utf-8"), keep_blank_values=True).items()
+        }
     except UnicodeDecodeError:
         raise BadJson("the body is not UTF-8 form data") from None
     if "payload" in form:

@@ -1,4 +1,9 @@
-"""The ledger: what promobot has recorded, read through the gates' ``Ledger`` protocol."""
+"""The ledger: what promobot has recorded, read through the gates' ``Ledger`` protocol.
+
+Deployments and verifications here are evidence: the first environment's reports and those linked to the
+promotion promobot dispatched. Out-of-band reports live in their own table and are read only as flags
+(``out_of_band``), so no gate, known-good target, /status artifact or metric can count them.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,22 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from storage.models import Artifact, AuditEvent, Deployment, EnvironmentLock, SbomReport, ScanReport, Verification
+from storage.models import (
+    Artifact,
+    AuditEvent,
+    Deployment,
+    EnvironmentLock,
+    OutOfBandReport,
+    SbomReport,
+    ScanReport,
+    Verification,
+)
 from storage.records import (
     ArtifactRecord,
     DeploymentRecord,
     HoldRecord,
     LockRecord,
+    OutOfBandRecord,
     SbomRecord,
     ScanRecord,
     VerificationRecord,
@@ -203,3 +218,67 @@ class SqlLedger:
             return set(
                 s.exec(select(col(Artifact.service), col(Artifact.tag)).where(col(Artifact.hold_reason).is_not(None)))
             )
+
+    # --- out-of-band reports: flags, never evidence -----------------------------------------
+
+    def out_of_band(self, service: str, environment: str) -> OutOfBandRecord | None:
+        """The latest out-of-band report into the environment since promobot last recorded a deployment
+        there (a later in-band deployment replaced whatever it was)."""
+        with Session(self.engine) as s:
+            since = s.exec(
+                select(sa.func.max(col(Deployment.recorded_at))).where(
+                    col(Deployment.service) == service,
+                    col(Deployment.environment) == environment,
+                    col(Deployment.status) == "success",
+                )
+            ).one()
+            q = select(OutOfBandReport).where(
+                col(OutOfBandReport.service) == service, col(OutOfBandReport.environment) == environment
+            )
+            if since is not None:
+                q = q.where(col(OutOfBandReport.reported_at) > since)
+            r = s.exec(q.order_by(col(OutOfBandReport.reported_at).desc(), col(OutOfBandReport.id).desc())).first()
+            return _out_of_band(r) if r else None
+
+    def out_of_band_flags(self) -> dict[tuple[str, str], OutOfBandRecord]:
+        """``out_of_band`` for every (service, environment), in two queries."""
+        with Session(self.engine) as s:
+            since = {
+                (service, environment): at
+                for service, environment, at in s.exec(
+                    select(
+                        col(Deployment.service), col(Deployment.environment), sa.func.max(col(Deployment.recorded_at))
+                    )
+                    .where(col(Deployment.status) == "success")
+                    .group_by(col(Deployment.service), col(Deployment.environment))
+                )
+            }
+            rank = sa.func.row_number().over(
+                partition_by=(col(OutOfBandReport.service), col(OutOfBandReport.environment)),
+                order_by=(col(OutOfBandReport.reported_at).desc(), col(OutOfBandReport.id).desc()),
+            )
+            latest = select(col(OutOfBandReport.id), rank.label("rank")).subquery()
+            rows = s.exec(
+                select(OutOfBandReport).join(latest, latest.c.id == col(OutOfBandReport.id)).where(latest.c.rank == 1)
+            )
+            return {
+                (r.service, r.environment): _out_of_band(r)
+                for r in rows
+                if (r.service, r.environment) not in since or r.reported_at > since[(r.service, r.environment)]
+            }
+
+
+def _out_of_band(r: OutOfBandReport) -> OutOfBandRecord:
+    return OutOfBandRecord(
+        r.service,
+        r.tag,
+        r.environment,
+        r.kind,
+        r.outcome,
+        r.reported_by,
+        r.reported_at,
+        r.reason,
+        r.accepted,
+        r.run_id,
+        r.url,
+    )

@@ -264,3 +264,77 @@ class AuditAnchor(SQLModel, table=True):
     events: int
     archive: str  # the archive file the purged events were written to
     purged_at: datetime = _ts()
+
+
+class AuthorizedRun(SQLModel, table=True):
+    """The one workflow run (and attempt) a promotion lets deploy: the primary key makes it one per promotion."""
+
+    promotion_id: str = Field(primary_key=True)
+    repository: str
+    run_id: str
+    run_attempt: int
+    environment: str
+    digest: str
+    source: str  # authorize | protection_rule: which asked first
+    authorized_at: datetime = _ts()
+
+
+class DeployDecision(SQLModel, table=True):
+    """Every answer to a deploy that asked whether it may go ahead (the authorize route, a protection rule)."""
+
+    __table_args__ = (sa.Index("ix_deploydecision_run", "repository", "run_id"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    source: str  # authorize | protection_rule
+    repository: str
+    run_id: str
+    run_attempt: Optional[int] = None  # GitHub's, when the run was read
+    run_actor: Optional[str] = None
+    service: Optional[str] = None
+    environment: str
+    digest: Optional[str] = None
+    promotion_id: Optional[str] = Field(default=None, index=True)
+    allowed: bool
+    reason: str  # authorized, or the denial's rule (wrong_actor, another_run, …)
+    message: str
+    decided_at: datetime = _ts()
+
+
+class ProtectionRuleReview(SQLModel, table=True):
+    """A ``deployment_protection_rule`` request and promobot's answer to it, kept until GitHub took the answer
+    (the tracking pass decides again or resends what could not be decided or sent)."""
+
+    __table_args__ = (sa.Index("ix_protectionrulereview_open", "answered_at", "requested_at"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    repository: str
+    run_id: str
+    environment: str
+    delivery_id: Optional[str] = None
+    state: Optional[str] = None  # approved | rejected, once decided
+    comment: Optional[str] = None
+    attempts: int = 0
+    last_error: Optional[str] = None
+    requested_at: datetime = _ts()
+    answered_at: Optional[datetime] = _ts(nullable=True)
+
+
+class OutOfBandReport(SQLModel, table=True):
+    """A deployment or verification reported into an environment where no promobot promotion dispatched it.
+    Recorded and flagged, never evidence: it is kept out of the Deployment and Verification tables that the
+    gates, /status, rollback targets and the metrics read."""
+
+    __table_args__ = (sa.Index("ix_outofbandreport_lookup", "service", "environment", "reported_at"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    event_id: Optional[str] = Field(default=None, unique=True)
+    kind: str  # deployment | verification
+    service: str
+    tag: str
+    environment: str
+    outcome: str  # success | failure (deployment), passed | failed (verification)
+    run_id: Optional[str] = None
+    url: Optional[str] = None
+    promotion_id: Optional[str] = None  # the promotion the report named, if any
+    reason: str  # why it is not linked to the promotion promobot dispatched
+    accepted: bool  # false: the environment refuses out-of-band reports (policy.out_of_band_environments)
+    reported_by: str
+    finished_at: datetime = _ts()
+    reported_at: datetime = _ts()

@@ -90,3 +90,20 @@ class HoldRecord:
     reason: str
     held_by: str | None = None
     held_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class OutOfBandRecord:
+    """A deployment or verification no promobot promotion dispatched: shown as a flag, never evidence."""
+
+    service: str
+    tag: str
+    environment: str
+    kind: str  # deployment | verification
+    outcome: str  # success | failure | passed | failed
+    reported_by: str
+    reported_at: datetime
+    reason: str
+    accepted: bool
+    run_id: str | None = None
+    url: str | None = None

@@ -21,14 +21,37 @@ def workflow_run(
     payload["action"] = action
     payload["repository"]["full_name"] = repository
     payload["workflow_run"].update(
-        id=run["id"],
-        name=run["name"],
-        display_title=run["display_title"],
-        html_url=run["html_url"],
-        event="workflow_dispatch",
+        {key: run[key] for key in ("id", "name", "display_title", "html_url", "event", "path", "workflow_id")},
+        actor=run["actor"],
+        triggering_actor=run["triggering_actor"],
+        run_attempt=run["run_attempt"],
+        head_branch=run["head_branch"],
         status="completed" if action == "completed" else "queued",
         conclusion=conclusion if action == "completed" else None,
     )
+    payload["workflow"] = {**payload.get("workflow", {}), "id": run["workflow_id"], "path": run["path"]}
+    return payload
+
+
+def protection_rule(
+    run: dict, environment: str, *, api_url: str, repository: str = "acme/api-gateway", callback: str | None = None
+) -> dict:
+    """A ``deployment_protection_rule`` ``requested`` delivery for a job of ``run`` targeting ``environment``:
+    GitHub's example payload (tests/fixtures/github/webhook-deployment_protection_rule-requested.json, from
+    octokit/webhooks.net test/Octokit.Webhooks.Test/Resources/deployment_protection_rule/requested.payload.json
+    at b6e30b03e9ff2f5ae259c8442f6c6becbdfe4f51), with the fields GitHub fills for a workflow run's job: the
+    review URL of the run as ``deployment_callback_url``, top-level ``sha``/``ref`` and ``installation``."""
+    payload = fixture_json("github/webhook-deployment_protection_rule-requested.json")
+    payload["environment"] = environment
+    payload["event"] = run["event"]
+    payload["sha"], payload["ref"] = run["head_sha"], run["head_branch"]
+    payload["deployment_callback_url"] = callback or (
+        f"{api_url}/repos/{repository}/actions/runs/{run['id']}/deployment_protection_rule"
+    )
+    payload["deployment"].update(environment=environment, original_environment=environment, sha=run["head_sha"])
+    payload["deployment"]["ref"] = run["head_branch"]
+    payload["repository"]["full_name"] = repository
+    payload["installation"] = {"id": 1, "node_id": "MDIzOkludGVncmF0aW9uSW5zdGFsbGF0aW9uMQ=="}
     return payload
 
 

@@ -420,8 +420,11 @@ async def seed(
     scanner="trivy",
     **built: Any,
 ):
-    """An artifact built, scanned, with an SBOM, deployed and verified through ``envs`` hours ago.
-    ``built`` overrides fields of its artifact.built event (digest, built_at, …)."""
+    """An artifact built, scanned, with an SBOM, deployed and verified through ``envs`` hours ago: in dev by
+    the pipeline's own reports (builds land there), in every later environment through the promotion promobot
+    dispatched there (gate 1 into staging, an approved request into production), whose run reports back.
+    Stops where gate 1 refuses: the artifact never reached that environment. ``built`` overrides fields of its
+    artifact.built event (digest, built_at, …)."""
     body = artifact(service, tag, **{"built_at": ago(hours=30), **built})
     h.github.add_commits(f"acme/{service}", "main", [body["commit_sha"]])
     for event in (
@@ -438,40 +441,104 @@ async def seed(
         status, answer = await h.event(event)
         assert status == 202, answer
     for i, env in enumerate(envs):
-        if env == "staging":  # dev's verification starts gate 1; the deploy it dispatched reports back
-            channel = h.bot.config.services[service].channel if h.bot else "C0DEPLOYS"
-            await h.wait(
-                lambda s, channel=channel: (
-                    [
-                        u
-                        for u in s.updates(channel)
-                        if "→ staging · Deploying" in header_text(u) and f" {tag} → staging" in (u.get("text") or "")
-                    ]
-                    or [m for m in s.messages(channel) if "Automatic promotion of" in m["text"]]
-                )
-            )
         # promobot records the history as it happened: its own clock says when (soak counts from there)
-        when = datetime.now(UTC) - timedelta(hours=9 - 2 * i)
-        with recorded_at(h, when):
-            for event in (
-                deployed(service, tag, env, finished_at=(when - timedelta(hours=1)).isoformat()),
-                verified(service, tag, env, finished_at=when.isoformat()),
+        deployed_at = datetime.now(UTC) - timedelta(hours=10 - 2 * i)
+        verified_at = deployed_at + timedelta(hours=1)
+        if env == "dev":
+            for event, when in (
+                (deployed(service, tag, env, finished_at=deployed_at.isoformat()), deployed_at),
+                (verified(service, tag, env, finished_at=verified_at.isoformat()), verified_at),
             ):
-                status, answer = await h.event(event)
+                with recorded_at(h, when):
+                    status, answer = await h.event(event)
                 assert status == 202, answer
+        elif (
+            await through_promotion(h, tag, env, service=service, deployed_at=deployed_at, verified_at=verified_at)
+            is None
+        ):
+            break
     return body
 
 
 @contextmanager
-def recorded_at(h, when: datetime):
+def recorded_at(h, when: datetime | None):
     """Hold the engine's clock at ``when`` (only for a bot in this process; a bot process keeps its own)."""
     before = h.clock.fixed
-    if h.bot is not None:
+    if h.bot is not None and when is not None:
         h.clock.fixed = when
     try:
         yield
     finally:
         h.clock.fixed = before
+
+
+def _channel(h, service: str) -> str:
+    return h.bot.config.services[service].channel if h.bot else {"billing": "C0BILLING"}.get(service, "C0DEPLOYS")
+
+
+async def through_promotion(
+    h,
+    tag: str,
+    environment: str,
+    *,
+    service: str = "api-gateway",
+    status: str = "success",
+    result: str | None = "passed",
+    deployed_at: datetime | str | None = None,
+    verified_at: datetime | str | None = None,
+    approver: str = "U0LEAD",
+) -> dict | None:
+    """Take ``tag`` into ``environment`` the one way anything gets past dev: a promotion (gate 1's into
+    staging, else one requested and approved), dispatched by promobot, whose run reports its deployment and
+    (``result``) verification back. Returns the dispatch, or None when gate 1 refused to start it."""
+    channel = _channel(h, service)
+
+    def ours(d: dict) -> bool:
+        return (
+            d["inputs"]["environment"] == environment
+            and d["inputs"]["image_tag"] == tag
+            and d["repo"].endswith(service)
+        )
+
+    if environment == "staging":  # dev's verification started gate 1
+        refused = f"Automatic promotion of {service} `{tag}` to staging"
+        found = await h.wait(
+            lambda s: (
+                [d for d in h.github.dispatches() if ours(d)]
+                or [m for m in s.messages(channel) if refused in m["text"]]
+            )
+        )
+        if "inputs" not in found[-1]:
+            return None
+        dispatch = found[-1]
+    else:
+        requester = h.user("U0DEV", channel)
+        resp = await requester.command("/promote", f"{service} {tag} to {environment}")
+        assert resp.status == 200
+        await h.wait(lambda s: requester.replies())
+        pid = requester.replies()[0]["text"].split("`")[1]
+        # the card is posted after the reply (its evidence is gathered first)
+        card = (await h.wait(lambda s: [c for c in h.cards(channel, target=environment) if pid in all_text(c)]))[0]
+        await h.user(approver, channel).click(card, "promotion.approve")
+        dispatch = (
+            await h.wait(lambda s: [d for d in h.github.dispatches() if ours(d) and pid in d["inputs"].values()])
+        )[-1]
+    pid = dispatch["inputs"]["promotion_id"]
+    # reported once promobot has recorded its dispatch (the card says Deploying), as a real run would be
+    await h.wait(lambda s: [u for u in s.updates(channel) if "· Deploying" in header_text(u) and pid in all_text(u)])
+    events = [
+        (deployed(service, tag, environment, status, run_id=str(dispatch["run_id"])), deployed_at),
+    ]
+    if status == "success" and result is not None:
+        events.append((verified(service, tag, environment, result), verified_at))
+    for event, at in events:
+        when = datetime.fromisoformat(at) if isinstance(at, str) else at
+        if when is not None:
+            event["finished_at"] = when.isoformat()
+        with recorded_at(h, when):  # as it happened: promobot's own clock says when (soak counts from there)
+            answer_status, answer = await h.event(event)
+        assert answer_status == 202 and answer["result"] == "recorded", answer
+    return dispatch
 
 
 def production_dispatches(h) -> list[dict]:
@@ -480,11 +547,94 @@ def production_dispatches(h) -> list[dict]:
 
 
 async def request_card(h, requester="U0DEV", text=f"api-gateway {TAG}"):
+    """``/promote text``; once promobot answers, and (when it opened a promotion) once its card is posted."""
     dev = h.user(requester)
     resp = await dev.command("/promote", text)
     assert resp.status == 200
-    await h.wait(lambda s: dev.replies())
+    reply = (await h.wait(lambda s: dev.replies()))[0]["text"]
+    opened = re.match(r":white_check_mark: Requested .*?`(prm-[0-9a-f]+)`", reply)
+    if opened:  # the card is posted after the reply (its evidence is gathered first)
+        await h.wait(lambda s: [m for m in s.messages() if opened.group(1) in all_text(m) and m.get("blocks")])
     return dev
+
+
+async def dispatched(h, *, tag: str = TAG, environment: str = "production", approver: str = "U0LEAD") -> dict:
+    """Request ``tag`` into ``environment``, approve it and wait for promobot's dispatch (as GitHub got it)."""
+    await request_card(h, text=f"api-gateway {tag} to {environment}")
+    await h.user(approver).click(h.cards(target=environment)[-1], "promotion.approve")
+    found = await h.wait(
+        lambda s: [
+            d
+            for d in h.github.dispatches()
+            if d["inputs"]["environment"] == environment and d["inputs"]["image_tag"] == tag
+        ]
+    )
+    return found[-1]
+
+
+async def authorize(h, dispatch: dict | None = None, *, token: str | None = API_TOKEN, **body: Any) -> tuple[int, dict]:
+    """What the deploy workflow's authorize step sends: by default the claims of ``dispatch``'s own run."""
+    if dispatch is not None:
+        inputs = dispatch["inputs"]
+        body = {
+            "service": "api-gateway",
+            "environment": inputs["environment"],
+            "image_digest": inputs["image_digest"],
+            "promotion_id": inputs["promotion_id"],
+            "run_id": dispatch["run_id"],
+            "run_attempt": 1,
+            "repository": dispatch["repo"],
+            **body,
+        }
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with h.session.post(f"{h.base_url}/api/v1/deployments/authorize", json=body, headers=headers) as resp:
+        return resp.status, await resp.json()
+
+
+_APP_KEY: list[str] = []
+
+
+def github_app_settings() -> dict[str, Any]:
+    """Settings overrides that make promobot a GitHub App installation instead of a token's user."""
+    if not _APP_KEY:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        _APP_KEY.append(pem.decode())
+    return dict(
+        github_token=None, github_app_id="4242", github_app_private_key=_APP_KEY[0], github_app_installation_id=1
+    )
+
+
+async def open_home(h, user: str) -> dict:
+    """Send app_home_opened as Slack does (a signed Events API callback) and return the published view."""
+    body = json.dumps(
+        {
+            "token": "legacy-verification-token",
+            "team_id": "T0TEST",
+            "api_app_id": "A0TEST",
+            "type": "event_callback",
+            "event_id": f"Ev{time.time_ns()}",
+            "event_time": int(time.time()),
+            "event": {
+                "type": "app_home_opened",
+                "user": user,
+                "channel": f"D{user}",
+                "tab": "home",
+                "event_ts": f"{time.time():.6f}",
+            },
+        }
+    )
+    before = len(h.slack.calls("views.publish"))
+    resp = await h.post_slack(body, headers={**sign(body), "Content-Type": "application/json"})
+    assert resp.status == 200
+    calls = await h.wait(lambda s: s.calls("views.publish")[before:])
+    assert calls[0]["params"]["user_id"] == user
+    return calls[0]["params"]["view"]
 
 
 # --- reading what the bot did -------------------------------------------------------------------

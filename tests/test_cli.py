@@ -181,8 +181,12 @@ def test_audit_verify_and_export_after_a_promotion(tmp_path):
     assert unkeyed.returncode == 2 and "set PROMOBOT_AUDIT_KEY" in unkeyed.stdout, unkeyed.stdout
     export = promobot("audit", "export", "--format", "jsonl", tmp_path=tmp_path)
     records = [valid_record(json.loads(line)) for line in export.stdout.splitlines() if line.strip()]
-    production = [r for r in records if r["target_environment"] == "production"]
-    assert len(production) == 1 and production[0]["status"] == "DEPLOYING"  # dispatched, not yet deployed
+    by_tag = {r["artifact"]["tag"]: r for r in records if r["target_environment"] == "production"}
+    # the demo's history reached production through a promotion too, six weeks ago
+    assert set(by_tag) == {"7a3f9c2", "a1b2c3d"} and by_tag["a1b2c3d"]["status"] == "SUCCESS"
+    assert by_tag["a1b2c3d"]["promotion_requested_at"] < by_tag["7a3f9c2"]["promotion_requested_at"]
+    production = [by_tag["7a3f9c2"]]
+    assert production[0]["status"] == "DEPLOYING"  # dispatched, not yet deployed
     assert production[0]["promobot_status"] == "dispatched"
     assert production[0]["approver"] == "U0PLATFORMLEAD" and production[0]["artifact"]["tag"] == "7a3f9c2"
     # the model's fields first, in its order

@@ -1,42 +1,26 @@
 """The shipped examples hold: the pipeline workflows are valid GitHub Actions (checked against the
-schema check-jsonschema ships) and send events the bot accepts; the container and Kubernetes
-manifests run two replicas with health checks on /healthz."""
+schema check-jsonschema ships), use the promobot action pinned by commit, and their steps, run against the
+real bot, are accepted and deploy exactly once; the container and Kubernetes manifests run two replicas with
+health checks on /healthz."""
 
 from __future__ import annotations
 
+import asyncio
 import os
-import re
-import shlex
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from string import Template
 
-import pytest
 import yaml
 
-from bot.cli import _report_event, parser
 from bot.config import Settings
-from handlers.pipeline_api import validate_event
-from tests.harness import service_unavailable
+from tests.action_runner import USES, action_steps, evaluate, run_action
+from tests.harness import API_TOKEN, ago, deployed, dispatched, service_unavailable, through_promotion, verified
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = sorted((ROOT / "examples" / "workflows").glob("*.yml"))
 KUBERNETES = ROOT / "examples" / "kubernetes"
-# what the runner's variables hold when the report steps run
-SAMPLE_ENV = {
-    "SERVICE": "api-gateway",
-    "TAG": "7a3f9c2" + "0" * 33,
-    "DIGEST": "sha256:" + "ab" * 32,
-    "GITHUB_SHA": "7a3f9c2" + "0" * 33,
-    "GITHUB_RUN_ID": "4242",
-    "ENVIRONMENT": "staging",
-    "STATUS": "success",
-    "RESULT": "passed",
-    "SMOKE": "success",
-    "RUN_URL": "https://github.com/acme/api-gateway/actions/runs/4242",
-}
 
 
 def _check_jsonschema() -> str:
@@ -67,35 +51,79 @@ def test_deploy_workflow_takes_the_dispatch_inputs_and_names_its_run_after_the_p
     assert sum("PLACEHOLDER" in s.get("name", "") for s in steps) == 2
 
 
-def _report_commands(workflow: Path) -> list[str]:
-    commands = []
-    for job in yaml.safe_load(workflow.read_text())["jobs"].values():
-        for step in job["steps"]:
-            script = step.get("run", "").replace("\\\n", " ")
-            commands += [line.strip() for line in script.splitlines() if line.strip().startswith("promobot report")]
-    return commands
+def test_workflows_use_the_promobot_action_pinned_by_commit_and_install_nothing():
+    for workflow in WORKFLOWS:
+        text = workflow.read_text()
+        steps = action_steps(yaml.safe_load(text))
+        assert steps, workflow.name
+        for _job, step in steps:
+            assert USES.match(step["uses"]), f"{workflow.name}: {step['uses']} is not pinned by a full commit SHA"
+        # no package to install (an unpublished name on PyPI is a supply-chain trap), no promobot CLI
+        assert "pip install" not in text and "promobot report" not in text, workflow.name
 
 
-@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda w: w.name)
-def test_workflow_reports_are_events_the_bot_accepts(workflow, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+async def test_the_example_workflows_steps_build_deploy_and_report_through_the_real_bot(harness, tmp_path):
+    """Run the example workflows' promobot steps, in order, with their ``with:`` values evaluated as a
+    runner would: the build reports are accepted, and promobot's dispatch of the deploy workflow is
+    authorized, deploys once and ends verified."""
+    h = harness
+    tag = "7a3f9c2" + "0" * 33
+    h.github.add_commits("acme/api-gateway", "main", [tag])
     for name in ("trivy-clean.json", "sbom.cdx.json"):
-        shutil.copy(ROOT / "examples" / "reports" / name, tmp_path / name)
-    (tmp_path / "trivy.json").write_text((tmp_path / "trivy-clean.json").read_text())
-    commands = _report_commands(workflow)
-    assert commands
-    types = []
-    for command in commands:
-        assert set(re.findall(r"\$\{?(\w+)", command)) <= set(SAMPLE_ENV), f"unknown variables in {command!r}"
-        words = [Template(w).substitute(SAMPLE_ENV) for w in shlex.split(command)]
-        event = validate_event(_report_event(parser().parse_args(words[1:])))
-        types.append(event["type"])
-    expected = (
-        ["artifact.built", "scan.finished", "sbom.published"]
-        if workflow.name == "build.yml"
-        else ["deployment.finished", "verification.finished"]
+        shutil.copy(ROOT / "examples" / "reports" / name, tmp_path / ("trivy.json" if "trivy" in name else name))
+    build = yaml.safe_load((ROOT / "examples" / "workflows" / "build.yml").read_text())
+    digest = await asyncio.to_thread(h.push_image, "api-gateway", tag)  # the build's push step
+    assert digest is not None
+    context = {
+        "vars.PROMOBOT_URL": h.base_url,
+        "secrets.PROMOBOT_API_TOKEN": API_TOKEN,
+        "env.SERVICE": "api-gateway",
+        "env.TAG": tag,
+        "steps.push.outputs.digest": digest,
+    }
+    github = {"GITHUB_SHA": tag, "GITHUB_RUN_ID": "4242", "GITHUB_JOB": "build"}
+    sent = []
+    for _job, step in action_steps(build):
+        with_values = {k: evaluate(v, context) for k, v in step["with"].items()}
+        result = await run_action(with_values, tmp_path=tmp_path, github=github)
+        assert result.code == 0 and result.outputs["http_status"] == "202", result.log
+        sent.append(with_values["type"])
+    assert sent == ["artifact.built", "scan.finished", "sbom.published"]
+
+    # the artifact reaches staging through promobot (dev by the pipeline, staging by gate 1), then production
+    for event in (deployed("api-gateway", tag, "dev"), verified("api-gateway", tag, "dev")):
+        assert (await h.event(event))[0] == 202
+    await through_promotion(h, tag, "staging", deployed_at=ago(hours=3), verified_at=ago(hours=2))
+    dispatch = await dispatched(h, tag=tag)
+    inputs = dispatch["inputs"]
+    deploy = yaml.safe_load((ROOT / "examples" / "workflows" / "deploy.yml").read_text())
+    context.update({f"inputs.{k}": v for k, v in inputs.items()})
+    context.update(
+        {
+            "steps.deploy.outcome == 'success' && 'success' || 'failure'": "success",
+            "steps.verify.outcome == 'success' && 'passed' || 'failed'": "passed",
+            "steps.verify.outcome": "success",
+        }
     )
-    assert types == expected
+    github = {"GITHUB_RUN_ID": str(dispatch["run_id"]), "GITHUB_JOB": "deploy"}
+    steps = action_steps(deploy)
+    assert [s["with"]["command"] for _, s in steps] == ["authorize", "report", "report"]
+    assert deploy["jobs"]["deploy"]["steps"][0] is steps[0][1]  # authorize comes before anything else
+
+    def with_values(step: dict) -> dict:
+        return {k: evaluate(v, context) for k, v in step["with"].items()}
+
+    for _job, step in steps:
+        result = await run_action(with_values(step), tmp_path=tmp_path, github=github)
+        assert result.code == 0, result.log
+        if step["with"]["command"] == "authorize":
+            # the same workflow dispatched by hand with these inputs is stopped at this first step
+            by_hand = h.github.create_run("acme/api-gateway", "deploy.yml", display_title=f"[{inputs['promotion_id']}]")
+            refused = await run_action(with_values(step), tmp_path=tmp_path, github={"GITHUB_RUN_ID": str(by_hand)})
+            assert refused.code == 1 and "(wrong_actor)" in refused.stdout
+    assert (await h.get(f"/api/v1/promotions/{inputs['promotion_id']}"))[1][
+        "status"
+    ] == "SUCCESS"  # the promotion record (model §record shape): verified
 
 
 def _manifests() -> dict[str, dict]:

@@ -83,6 +83,21 @@ async def test_deep_or_misshapen_json_is_a_400_on_every_route(harness):
             assert resp.status == 400, (raw[:20], await resp.text())
             assert (await resp.json())["error"] == "invalid event"
 
+    authorize = f"{h.base_url}/api/v1/deployments/authorize"
+    superscript = {
+        "service": "api-gateway",
+        "environment": "production",
+        "image_digest": "sha256:" + "ab" * 32,
+        "promotion_id": "prm-0123456789",
+        "run_id": "\u00b2",  # str.isdigit() says yes; int() says no
+    }
+    for raw in ("[" * 10_000 + "]" * 10_000, "[1, 2, 3]", json.dumps(superscript)):
+        async with h.session.post(authorize, data=raw, headers=pipeline) as resp:
+            assert resp.status == 400, (raw[:20], await resp.text())
+            assert (await resp.json())["error"] == "invalid request"
+    async with h.session.post(authorize, data=b" " * (1 << 20), headers=pipeline) as resp:
+        assert resp.status == 413 and "64 KB" in (await resp.json())["error"]
+
     for raw in (DEEP.encode(), b"[1, 2, 3]", deep_object("workflow_run").encode()):
         async with h.session.post(f"{h.base_url}/github/webhook", data=raw, headers=github_headers(raw)) as resp:
             assert resp.status == 400, (raw[:20], await resp.text())
@@ -91,6 +106,17 @@ async def test_deep_or_misshapen_json_is_a_400_on_every_route(harness):
         headers = {**sign(raw), "Content-Type": "application/json"}
         async with h.session.post(f"{h.base_url}/slack/events", data=raw.encode(), headers=headers) as resp:
             assert resp.status == 400, (raw[:20], await resp.text())
+    # a NUL character, which PostgreSQL cannot store, is refused on every route before anything is written
+    nul_event = {**verified("api-gateway", TAG, "dev"), "event_id": "evt-\u0000"}
+    async with h.session.post(f"{h.base_url}/api/v1/events", json=nul_event, headers=pipeline) as resp:
+        assert resp.status == 400 and "NUL character" in str(await resp.json()), await resp.text()
+    nul_command = urlencode({"command": "/rollback", "text": "api-gateway production \u0000", "user_id": "U0DEV"})
+    async with h.session.post(f"{h.base_url}/slack/events", data=nul_command, headers=sign(nul_command)) as resp:
+        assert resp.status == 400 and "NUL character" in (await resp.json())["error"]
+    raw = json.dumps({"action": "completed", "workflow_run": {"name": "\u0000"}}).encode()
+    async with h.session.post(f"{h.base_url}/github/webhook", data=raw, headers=github_headers(raw)) as resp:
+        assert resp.status == 400 and "NUL character" in (await resp.json())["error"]
+
     form = urlencode({"payload": "[" * 100_000 + "]" * 100_000})  # url-encoded, 200,000 deep is over 1 MB
     async with h.session.post(f"{h.base_url}/slack/events", data=form.encode(), headers=sign(form)) as resp:
         assert resp.status == 400 and "nested deeper" in (await resp.json())["error"]

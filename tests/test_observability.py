@@ -15,10 +15,10 @@ async def test_metrics_count_promotions_by_outcome_and_time_approvals(harness):
     await seed(h)
     await request_card(h)
     await h.user("U0LEAD").click(h.cards()[-1], "promotion.approve")
-    await h.wait(lambda s: production_dispatches(h))
+    dispatch = (await h.wait(lambda s: production_dispatches(h)))[0]
     await h.wait(lambda s: [u for u in s.updates("C0DEPLOYS") if "production · Deploying" in str(u["blocks"][0])])
-    await h.event(deployed("api-gateway", TAG, "production"))
-    await h.event(verified("api-gateway", TAG, "production"))
+    assert (await h.event(deployed("api-gateway", TAG, "production", run_id=str(dispatch["run_id"]))))[0] == 202
+    assert (await h.event(verified("api-gateway", TAG, "production")))[0] == 202
     await h.wait(lambda s: [u for u in s.updates("C0DEPLOYS") if "production · Verified" in str(u["blocks"][0])])
     h.bot.service.clock.fixed = None
     status, content_type, body = await _text(h, "/metrics")

@@ -77,6 +77,40 @@ async def test_a_resend_with_the_same_event_id_changes_nothing(harness):
         assert len(s.exec(select(Deployment)).all()) == 1
 
 
+async def test_a_resent_event_whose_time_is_now_is_a_duplicate_not_a_conflict(harness):
+    """`built_at: now` is resolved by the bot; a resend of the very same body after a lost answer is
+    the same event, so the idempotency check compares the body as it was sent."""
+    h = harness
+    event = {**artifact("api-gateway", "7a3f9c2", built_at="now"), "event_id": "build-99-artifact"}
+    assert (await h.event(event))[1]["result"] == "recorded"
+    await asyncio.sleep(0.01)  # the bot's clock moves on between the two sends
+    assert await h.event(event) == (202, {"status": "accepted", "result": "duplicate", "type": "artifact.built"})
+    status, body = await h.event({**event, "digest": "sha256:" + "e" * 64})
+    assert status == 409 and "already used for a different" in body["error"]
+    with Session(h.bot.engine) as s:
+        assert len(s.exec(select(Artifact)).all()) == 1
+
+
+def test_promobot_report_resolves_now_once_before_the_first_try():
+    """Every try sends the same bytes: `--built-at now` becomes the client's UTC time when the event
+    is built, not a word the bot turns into its own time on each try."""
+    from datetime import UTC, datetime
+
+    from bot.cli import _report_event, parser
+
+    args = parser().parse_args(
+        ["report", "artifact.built", "--service", "api-gateway", "--tag", "7a3f9c2", "--built-at", "now"]
+    )
+    before = datetime.now(UTC)
+    event = _report_event(args)
+    built = datetime.fromisoformat(event["built_at"])
+    assert built.tzinfo is not None and before.replace(microsecond=0) <= built <= datetime.now(UTC)
+    deploy = parser().parse_args(
+        ["report", "deployment.finished", "--service", "a", "--tag", "t", "--finished-at", "NOW"]
+    )
+    assert _report_event(deploy)["finished_at"] != "NOW"
+
+
 async def test_a_second_digest_for_a_tag_is_a_tag_mutation(harness):
     h = harness
     assert (await h.event(artifact("api-gateway", "7a3f9c2")))[0] == 202

@@ -43,6 +43,11 @@ async def until(predicate, timeout: float = 10.0):
     raise AssertionError(f"timed out after {timeout}s")
 
 
+def kind_of(h, dispatch: dict) -> str:
+    with Session(h.bot.engine) as s:
+        return s.get(Promotion, dispatch["inputs"]["promotion_id"]).kind
+
+
 def status_of(h, pid: str) -> str:
     with Session(h.bot.engine) as s:
         return s.get(Promotion, pid).status
@@ -95,7 +100,7 @@ async def test_records_say_success_rejected_expired_and_rolled_back_in_the_model
     # success, then rolled back by a verified rollback
     await request_card(h)
     await h.user("U0RM1").click(h.cards()[-1], "promotion.approve")
-    dispatch = (await h.wait(lambda s: production_dispatches(h)))[0]
+    dispatch = (await h.wait(lambda s: [d for d in production_dispatches(h) if d["inputs"]["image_tag"] == TAG]))[0]
     pid = dispatch["inputs"]["promotion_id"]
     await until(lambda: status_of(h, pid) == "dispatched")
     for event in (
@@ -121,7 +126,7 @@ async def test_records_say_success_rejected_expired_and_rolled_back_in_the_model
     await h.wait(lambda s: roll.replies())
     card = [c for c in h.cards() if "Rollback" in c["blocks"][0]["text"]["text"]][-1]
     await h.user("U0LEAD").click(card, "promotion.approve")
-    back = (await h.wait(lambda s: [d for d in production_dispatches(h) if d["inputs"]["image_tag"] == OLD]))[0]
+    back = (await h.wait(lambda s: [d for d in production_dispatches(h) if kind_of(h, d) == "rollback"]))[0]
     rollback = back["inputs"]["promotion_id"]
     await until(lambda: status_of(h, rollback) == "dispatched")
     for event in (

@@ -30,10 +30,12 @@ from tests.harness import (
     promotion,
     request_card,
     seed,
+    through_promotion,
     verified,
 )
 
 OLD = "a1b2c3d"  # what production ran before TAG
+BAD = "0badf00"  # a deploy to production that failed before OLD
 REPO = "acme/api-gateway"
 INJECTION = "<!channel> <@U0EVIL> *bold* `tick"
 
@@ -108,15 +110,12 @@ def sha(tag: str) -> str:
 
 
 async def production_history(h) -> None:
-    """OLD built, scanned and running verified in production for days; an older failed deploy before it."""
-    await seed(h, tag=OLD, envs=())
-    for event in (
-        deployed("api-gateway", "0badf00", "production", status="failure", finished_at=ago(days=5)),
-        deployed("api-gateway", OLD, "production", finished_at=ago(days=3)),
-        verified("api-gateway", OLD, "production", finished_at=ago(days=3, minutes=-20)),
-    ):
-        status, answer = await h.event(event)
-        assert status == 202, answer
+    """OLD built, scanned and running verified in production for days; an older failed deploy before it.
+    Each got there the one way anything does: a promotion promobot dispatched, whose run reported back."""
+    await seed(h, tag=BAD)
+    await through_promotion(h, BAD, "production", status="failure", deployed_at=ago(days=5))
+    await seed(h, tag=OLD)
+    await through_promotion(h, OLD, "production", deployed_at=ago(days=3), verified_at=ago(days=3, minutes=-20))
 
 
 # --- the approval card --------------------------------------------------------------------
@@ -253,11 +252,7 @@ async def test_rollback_shows_what_runs_and_what_it_replaces_then_holds_the_repl
     await production_history(h)
     h.github.add_commits(REPO, "main", [sha(OLD)])
     await seed(h)
-    for event in (
-        deployed("api-gateway", TAG, "production", finished_at=ago(hours=2)),
-        verified("api-gateway", TAG, "production", finished_at=ago(hours=1)),
-    ):
-        assert (await h.event(event))[0] == 202
+    await through_promotion(h, TAG, "production", deployed_at=ago(hours=2), verified_at=ago(hours=1))
     digests = {tag: artifact("api-gateway", tag)["digest"] for tag in (OLD, TAG)}
 
     # a tag never verified in production is refused, and says what to do
@@ -279,8 +274,11 @@ async def test_rollback_shows_what_runs_and_what_it_replaces_then_holds_the_repl
     assert "Known good*: `a1b2c3d` passed verification in production" in all_text(card)
 
     await h.user("U0LEAD").click(card, "promotion.approve")
-    dispatch = (await h.wait(lambda s: production_dispatches(h)))[0]
+    dispatch = (
+        await h.wait(lambda s: [d for d in production_dispatches(h) if d["inputs"]["promotion_id"] == card_id(card)])
+    )[0]
     assert dispatch["inputs"]["image_tag"] == OLD and dispatch["inputs"]["image_digest"] == digests[OLD]
+    await card_update(h, card, lambda u: "Deploying" in header_text(u))
     for event in (
         deployed("api-gateway", OLD, "production", run_id=str(dispatch["run_id"])),
         verified("api-gateway", OLD, "production"),
@@ -415,8 +413,7 @@ async def test_nothing_people_type_becomes_a_mention_a_broadcast_or_formatting(h
     h = harness
     await production_history(h)
     await seed(h)
-    for event in (deployed("api-gateway", TAG, "production"), verified("api-gateway", TAG, "production")):
-        assert (await h.event(event))[0] == 202
+    await through_promotion(h, TAG, "production")
     for command, text in (
         ("/promote", f"lock billing production {INJECTION}"),
         ("/promote", f"hold api-gateway {OLD} {INJECTION}"),

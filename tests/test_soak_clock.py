@@ -15,14 +15,23 @@ async def reply_to(h, user: str, command: str, text: str) -> dict:
     return (await h.wait(lambda s: person.replies()))[0]
 
 
+async def gate_one_run(h) -> str:
+    """The run of gate 1's staging deploy, once promobot follows it: its reports name it, as a real run's do."""
+    await h.wait(lambda s: [u for u in s.updates("C0DEPLOYS") if "→ staging · Deploying" in header_text(u)])
+    dispatch = next(d for d in h.github.dispatches() if d["inputs"]["environment"] == "staging")
+    return str(dispatch["run_id"])
+
+
 async def test_a_backdated_finished_at_does_not_shorten_the_soak(harness):
     h = harness
     await seed(h, envs=("dev",))
-    await h.wait(lambda s: [u for u in s.updates("C0DEPLOYS") if "→ staging · Deploying" in header_text(u)])
+    run_id = await gate_one_run(h)
     # the pipeline reports staging's deployment and verification just now, claiming they finished hours ago
     claimed = datetime.now(UTC) - timedelta(hours=3)
     for event in (
-        deployed("api-gateway", TAG, "staging", finished_at=(claimed - timedelta(minutes=10)).isoformat()),
+        deployed(
+            "api-gateway", TAG, "staging", run_id=run_id, finished_at=(claimed - timedelta(minutes=10)).isoformat()
+        ),
         verified("api-gateway", TAG, "staging", finished_at=claimed.isoformat()),
     ):
         status, answer = await h.event(event)
@@ -40,11 +49,13 @@ async def test_a_backdated_finished_at_does_not_shorten_the_soak(harness):
 async def test_the_soak_ends_an_hour_after_promobot_recorded_it_and_the_card_shows_both_times(harness):
     h = harness
     await seed(h, envs=("dev",))
-    await h.wait(lambda s: [u for u in s.updates("C0DEPLOYS") if "→ staging · Deploying" in header_text(u)])
+    run_id = await gate_one_run(h)
     claimed = datetime.now(UTC) - timedelta(hours=3)
     recorded = datetime.now(UTC)
     for event in (
-        deployed("api-gateway", TAG, "staging", finished_at=(claimed - timedelta(minutes=10)).isoformat()),
+        deployed(
+            "api-gateway", TAG, "staging", run_id=run_id, finished_at=(claimed - timedelta(minutes=10)).isoformat()
+        ),
         verified("api-gateway", TAG, "staging", finished_at=claimed.isoformat()),
     ):
         assert (await h.event(event))[0] == 202

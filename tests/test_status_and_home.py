@@ -3,9 +3,7 @@ through signed requests against the real app."""
 
 from __future__ import annotations
 
-import json
 import re
-import time
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -15,7 +13,7 @@ from sqlmodel import Session
 from bot.engine.status import OverviewCell, OverviewRow
 from handlers import blocks as B
 from storage.models import Artifact, Deployment, EnvironmentLock, Verification
-from tests.harness import CONFIG, TAG, all_text, header_text, request_card, seed, sign
+from tests.harness import CONFIG, TAG, all_text, header_text, open_home, request_card, seed
 from tests.test_slack_experience import (
     OLD,
     assert_no_injection,
@@ -165,33 +163,6 @@ def test_the_overview_says_what_did_not_fit_when_there_are_thousands():
     assert blocks[-1]["elements"][0]["text"] == (
         f"…and {3000 - shown} more services. `/status SERVICE` shows one in full."
     )
-
-
-async def open_home(h, user: str) -> dict:
-    """Send app_home_opened as Slack does (a signed Events API callback) and return the published view."""
-    body = json.dumps(
-        {
-            "token": "legacy-verification-token",
-            "team_id": "T0TEST",
-            "api_app_id": "A0TEST",
-            "type": "event_callback",
-            "event_id": f"Ev{time.time_ns()}",
-            "event_time": int(time.time()),
-            "event": {
-                "type": "app_home_opened",
-                "user": user,
-                "channel": f"D{user}",
-                "tab": "home",
-                "event_ts": f"{time.time():.6f}",
-            },
-        }
-    )
-    before = len(h.slack.calls("views.publish"))
-    resp = await h.post_slack(body, headers={**sign(body), "Content-Type": "application/json"})
-    assert resp.status == 200
-    calls = await h.wait(lambda s: s.calls("views.publish")[before:])
-    assert calls[0]["params"]["user_id"] == user
-    return calls[0]["params"]["view"]
 
 
 def headers(view: dict) -> list[str]:

@@ -58,7 +58,7 @@ async def dispatched_to_production(h, approver: str = "U0LEAD") -> tuple[str, di
     """The seeded artifact requested, approved and dispatched to production: (promotion id, its run)."""
     await request_card(h)
     await h.user(approver).click(h.cards()[-1], "promotion.approve")
-    dispatch = (await h.wait(lambda s: production_dispatches(h)))[0]
+    dispatch = (await h.wait(lambda s: [d for d in production_dispatches(h) if d["inputs"]["image_tag"] == TAG]))[0]
     pid = dispatch["inputs"]["promotion_id"]
     await until(lambda: promotion(h, pid).status == "dispatched")
     return pid, next(r for r in h.github.runs() if r["id"] == dispatch["run_id"])
@@ -135,6 +135,55 @@ async def test_workflow_run_success_is_recorded_once_across_webhook_redelivery_a
     ]
     assert ("deployment.finished", "github-webhook") in audit_trail(h, pid)
     assert sum("Deployed; waiting for verification." in t for t in thread(h, pid)) == 1
+
+
+async def test_a_foreign_run_titled_with_the_promotion_id_changes_nothing(harness):
+    """A failing pull_request CI run whose title quotes a dispatched promotion's id is not that promotion's
+    run: it is logged and ignored, the production slot stays taken, and no second deploy is approved."""
+    h = harness
+    await seed(h)
+    pid, run = await dispatched_to_production(h)
+    before = audit_trail(h, pid)
+    foreign = h.github.create_run(
+        "acme/api-gateway", "ci.yml", event="pull_request", display_title=f"Fix flaky test (follow-up to {pid})"
+    )
+    h.github.complete_run(foreign, "failure")
+    by_hand = h.github.create_run(  # the deploy workflow, but dispatched by a person, quoting the id
+        "acme/api-gateway", "deploy.yml", display_title=f"Deploy production {TAG} [{pid}]"
+    )
+    h.github.complete_run(by_hand, "failure")
+    for run_id in (foreign, by_hand):
+        other = next(r for r in h.github.runs() if r["id"] == run_id)
+        status, answer = await deliver(h.session, h.base_url, workflow_run(other, conclusion="failure"))
+        assert (status, answer["status"]) == (202, "ignored")
+    p = promotion(h, pid)
+    assert (p.status, p.pipeline_run_id) == ("dispatched", str(run["id"]))
+    assert audit_trail(h, pid) == before
+    # the slot is still held: a second production promotion is refused while the first deploys
+    dev2 = h.user("U0DEV2")
+    await dev2.command("/promote", f"api-gateway {TAG} to production")
+    assert f"Promotion `{pid}`" in (await h.wait(lambda s: dev2.replies()))[0]["text"]
+    assert len(production_dispatches(h)) == 1
+
+    # the real run still moves it
+    h.github.complete_run(run["id"], "success")
+    status, answer = await deliver(h.session, h.base_url, workflow_run(run))
+    assert (status, answer["status"]) == (202, "recorded") and promotion(h, pid).status == "deployed"
+
+
+async def test_without_a_recorded_run_only_promobots_own_dispatch_is_linked_by_its_title(harness):
+    h = harness
+    await seed(h)
+    pid, run = await dispatched_to_production(h)
+    with transaction(h.bot.engine) as s:  # as after a GHES dispatch that answered 204 without run details
+        s.execute(sa.update(Promotion).where(Promotion.id == pid).values(pipeline_run_id=None, run_url=None))
+    by_hand = h.github.create_run("acme/api-gateway", "deploy.yml", display_title=f"Deploy production {TAG} [{pid}]")
+    other = next(r for r in h.github.runs() if r["id"] == by_hand)
+    status, answer = await deliver(h.session, h.base_url, workflow_run(other, action="requested"))
+    assert (status, answer["status"]) == (202, "ignored")
+    assert promotion(h, pid).pipeline_run_id is None
+    status, answer = await deliver(h.session, h.base_url, workflow_run(run, action="requested"))
+    assert (status, answer["status"]) == (202, "linked") and promotion(h, pid).pipeline_run_id == str(run["id"])
 
 
 async def test_requested_webhook_links_a_run_the_dispatch_answer_did_not_name(harness):
@@ -281,8 +330,10 @@ async def test_failed_production_requests_a_rollback_to_the_last_known_good(harn
 
     # the same approval rules: an approver approves, and OLD is dispatched to production
     await h.user("U0RM2").click(card, "promotion.approve")
-    back = (await h.wait(lambda s: [d for d in production_dispatches(h) if d["inputs"]["image_tag"] == OLD]))[0]
-    assert back["inputs"]["promotion_id"] == rollback_id
+    back = (
+        await h.wait(lambda s: [d for d in production_dispatches(h) if d["inputs"]["promotion_id"] == rollback_id])
+    )[0]
+    assert back["inputs"]["image_tag"] == OLD
 
     # a failed rollback is not rolled back in turn: the approvers are told to act
     await until(lambda: promotion(h, rollback_id).status == "dispatched")

@@ -46,15 +46,46 @@ def retry_after_seconds(headers: dict[str, Any] | None, now: float | None = None
     return None
 
 
+def run_info(run: Any) -> RunInfo:
+    """A PyGithub ``WorkflowRun`` as the engine reads it."""
+
+    def login(user: Any) -> str | None:
+        return getattr(user, "login", None) if user is not None else None
+
+    return RunInfo(
+        str(run.id),
+        run.html_url,
+        run.status,
+        run.conclusion,
+        getattr(run, "display_title", None) or run.name,
+        workflow_path=run.path,
+        workflow_id=str(run.workflow_id) if run.workflow_id is not None else None,
+        event=run.event,
+        actor=login(run.actor),
+        triggering_actor=login(run.triggering_actor),
+        run_attempt=run.run_attempt,
+        head_branch=run.head_branch,
+    )
+
+
 class GitHubDispatcher:
     """workflow_dispatch through PyGithub; blocking calls run in a worker thread."""
 
     dry_run = False
 
-    def __init__(self, github_factory: Callable[[], Any], timeout: float = 20.0, http_timeout: float = 15.0):
+    def __init__(
+        self,
+        github_factory: Callable[[], Any],
+        timeout: float = 20.0,
+        http_timeout: float = 15.0,
+        *,
+        login: Callable[[], str] | None = None,
+    ):
         self._github_factory = github_factory
         self._timeout = timeout
         self._http_timeout = http_timeout
+        self._login = login  # asks GitHub who promobot is (GET /user, or GET /app for an App)
+        self._own_login: str | None = None
 
     def _error(self, exc: Exception, *, sending: bool) -> DispatchError:
         if isinstance(exc, GithubException):
@@ -98,14 +129,16 @@ class GitHubDispatcher:
             return RunInfo(None, None, "queued")
         return RunInfo(str(run_id), getattr(result, "html_url", None), "queued")
 
-    def _find_run_sync(self, request: DispatchRequest, since: datetime) -> RunInfo | None:
+    def _find_run_sync(self, request: DispatchRequest, since: datetime, login: str) -> RunInfo | None:
+        """Only runs promobot itself started: a person's run quoting the promotion id is not its dispatch."""
         try:
             workflow = self._workflow(request)
             created = (since - timedelta(minutes=2)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            for n, run in enumerate(workflow.get_runs(event="workflow_dispatch", created=f">={created}")):
-                title = getattr(run, "display_title", None) or run.name or ""
-                if request.promotion_id in title:
-                    return RunInfo(str(run.id), run.html_url, run.status, run.conclusion, title)
+            runs = workflow.get_runs(actor=login, event="workflow_dispatch", created=f">={created}")
+            for n, run in enumerate(runs):
+                info = run_info(run)
+                if info.actor and info.actor.lower() == login.lower() and request.promotion_id in (info.title or ""):
+                    return info
                 if n >= 200:
                     break
         except Exception as exc:
@@ -114,12 +147,29 @@ class GitHubDispatcher:
 
     def _get_run_sync(self, repository: str, run_id: str) -> RunInfo:
         try:
-            run = self._github_factory().get_repo(repository).get_workflow_run(int(run_id))
+            return run_info(self._github_factory().get_repo(repository).get_workflow_run(int(run_id)))
         except Exception as exc:
             raise self._error(exc, sending=False) from None
-        return RunInfo(
-            str(run.id), run.html_url, run.status, run.conclusion, getattr(run, "display_title", None) or run.name
-        )
+
+    def _login_sync(self) -> str:
+        if self._login is None:
+            raise DispatchError("promobot's GitHub identity is unknown", retryable=False, maybe_sent=False)
+        try:
+            return self._login()
+        except Exception as exc:
+            raise self._error(exc, sending=False) from None
+
+    def _review_sync(self, repository: str, run_id: str, environment: str, state: str, comment: str) -> None:
+        """``POST /repos/{repo}/actions/runs/{run_id}/deployment_protection_rule`` (PyGithub has no method for
+        it: its requester is the documented way to call such endpoints). Never sent to a URL from a payload."""
+        try:
+            self._github_factory().requester.requestJsonAndCheck(
+                "POST",
+                f"/repos/{repository}/actions/runs/{int(run_id)}/deployment_protection_rule",
+                input={"environment_name": environment, "state": state, "comment": comment[:1024]},
+            )
+        except Exception as exc:
+            raise self._error(exc, sending=False) from None
 
     async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         try:
@@ -140,10 +190,23 @@ class GitHubDispatcher:
         return await self._in_thread(self._send_sync, workflow, request)
 
     async def find_run(self, request: DispatchRequest, *, since: datetime) -> RunInfo | None:
-        return await self._in_thread(self._find_run_sync, request, since)
+        login = await self.own_login()
+        assert login is not None
+        return await self._in_thread(self._find_run_sync, request, since, login)
 
     async def get_run(self, repository: str, run_id: str) -> RunInfo:
         return await self._in_thread(self._get_run_sync, repository, run_id)
+
+    async def own_login(self) -> str:
+        """Asked once, then remembered: a process keeps its credentials."""
+        if self._own_login is None:
+            self._own_login = await self._in_thread(self._login_sync)
+        return self._own_login
+
+    async def review_protection_rule(
+        self, repository: str, run_id: str, environment: str, state: str, comment: str
+    ) -> None:
+        await self._in_thread(self._review_sync, repository, run_id, environment, state, comment)
 
 
 @dataclass
@@ -165,3 +228,13 @@ class DryRunDispatcher:
 
     async def get_run(self, repository: str, run_id: str) -> RunInfo:
         return RunInfo(run_id, None, "dry-run")
+
+    async def own_login(self) -> str | None:
+        return None  # no GitHub identity: nothing promobot did not dispatch can be told from what it did
+
+    async def review_protection_rule(
+        self, repository: str, run_id: str, environment: str, state: str, comment: str
+    ) -> None:
+        raise DispatchError(
+            "dry run: no GitHub credentials to answer a protection rule", retryable=False, maybe_sent=False
+        )

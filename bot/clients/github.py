@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from github import Auth, Github
+from github import Auth, Github, GithubIntegration
 
 from bot.config import Settings
 
@@ -41,3 +41,27 @@ def github_factory(settings: Settings, *, timeout: int = 15) -> Callable[[], Any
         )
 
     return make
+
+
+def github_login(settings: Settings, *, timeout: int = 15) -> Callable[[], str]:
+    """Who promobot is on GitHub, as runs it dispatches name their actor: a token's user (``GET /user``), or
+    a GitHub App's bot user ``<slug>[bot]`` (``GET /app`` with the App's JWT; an installation token cannot
+    call ``GET /user``)."""
+    base_url = settings.github_api_url.rstrip("/")
+    if settings.github_token is not None:
+        token = settings.github_token.get_secret_value()
+
+        def user() -> str:
+            gh = Github(base_url=base_url, auth=Auth.Token(token), retry=None, timeout=timeout)
+            return str(gh.get_user().login)
+
+        return user
+    if settings.github_app_id and settings.github_app_private_key is not None:
+        app_auth = Auth.AppAuth(settings.github_app_id, settings.secret("github_app_private_key"))
+
+        def app() -> str:
+            integration = GithubIntegration(auth=app_auth, base_url=base_url, retry=None, timeout=timeout)
+            return f"{integration.get_app().slug}[bot]"
+
+        return app
+    raise ValueError("no GitHub credentials: set GITHUB_TOKEN or GITHUB_APP_ID/GITHUB_APP_PRIVATE_KEY")

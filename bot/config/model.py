@@ -220,6 +220,9 @@ class Policy(_Strict):
     require_sbom: bool = True
     require_scan: bool = True
     vulnerability_exceptions: list[VulnerabilityException] = Field(default_factory=list)
+    # environments (after the first) that take deployments and verifications no promobot promotion dispatched,
+    # recorded as out-of-band (flagged, never evidence); every other one refuses them with a 409
+    out_of_band_environments: list[str] = Field(default_factory=list)
     expedite: ExpediteConfig | None = None  # off unless configured
 
     @property

@@ -97,6 +97,15 @@ def violations(data: Any) -> list[Violation]:
         if unknown:
             out.append(Violation(("digests", str(i), "services"), f"unknown service(s) {', '.join(unknown)}"))
     policy = _mapping(data.get("policy"))
+    accepting = policy.get("out_of_band_environments")
+    unknown_envs = [str(e) for e in accepting if e not in names] if isinstance(accepting, list) else []
+    if unknown_envs:
+        out.append(
+            Violation(
+                ("policy", "out_of_band_environments"),
+                f"unknown environment(s) {', '.join(unknown_envs)} (known: {', '.join(names)})",
+            )
+        )
     severities = policy.get("block_severities")
     if isinstance(severities, list) and ALWAYS_BLOCKING not in {str(s).upper() for s in severities}:
         out.append(

@@ -6,4 +6,9 @@ class UserError(Exception):
 
 
 class Conflict(Exception):
-    """The request contradicts what is recorded (a tag reported with a second digest)."""
+    """The request contradicts what is recorded (a tag reported with a second digest); ``rule`` names the
+    rule that refused it (``tag mutation``, ``out-of-band report``, ``promotion mismatch``)."""
+
+    def __init__(self, message: str, rule: str | None = None):
+        super().__init__(message)
+        self.rule = rule

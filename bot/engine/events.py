@@ -4,6 +4,8 @@ An ``event_id`` makes a resend harmless. A deployment or verification of the
 promotion that holds its environment moves that promotion (a failure in
 production queues the rollback request in the same transaction); a passed
 verification starts gate 1 into an ``approval: automatic`` environment.
+After the first environment, a report no promobot promotion explains is
+out-of-band (``bot.engine.out_of_band``): flagged, never evidence.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from bot.engine.errors import Conflict
 from bot.engine.holds import hold_replaced
 from bot.engine.incident import tracked
 from bot.engine.notifications import Notifications
+from bot.engine.out_of_band import NotLinked, OutOfBand, run_conflict, verified_deployment, why_not_linked
 from bot.engine.requests import Requests
 from bot.engine.rollback import Rollbacks, queue
 from bot.engine.states import after_deployment, after_verification
@@ -69,12 +72,17 @@ class PipelineEvents:
         self.notifications = notifications
         self.requests = requests
         self.rollbacks = rollbacks
+        self.out_of_band = OutOfBand(ctx, notifications)
 
     def _seen(self, s: Session, event_id: str | None, type_: str, body: dict) -> bool:
         """True when this event_id was processed before; raises Conflict if reused for other content."""
         if not event_id:
             return False
-        digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+        # the body as the pipeline sent it when the handler kept its hash (a resent "now" is the same event)
+        digest = (
+            body.get("body_sha256")
+            or hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+        )
         seen = s.get(PipelineEvent, event_id)
         if seen is not None:
             if seen.body_sha256 != digest:
@@ -141,9 +149,18 @@ class PipelineEvents:
         return "recorded"
 
     async def deployment_finished(self, event: dict, *, actor: str = "pipeline") -> str:
-        service, tag, environment = event["service"], event["tag"], event["environment"]
+        service, environment = event["service"], event["environment"]
         self.ctx.service_config(service)
         self.ctx.environment_config(environment)
+        self._check_digest(event)
+        await self.out_of_band.check_claims("deployment", event, actor=actor)
+        try:
+            return await self._deployment_finished(event, actor)
+        except NotLinked as exc:
+            return await self.out_of_band.report("deployment", event, actor=actor, reason=str(exc))
+
+    async def _deployment_finished(self, event: dict, actor: str) -> str:
+        service, tag, environment = event["service"], event["tag"], event["environment"]
         now = self.ctx.clock()
         note, roll_back = None, False
         run_id = _str(event.get("run_id"))
@@ -151,11 +168,14 @@ class PipelineEvents:
             if self._seen(s, event.get("event_id"), "deployment.finished", event):
                 return "duplicate"
             p = tracked(s, service, environment, tag, (S.DISPATCHED,))
+            unlinked = run_conflict(s, p, event) if p is not None else None
             # lock the promotion first: a webhook, a poll and the pipeline may report the same run at once
-            if p is not None and not lock_row(s, p.id, S.DISPATCHED):
+            if p is not None and (unlinked or not lock_row(s, p.id, S.DISPATCHED)):
                 p = None
             if p is None and _run_recorded(s, service, environment, tag, run_id):
                 return "duplicate"
+            if p is None and not self.out_of_band.is_entry_point(environment):
+                raise NotLinked(unlinked or why_not_linked(s, service, environment, tag))  # undoes this transaction
             s.add(
                 Deployment(
                     service=service,
@@ -217,6 +237,18 @@ class PipelineEvents:
         service, tag, environment = event["service"], event["tag"], event["environment"]
         self.ctx.service_config(service)
         self.ctx.environment_config(environment)
+        self._check_digest(event)
+        await self.out_of_band.check_claims("verification", event, actor=actor)
+        try:
+            result = await self._verification_finished(event, actor)
+        except NotLinked as exc:
+            return await self.out_of_band.report("verification", event, actor=actor, reason=str(exc))
+        if result == "recorded" and event["result"] == "passed" and follow_up:
+            await self.requests.promote_automatically(service, tag, environment)
+        return result
+
+    async def _verification_finished(self, event: dict, actor: str) -> str:
+        service, tag, environment = event["service"], event["tag"], event["environment"]
         now = self.ctx.clock()
         note, roll_back = None, False
         checks = event.get("checks") or {}
@@ -224,8 +256,15 @@ class PipelineEvents:
             if self._seen(s, event.get("event_id"), "verification.finished", event):
                 return "duplicate"
             p = tracked(s, service, environment, tag, (S.DEPLOYED, S.DISPATCHED))
-            if p is not None and not lock_row(s, p.id, S(p.status)):
+            unlinked = run_conflict(s, p, event) if p is not None else None
+            if p is not None and (unlinked or not lock_row(s, p.id, S(p.status))):
                 p = None  # moved by a concurrent report; locking it first also keeps the lock order
+            # a verification of the deployment a promotion made, after that promotion ended, is still its own
+            verifies = p.id if p else verified_deployment(s, service, environment, tag)
+            if verifies is not None and event.get("promotion_id") not in (None, verifies):
+                verifies = None
+            if verifies is None and not self.out_of_band.is_entry_point(environment):
+                raise NotLinked(unlinked or why_not_linked(s, service, environment, tag))  # undoes this transaction
             s.add(
                 Verification(
                     service=service,
@@ -234,7 +273,7 @@ class PipelineEvents:
                     result=event["result"],
                     checks=checks,
                     url=event.get("url"),
-                    promotion_id=p.id if p else None,
+                    promotion_id=verifies,
                     finished_at=event.get("finished_at") or now,
                     recorded_at=now,
                 )
@@ -273,7 +312,7 @@ class PipelineEvents:
                     at=now,
                     actor=actor,
                     action="verification.finished",
-                    promotion_id=p.id if p else None,
+                    promotion_id=verifies,
                     service=service,
                     environment=environment,
                     detail=detail,
@@ -282,9 +321,16 @@ class PipelineEvents:
             await self.notifications.announce(p.id, note)
         if roll_back and p is not None:
             await self.rollbacks.after_failure(p.id)
-        if event["result"] == "passed" and follow_up:
-            await self.requests.promote_automatically(service, tag, environment)
         return "recorded"
+
+    def _check_digest(self, event: dict) -> None:
+        """A report naming a digest is about that image: refused when the tag was built as another."""
+        artifact = self.ctx.ledger.artifact(event["service"], event["tag"])
+        if event.get("digest") and artifact is not None and event["digest"] != artifact.digest:
+            raise Conflict(
+                f"{event['type']} for {event['service']} {event['tag']} names digest {event['digest']}, but the "
+                f"artifact was built as {artifact.digest}: this report is about another image"
+            )
 
     async def scan_finished(self, event: dict, *, actor: str = "pipeline") -> str:
         """Record a vulnerability scan, normalised to findings, for the artifact's digest."""

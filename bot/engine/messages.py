@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from bot.engine.roles import DispatchRequest
-from bot.text import approver_mentions, esc, evidence_text, link, literal, mention
+from bot.engine.roles import DispatchRequest, RunInfo
+from bot.text import approver_mentions, clip, esc, evidence_text, link, literal, mention
 from checks.base import GateReport
 from storage.models import Promotion
 from storage.records import HoldRecord, LockRecord
@@ -449,3 +449,147 @@ def now_on_hold(service: str, tag: str) -> str:
 
 def run_link(url: str | None, label: str) -> str:
     return link(url, label)
+
+
+# --- the deploy side: authorization, the protection rule, out-of-band reports -------------------
+
+DEPLOY_NEXT_STEP = {
+    "unknown_promotion": "Deploys go through promobot: `/promote SERVICE TAG to ENV`; promobot dispatches the "
+    "deploy workflow itself.",
+    "promotion_mismatch": "A promotion id stands for one service, environment and artifact: request a promotion "
+    "for this one.",
+    "not_dispatched": "Only a promotion promobot approved and dispatched may deploy: wait for its approval and "
+    "dispatch, never dispatch the deploy workflow by hand.",
+    "run_not_found": "Send this run's own id (GITHUB_RUN_ID) from the deploy workflow.",
+    "wrong_workflow": "Only the run promobot dispatched may deploy: find who started this run; to deploy, request "
+    "a promotion.",
+    "wrong_event": "Only the run promobot dispatched (workflow_dispatch) may deploy: to deploy, request a promotion.",
+    "wrong_actor": "Only the run promobot dispatched may deploy: find who started this run; to deploy, request a "
+    "promotion.",
+    "not_the_dispatched_run": "Only the run promobot dispatched may deploy: to deploy, request a promotion.",
+    "another_run": "A promotion deploys once: to deploy again, request a new promotion (or a rollback).",
+    "rerun_attempt": "A promotion deploys once and a re-run is not a new approval: request a new promotion (or a "
+    "rollback).",
+    "unverifiable": "Give promobot GitHub credentials (GITHUB_TOKEN or the GitHub App) so that it can check runs.",
+    "unknown_environment": "Enable promobot's protection rule only on environments promobot.yml names.",
+    "unknown_service": "Add the repository's service to promobot.yml, or remove promobot's rule from this repository.",
+}
+
+
+def deploy_denied_text(reason: str, evidence: str, p: Promotion | None) -> str:
+    """A deploy refusal in plain text (API answers, GitHub comments): the rule, the evidence, the next step."""
+    what = f" of {p.id}" if p is not None else ""
+    return f"Deploy refused{what} ({reason}): {evidence}. {DEPLOY_NEXT_STEP.get(reason, '')}".strip()
+
+
+def deploy_authorized_text(p: Promotion, run: RunInfo) -> str:
+    return (
+        f"Run {run.run_id} (attempt {run.run_attempt or 1}) is promobot's dispatch of {p.id}: {p.service} "
+        f"`{p.tag}` ({p.digest}) to {p.target_environment}, approved."
+    )
+
+
+def not_dispatched_evidence(p: Promotion) -> str:
+    st = S(p.status)
+    if st is S.PENDING_APPROVAL:
+        return f"{p.id} is still waiting for approval"
+    if st is S.APPROVED:
+        return f"{p.id} is approved but promobot has not dispatched it yet"
+    return f"{p.id} is {st.label.lower()}: it deploys nothing more"
+
+
+def deploy_authorized_note(run: RunInfo | None, source: str) -> str:
+    how = "GitHub's protection rule" if source == "protection_rule" else "the deploy workflow"
+    rid = (run.run_id if run else None) or "?"
+    return f"Run {link(run.url if run else None, rid)} asked {how} to deploy: authorized (promobot's own dispatch)."
+
+
+def deploy_denied_alert(
+    service: str,
+    environment: str,
+    run_id: str,
+    run: RunInfo | None,
+    reason: str,
+    message: str,
+    source: str,
+) -> str:
+    """The channel's and approvers' alert: which run, who started it, which rule refused, and why."""
+    who = ""
+    if run is not None and run.actor:
+        who = f", started by {esc(run.actor)}"
+        if run.triggering_actor and run.triggering_actor != run.actor:
+            who += f" (this attempt by {esc(run.triggering_actor)})"
+    asked = "GitHub's protection rule" if source == "protection_rule" else "its authorize step"
+    label = f"run {esc(run_id)}"
+    return (
+        f":no_entry: A deploy of {esc(service)} to {esc(environment)} was refused before it ran: "
+        f"{link(run.url if run else None, label)}{who} asked through {asked}. {esc(message)}"
+    )
+
+
+def protection_rule_comment(state: str, message: str) -> str:
+    """The comment GitHub shows on the held deployment (Markdown, at most 1024 characters)."""
+    return clip(f"promobot {state} this deployment. {message}", 1024)
+
+
+def protection_rule_unanswered(repository: str, run_id: str, environment: str, state: str, exc: Exception) -> str:
+    hint = (
+        " Only a GitHub App can answer its protection rule: give promobot GITHUB_APP_ID, GITHUB_APP_PRIVATE_KEY "
+        "and GITHUB_APP_INSTALLATION_ID (Deployments: read and write)."
+        if "403" in str(exc)
+        else " promobot tries again on each tracking pass; GitHub holds the job for up to 30 days."
+    )
+    return (
+        f":warning: promobot decided `{state}` for run {esc(run_id)} of {esc(repository)} in "
+        f"{esc(environment)}, but GitHub did not take the answer: {esc(exc)}.{hint}"
+    )
+
+
+def out_of_band_alert(
+    kind: str,
+    service: str,
+    tag: str,
+    environment: str,
+    outcome: str,
+    actor: str,
+    reason: str,
+    accepted: bool,
+    event: dict,
+) -> str:
+    """What the channel and the approvers read about a report no promobot promotion explains."""
+    run = f", run {esc(event['run_id'])}" if event.get("run_id") else ""
+    where = f" ({link(event.get('url'), 'link')})" if event.get("url") else ""
+    answer = (
+        f"{esc(environment)} takes out-of-band reports (policy.out_of_band_environments), so it was recorded as one."
+        if accepted
+        else f"{esc(environment)} refuses out-of-band reports: the report got a 409."
+    )
+    return (
+        f":warning: Out-of-band {kind} in {esc(environment)}: {esc(service)} `{esc(tag)}` ({esc(outcome)}), "
+        f"reported by {esc(actor)}{run}{where}: {esc(reason)}. {answer} It never counts as evidence: not as "
+        "deployed or verified here, not for soak, not as known good. Find who deployed it; to bring an artifact "
+        f"here, promote it: `/promote {esc(service)} TAG to {esc(environment)}`."
+    )
+
+
+def out_of_band_refusal(kind: str, environment: str, reason: str) -> str:
+    return (
+        f"Out-of-band {kind} refused: {environment} takes only the deployments and verifications of the promotion "
+        f"promobot dispatched there, and {reason}. It is recorded as out-of-band (flagged, never evidence) and the "
+        f"approvers were alerted. Deploy through promobot (/promote), or list {environment} in "
+        "policy.out_of_band_environments to take such reports without a 409."
+    )
+
+
+def promotion_mismatch_refusal(kind: str, problem: str) -> str:
+    return (
+        f"Promotion mismatch: this {kind} report names a promotion that is not its own: {problem}. A promotion id "
+        "stands for one service, environment and artifact; nothing was recorded."
+    )
+
+
+def promotion_mismatch_alert(kind: str, service: str, environment: str, tag: str, actor: str, problem: str) -> str:
+    return (
+        f":no_entry: A {kind} report for {esc(service)} `{esc(tag)}` in {esc(environment)} from {esc(actor)} named "
+        f"a promotion that is not its own and was refused: {esc(problem)}."
+    )

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 from checks.base import GateReport, Ledger
 from checks.deployment_window import WindowState
 from checks.soak_time import SoakProgress
-from storage.records import DeploymentRecord, HoldRecord, LockRecord, VerificationRecord
+from storage.records import DeploymentRecord, HoldRecord, LockRecord, OutOfBandRecord, VerificationRecord
 from storage.statuses import Decision
 
 
@@ -146,6 +146,12 @@ class Records(Ledger, Protocol):
 
     def held_tags(self) -> set[tuple[str, str]]: ...
 
+    def out_of_band(self, service: str, environment: str) -> OutOfBandRecord | None:
+        """The environment's out-of-band flag: the latest report since its latest in-band deployment."""
+        ...
+
+    def out_of_band_flags(self) -> dict[tuple[str, str], OutOfBandRecord]: ...
+
 
 class ApproverDirectory(Protocol):
     async def expand(self, ids: list[str]) -> set[str]:
@@ -170,11 +176,20 @@ class DispatchRequest:
 
 @dataclass(frozen=True)
 class RunInfo:
+    """A workflow run as GitHub describes it (REST ``GET …/actions/runs/{id}`` or a ``workflow_run`` webhook)."""
+
     run_id: str | None
     url: str | None
     status: str | None = None  # queued | in_progress | completed
     conclusion: str | None = None  # success | failure | cancelled | ...
-    title: str | None = None
+    title: str | None = None  # display_title: the rendered run-name, which carries the promotion id
+    workflow_path: str | None = None  # ".github/workflows/deploy.yml", sometimes with "@ref" or an owner/repo prefix
+    workflow_id: str | None = None
+    event: str | None = None  # workflow_dispatch | push | pull_request | ...
+    actor: str | None = None  # login of who started the run (a re-run keeps it)
+    triggering_actor: str | None = None  # login of who started this attempt
+    run_attempt: int | None = None
+    head_branch: str | None = None
 
 
 class DispatchError(Exception):
@@ -202,15 +217,30 @@ class DispatchError(Exception):
 
 
 class Dispatcher(Protocol):
+    """GitHub Actions as promobot uses it: dispatching the deploy workflow, reading runs, and answering the
+    custom deployment protection rule. Every method raises DispatchError when GitHub does not answer."""
+
     dry_run: bool
 
     async def dispatch(self, request: DispatchRequest) -> RunInfo: ...
 
     async def find_run(self, request: DispatchRequest, *, since: datetime) -> RunInfo | None:
-        """The run this promotion's dispatch created, found by its promotion id in the run name."""
+        """The run this promotion's dispatch created: a workflow_dispatch run of the workflow, started by
+        promobot's own identity, with the promotion id in its name."""
         ...
 
     async def get_run(self, repository: str, run_id: str) -> RunInfo: ...
+
+    async def own_login(self) -> str | None:
+        """The GitHub login runs dispatched by promobot carry as their actor (a token's user, or an App's
+        ``<slug>[bot]``); None when promobot has no GitHub identity (dry run)."""
+        ...
+
+    async def review_protection_rule(
+        self, repository: str, run_id: str, environment: str, state: str, comment: str
+    ) -> None:
+        """Approve or reject the run's jobs held by promobot's custom deployment protection rule."""
+        ...
 
 
 def describe(request: DispatchRequest, *, dry_run: bool = False) -> str:

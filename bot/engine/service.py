@@ -7,6 +7,7 @@ It builds the lifecycle stages and hands each call to the stage that owns it:
 - ``outbox``: the dispatch, exactly once, and its worker loop;
 - ``events``: builds, deployments, verifications, scans and SBOMs from the pipeline;
 - ``tracker``: following dispatched runs (webhooks, polling, verification deadlines);
+- ``deploy_guard`` and ``protection_rules``: may this run deploy? (the authorize route, GitHub's protection rule);
 - ``rollbacks``: automatic rollback requests; ``safeguards``: locks and holds;
 - ``notifications`` and ``messages``: telling people; ``status`` and ``records``: reading back.
 """
@@ -26,11 +27,13 @@ from bot.engine import records
 from bot.engine.approvals import Approvals
 from bot.engine.context import EngineContext
 from bot.engine.delivery import LISTING_LAG, RETRY_BACKOFF_BASE
+from bot.engine.deploy_guard import DeployGuard, DeployRequest, DeployVerdict
 from bot.engine.events import PipelineEvents
 from bot.engine.holds import Safeguards
 from bot.engine.notifications import Notifications
 from bot.engine.outbox import Outbox
 from bot.engine.outcomes import DecisionResult, RequestResult
+from bot.engine.protection_rule import ProtectionRules
 from bot.engine.requests import Requests
 from bot.engine.roles import ApproverDirectory, Dispatcher, Notifier, PromotionView, Records
 from bot.engine.rollback import Rollbacks
@@ -85,7 +88,16 @@ class PromotionService:
         )
         self.rollbacks = Rollbacks(self.ctx, self.notifications, self.requests)
         self.events = PipelineEvents(self.ctx, self.notifications, self.requests, self.rollbacks)
-        self.tracker = Tracker(self.ctx, self.notifications, self.events, self.rollbacks, interval=tracking_interval)
+        self.deploy_guard = DeployGuard(self.ctx, self.notifications)
+        self.protection_rules = ProtectionRules(self.ctx, self.deploy_guard, self.notifications)
+        self.tracker = Tracker(
+            self.ctx,
+            self.notifications,
+            self.events,
+            self.rollbacks,
+            interval=tracking_interval,
+            protection_rules=self.protection_rules,
+        )
         self.safeguards = Safeguards(self.ctx, self.notifications)
         self.status = Status(self.ctx, self.notifications)
 
@@ -181,6 +193,12 @@ class PromotionService:
 
     async def expire_due(self) -> int:
         return await self.approvals.expire_due()
+
+    # --- the deploy side ------------------------------------------------------------------------
+
+    async def authorize_deploy(self, request: DeployRequest) -> DeployVerdict:
+        """May this run deploy? Recorded, audited, alerted when refused; raises GitHubUnavailable."""
+        return await self.deploy_guard.decide(request)
 
     # --- the background work -------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from bot.engine.roles import PromotionView
 from checks.deployment_window import WindowState, window_state
 from checks.soak_time import SoakProgress, soak_progress
 from storage.models import ActivePromotion, Promotion
-from storage.records import DeploymentRecord, HoldRecord, LockRecord, VerificationRecord
+from storage.records import DeploymentRecord, HoldRecord, LockRecord, OutOfBandRecord, VerificationRecord
 from storage.statuses import PromotionStatus as S
 from storage.statuses import VerificationResult
 
@@ -40,6 +40,7 @@ class EnvironmentStatus:
     soak: SoakProgress | None = None  # toward the next environment
     next_window: WindowState | None = None
     eligible_at: datetime | None = None  # soak done and the next environment's window open
+    out_of_band: OutOfBandRecord | None = None  # reported since promobot last deployed here: never evidence
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class OverviewCell:
     locked: bool = False
     held: bool = False
     pending: str | None = None  # status of the active promotion into this environment
+    out_of_band: OutOfBandRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,10 @@ class OverviewRow:
 
     @property
     def needs_attention(self) -> bool:
-        return any(c.verification == VerificationResult.FAILED or c.locked or c.held or c.pending for c in self.cells)
+        return any(
+            c.verification == VerificationResult.FAILED or c.locked or c.held or c.pending or c.out_of_band
+            for c in self.cells
+        )
 
 
 class Status:
@@ -133,6 +138,7 @@ class Status:
                 soak=soak,
                 next_window=next_window,
                 eligible_at=eligible_at,
+                out_of_band=ledger.out_of_band(name, env_name),
             )
             rows.append(status)
         return ServiceStatus(name, tuple(rows), now)
@@ -144,6 +150,7 @@ class Status:
         verifications = ledger.latest_verifications()
         locked = {(lk.service, lk.environment) for lk in ledger.locks()}
         held = ledger.held_tags()
+        flags = ledger.out_of_band_flags()
         with Session(self.ctx.db) as s:
             active = {
                 (a.service, a.environment): status
@@ -170,6 +177,7 @@ class Status:
                         (name, env) in locked,
                         bool(dep and (name, dep.tag) in held),
                         active.get((name, env)),
+                        flags.get((name, env)),
                     )
                 )
             rows.append(OverviewRow(name, tuple(cells)))

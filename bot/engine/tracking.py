@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,8 +27,10 @@ from bot.engine.delivery import dispatch_request
 from bot.engine.errors import Conflict
 from bot.engine.events import PipelineEvents
 from bot.engine.notifications import Notifications
+from bot.engine.protection_rule import ProtectionRules
 from bot.engine.roles import DispatchError, RunInfo
 from bot.engine.rollback import Rollbacks
+from bot.engine.run_identity import PROMOTION_ID, not_the_dispatched_run
 from storage.claims import first_delivery, forget_delivery
 from storage.db import rowcount, transaction
 from storage.models import Deployment, JobClaim, Promotion
@@ -38,10 +39,35 @@ from storage.statuses import PromotionStatus as S
 
 log = logging.getLogger(__name__)
 
-PROMOTION_ID = re.compile(r"\bprm-[0-9a-f]{10}\b")
 JOB = "tracking"
 CLAIM_RETENTION = timedelta(hours=1)
 MAX_POLLS_PER_PASS = 50
+
+
+def webhook_run(payload: dict[str, Any]) -> RunInfo:
+    """The ``workflow_run`` of a webhook delivery as the engine reads a run."""
+    run = payload.get("workflow_run") or {}
+    workflow = payload.get("workflow") or {}
+
+    def login(key: str) -> str | None:
+        return (run.get(key) or {}).get("login")
+
+    status = "completed" if payload.get("action") == "completed" else run.get("status")
+    workflow_id = run.get("workflow_id", workflow.get("id"))
+    return RunInfo(
+        str(run["id"]) if run.get("id") is not None else None,
+        run.get("html_url"),
+        status,
+        run.get("conclusion"),
+        run.get("display_title") or run.get("name"),
+        workflow_path=run.get("path") or workflow.get("path"),
+        workflow_id=str(workflow_id) if workflow_id is not None else None,
+        event=run.get("event"),
+        actor=login("actor"),
+        triggering_actor=login("triggering_actor"),
+        run_attempt=run.get("run_attempt"),
+        head_branch=run.get("head_branch"),
+    )
 
 
 def deployment_status(conclusion: str | None) -> str:
@@ -60,26 +86,48 @@ class Tracker:
         rollbacks: Rollbacks,
         *,
         interval: float = 30.0,
+        protection_rules: ProtectionRules | None = None,
     ):
         self.ctx = ctx
         self.notifications = notifications
         self.events = events
         self.rollbacks = rollbacks
         self.interval = interval
+        self.protection_rules = protection_rules
 
     # --- matching runs to promotions ---------------------------------------------
 
-    def match(self, repository: str, run_id: str | None, title: str | None) -> Promotion | None:
-        """The promotion a run belongs to: by its recorded run id, else by the promotion id in the run name."""
+    async def match(self, repository: str, run: RunInfo) -> Promotion | None:
+        """The promotion ``run`` belongs to, or None: it must be a workflow_dispatch run of the service's
+        configured workflow, and either the run recorded at dispatch or, only while none is recorded, a run
+        promobot's own identity started with the promotion id in its name. Anything else is logged and
+        ignored (never "failed"): a CI run quoting a promotion id in its title is not its deploy."""
         with Session(self.ctx.db) as s:
             p = None
-            if run_id:
-                p = s.exec(select(Promotion).where(col(Promotion.pipeline_run_id) == str(run_id))).first()
-            if p is None and title and (m := PROMOTION_ID.search(title)):
-                p = s.get(Promotion, m.group(0))
+            if run.run_id:
+                p = s.exec(select(Promotion).where(col(Promotion.pipeline_run_id) == str(run.run_id))).first()
+            if p is None and run.title:
+                for candidate in PROMOTION_ID.findall(run.title):
+                    found = s.get(Promotion, candidate)
+                    if found is not None and found.pipeline_run_id is None:
+                        p = found
+                        break
         svc = self.ctx.config.services.get(p.service) if p else None
         # a run of another repository never moves a promotion, whatever its name says
-        return p if svc and svc.repository.lower() == repository.lower() else None
+        if p is None or svc is None or svc.repository.lower() != repository.lower():
+            return None
+        try:
+            login = await self.ctx.dispatcher.own_login()
+        except DispatchError as exc:
+            log.info("run %s not matched to %s: promobot's GitHub identity is unknown (%s)", run.run_id, p.id, exc)
+            return None  # the polling pass follows it once GitHub answers
+        problem = not_the_dispatched_run(
+            run, workflow=svc.workflow, promotion_id=p.id, recorded_run_id=p.pipeline_run_id, own_login=login
+        )
+        if problem is not None:
+            log.info("run %s ignored for %s: %s (%s)", run.run_id, p.id, *problem)
+            return None
+        return p
 
     # --- recording ---------------------------------------------------------------
 
@@ -99,6 +147,7 @@ class Tracker:
             "status": deployment_status(run.conclusion),
             "run_id": run.run_id,
             "url": run.url,
+            "promotion_id": p.id,
         }
         try:
             return await self.events.deployment_finished(event, actor=actor)
@@ -140,17 +189,18 @@ class Tracker:
 
     async def workflow_run(self, payload: dict[str, Any]) -> str:
         """Handle a ``workflow_run`` webhook; returns recorded | linked | duplicate | ignored."""
-        run = payload.get("workflow_run") or {}
         repository = (payload.get("repository") or {}).get("full_name") or ""
-        title = " ".join(str(run.get(k) or "") for k in ("display_title", "name"))
-        run_id = str(run["id"]) if run.get("id") is not None else None
-        p = self.match(repository, run_id, title)
+        info = webhook_run(payload)
+        p = await self.match(repository, info)
         if p is None:
             return "ignored"
-        info = RunInfo(run_id, run.get("html_url"), run.get("status"), run.get("conclusion"), title)
-        if payload.get("action") == "completed":
-            info = RunInfo(run_id, info.url, "completed", info.conclusion, title)
         return await self.record_run(p, info, actor="github-webhook")
+
+    async def protection_rule(self, payload: dict[str, Any], delivery_id: str | None = None) -> tuple[str, bool]:
+        """Handle a ``deployment_protection_rule`` webhook: (approved | rejected | pending | ignored, answered)."""
+        if self.protection_rules is None:
+            return "ignored", False
+        return await self.protection_rules.requested(payload, delivery_id)
 
     # --- the periodic pass -------------------------------------------------------------
 
@@ -186,6 +236,8 @@ class Tracker:
         await self.poll_dispatched()
         await self.enforce_deadlines()
         await self.rollbacks.process_pending()
+        if self.protection_rules is not None:
+            await self.protection_rules.resend_open()
 
     async def poll_dispatched(self) -> int:
         """Ask GitHub about runs dispatched longer than one interval ago without an outcome; returns

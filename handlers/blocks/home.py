@@ -13,7 +13,7 @@ from bot.engine.roles import PromotionView
 from bot.engine.status import OverviewRow
 from bot.text import esc, mention
 from handlers.blocks.common import HOME_BLOCKS, STATUS_ICON, approvals_text, chunks, md, section, short_tag
-from handlers.blocks.status import OVERVIEW_LEGEND, grid
+from handlers.blocks.status import OVERVIEW_LEGEND, grid, out_of_band_line
 from storage.statuses import PromotionKind
 from storage.statuses import PromotionStatus as S
 
@@ -51,6 +51,13 @@ def home(
         blocks += [section(c) for c in chunks(lines)]
     else:
         blocks.append(section("You have not requested anything yet. Try `/promote help`."))
+    flagged = [(r.service, c.out_of_band) for r in rows for c in r.cells if c.out_of_band]
+    if flagged:
+        blocks += [DividerBlock(), HeaderBlock(text=PlainTextObject(text="Out-of-band reports"))]
+        lines = [
+            f"*{esc(service)}* in *{esc(flag.environment)}*: {out_of_band_line(flag, now)}" for service, flag in flagged
+        ]
+        blocks += [section(c) for c in chunks(lines[:20])]
     blocks += [
         DividerBlock(),
         HeaderBlock(text=PlainTextObject(text="Every service")),

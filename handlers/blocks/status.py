@@ -27,6 +27,7 @@ from handlers.blocks.common import (
     verification_line,
     window_text,
 )
+from storage.records import OutOfBandRecord
 from storage.statuses import PromotionKind, VerificationResult
 from storage.statuses import PromotionStatus as S
 
@@ -94,7 +95,19 @@ def _environment_lines(e: EnvironmentStatus, now: datetime) -> list[str]:
         lines.append(f"    window: {window_text(e.window)}")
     if e.pending:
         lines.append("    " + pending_line(e.pending, now))
+    if e.out_of_band:
+        lines.append("    " + out_of_band_line(e.out_of_band, now))
     return lines
+
+
+def out_of_band_line(r: OutOfBandRecord, now: datetime) -> str:
+    """The flag on an environment: what was reported, who reported it, when, and that it is not trusted."""
+    answer = "recorded" if r.accepted else "refused"
+    run = f" (run {esc(r.run_id)})" if r.run_id else ""
+    return (
+        f":warning: out-of-band {r.kind} of `{esc(r.tag)}` ({esc(r.outcome)}) reported by {esc(r.reported_by)}"
+        f"{run} {ago(r.reported_at, now)}, {answer}: {esc(r.reason)}. Never evidence: promote to replace it."
+    )
 
 
 def service_status(status: ServiceStatus) -> list[Block]:
@@ -114,7 +127,7 @@ def service_status_text(status: ServiceStatus) -> str:
 
 OVERVIEW_LEGEND = (
     "✓ verified · ✗ verification failed · … not verified yet · ⏳ promotion in progress · "
-    "🔒 locked · ✋ artifact on hold"
+    "🔒 locked · ✋ artifact on hold · ⚠ out-of-band report (never evidence)"
 )
 
 
@@ -122,7 +135,12 @@ def overview_line(row: OverviewRow) -> str:
     cells = []
     for c in row.cells:
         mark = {"passed": "✓", "failed": "✗"}.get(c.verification or "", "…") if c.tag else ""
-        extra = ("⏳" if c.pending else "") + ("🔒" if c.locked else "") + ("✋" if c.held else "")
+        extra = (
+            ("⏳" if c.pending else "")
+            + ("🔒" if c.locked else "")
+            + ("✋" if c.held else "")
+            + ("⚠" if c.out_of_band else "")
+        )
         tag = f"`{esc(short_tag(c.tag))}`" if c.tag else "—"
         cells.append(f"{esc(c.environment)} {tag}{mark}{extra}")
     return f"*{esc(row.service)}*  " + " · ".join(cells)

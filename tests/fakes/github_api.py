@@ -20,8 +20,12 @@ from aiohttp import web
 
 from .slack_api import ThreadedFake
 
-ACTOR = {"login": "promobot", "id": 1, "type": "User"}
+ACTOR = {"login": "promobot", "id": 1, "type": "User"}  # the token's user: runs it dispatches are its own
 DEV = {"login": "dev", "id": 2, "type": "User"}
+APP_SLUG = "promobot"
+APP_BOT = {"login": f"{APP_SLUG}[bot]", "id": 3, "type": "Bot"}  # an installation token acts as the app's bot user
+INSTALLATION = web.RequestKey("installation", bool)  # the request came with an installation token
+WHO = web.RequestKey("actor", dict)  # the user the request acts as
 EPOCH = "2024-01-01T00:00:00Z"
 # both spellings a workflow's run-name may use for dispatch inputs
 INPUT_EXPR = re.compile(r"\$\{\{\s*(?:github\.event\.)?inputs\.([A-Za-z0-9_-]+)\s*\}\}")
@@ -79,6 +83,7 @@ class FakeGitHub(ThreadedFake):
         self.ghes_no_run_details = False  # True: dispatch answers 204 without run details, like older GHES
         self.dispatch_delay = 0.0  # seconds to sleep after recording a dispatch, before answering it
         self.listing_lag = 0.0  # seconds a new run stays out of the runs lists (GitHub lists runs a moment late)
+        self.path_with_ref = False  # True: runs name their workflow "<path>@<branch>", as GitHub does for some
         self._repos: dict[str, dict] = {}
         self._issued: set[str] = set()  # installation tokens handed out; they survive reset()
         self._next_id = 10_000_000
@@ -159,6 +164,7 @@ class FakeGitHub(ThreadedFake):
             self._delays: list[dict] = []
             self._accept_then_fail = 0
             self.listing_lag = 0.0
+            self._reviews: list[dict] = []
 
     def clear_failures(self) -> None:
         """GitHub recovers: injected failures and delays stop (recorded requests and runs stay)."""
@@ -195,6 +201,50 @@ class FakeGitHub(ThreadedFake):
                     rate_limit_reset=rate_limit_reset,
                 )
             )
+
+    def create_run(
+        self,
+        repo: str,
+        workflow_file: str,
+        *,
+        event: str = "workflow_dispatch",
+        actor: dict | None = None,
+        display_title: str | None = None,
+        branch: str = "main",
+        inputs: dict | None = None,
+    ) -> int:
+        """A run started by someone other than promobot ("by hand"): another actor, event or workflow
+        (an unknown workflow file is registered first). Returns its id."""
+        with self._lock:
+            r = self._repo(repo)
+            wf = r["workflows"].get(workflow_file)
+            if wf is None:
+                wf = {"id": self._new_id(), "file": workflow_file, "name": workflow_file.rsplit(".", 1)[0]}
+                wf.update(run_name=None, inputs=None, runs=0)
+                r["workflows"][workflow_file] = wf
+            r["branches"].setdefault(branch, [])
+            run = self._create_run(r, wf, branch, inputs or {}, event=event, actor=actor or DEV)
+            if display_title is not None:
+                run["display_title"] = display_title
+            return run["id"]
+
+    def rerun(self, run_id: int, actor: dict | None = None) -> None:
+        """Re-run a run: the same id, the next attempt, started by ``actor`` (actor stays who ran it first)."""
+        with self._lock:
+            run = self._runs[run_id]
+            run.update(
+                run_attempt=run["run_attempt"] + 1,
+                triggering_actor=actor or DEV,
+                status="queued",
+                conclusion=None,
+                updated_at=_now(),
+            )
+
+    def protection_rule_reviews(self, repo: str | None = None) -> list[dict]:
+        """{repo, run_id, environment_name, state, comment, at} per accepted review of a custom
+        deployment protection rule (POST …/actions/runs/{run_id}/deployment_protection_rule)."""
+        with self._lock:
+            return copy.deepcopy([r for r in self._reviews if repo is None or r["repo"].lower() == repo.lower()])
 
     def start_run(self, run_id: int) -> None:
         self._set_run(run_id, status="in_progress")
@@ -344,9 +394,9 @@ class FakeGitHub(ThreadedFake):
             "display_title": run["display_title"],
             "head_branch": run["head_branch"],
             "head_sha": run["head_sha"],
-            "path": f".github/workflows/{wf['file']}",
+            "path": f".github/workflows/{wf['file']}" + (f"@{run['head_branch']}" if self.path_with_ref else ""),
             "run_number": run["run_number"],
-            "run_attempt": 1,
+            "run_attempt": run["run_attempt"],
             "event": run["event"],
             "status": run["status"],
             "conclusion": run["conclusion"],
@@ -357,8 +407,8 @@ class FakeGitHub(ThreadedFake):
             "created_at": _iso(run["created_at"]),
             "updated_at": _iso(run["updated_at"]),
             "run_started_at": _iso(run["created_at"]),
-            "actor": ACTOR,
-            "triggering_actor": ACTOR,
+            "actor": run["actor"],
+            "triggering_actor": run["triggering_actor"],
             "jobs_url": f"{url}/jobs",
             "logs_url": f"{url}/logs",
             "artifacts_url": f"{url}/artifacts",
@@ -402,9 +452,12 @@ class FakeGitHub(ThreadedFake):
         add("GET", repo + "/actions/workflows/{workflow}/runs", self._list_runs)
         add("GET", repo + "/actions/runs", self._list_runs)
         add("GET", repo + "/actions/runs/{run_id:\\d+}", self._get_run)
+        add("POST", repo + "/actions/runs/{run_id:\\d+}/deployment_protection_rule", self._review_protection_rule)
         add("GET", repo + "/compare/{basehead:.+}", self._compare)
         add("GET", repo + "/commits/{ref:.+}", self._get_commit)
         add("GET", repo + "/installation", self._installation)
+        add("GET", "/user", self._user)
+        add("GET", "/app", self._app)
         add("GET", "/app/installations/{installation_id}", self._installation)
         add("POST", "/app/installations/{installation_id}/access_tokens", self._access_token)
         return app
@@ -446,11 +499,14 @@ class FakeGitHub(ThreadedFake):
     def _gate(self, request: web.Request) -> web.Response | None:
         """Authentication, then injected failures; None lets the request through."""
         scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
-        if request.path.startswith("/app/") or request.path.endswith("/installation"):
+        if request.path == "/app" or request.path.startswith("/app/") or request.path.endswith("/installation"):
             if scheme.lower() != "bearer" or not self._is_app_jwt(credential):
                 return _error(401, "A JSON web token could not be decoded")
         elif scheme.lower() not in ("token", "bearer") or not (credential == self.token or credential in self._issued):
             return _error(401, "Bad credentials")
+        else:  # who acts: the token's user, or the app's bot user for an installation token
+            request[INSTALLATION] = credential in self._issued
+            request[WHO] = APP_BOT if request[INSTALLATION] else ACTOR
         with self._lock:
             failure = next(
                 (
@@ -519,7 +575,7 @@ class FakeGitHub(ThreadedFake):
                 return _error(422, f"No ref found for: {ref}")
             if wf["inputs"] is not None and (unexpected := sorted(set(inputs) - wf["inputs"])):
                 return _error(422, f"Unexpected inputs provided: {json.dumps(unexpected)}")
-            run = self._create_run(r, wf, branch, inputs)
+            run = self._create_run(r, wf, branch, inputs, actor=request[WHO])
             self._dispatches.append(
                 {
                     "repo": r["full_name"],
@@ -545,7 +601,9 @@ class FakeGitHub(ThreadedFake):
             {"workflow_run_id": run["id"], "run_url": run_json["url"], "html_url": run_json["html_url"]}
         )
 
-    def _create_run(self, r: dict, wf: dict, branch: str, inputs: dict) -> dict:
+    def _create_run(
+        self, r: dict, wf: dict, branch: str, inputs: dict, *, event: str = "workflow_dispatch", actor: dict
+    ) -> dict:
         wf["runs"] += 1
         # a branch with no commits registered still needs a stable head sha
         head_sha = (r["branches"][branch] or [hashlib.sha1(f"{r['full_name']}@{branch}".encode()).hexdigest()])[-1]
@@ -557,7 +615,10 @@ class FakeGitHub(ThreadedFake):
             "run_number": wf["runs"],
             "head_branch": branch,
             "head_sha": head_sha,
-            "event": "workflow_dispatch",
+            "event": event,
+            "actor": actor,
+            "triggering_actor": actor,
+            "run_attempt": 1,
             "status": "queued",
             "conclusion": None,
             "created_at": now,
@@ -582,6 +643,7 @@ class FakeGitHub(ThreadedFake):
                 if q.get("event", run["event"]) == run["event"]
                 and q.get("branch", run["head_branch"]) == run["head_branch"]
                 and q.get("head_sha", run["head_sha"]) == run["head_sha"]
+                and q.get("actor", run["actor"]["login"]) == run["actor"]["login"]
                 and ("status" not in q or q["status"] in (run["status"], run["conclusion"]))
                 and (created is None or created(run["created_at"]))
             ]
@@ -596,6 +658,66 @@ class FakeGitHub(ThreadedFake):
             if r is None or run is None or run["repo"] != r["full_name"].lower():
                 return _error(404, "Not Found")
             return web.json_response(self._run_json(run))
+
+    async def _review_protection_rule(self, request: web.Request) -> web.Response:
+        """Review custom deployment protection rules for a workflow run: installation tokens only (a GitHub App
+        reviews its own rule), body {environment_name, state approved|rejected, comment}; 204."""
+        if not request.get(INSTALLATION):
+            return _error(403, "Resource not accessible by personal access token")
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(400, "Problems parsing JSON")
+        env, state, comment = body.get("environment_name"), body.get("state"), body.get("comment")
+        if not isinstance(env, str) or not env:
+            return _error(422, 'Invalid request.\n\nNo subschema in "anyOf" matched.')
+        if state is not None and state not in ("approved", "rejected"):
+            return _error(422, f'Invalid request.\n\n{json.dumps(state)} is not a member of ["approved", "rejected"].')
+        if comment is not None and (not isinstance(comment, str) or len(comment) > 1024):
+            return _error(422, "Invalid request.\n\ncomment is too long (maximum is 1024 characters).")
+        with self._lock:
+            r, _ = self._find(request)
+            run = self._runs.get(int(request.match_info["run_id"]))
+            if r is None or run is None or run["repo"] != r["full_name"].lower():
+                return _error(404, "Not Found")
+            self._reviews.append(
+                {
+                    "repo": r["full_name"],
+                    "run_id": run["id"],
+                    "environment_name": env,
+                    "state": state,
+                    "comment": comment,
+                    "at": datetime.now(UTC),
+                }
+            )
+        return web.Response(status=204)
+
+    async def _user(self, request: web.Request) -> web.Response:
+        """The authenticated user; an installation token is not a user (GitHub answers 403)."""
+        if request.get(INSTALLATION):
+            return _error(403, "Resource not accessible by integration")
+        return web.json_response({**ACTOR, "node_id": "U_1", "url": f"{self.api_url}/users/{ACTOR['login']}"})
+
+    async def _app(self, request: web.Request) -> web.Response:
+        """The authenticated GitHub App (JWT): its slug names its bot user, ``<slug>[bot]``."""
+        claims = jwt.decode(request.headers["Authorization"].partition(" ")[2], options={"verify_signature": False})
+        app_id = str(claims["iss"])
+        return web.json_response(
+            {
+                "id": int(app_id) if app_id.isdigit() else 1,
+                "slug": APP_SLUG,
+                "node_id": "A_1",
+                "name": "promobot",
+                "owner": {"login": "acme", "type": "Organization"},
+                "description": "",
+                "external_url": "https://promobot.example.com",
+                "html_url": f"https://github.com/apps/{APP_SLUG}",
+                "created_at": EPOCH,
+                "updated_at": EPOCH,
+                "permissions": {"actions": "write", "contents": "read", "deployments": "write", "metadata": "read"},
+                "events": ["deployment_protection_rule", "workflow_run"],
+            }
+        )
 
     async def _compare(self, request: web.Request) -> web.Response:
         basehead = request.match_info["basehead"]
@@ -673,7 +795,7 @@ class FakeGitHub(ThreadedFake):
                 "access_tokens_url": f"{self.api_url}/app/installations/{self.installation_id}/access_tokens",
                 "repositories_url": f"{self.api_url}/installation/repositories",
                 "repository_selection": "all",
-                "permissions": {"actions": "write", "contents": "read", "metadata": "read"},
+                "permissions": {"actions": "write", "contents": "read", "deployments": "write", "metadata": "read"},
                 "events": [],
                 "created_at": EPOCH,
                 "updated_at": EPOCH,
@@ -690,7 +812,7 @@ class FakeGitHub(ThreadedFake):
             {
                 "token": token,
                 "expires_at": _iso(_now() + timedelta(hours=1)),
-                "permissions": {"actions": "write", "contents": "read", "metadata": "read"},
+                "permissions": {"actions": "write", "contents": "read", "deployments": "write", "metadata": "read"},
                 "repository_selection": "all",
             },
             status=201,

@@ -1,7 +1,7 @@
 """the promotion model's rules: expedited promotions, and a rollback that ends a deploy's wait
 
 Revision ID: 0011_model_rules
-Revises: 0001
+Revises: 0010_deploy_side
 Create Date: 2026-12-01 12:00:00.000000
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlmodel
 
 
 revision = '0011_model_rules'
-down_revision = '0001'
+down_revision = '0010_deploy_side'
 branch_labels = None
 depends_on = None
 

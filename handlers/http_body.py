@@ -44,22 +44,31 @@ def too_large(exc: BodyTooLarge, hint: str = "") -> web.Response:
     return web.json_response({"error": f"{exc}{hint}"}, status=413)
 
 
-def _depth(value: Any) -> tuple[int, bool]:
-    """How deeply ``value`` nests lists and objects, and whether any key or string holds a NUL character;
-    without recursion."""
-    deepest, nul, stack = 0, False, [(value, 1)]
+def _depth(value: Any) -> int:
+    """How deeply ``value`` nests lists and objects: level by level, without recursion."""
+    depth, level = 0, [value]
+    while True:
+        containers = [node for node in level if isinstance(node, (dict, list))]
+        if not containers:
+            return depth
+        depth += 1
+        level = [child for node in containers for child in (node.values() if isinstance(node, dict) else node)]
+
+
+def _has_nul(value: Any) -> bool:
+    """Whether any key or string in ``value`` holds a NUL character."""
+    stack = [value]
     while stack:
-        node, level = stack.pop()
+        node = stack.pop()
         if isinstance(node, dict):
-            deepest = max(deepest, level)
-            nul = nul or any("\x00" in k for k in node)
-            stack.extend((v, level + 1) for v in node.values())
+            if any("\x00" in key for key in node):
+                return True
+            stack.extend(node.values())
         elif isinstance(node, list):
-            deepest = max(deepest, level)
-            stack.extend((v, level + 1) for v in node)
+            stack.extend(node)
         elif isinstance(node, str) and "\x00" in node:
-            nul = True
-    return deepest, nul
+            return True
+    return False
 
 
 def no_nul(text: str, *, what: str) -> str:
@@ -80,9 +89,11 @@ def json_object(raw: bytes | str, *, what: str = "the body", max_depth: int = MA
         raise BadJson(f"{what} is not JSON: {exc}") from None
     if not isinstance(value, dict):
         raise BadJson(f"{what} must be a JSON object, not {type(value).__name__}")
-    depth, nul = _depth(value)
-    if depth > max_depth:
+    text = raw.encode() if isinstance(raw, str) else raw
+    # fewer brackets than the limit cannot nest deeper than it: most bodies skip the walk
+    if text.count(b"[") + text.count(b"{") > max_depth and _depth(value) > max_depth:
         raise BadJson(f"{what} is nested deeper than {max_depth} levels")
-    if nul:
+    # JSON can only carry a NUL in a string as the escape \u0000
+    if b"\\u0000" in text and _has_nul(value):
         raise BadJson(f"{what} contains a NUL character (\\u0000) in a string: no sender means one")
     return value

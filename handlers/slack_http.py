@@ -1,10 +1,12 @@
 """``POST /slack/events`` (HTTP mode): only requests Slack signed cost promobot anything.
 
 The body is read up to ``MAX_SLACK_BYTES`` (refused from Content-Length before
-reading), its signature is checked on the raw bytes, and only then is it parsed.
-A signed body of the wrong shape is a 400. An Events API callback that Slack
-redelivers (``X-Slack-Retry-Num``, same ``event_id``) is acknowledged and not
-handled a second time, on any replica.
+reading), its signature is checked on the raw bytes, and only then is it parsed,
+once: Bolt is handed the parsed body (its own parser reads any form body that
+contains the word "payload" as an interactivity payload, and dropped such
+commands). A signed body of the wrong shape is a 400. An Events API callback
+that Slack redelivers (``X-Slack-Retry-Num``, same ``event_id``) is
+acknowledged and not handled a second time, on any replica.
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ def _bad(message: str, status: int = 400) -> web.Response:
 
 
 def parsed(raw: bytes, content_type: str) -> dict[str, Any]:
-    """The signed body as Slack sent it: form fields (a command, or an interactivity ``payload``) or an Events
-    API JSON object; BadJson when it is neither."""
+    """The signed body as Bolt reads it: a command's form fields, an interactivity ``payload`` field's JSON
+    object, or an Events API JSON object; BadJson when it is none of them."""
     if content_type.startswith("application/json"):
         return json_object(raw, what="the event")
     try:
@@ -45,7 +47,7 @@ def parsed(raw: bytes, content_type: str) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise BadJson("the body is not UTF-8 form data") from None
     if "payload" in form:
-        return {"payload": json_object(form["payload"], what="the payload")}
+        return json_object(form["payload"], what="the payload")
     return form
 
 
@@ -75,10 +77,13 @@ def route(
             retry = request.headers.get("X-Slack-Retry-Num")
             log.info("Slack event %s delivered again (retry %s); handled once already", event_id, retry)
             return web.Response(status=200)
+        # Bolt takes a parsed body only in its "socket_mode", which also skips its second check of the
+        # signature: this route checked it above, on the raw bytes
         bolt_request = AsyncBoltRequest(
-            body=raw.decode("utf-8"),
+            body=body,
             query=request.query_string,
             headers=request.headers,  # type: ignore[arg-type]
+            mode="socket_mode",
         )
         return await to_aiohttp_response(await bolt.async_dispatch(bolt_request))
 

@@ -409,6 +409,18 @@ async def test_help_and_every_mistake_say_what_was_expected(harness, command, te
     assert reply["response_type"] == "ephemeral"
 
 
+async def test_a_command_that_mentions_payload_is_answered_like_any_other(harness):
+    """Bolt's own body parser reads any form body containing the word "payload" as an interactivity
+    payload, and a command saying it was dropped unanswered: promobot parses the body once, itself."""
+    h = harness
+    await seed(h)
+    reply = await reply_to(h, "U0DEV", "/promote", "lock api-gateway production payload migration tonight")
+    assert "Locked api-gateway in production" in all_text(reply), all_text(reply)
+    assert "payload migration tonight" in all_text(reply)
+    reply = await reply_to(h, "U0DEV", "/status", "payload")
+    assert "Unknown service `payload`" in all_text(reply), all_text(reply)
+
+
 async def test_nothing_people_type_becomes_a_mention_a_broadcast_or_formatting(harness):
     h = harness
     await production_history(h)

@@ -33,6 +33,7 @@ from checks.base import Registry
 from handlers.commands import CommandRouter
 from handlers.slack_app import register
 from handlers.slack_notifier import SlackNotifier
+from handlers.slack_respond import Responder
 from storage import migrate
 from storage.db import create_db_engine
 from storage.ledger import SqlLedger
@@ -49,6 +50,7 @@ class Promobot:
     router: CommandRouter
     slack_client: Any = None
     bolt: Any = None
+    responder: Responder | None = None  # answers on response_url (closed when the server stops)
 
 
 def instance_id(settings: Settings) -> str:
@@ -90,7 +92,8 @@ def build(
     if dispatcher is None:
         dispatcher = GitHubDispatcher(factory, login=github_login(settings)) if factory else DryRunDispatcher(echo=echo)
     ledger = SqlLedger(engine)
-    source_host = GitHubSourceHost(factory) if factory else None
+    # the gates and cards read commits through lazy clients: no request for the repository itself
+    source_host = GitHubSourceHost(github_factory(settings, lazy=True)) if factory else None
     # every card, whoever draws it, carries the commits, history and stability approvers decide on
     notifier = CardEvidenceNotifier(notifier, config=config, ledger=ledger, history=source_host, clock=clock)
     service = PromotionService(
@@ -124,5 +127,6 @@ def build_bolt(settings: Settings, bot: Promobot) -> Any:
         request_verification_enabled=bool(secret),
         process_before_response=False,
     )
-    register(app, bot.service, bot.router)
+    bot.responder = Responder()
+    register(app, bot.service, bot.router, bot.responder)
     return app

@@ -68,6 +68,13 @@ def make_web_app(bot: Promobot, *, background: bool = True) -> web.Application:
         )
         if bot.slack_client is not None and bot.config.digests:
             app.cleanup_ctx.append(_digests(bot))
+    if bot.responder is not None:
+        responder = bot.responder
+
+        async def close_responder(_: web.Application) -> None:
+            await responder.close()
+
+        app.on_cleanup.append(close_responder)
     return app
 
 

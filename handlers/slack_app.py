@@ -1,8 +1,8 @@
 """Bolt listeners: slash commands, buttons, the reject modal and App Home.
 
 Every listener acknowledges at once (Slack allows three seconds), then does
-the work and answers through ``respond`` (the command's response_url) or the
-Web API.
+the work and answers through the command's response_url (``Responder``, one
+kept-alive session) or the Web API.
 """
 
 from __future__ import annotations
@@ -17,40 +17,45 @@ from bot.text import esc
 from handlers import blocks as B
 from handlers.app_home import home_view
 from handlers.commands import CommandRouter, Reply
+from handlers.slack_respond import Respond, Responder
 from storage.statuses import Decision
 
 log = logging.getLogger(__name__)
 
 
-async def _say_privately(respond: Any, text: str) -> None:
+async def _say_privately(respond: Respond, text: str) -> None:
     await respond(
         text=text, blocks=[b.to_dict() for b in B.message(text)], response_type="ephemeral", replace_original=False
     )
 
 
-def register(app: AsyncApp, service: PromotionService, router: CommandRouter) -> None:
-    """Attach promobot's listeners to a Bolt app."""
+def register(app: AsyncApp, service: PromotionService, router: CommandRouter, responder: Responder) -> None:
+    """Attach promobot's listeners to a Bolt app; they answer through ``responder``."""
 
-    async def answer(respond: Any, reply: Reply) -> None:
+    async def answer(respond: Respond, reply: Reply) -> None:
         await respond(**reply.payload())
 
     @app.command("/promote")
-    async def promote(ack: Any, body: dict, respond: Any) -> None:
+    async def promote(ack: Any, body: dict) -> None:
         await ack()
+        respond = responder.to(body)
         await answer(respond, await router.promote(body["user_id"], body.get("text", "")))
 
     @app.command("/status")
-    async def status(ack: Any, body: dict, respond: Any) -> None:
+    async def status(ack: Any, body: dict) -> None:
         await ack()
+        respond = responder.to(body)
         await answer(respond, await router.status(body["user_id"], body.get("text", "")))
 
     @app.command("/rollback")
-    async def rollback(ack: Any, body: dict, respond: Any) -> None:
+    async def rollback(ack: Any, body: dict) -> None:
         await ack()
+        respond = responder.to(body)
         await answer(respond, await router.rollback(body["user_id"], body.get("text", "")))
 
     @app.action(B.APPROVE)
-    async def approve(ack: Any, body: dict, action: dict, respond: Any) -> None:
+    async def approve(ack: Any, body: dict, action: dict) -> None:
+        respond = responder.to(body)
         # Recorded before the ack: a crash after Slack heard "ok" must not lose the approval.
         user = body["user"]["id"]
         recorded = await service.record_approval(action["value"], user)
@@ -63,15 +68,17 @@ def register(app: AsyncApp, service: PromotionService, router: CommandRouter) ->
             await _say_privately(respond, result.message)
 
     @app.action(B.CANCEL)
-    async def cancel(ack: Any, body: dict, action: dict, respond: Any) -> None:
+    async def cancel(ack: Any, body: dict, action: dict) -> None:
         await ack()
+        respond = responder.to(body)
         result = await service.cancel(action["value"], body["user"]["id"])
         if not result.changed:
             await _say_privately(respond, result.message)
 
     @app.action(B.REVOKE)
-    async def revoke(ack: Any, body: dict, action: dict, respond: Any) -> None:
+    async def revoke(ack: Any, body: dict, action: dict) -> None:
         await ack()
+        respond = responder.to(body)
         result = await service.revoke_approval(action["value"], body["user"]["id"])
         await _say_privately(respond, result.message)
 
@@ -82,8 +89,9 @@ def register(app: AsyncApp, service: PromotionService, router: CommandRouter) ->
         await client.views_publish(user_id=event["user"], view=await home_view(service, event["user"]))
 
     @app.action(B.REJECT)
-    async def reject(ack: Any, body: dict, action: dict, respond: Any, client: Any) -> None:
+    async def reject(ack: Any, body: dict, action: dict, client: Any) -> None:
         await ack()
+        respond = responder.to(body)
         user = body["user"]["id"]
         view = service.view(action["value"])
         if view is None:

@@ -10,8 +10,10 @@ from github import Auth, Github, GithubIntegration
 from bot.config import Settings
 
 
-def github_factory(settings: Settings, *, timeout: int = 15) -> Callable[[], Any]:
+def github_factory(settings: Settings, *, timeout: int = 15, lazy: bool = False) -> Callable[[], Any]:
     """A factory of ``github.Github`` clients, one per call (PyGithub is not thread-safe to share).
+    ``lazy`` clients fetch an object only when it is read (``get_repo(name).compare(…)`` is one request,
+    not two).
 
     PyGithub's own retry is switched off: by default it repeats a POST that got a
     5xx, which for workflow_dispatch could run a deploy twice. promobot retries
@@ -38,6 +40,7 @@ def github_factory(settings: Settings, *, timeout: int = 15) -> Callable[[], Any
             per_page=50,
             seconds_between_requests=None,
             seconds_between_writes=None,
+            lazy=lazy,
         )
 
     return make

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -20,12 +21,16 @@ class GitHubSourceHost:
     def __init__(self, github_factory: Callable[[], Any], timeout: float = 10.0):
         self._github_factory = github_factory
         self._timeout = timeout
-        # two commit shas always compare the same: remember the answer, so card redraws cost nothing
+        # two commit shas always compare the same, and a commit's time never changes: remember the answers,
+        # so card redraws and repeated checks cost no request (whether a commit is reachable is always asked)
         self._changes: OrderedDict[tuple[str, str, str], SourceChanges] = OrderedDict()
+        self._times: OrderedDict[tuple[str, str], datetime] = OrderedDict()
 
     def _reachable_sync(self, repository: str, sha: str, ref: str) -> tuple[bool, str]:
         try:
+            # a lazy client asks when an attribute is first read: read them all here
             comparison = self._github_factory().get_repo(repository).compare(sha, ref)
+            status, ahead_by, behind_by = comparison.status, comparison.ahead_by, comparison.behind_by
         except GithubException as exc:
             if exc.status in (404, 422):
                 return False, f"commit {sha} does not exist in {repository}"
@@ -33,11 +38,11 @@ class GitHubSourceHost:
         except Exception as exc:
             raise SourceHostError(f"GitHub could not be reached: {type(exc).__name__}") from None
         # compare(base=sha, head=ref): "ahead" or "identical" means ref contains sha
-        if comparison.status in ("ahead", "identical"):
-            return True, f"{sha[:12]} is in {ref} ({comparison.ahead_by} commit(s) behind its tip)"
+        if status in ("ahead", "identical"):
+            return True, f"{sha[:12]} is in {ref} ({ahead_by} commit(s) behind its tip)"
         return False, (
-            f"{sha[:12]} is not reachable from {ref} (status {comparison.status}: "
-            f"{comparison.behind_by} commit(s) not on {ref}); was it built from another branch "
+            f"{sha[:12]} is not reachable from {ref} (status {status}: "
+            f"{behind_by} commit(s) not on {ref}); was it built from another branch "
             "or a force-pushed history?"
         )
 
@@ -64,21 +69,28 @@ class GitHubSourceHost:
 
     async def commit_time(self, repository: str, sha: str) -> datetime | None:
         """The commit's committer date (git's %ct, what SOURCE_DATE_EPOCH builds stamp), or None."""
+        key = (repository, sha)
+        if key in self._times:
+            return self._times[key]
         try:
-            return await asyncio.wait_for(
+            when = await asyncio.wait_for(
                 asyncio.to_thread(self._commit_time_sync, repository, sha), timeout=self._timeout
             )
         except TimeoutError:
             raise SourceHostError(f"GitHub did not answer within {self._timeout:g}s") from None
+        if when is not None:  # a commit not found yet may be pushed later: only an answer is kept
+            _remember(self._times, key, when)
+        return when
 
     def _changes_sync(self, repository: str, base_sha: str, head_sha: str) -> SourceChanges:
         try:
             comparison = self._github_factory().get_repo(repository).compare(base_sha, head_sha)
+            body = comparison.raw_data
         except GithubException as exc:
             raise SourceHostError(f"GitHub answered {exc.status} comparing {base_sha[:12]}...{head_sha[:12]}") from None
         except Exception as exc:
             raise SourceHostError(f"GitHub could not be reached: {type(exc).__name__}") from None
-        return changes_from_compare(comparison.raw_data, base_sha, head_sha)
+        return changes_from_compare(body, base_sha, head_sha)
 
     async def commits_between(self, repository: str, base_sha: str, head_sha: str) -> SourceChanges:
         """Commits in ``head_sha`` and not in ``base_sha``, newest first (at most MAX_COMMITS), with the total."""
@@ -91,10 +103,18 @@ class GitHubSourceHost:
             )
         except TimeoutError:
             raise SourceHostError(f"GitHub did not answer within {self._timeout:g}s") from None
-        self._changes[key] = changes
-        while len(self._changes) > 256:
-            self._changes.popitem(last=False)
+        _remember(self._changes, key, changes)
         return changes
+
+
+_REMEMBERING = threading.Lock()  # the gates ask from threads of their own
+
+
+def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any, size: int = 256) -> None:
+    with _REMEMBERING:
+        cache[key] = value
+        while len(cache) > size:
+            cache.popitem(last=False)
 
 
 PULL_REQUEST = (re.compile(r"^Merge pull request #(\d+)"), re.compile(r"\(#(\d+)\)\s*$"))

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from bot.clock import format_duration
-from checks.base import Gate, GateContext, GateResult, Ledger
+from checks.base import Gate, GateContext, GateResult
+from storage.records import DeploymentRecord, VerificationRecord
 from storage.statuses import DeploymentStatus, VerificationResult
+
+
+class History(Protocol):
+    """The part of the ledger a soak is measured from (``/status`` answers it from one read)."""
+
+    def deployments(
+        self, service: str, environment: str, *, tag: str | None = None, limit: int = 20
+    ) -> Sequence[DeploymentRecord]: ...
+
+    def verifications(
+        self, service: str, environment: str, *, tag: str | None = None, limit: int = 20
+    ) -> Sequence[VerificationRecord]: ...
 
 
 @dataclass(frozen=True)
@@ -41,7 +56,7 @@ REPORT_SLACK = timedelta(minutes=1)  # a report takes a moment to arrive: no nee
 
 
 def soak_progress(
-    ledger: Ledger, service: str, tag: str, environment: str, required: timedelta, now: datetime
+    ledger: History, service: str, tag: str, environment: str, required: timedelta, now: datetime
 ) -> SoakProgress:
     """Soak of ``tag`` in ``environment``: from when promobot recorded the first passed verification after
     the latest successful deployment (the gate, /status and the card all count it this way)."""

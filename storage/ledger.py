@@ -8,6 +8,7 @@ promotion promobot dispatched. Out-of-band reports live in their own table and a
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -31,6 +32,7 @@ from storage.records import (
     OutOfBandRecord,
     SbomRecord,
     ScanRecord,
+    ServiceEvidence,
     VerificationRecord,
 )
 from storage.statuses import VerificationResult
@@ -44,82 +46,51 @@ class SqlLedger:
     def __init__(self, engine: Engine):
         self.engine = engine
 
+    # The questions every check asks run as statements prepared once, on a bare connection: building an
+    # ORM query and loading entities cost more than the query itself.
+
     def artifact(self, service: str, tag: str) -> ArtifactRecord | None:
-        with Session(self.engine) as s:
-            a = s.exec(select(Artifact).where(col(Artifact.service) == service, col(Artifact.tag) == tag)).first()
-            if a is None:
-                return None
-            return ArtifactRecord(a.service, a.tag, a.digest, a.commit_sha, a.pipeline_run_id, a.built_at)
+        with self.engine.connect() as conn:
+            r = conn.execute(_ARTIFACT, {"service": service, "tag": tag}).first()
+        return ArtifactRecord(*r[:6]) if r is not None else None
 
     def deployments(
         self, service: str, environment: str, *, tag: str | None = None, limit: int = 20
     ) -> Sequence[DeploymentRecord]:
-        with Session(self.engine) as s:
-            q = select(Deployment).where(col(Deployment.service) == service, col(Deployment.environment) == environment)
-            if tag is not None:
-                q = q.where(col(Deployment.tag) == tag)
-            q = q.order_by(col(Deployment.finished_at).desc(), col(Deployment.id).desc()).limit(limit)
-            return [
-                DeploymentRecord(
-                    d.service, d.tag, d.environment, d.status, d.finished_at, d.run_id, d.url, d.recorded_at
-                )
-                for d in s.exec(q)
-            ]
+        asked = {"service": service, "environment": environment, "tag": tag, "limit": limit}
+        with self.engine.connect() as conn:
+            rows = conn.execute(_DEPLOYMENTS if tag is None else _DEPLOYMENTS_OF_TAG, asked).all()
+        return [DeploymentRecord(*r) for r in rows]
 
     def verifications(
         self, service: str, environment: str, *, tag: str | None = None, limit: int = 20
     ) -> Sequence[VerificationRecord]:
-        with Session(self.engine) as s:
-            q = select(Verification).where(
-                col(Verification.service) == service, col(Verification.environment) == environment
+        asked = {"service": service, "environment": environment, "tag": tag, "limit": limit}
+        with self.engine.connect() as conn:
+            rows = conn.execute(_VERIFICATIONS if tag is None else _VERIFICATIONS_OF_TAG, asked).all()
+        return [
+            VerificationRecord(
+                r.service, r.tag, r.environment, r.result, r.finished_at, r.checks or {}, r.url, r.recorded_at
             )
-            if tag is not None:
-                q = q.where(col(Verification.tag) == tag)
-            q = q.order_by(col(Verification.finished_at).desc(), col(Verification.id).desc()).limit(limit)
-            return [
-                VerificationRecord(
-                    v.service, v.tag, v.environment, v.result, v.finished_at, v.checks or {}, v.url, v.recorded_at
-                )
-                for v in s.exec(q)
-            ]
+            for r in rows
+        ]
 
     def current_artifact(self, service: str, environment: str) -> str | None:
-        with Session(self.engine) as s:
-            return s.exec(
-                select(col(Deployment.tag))
-                .where(
-                    col(Deployment.service) == service,
-                    col(Deployment.environment) == environment,
-                    col(Deployment.status) == "success",
-                )
-                .order_by(col(Deployment.finished_at).desc(), col(Deployment.id).desc())
-                .limit(1)
-            ).first()
+        with self.engine.connect() as conn:
+            r = conn.execute(_LATEST_SUCCESS, {"service": service, "environment": environment}).first()
+        return r.tag if r is not None else None
 
     def latest_verified_tag(self, service: str, environment: str) -> str | None:
         """The artifact the environment runs now, if its verification since deployment passed."""
-        with Session(self.engine) as s:
-            deployed = s.exec(
-                select(Deployment)
-                .where(
-                    col(Deployment.service) == service,
-                    col(Deployment.environment) == environment,
-                    col(Deployment.status) == "success",
-                )
-                .order_by(col(Deployment.finished_at).desc(), col(Deployment.id).desc())
-                .limit(1)
-            ).first()
-            q = select(Verification).where(
-                col(Verification.service) == service, col(Verification.environment) == environment
-            )
-            if deployed is not None:
-                q = q.where(
-                    col(Verification.tag) == deployed.tag, col(Verification.finished_at) >= deployed.finished_at
-                )
-            latest = s.exec(
-                q.order_by(col(Verification.finished_at).desc(), col(Verification.id).desc()).limit(1)
-            ).first()
-            return latest.tag if latest is not None and latest.result == VerificationResult.PASSED else None
+        asked: dict[str, Any] = {"service": service, "environment": environment}
+        with self.engine.connect() as conn:
+            deployed = conn.execute(_LATEST_SUCCESS, asked).first()
+            if deployed is None:
+                latest = conn.execute(_LATEST_VERIFICATION, asked).first()
+            else:
+                since = {**asked, "tag": deployed.tag, "since": deployed.finished_at}
+                latest = conn.execute(_LATEST_VERIFICATION_SINCE, since).first()
+        return latest.tag if latest is not None and latest.result == VerificationResult.PASSED else None
 
     def latest_scan(self, service: str, tag: str, digest: str | None) -> ScanRecord | None:
         with Session(self.engine) as s:
@@ -166,6 +137,62 @@ class SqlLedger:
             if placed is None:  # purged by retention: the reason is all that is left
                 return HoldRecord(service, tag, reason)
             return HoldRecord(service, tag, reason, (placed.detail or {}).get("held_by") or placed.actor, placed.at)
+
+    # --- one service at once (``/status SERVICE``) ------------------------------------------
+
+    def service_evidence(self, service: str, *, per_environment: int = 50) -> ServiceEvidence:
+        """Everything ``/status SERVICE`` shows, in six prepared queries on one connection (not a dozen
+        per environment): each environment's latest successful deployment, then the deployments and
+        verifications of the artifact it runs (at most ``per_environment`` of each), those artifacts, the
+        locks and the out-of-band reports since promobot's last deployment."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(_CURRENT, {"service": service}).all()
+            current = {r.environment: DeploymentRecord(*r[:8]) for r in rows}
+            last_recorded = {r.environment: r.last_recorded for r in rows}
+            runs = {(env, dep.tag) for env, dep in current.items()}
+            deployments: dict[str, list[DeploymentRecord]] = {}
+            verifications: dict[str, list[VerificationRecord]] = {}
+            artifacts: dict[str, ArtifactRecord] = {}
+            held: set[str] = set()
+            if runs:
+                asked = {"service": service, "tags": sorted({tag for _, tag in runs}), "limit": per_environment}
+                for r in conn.execute(_DEPLOYMENTS_OF, asked):
+                    if (r.environment, r.tag) in runs:
+                        deployments.setdefault(r.environment, []).append(DeploymentRecord(*r[:8]))
+                for r in conn.execute(_VERIFICATIONS_OF, asked):
+                    if (r.environment, r.tag) in runs:
+                        verifications.setdefault(r.environment, []).append(
+                            VerificationRecord(
+                                r.service,
+                                r.tag,
+                                r.environment,
+                                r.result,
+                                r.finished_at,
+                                r.checks or {},
+                                r.url,
+                                r.recorded_at,
+                            )
+                        )
+                for r in conn.execute(_ARTIFACTS, asked):
+                    artifacts[r.tag] = ArtifactRecord(*r[:6])
+                    if r.hold_reason:
+                        held.add(r.tag)
+            locks = {r.environment: LockRecord(*r) for r in conn.execute(_LOCKS, {"service": service})}
+            out_of_band = {}
+            for r in conn.execute(_OUT_OF_BAND, {"service": service}):
+                since = last_recorded.get(r.environment)
+                if since is None or r.reported_at > since:
+                    out_of_band[r.environment] = OutOfBandRecord(*r[:11])
+        return ServiceEvidence(
+            service,
+            current,
+            {env: tuple(found) for env, found in deployments.items()},
+            {env: tuple(found) for env, found in verifications.items()},
+            artifacts,
+            frozenset(held),
+            locks,
+            out_of_band,
+        )
 
     # --- every service at once (``/status``, App Home) ---------------------------------
 
@@ -266,6 +293,92 @@ class SqlLedger:
                 for r in rows
                 if (r.service, r.environment) not in since or r.reported_at > since[(r.service, r.environment)]
             }
+
+
+# --- the prepared statements of ``service_evidence`` (built once: building them cost more than running them)
+
+_D, _V = Deployment.__table__.c, Verification.__table__.c  # type: ignore[attr-defined]
+_A, _L = Artifact.__table__.c, EnvironmentLock.__table__.c  # type: ignore[attr-defined]
+_O = OutOfBandReport.__table__.c  # type: ignore[attr-defined]
+_DEPLOYMENT = (_D.service, _D.tag, _D.environment, _D.status, _D.finished_at, _D.run_id, _D.url, _D.recorded_at)
+_VERIFICATION = (_V.service, _V.tag, _V.environment, _V.result, _V.finished_at, _V.checks, _V.url, _V.recorded_at)
+
+
+def _in(table: Any) -> Any:
+    return sa.and_(table.service == sa.bindparam("service"), table.environment == sa.bindparam("environment"))
+
+
+_ARTIFACT = sa.select(_A.service, _A.tag, _A.digest, _A.commit_sha, _A.pipeline_run_id, _A.built_at).where(
+    _A.service == sa.bindparam("service"), _A.tag == sa.bindparam("tag")
+)
+_NEWEST_DEPLOYMENTS = (_D.finished_at.desc(), _D.id.desc())
+_NEWEST_VERIFICATIONS = (_V.finished_at.desc(), _V.id.desc())
+_DEPLOYMENTS = sa.select(*_DEPLOYMENT).where(_in(_D)).order_by(*_NEWEST_DEPLOYMENTS).limit(sa.bindparam("limit"))
+_DEPLOYMENTS_OF_TAG = _DEPLOYMENTS.where(_D.tag == sa.bindparam("tag"))
+_VERIFICATIONS = sa.select(*_VERIFICATION).where(_in(_V)).order_by(*_NEWEST_VERIFICATIONS).limit(sa.bindparam("limit"))
+_VERIFICATIONS_OF_TAG = _VERIFICATIONS.where(_V.tag == sa.bindparam("tag"))
+_LATEST_SUCCESS = (
+    sa.select(_D.tag, _D.finished_at).where(_in(_D), _D.status == "success").order_by(*_NEWEST_DEPLOYMENTS).limit(1)
+)
+_LATEST_VERIFICATION = sa.select(_V.tag, _V.result).where(_in(_V)).order_by(*_NEWEST_VERIFICATIONS).limit(1)
+_LATEST_VERIFICATION_SINCE = _LATEST_VERIFICATION.where(
+    _V.tag == sa.bindparam("tag"), _V.finished_at >= sa.bindparam("since")
+)
+
+
+def _newest(table: Any, order: Any, *partition: Any) -> Any:
+    """Rank 1 for the newest row of each partition."""
+    return sa.func.row_number().over(partition_by=partition, order_by=(order.desc(), table.id.desc())).label("rank")
+
+
+def _ranked(select_: Any, *, limit: Any) -> Any:
+    ranked = select_.subquery()
+    return sa.select(ranked).where(ranked.c.rank <= limit).order_by(ranked.c.rank)
+
+
+_CURRENT = _ranked(
+    sa.select(
+        *_DEPLOYMENT,
+        _newest(_D, _D.finished_at, _D.environment),
+        sa.func.max(_D.recorded_at).over(partition_by=_D.environment).label("last_recorded"),
+    ).where(_D.service == sa.bindparam("service"), _D.status == "success"),
+    limit=1,
+)
+_DEPLOYMENTS_OF = _ranked(
+    sa.select(*_DEPLOYMENT, _newest(_D, _D.finished_at, _D.environment, _D.tag)).where(
+        _D.service == sa.bindparam("service"), _D.tag.in_(sa.bindparam("tags", expanding=True))
+    ),
+    limit=sa.bindparam("limit"),
+)
+_VERIFICATIONS_OF = _ranked(
+    sa.select(*_VERIFICATION, _newest(_V, _V.finished_at, _V.environment, _V.tag)).where(
+        _V.service == sa.bindparam("service"), _V.tag.in_(sa.bindparam("tags", expanding=True))
+    ),
+    limit=sa.bindparam("limit"),
+)
+_ARTIFACTS = sa.select(
+    _A.service, _A.tag, _A.digest, _A.commit_sha, _A.pipeline_run_id, _A.built_at, _A.hold_reason
+).where(_A.service == sa.bindparam("service"), _A.tag.in_(sa.bindparam("tags", expanding=True)))
+_LOCKS = sa.select(_L.service, _L.environment, _L.locked_by, _L.reason, _L.locked_at).where(
+    _L.service == sa.bindparam("service")
+)
+_OUT_OF_BAND = _ranked(
+    sa.select(
+        _O.service,
+        _O.tag,
+        _O.environment,
+        _O.kind,
+        _O.outcome,
+        _O.reported_by,
+        _O.reported_at,
+        _O.reason,
+        _O.accepted,
+        _O.run_id,
+        _O.url,
+        _newest(_O, _O.reported_at, _O.environment),
+    ).where(_O.service == sa.bindparam("service")),
+    limit=1,
+)
 
 
 def _out_of_band(r: OutOfBandReport) -> OutOfBandRecord:

@@ -107,3 +107,18 @@ class OutOfBandRecord:
     accepted: bool
     run_id: str | None = None
     url: str | None = None
+
+
+@dataclass(frozen=True)
+class ServiceEvidence:
+    """What one service's /status shows, read at once (``SqlLedger.service_evidence``): per environment
+    its latest successful deployment, and the deployments and verifications of the artifact it runs."""
+
+    service: str
+    current: dict[str, DeploymentRecord]  # environment -> its latest successful deployment
+    deployments: dict[str, tuple[DeploymentRecord, ...]]  # environment -> of its current tag, newest first
+    verifications: dict[str, tuple[VerificationRecord, ...]]  # environment -> of its current tag, newest first
+    artifacts: dict[str, ArtifactRecord]  # tag -> the artifact, for the tags that run somewhere
+    held: frozenset[str]  # the tags among those that are on hold
+    locks: dict[str, LockRecord]  # environment -> its lock
+    out_of_band: dict[str, OutOfBandRecord]  # environment -> its latest out-of-band report since promobot's

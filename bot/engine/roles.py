@@ -9,7 +9,14 @@ from typing import Any, Protocol
 from checks.base import GateReport, Ledger
 from checks.deployment_window import WindowState
 from checks.soak_time import SoakProgress
-from storage.records import DeploymentRecord, HoldRecord, LockRecord, OutOfBandRecord, VerificationRecord
+from storage.records import (
+    DeploymentRecord,
+    HoldRecord,
+    LockRecord,
+    OutOfBandRecord,
+    ServiceEvidence,
+    VerificationRecord,
+)
 from storage.statuses import Decision
 
 
@@ -151,6 +158,10 @@ class Records(Ledger, Protocol):
         ...
 
     def out_of_band_flags(self) -> dict[tuple[str, str], OutOfBandRecord]: ...
+
+    def service_evidence(self, service: str) -> ServiceEvidence:
+        """What ``/status SERVICE`` shows of one service, read at once."""
+        ...
 
 
 class ApproverDirectory(Protocol):

@@ -5,6 +5,7 @@ Reads only; the rendering lives in ``handlers.blocks``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -17,7 +18,14 @@ from bot.engine.roles import PromotionView
 from checks.deployment_window import WindowState, window_state
 from checks.soak_time import SoakProgress, soak_progress
 from storage.models import ActivePromotion, Promotion
-from storage.records import DeploymentRecord, HoldRecord, LockRecord, OutOfBandRecord, VerificationRecord
+from storage.records import (
+    DeploymentRecord,
+    HoldRecord,
+    LockRecord,
+    OutOfBandRecord,
+    ServiceEvidence,
+    VerificationRecord,
+)
 from storage.statuses import PromotionStatus as S
 from storage.statuses import VerificationResult
 
@@ -74,6 +82,24 @@ class OverviewRow:
         )
 
 
+class _Snapshot:
+    """The deployments and verifications ``soak_progress`` asks for, answered from one service's evidence
+    (those of the artifact each environment runs, newest first)."""
+
+    def __init__(self, evidence: ServiceEvidence) -> None:
+        self.evidence = evidence
+
+    def deployments(
+        self, service: str, environment: str, *, tag: str | None = None, limit: int = 20
+    ) -> Sequence[DeploymentRecord]:
+        return [d for d in self.evidence.deployments.get(environment, ()) if tag in (None, d.tag)][:limit]
+
+    def verifications(
+        self, service: str, environment: str, *, tag: str | None = None, limit: int = 20
+    ) -> Sequence[VerificationRecord]:
+        return [v for v in self.evidence.verifications.get(environment, ()) if tag in (None, v.tag)][:limit]
+
+
 class Status:
     """Reads for /status and App Home."""
 
@@ -81,40 +107,51 @@ class Status:
         self.ctx = ctx
         self.notifications = notifications
 
-    def _active(self, service: str, environment: str) -> Promotion | None:
+    def _active(self, service: str) -> dict[str, Promotion]:
+        """The promotion holding each environment's slot, by environment, in one query."""
         with Session(self.ctx.db) as s:
-            slot = s.get(ActivePromotion, (service, environment))
-            return s.get(Promotion, slot.promotion_id) if slot else None
+            return {
+                environment: p
+                for environment, p in s.exec(
+                    select(col(ActivePromotion.environment), Promotion)
+                    .join(Promotion, col(Promotion.id) == col(ActivePromotion.promotion_id))
+                    .where(col(ActivePromotion.service) == service)
+                )
+            }
 
     def service_status(self, name: str) -> ServiceStatus:
-        """Every environment of ``name``; raises UserError (with the closest names) for an unknown service."""
+        """Every environment of ``name``, from one read of its evidence (``SqlLedger.service_evidence``) and
+        of its active promotions; raises UserError (with the closest names) for an unknown service. Reads
+        the database: call it off the event loop."""
         self.ctx.service_config(name)
-        ledger, config, now = self.ctx.ledger, self.ctx.config, self.ctx.clock()
+        config, now = self.ctx.config, self.ctx.clock()
+        evidence = self.ctx.ledger.service_evidence(name)
+        snapshot = _Snapshot(evidence)
+        active = self._active(name)
         rows = []
         for env_name in config.environment_names:
             env = config.environment(env_name)
-            tag = ledger.current_artifact(name, env_name)
+            current = evidence.current.get(env_name)
+            tag = current.tag if current else None
             deployed = verification = None
             if tag is not None:
-                deployed = next(iter(ledger.deployments(name, env_name, tag=tag, limit=1)), None)
+                deployed = next(iter(evidence.deployments.get(env_name, ())), None)
                 verification = next(
                     (
                         v
-                        for v in ledger.verifications(name, env_name, tag=tag, limit=1)
+                        for v in evidence.verifications.get(env_name, ())
                         if deployed is None or v.finished_at >= deployed.finished_at
                     ),
                     None,
                 )
-            artifact = ledger.artifact(name, tag) if tag else None
-            active = self._active(name, env_name)
-            pending = (
-                records.view(self.ctx, active.id) if active is not None and not S(active.status).is_terminal else None
-            )
+            artifact = evidence.artifacts.get(tag) if tag else None
+            slot = active.get(env_name)
+            pending = records.view(self.ctx, slot.id) if slot is not None and not S(slot.status).is_terminal else None
             nxt = config.next_environment(env_name)
             soak = next_window = eligible_at = None
             if nxt is not None and tag is not None:
                 next_env = config.environment(nxt)
-                soak = soak_progress(ledger, name, tag, env_name, next_env.soak_time, now)
+                soak = soak_progress(snapshot, name, tag, env_name, next_env.soak_time, now)
                 next_window = window_state(next_env, max(now, soak.eligible_at or now))
                 if (
                     soak.since is not None
@@ -123,6 +160,7 @@ class Status:
                 ):
                     ready = soak.eligible_at or now
                     eligible_at = max(now, ready) if next_window.open_now else next_window.next_opening
+            following = evidence.current.get(nxt) if nxt else None
             status = EnvironmentStatus(
                 environment=env_name,
                 tag=tag,
@@ -130,15 +168,15 @@ class Status:
                 deployed=deployed,
                 verification=verification,
                 window=window_state(env, now),
-                lock=ledger.lock(name, env_name),
-                hold=ledger.hold(name, tag) if tag else None,
+                lock=evidence.locks.get(env_name),
+                hold=self.ctx.ledger.hold(name, tag) if tag in evidence.held else None,
                 pending=pending,
                 next_environment=nxt,
-                in_next=bool(nxt and tag and ledger.current_artifact(name, nxt) == tag),
+                in_next=bool(tag and following and following.tag == tag),
                 soak=soak,
                 next_window=next_window,
                 eligible_at=eligible_at,
-                out_of_band=ledger.out_of_band(name, env_name),
+                out_of_band=evidence.out_of_band.get(env_name),
             )
             rows.append(status)
         return ServiceStatus(name, tuple(rows), now)

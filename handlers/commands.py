@@ -7,6 +7,7 @@ everything the user typed is escaped before it is shown.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,8 +77,10 @@ class CommandRouter:
                 return text_reply((":white_check_mark: " if revoked.changed else ":warning: ") + revoked.message)
             if cmd.check_only:
                 report = await self.service.check(cmd.service, cmd.tag, cmd.environment, expedite_reason=cmd.expedite)
-                return Reply(
-                    text=("eligible" if report.eligible else B.refusal_text(report)), blocks=B.eligibility(report)
+                return await asyncio.to_thread(
+                    lambda: Reply(
+                        text=("eligible" if report.eligible else B.refusal_text(report)), blocks=B.eligibility(report)
+                    )
                 )
             result = await self.service.request(
                 user, cmd.service, cmd.tag, cmd.environment, expedite_reason=cmd.expedite
@@ -136,6 +139,10 @@ class CommandRouter:
         return text_reply(result.message)
 
     async def status(self, user: str, text: str) -> Reply:
+        # reads the database and renders: off the event loop, which must stay free to acknowledge Slack
+        return await asyncio.to_thread(self._status, text)
+
+    def _status(self, text: str) -> Reply:
         words = words_of(text)
         if words and words[0] in ("help", "-h", "--help"):
             return text_reply(STATUS_HELP)

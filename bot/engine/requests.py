@@ -8,6 +8,7 @@ dispatch is queued in that same transaction (gate 1).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from datetime import timedelta
@@ -147,11 +148,14 @@ class Requests:
         expedite_reason: str | None = None,
     ) -> GateReport:
         """Evaluate every gate for the promotion (expedited when a reason is given); changes nothing."""
+        # resolving reads the ledger: off the event loop, like the gates
         if expedite_reason is not None:
-            tag, source, target, exp = expedite.plan(self.ctx, service, tag, environment, expedite_reason)
-            return await self.evaluate(service, tag, source, target, kind, exp)
-        tag, source, target = self.resolve(service, tag, environment)
-        return await self.evaluate(service, tag, source, target, kind)
+            chosen, source, target, exp = await asyncio.to_thread(
+                expedite.plan, self.ctx, service, tag, environment, expedite_reason
+            )
+            return await self.evaluate(service, chosen, source, target, kind, exp)
+        chosen, source, target = await asyncio.to_thread(self.resolve, service, tag, environment)
+        return await self.evaluate(service, chosen, source, target, kind)
 
     # --- opening a promotion -----------------------------------------------------------
 

@@ -1,14 +1,19 @@
 """Acks under load: promobot and a bare slack-bolt app side by side, in one run, on this machine.
 
-50 concurrent Slack clients send 2,000 signed slash commands (three in four `/status api-gateway`, one in
-four `/promote api-gateway 7a3f9c2 --check`) to `promobot serve --http`, then the same to a bare Bolt app
-that only acks and answers through response_url (bench/bare_bolt_app.py: the framework's ceiling here).
-A second round sends the four /promote card actions (approve, reject, cancel, revoke). It prints, per
-app and round, the ack latency (p50, p99, max, how many over Slack's 3 s) and how many commands per
-second were completed (their answer reached response_url). Slack and GitHub are the local stand-ins,
-answering at once.
+A bare Bolt app that only acks and answers through response_url (bench/bare_bolt_app.py: the
+framework's ceiling here), then `promobot serve --http`, each get the same rounds from 50 concurrent
+Slack clients: 2,000 signed slash commands mixed (three in four `/status api-gateway`, one in four
+`/promote api-gateway 7a3f9c2 --check`), 1,000 `/status` alone, 500 `--check` alone, and 1,000 card
+actions (approve, reject, cancel, revoke). It prints, per app and round, the ack latency (p50, p99,
+max, how many over Slack's 3 s) and how many commands per second were completed (their answer reached
+response_url), and promobot's first answer of each kind. Slack, GitHub and the OCI registry (a real
+docker-registry) answer at once.
 
     python bench/ack_bench.py [--database sqlite|postgres] [--commands 2000] [--clients 50] [--actions 1000]
+                              [--profile FILE [--py-spy PATH]]
+
+With --profile, py-spy samples promobot's process through its rounds; bench/profile_summary.py FILE
+says where the time went.
 
 Goals (issue 13): ack p99 ≤ 2 × the bare app's and none over 3 s; at least 150 /status and 50 --check
 completed per second.
@@ -21,6 +26,7 @@ import asyncio
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -41,7 +47,6 @@ from tests.fakes.github_api import FakeGitHub
 from tests.fakes.slack_api import FakeSlack
 from tests.harness import (
     BOT_TOKEN,
-    CONFIG,
     GITHUB_TOKEN,
     RUN_NAME,
     SIGNING_SECRET,
@@ -49,10 +54,12 @@ from tests.harness import (
     Harness,
     PostgresSchema,
     free_port,
+    process_config,
     request_card,
     seed,
     sign,
 )
+from tests.oci_registry import start_registry
 
 TAG = "7a3f9c2"
 
@@ -83,7 +90,7 @@ class Round:
         )
         p = lambda q: acks[min(len(acks) - 1, int(q * len(acks)))] * 1000  # noqa: E731
         return (
-            f"{self.app:9} {self.load:8} acks n={len(acks)} p50 {p(0.5):6.1f} ms  p99 {p(0.99):7.1f} ms  "
+            f"{self.app:9} {self.load:7} acks n={len(acks)} p50 {p(0.5):6.1f} ms  p99 {p(0.99):7.1f} ms  "
             f"max {acks[-1] * 1000:7.1f} ms  over 3 s: {self.late}  |  completed {rates}"
         )
 
@@ -206,8 +213,9 @@ async def main(args: argparse.Namespace) -> None:
         github.add_workflow(repo, "deploy.yml", run_name=RUN_NAME)
     schema = PostgresSchema() if args.database == "postgres" else None
     with tempfile.TemporaryDirectory() as tmp:
+        registry = start_registry(Path(tmp) / "images")  # the images the gates read, answering at once
         config = Path(tmp) / "promobot.yml"
-        config.write_text(CONFIG)
+        config.write_text(process_config(registry.host))
         url = schema.url if schema else f"sqlite:///{tmp}/promobot.db"
         bot = BotProcess(
             config_path=config,
@@ -222,42 +230,82 @@ async def main(args: argparse.Namespace) -> None:
         bare = start_bare(slack, bare_port)
         try:
             async with aiohttp.ClientSession() as session:
-                h = Harness(bot.url, slack, github, None, session, Clock())
+                h = Harness(bot.url, slack, github, None, session, Clock(), registry_host=registry.host)
                 await seed(h)
                 await request_card(h)  # a pending production promotion, for the card actions
                 card = h.cards()[-1]
             rng = random.Random(7)
-            kinds = [("status", "/status", "api-gateway")] * 3 + [("check", "/promote", f"api-gateway {TAG} --check")]
+            status = ("status", "/status", "api-gateway")
+            check = ("check", "/promote", f"api-gateway {TAG} --check")
+            loads = {  # round: the commands it sends, drawn from these (three in four /status in the mix)
+                "mixed": [status] * 3 + [check],
+                "status": [status],
+                "check": [check],
+            }
+            sizes = {"mixed": args.commands, "status": args.commands // 2, "check": args.commands // 4}
             actions = ["promotion.approve", "promotion.reject", "promotion.cancel", "promotion.revoke"]
             results = []
             for app, base in (("bare bolt", f"http://127.0.0.1:{bare_port}"), ("promobot", bot.url)):
-                commands = []
-                for n in range(args.commands):
-                    kind, command, text = rng.choice(kinds)
-                    tag = f"{app[:4]}-c{n}"
-                    commands.append((kind, tag, command_body(slack, "U0DEV", command, text, tag)))
-                rnd = Round(app, "commands")
-                await load(base, slack, rnd, commands, args.clients)
-                await settle(slack, rnd)
-                results.append(rnd)
+                profiler = None
+                if app == "promobot" and args.profile:  # py-spy samples promobot's process while it is loaded
+                    assert bot.proc is not None
+                    profiler = subprocess.Popen(
+                        [
+                            args.py_spy,
+                            "record",
+                            "--pid",
+                            str(bot.proc.pid),
+                            "--format",
+                            "raw",
+                            "-r",
+                            "200",
+                            "--threads",
+                            "--gil",
+                        ]
+                        + ["--nonblocking", "-o", args.profile],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                    await asyncio.sleep(1.0)
+                for name, kinds in loads.items():
+                    if name not in args.rounds:
+                        continue
+                    commands = []
+                    for n in range(sizes[name]):
+                        kind, command, text = rng.choice(kinds)
+                        tag = f"{app[:4]}-{name}-{n}"
+                        commands.append((kind, tag, command_body(slack, "U0DEV", command, text, tag)))
+                    rnd = Round(app, name)
+                    await load(base, slack, rnd, commands, args.clients)
+                    await settle(slack, rnd)
+                    results.append(rnd)
                 clicks = []
-                for n in range(args.actions):
+                for n in range(args.actions if "actions" in args.rounds else 0):
                     action = actions[n % 4]
                     tag = f"{app[:4]}-a{n}"
                     clicks.append((action.split(".")[1], tag, action_body(slack, "U0BENCH", card, action, tag)))
-                rnd = Round(app, "actions")
-                await load(base, slack, rnd, clicks, args.clients)
-                await settle(slack, rnd)
-                results.append(rnd)
+                if clicks:
+                    rnd = Round(app, "actions")
+                    await load(base, slack, rnd, clicks, args.clients)
+                    await settle(slack, rnd)
+                    results.append(rnd)
+                if profiler is not None:
+                    profiler.send_signal(signal.SIGINT)
+                    profiler.wait(30)
             print(
-                f"{args.commands} commands and {args.actions} card actions, {args.clients} concurrent clients, "
-                f"promobot on {args.database} (ack: the HTTP answer to Slack's request)"
+                f"{args.commands} mixed commands, then {sizes['status']} /status and {sizes['check']} --check alone, "
+                f"then {args.actions} card actions; {args.clients} concurrent clients; promobot on {args.database} "
+                "(ack: the HTTP answer to Slack's request; completed: its answer reached response_url)"
             )
             for rnd in results:
                 print(rnd.summary(slack))
+            for kind, tag in (("/status", "prom-status-0"), ("--check", "prom-check-0"), ("approve", "prom-a0")):
+                answer = (slack.responses(tag) or [{}])[0].get("text", "(no answer)")
+                print(f"promobot's answer to {kind}: {answer[:150]!r}")
         finally:
             bare.terminate()
             bot.stop()
+            registry.stop()
             slack.stop()
             github.stop()
             if schema:
@@ -270,4 +318,13 @@ if __name__ == "__main__":
     parser.add_argument("--commands", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--actions", type=int, default=1000)
+    parser.add_argument(
+        "--rounds",
+        nargs="+",
+        default=["mixed", "status", "check", "actions"],
+        choices=["mixed", "status", "check", "actions"],
+        help="which rounds to run (default: all)",
+    )
+    parser.add_argument("--profile", help="write a py-spy profile (collapsed stacks) of promobot under load here")
+    parser.add_argument("--py-spy", default="py-spy", help="the py-spy executable (pip install py-spy)")
     asyncio.run(main(parser.parse_args()))

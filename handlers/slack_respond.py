@@ -41,7 +41,12 @@ class Responder:
     async def send(self, url: str, payload: dict[str, Any]) -> None:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
-        response = await AsyncWebhookClient(url, session=self._session).send_dict(payload)
+        try:
+            response = await AsyncWebhookClient(url, session=self._session).send_dict(payload)
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            # the request was acknowledged already; an answer Slack cannot take is not a crash of the bot
+            log.warning("could not answer on response_url: %s", type(exc).__name__)
+            return
         if response.status_code != 200:
             # the URL is Slack's secret for this one answer: it is not logged
             log.warning("Slack refused an answer on response_url: %s %s", response.status_code, response.body[:200])

@@ -20,6 +20,8 @@ from checks.base import Ledger, ManifestInfo, Registry, RegistryError
 
 T = TypeVar("T")
 
+HISTORY = 50  # the longest history a gate reads (soak time, previous environment verified)
+
 
 class _Answers:
     """Answers by question, each computed by the first asker while later askers wait for it."""
@@ -65,11 +67,16 @@ class SharedLedger:
     def artifact(self, service: str, tag: str) -> Any:
         return self._ask("artifact", service, tag)
 
+    # gates ask for the newest 5, 20 or 50 of the same history: it is read once, at the most any gate reads
     def deployments(self, service: str, environment: str, *, tag: str | None = None, limit: int = 20) -> Any:
-        return self._ask("deployments", service, environment, tag=tag, limit=limit)
+        if limit > HISTORY:
+            return self._ledger.deployments(service, environment, tag=tag, limit=limit)
+        return self._ask("deployments", service, environment, tag=tag, limit=HISTORY)[:limit]
 
     def verifications(self, service: str, environment: str, *, tag: str | None = None, limit: int = 20) -> Any:
-        return self._ask("verifications", service, environment, tag=tag, limit=limit)
+        if limit > HISTORY:
+            return self._ledger.verifications(service, environment, tag=tag, limit=limit)
+        return self._ask("verifications", service, environment, tag=tag, limit=HISTORY)[:limit]
 
     def current_artifact(self, service: str, environment: str) -> Any:
         return self._ask("current_artifact", service, environment)

@@ -7,7 +7,6 @@ everything the user typed is escaped before it is shown.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +16,7 @@ from slack_sdk.models.blocks import Block
 from bot.engine.errors import UserError
 from bot.engine.outcomes import DecisionResult
 from bot.engine.service import PromotionService
+from bot.offload import off_loop
 from bot.text import esc
 from handlers import blocks as B
 from handlers.parsing import (
@@ -40,11 +40,16 @@ class Reply:
     text: str
     blocks: list[Block] = field(default_factory=list)
     public: bool = False
+    # the blocks as Slack's JSON, rendered where the reply is made (off the event loop for the heavy ones)
+    rendered: list[dict[str, Any]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rendered", [b.to_dict() for b in self.blocks])
 
     def payload(self) -> dict[str, Any]:
         return {
             "text": self.text,
-            "blocks": [b.to_dict() for b in self.blocks],
+            "blocks": self.rendered,
             "response_type": "in_channel" if self.public else "ephemeral",
         }
 
@@ -77,7 +82,7 @@ class CommandRouter:
                 return text_reply((":white_check_mark: " if revoked.changed else ":warning: ") + revoked.message)
             if cmd.check_only:
                 report = await self.service.check(cmd.service, cmd.tag, cmd.environment, expedite_reason=cmd.expedite)
-                return await asyncio.to_thread(
+                return await off_loop(
                     lambda: Reply(
                         text=("eligible" if report.eligible else B.refusal_text(report)), blocks=B.eligibility(report)
                     )
@@ -140,7 +145,7 @@ class CommandRouter:
 
     async def status(self, user: str, text: str) -> Reply:
         # reads the database and renders: off the event loop, which must stay free to acknowledge Slack
-        return await asyncio.to_thread(self._status, text)
+        return await off_loop(self._status, text)
 
     def _status(self, text: str) -> Reply:
         words = words_of(text)

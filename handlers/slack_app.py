@@ -13,6 +13,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncApp
 
 from bot.engine.service import PromotionService
+from bot.offload import off_loop
 from bot.text import esc
 from handlers import blocks as B
 from handlers.app_home import home_view
@@ -93,7 +94,7 @@ def register(app: AsyncApp, service: PromotionService, router: CommandRouter, re
         await ack()
         respond = responder.to(body)
         user = body["user"]["id"]
-        view = service.view(action["value"])
+        view = await off_loop(service.view, action["value"])
         if view is None:
             await _say_privately(respond, f"There is no promotion `{esc(action['value'])}`.")
             return

@@ -8,6 +8,7 @@ together. ``resume`` completes approvals whose completion never ran.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -22,6 +23,7 @@ from bot.engine.outcomes import DecisionResult
 from bot.engine.records import approvers_of
 from bot.engine.requests import Requests
 from bot.engine.transitions import lock_row, move, release_slot
+from bot.offload import off_loop
 from checks.base import GateReport
 from storage import audit
 from storage.db import rowcount, transaction
@@ -98,13 +100,15 @@ class Approvals:
     async def record_approval(self, promotion_id: str, user: str) -> DecisionResult:
         """The fast, durable half of an approval (before Slack is acknowledged): no approval is lost
         if the process dies right after; ``resume`` completes it on restart."""
-        p = self.ctx.promotion(promotion_id)
+        p = await off_loop(self.ctx.promotion, promotion_id)
         if p is None:
             return DecisionResult(False, messages.no_such_promotion(promotion_id))
         refusal = await self.refusal(p, user, Decision.APPROVE.value)
         if refusal:
             return DecisionResult(False, refusal, p.id)
-        now = self.ctx.clock()
+        return await asyncio.to_thread(self._record_approval, p, user, self.ctx.clock())
+
+    def _record_approval(self, p: Promotion, user: str, now: datetime) -> DecisionResult:
         with transaction(self.ctx.db) as s:
             if not lock_row(s, p.id, S.PENDING_APPROVAL):
                 return DecisionResult(False, self._already(p.id), p.id)
@@ -219,7 +223,7 @@ class Approvals:
         return len(rows)
 
     async def reject(self, promotion_id: str, user: str, reason: str) -> DecisionResult:
-        p = self.ctx.promotion(promotion_id)
+        p = await off_loop(self.ctx.promotion, promotion_id)
         if p is None:
             return DecisionResult(False, messages.no_such_promotion(promotion_id))
         reason = (reason or "").strip()
@@ -228,7 +232,13 @@ class Approvals:
         refusal = await self.refusal(p, user, Decision.REJECT.value)
         if refusal:
             return DecisionResult(False, refusal, p.id)
-        now = self.ctx.clock()
+        if not await asyncio.to_thread(self._reject, p, user, reason, self.ctx.clock()):
+            return DecisionResult(False, self._already(p.id), p.id)
+        await self.notifications.announce(p.id, messages.rejected_note(user, reason))
+        await self.notifications.tell(p.requested_by, messages.rejected_tell(p, user, reason))
+        return DecisionResult(True, f"Rejected `{p.id}`.", p.id)
+
+    def _reject(self, p: Promotion, user: str, reason: str, now: datetime) -> bool:
         with transaction(self.ctx.db) as s:
             if not move(
                 s,
@@ -243,7 +253,7 @@ class Approvals:
                 reason=reason,
                 decided_by=user,
             ):
-                return DecisionResult(False, self._already(p.id), p.id)
+                return False
             # an approver who approved and then rejects has changed their mind: the rejection is their decision
             s.execute(sa.delete(Approval).where(col(Approval.promotion_id) == p.id, col(Approval.approver) == user))
             s.add(
@@ -252,17 +262,20 @@ class Approvals:
                 )
             )
             release_slot(s, p)
-        await self.notifications.announce(p.id, messages.rejected_note(user, reason))
-        await self.notifications.tell(p.requested_by, messages.rejected_tell(p, user, reason))
-        return DecisionResult(True, f"Rejected `{p.id}`.", p.id)
+        return True
 
     async def cancel(self, promotion_id: str, user: str) -> DecisionResult:
-        p = self.ctx.promotion(promotion_id)
+        p = await off_loop(self.ctx.promotion, promotion_id)
         if p is None:
             return DecisionResult(False, messages.no_such_promotion(promotion_id))
         if user != p.requested_by:
             return DecisionResult(False, f"Only the requester <@{p.requested_by}> can cancel `{p.id}`.", p.id)
-        now = self.ctx.clock()
+        if not await asyncio.to_thread(self._cancel, p, user, self.ctx.clock()):
+            return DecisionResult(False, self._already(p.id), p.id)
+        await self.notifications.announce(p.id, f"Cancelled by <@{user}>.")
+        return DecisionResult(True, f"Cancelled `{p.id}`.", p.id)
+
+    def _cancel(self, p: Promotion, user: str, now: datetime) -> bool:
         with transaction(self.ctx.db) as s:
             if not move(
                 s,
@@ -276,28 +289,33 @@ class Approvals:
                 decided_by=user,
                 reason="cancelled by the requester",
             ):
-                return DecisionResult(False, self._already(p.id), p.id)
+                return False
             release_slot(s, p)
-        await self.notifications.announce(p.id, f"Cancelled by <@{user}>.")
-        return DecisionResult(True, f"Cancelled `{p.id}`.", p.id)
+        return True
 
     async def revoke(self, promotion_id: str, user: str) -> DecisionResult:
         """Withdraw ``user``'s approval while the promotion still waits for approvals (the count goes
         back down); once it is approved and queued or dispatched, refuse and say what to do instead."""
-        p = self.ctx.promotion(promotion_id)
+        p = await off_loop(self.ctx.promotion, promotion_id)
         if p is None:
             return DecisionResult(False, messages.nothing_to_revoke(promotion_id))
-        now = self.ctx.clock()
+        revoked = await asyncio.to_thread(self._revoke, p, user, self.ctx.clock())
+        if isinstance(revoked, DecisionResult):
+            return revoked
+        await self.notifications.announce(
+            p.id, f"<@{user}> revoked their approval ({revoked} of {p.required_approvals})."
+        )
+        return DecisionResult(True, f"Your approval of `{p.id}` is revoked: {revoked} of {p.required_approvals}.", p.id)
+
+    def _revoke(self, p: Promotion, user: str, now: datetime) -> int | DecisionResult:
+        """The approvals left once ``user``'s is withdrawn, or why it cannot be."""
+        refused = self._revoke_refused(p, user)
+        if refused is not None:  # said without taking the write lock: most revokes that fail, fail here
+            return refused
         with transaction(self.ctx.db) as s:
             if not lock_row(s, p.id, S.PENDING_APPROVAL):
-                current = s.get(Promotion, p.id)
-                assert current is not None
-                refusal = (
-                    messages.revoke_refused(current)
-                    if S(current.status) in (S.APPROVED, S.DISPATCHED, S.DEPLOYED, S.VERIFIED)
-                    else None
-                )
-                return DecisionResult(False, refusal or self._already(p.id), p.id)
+                refused = self._revoke_refused(p, user)
+                return refused or DecisionResult(False, self._already(p.id), p.id)
             removed = rowcount(
                 s.execute(
                     sa.delete(Approval).where(
@@ -320,10 +338,30 @@ class Approvals:
                 environment=p.target_environment,
                 detail={"approvals": count, "required": p.required_approvals},
             )
-        await self.notifications.announce(
-            p.id, f"<@{user}> revoked their approval ({count} of {p.required_approvals})."
-        )
-        return DecisionResult(True, f"Your approval of `{p.id}` is revoked: {count} of {p.required_approvals}.", p.id)
+        return count
+
+    def _revoke_refused(self, p: Promotion, user: str) -> DecisionResult | None:
+        """Why ``user`` cannot revoke an approval of ``p`` as recorded now, if they cannot."""
+        with Session(self.ctx.db) as s:
+            current = s.get(Promotion, p.id)
+            assert current is not None
+            if current.status != S.PENDING_APPROVAL.value:
+                refusal = (
+                    messages.revoke_refused(current)
+                    if S(current.status) in (S.APPROVED, S.DISPATCHED, S.DEPLOYED, S.VERIFIED)
+                    else None
+                )
+                return DecisionResult(False, refusal or self._already(p.id), p.id)
+            approved = s.exec(
+                select(col(Approval.id)).where(
+                    col(Approval.promotion_id) == p.id,
+                    col(Approval.approver) == user,
+                    col(Approval.decision) == Decision.APPROVE.value,
+                )
+            ).first()
+        if approved is None:
+            return DecisionResult(False, f"You have not approved `{p.id}`, so there is nothing to revoke.", p.id)
+        return None
 
     async def refusal(self, p: Promotion, user: str, verb: str) -> str | None:
         """Why ``user`` may not ``verb`` (approve or reject) ``p`` now, or None when they may."""

@@ -8,7 +8,6 @@ dispatch is queued in that same transaction (gate 1).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 from datetime import timedelta
@@ -23,6 +22,7 @@ from bot.engine.errors import UserError
 from bot.engine.notifications import Notifications
 from bot.engine.outcomes import RequestResult
 from bot.engine.transitions import move
+from bot.offload import off_loop
 from checks import runner
 from checks.base import Expedite, GateContext, GateReport
 from checks.catalog import gates_for
@@ -150,11 +150,11 @@ class Requests:
         """Evaluate every gate for the promotion (expedited when a reason is given); changes nothing."""
         # resolving reads the ledger: off the event loop, like the gates
         if expedite_reason is not None:
-            chosen, source, target, exp = await asyncio.to_thread(
+            chosen, source, target, exp = await off_loop(
                 expedite.plan, self.ctx, service, tag, environment, expedite_reason
             )
             return await self.evaluate(service, chosen, source, target, kind, exp)
-        chosen, source, target = await asyncio.to_thread(self.resolve, service, tag, environment)
+        chosen, source, target = await off_loop(self.resolve, service, tag, environment)
         return await self.evaluate(service, chosen, source, target, kind)
 
     # --- opening a promotion -----------------------------------------------------------

@@ -39,6 +39,7 @@ from bot.engine.roles import ApproverDirectory, Dispatcher, Notifier, PromotionV
 from bot.engine.rollback import Rollbacks
 from bot.engine.status import Status
 from bot.engine.tracking import Tracker
+from bot.offload import off_loop
 from checks.base import GateReport, Registry, SourceHost
 from storage.claims import first_delivery
 from storage.statuses import PromotionKind
@@ -180,7 +181,7 @@ class PromotionService:
 
     async def decision_refusal(self, promotion_id: str, user: str, verb: str) -> str | None:
         """Why ``user`` may not ``verb`` (approve or reject) the promotion now; None when they may."""
-        p = self.ctx.promotion(promotion_id)
+        p = await off_loop(self.ctx.promotion, promotion_id)
         if p is None:
             return f"There is no promotion `{promotion_id}`."
         return await self.approvals.refusal(p, user, verb)

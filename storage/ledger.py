@@ -7,8 +7,10 @@ promotion promobot dispatched. Out-of-band reports live in their own table and a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -37,14 +39,19 @@ from storage.records import (
 )
 from storage.statuses import VerificationResult
 
+T = TypeVar("T")
+
 HELD = "artifact.held"  # the audit action that says who put an artifact on hold, and when
 
 
 class SqlLedger:
-    """Reads through short sessions of its own; never writes."""
+    """Reads through short connections of its own; never writes."""
 
     def __init__(self, engine: Engine):
         self.engine = engine
+        # a scan or SBOM is never changed once recorded (a new one is a new row): the parsed findings and
+        # components of the latest few are kept, so a check does not decode a large report again
+        self._reports = _Kept(32)
 
     # The questions every check asks run as statements prepared once, on a bare connection: building an
     # ORM query and loading entities cost more than the query itself.
@@ -93,24 +100,32 @@ class SqlLedger:
         return latest.tag if latest is not None and latest.result == VerificationResult.PASSED else None
 
     def latest_scan(self, service: str, tag: str, digest: str | None) -> ScanRecord | None:
+        report_id = self._latest_report(_LATEST_SCAN if digest is None else _LATEST_SCAN_OF, service, tag, digest)
+        if report_id is None:
+            return None
+        return self._reports.get(("scan", report_id), lambda: self._scan(report_id))
+
+    def _scan(self, report_id: int) -> ScanRecord:
         with Session(self.engine) as s:
-            q = select(ScanReport).where(col(ScanReport.service) == service, col(ScanReport.tag) == tag)
-            if digest is not None:
-                q = q.where(col(ScanReport.digest) == digest)
-            r = s.exec(q.order_by(col(ScanReport.received_at).desc(), col(ScanReport.id).desc()).limit(1)).first()
-            if r is None:
-                return None
+            r = s.get_one(ScanReport, report_id)
             return ScanRecord(r.service, r.tag, r.digest, r.scanner, r.received_at, tuple(r.findings or ()))
 
     def latest_sbom(self, service: str, tag: str, digest: str | None) -> SbomRecord | None:
+        report_id = self._latest_report(_LATEST_SBOM if digest is None else _LATEST_SBOM_OF, service, tag, digest)
+        if report_id is None:
+            return None
+        return self._reports.get(("sbom", report_id), lambda: self._sbom(report_id))
+
+    def _sbom(self, report_id: int) -> SbomRecord:
         with Session(self.engine) as s:
-            q = select(SbomReport).where(col(SbomReport.service) == service, col(SbomReport.tag) == tag)
-            if digest is not None:
-                q = q.where(col(SbomReport.digest) == digest)
-            r = s.exec(q.order_by(col(SbomReport.received_at).desc(), col(SbomReport.id).desc()).limit(1)).first()
-            if r is None:
-                return None
+            r = s.get_one(SbomReport, report_id)
             return SbomRecord(r.service, r.tag, r.digest, r.format, r.received_at, tuple(r.components or ()))
+
+    def _latest_report(self, query: Any, service: str, tag: str, digest: str | None) -> int | None:
+        """The id of the newest report of the artifact (of ``digest``, when given)."""
+        with self.engine.connect() as conn:
+            found = conn.execute(query, {"service": service, "tag": tag, "digest": digest}).scalar()
+        return int(found) if found is not None else None
 
     def lock(self, service: str, environment: str) -> LockRecord | None:
         with Session(self.engine) as s:
@@ -295,6 +310,27 @@ class SqlLedger:
             }
 
 
+class _Kept:
+    """The last ``size`` values loaded, by key (thread-safe; a value is loaded outside the lock)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._values: OrderedDict[Hashable, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, load: Callable[[], T]) -> T:
+        with self._lock:
+            if key in self._values:
+                self._values.move_to_end(key)
+                return cast(T, self._values[key])
+        value = load()
+        with self._lock:
+            self._values[key] = value
+            while len(self._values) > self._size:
+                self._values.popitem(last=False)
+        return value
+
+
 # --- the prepared statements of ``service_evidence`` (built once: building them cost more than running them)
 
 _D, _V = Deployment.__table__.c, Verification.__table__.c  # type: ignore[attr-defined]
@@ -324,6 +360,21 @@ _LATEST_VERIFICATION = sa.select(_V.tag, _V.result).where(_in(_V)).order_by(*_NE
 _LATEST_VERIFICATION_SINCE = _LATEST_VERIFICATION.where(
     _V.tag == sa.bindparam("tag"), _V.finished_at >= sa.bindparam("since")
 )
+
+
+def _latest_report(table: Any) -> Any:
+    return (
+        sa.select(table.id)
+        .where(table.service == sa.bindparam("service"), table.tag == sa.bindparam("tag"))
+        .order_by(table.received_at.desc(), table.id.desc())
+        .limit(1)
+    )
+
+
+_SCAN, _SBOM = ScanReport.__table__.c, SbomReport.__table__.c  # type: ignore[attr-defined]
+_LATEST_SCAN, _LATEST_SBOM = _latest_report(_SCAN), _latest_report(_SBOM)
+_LATEST_SCAN_OF = _LATEST_SCAN.where(_SCAN.digest == sa.bindparam("digest"))
+_LATEST_SBOM_OF = _LATEST_SBOM.where(_SBOM.digest == sa.bindparam("digest"))
 
 
 def _newest(table: Any, order: Any, *partition: Any) -> Any:

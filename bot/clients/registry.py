@@ -16,7 +16,9 @@ import json
 import logging
 import os
 import re
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -152,6 +154,10 @@ class OciRegistryClient:
         self._clock = clock
         self._tokens: dict[tuple[str, str], tuple[str, float]] = {}  # (api host, scope) → (token, expiry)
         self._basic_hosts: set[str] = set()
+        # what a sha256 digest names never changes (content addressing): a manifest read and verified once
+        # is kept, and a later check asks only which digest the tag names now (one HEAD)
+        self._by_digest: OrderedDict[tuple[str, str, str], ManifestInfo] = OrderedDict()
+        self._keeping = threading.Lock()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **kwargs: Any) -> OciRegistryClient:
@@ -215,6 +221,9 @@ class OciRegistryClient:
         digest = headers.get("Docker-Content-Digest") if status == 200 else None
         if status in (401, 403, 404, 429) or status >= 500:
             self._raise_for(ref, status, b"", what)
+        known = self._known(ref, digest)
+        if known is not None:
+            return known
         # read by digest when known, so annotations and labels belong to exactly that digest
         status, headers, body = await self._call(session, ref, "GET", f"manifests/{digest or tag}", accept)
         if status != 200:
@@ -244,13 +253,31 @@ class OciRegistryClient:
         ):
             labels = await self._labels(session, ref, config["digest"], what)
         is_index = media_type in INDEX_TYPES or isinstance(doc.get("manifests"), list)
-        return ManifestInfo(
+        info = ManifestInfo(
             digest=digest,
             media_type=media_type,
             annotations=_strings(doc.get("annotations")),
             labels=labels,
             manifests=index_entries(doc) if is_index else (),
         )
+        if digest.startswith("sha256:"):  # verified against the bytes above
+            self._keep(ref, info)
+        return info
+
+    def _known(self, ref: ImageRef, digest: str | None) -> ManifestInfo | None:
+        if not digest or not digest.startswith("sha256:"):
+            return None
+        with self._keeping:
+            info = self._by_digest.get((ref.api_host, ref.name, digest))
+            if info is not None:
+                self._by_digest.move_to_end((ref.api_host, ref.name, digest))
+            return info
+
+    def _keep(self, ref: ImageRef, info: ManifestInfo, size: int = 256) -> None:
+        with self._keeping:
+            self._by_digest[(ref.api_host, ref.name, info.digest)] = info
+            while len(self._by_digest) > size:
+                self._by_digest.popitem(last=False)
 
     async def _labels(self, session: aiohttp.ClientSession, ref: ImageRef, digest: str, what: str) -> dict[str, str]:
         status, _, body = await self._call(session, ref, "GET", f"blobs/{digest}", "*/*")

@@ -19,12 +19,20 @@ from checks.base import SourceHostError
 
 class GitHubSourceHost:
     def __init__(self, github_factory: Callable[[], Any], timeout: float = 10.0):
-        self._github_factory = github_factory
+        self._make_github = github_factory
         self._timeout = timeout
+        self._local = threading.local()  # one client per worker thread: PyGithub is not thread-safe to share
         # two commit shas always compare the same, and a commit's time never changes: remember the answers,
         # so card redraws and repeated checks cost no request (whether a commit is reachable is always asked)
         self._changes: OrderedDict[tuple[str, str, str], SourceChanges] = OrderedDict()
         self._times: OrderedDict[tuple[str, str], datetime] = OrderedDict()
+
+    def _github_factory(self) -> Any:
+        """This thread's GitHub client, kept so that its connection to GitHub is too."""
+        client = getattr(self._local, "github", None)
+        if client is None:
+            client = self._local.github = self._make_github()
+        return client
 
     def _reachable_sync(self, repository: str, sha: str, ref: str) -> tuple[bool, str]:
         try:

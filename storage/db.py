@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -61,16 +63,27 @@ def create_db_engine(url: str, *, audit_key: bytes | None = None) -> Engine:
             immediate = conn.get_execution_options().get("write_transaction")
             conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
+        # SQLite has one writer at a time. Its busy handler waits by sleeping 1, 2, 5 … 100 ms and trying
+        # again, so threads of one process that queue for the write lock wait far longer than the writes
+        # take; they queue on a lock of their own instead (other processes still meet the busy handler)
+        _WRITERS[engine] = threading.RLock()
         return engine
     engine = sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
     _carry_audit_key(engine, audit_key)
     return engine
 
 
+_WRITERS: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
+
+
 @contextmanager
 def transaction(engine: Engine) -> Iterator[Session]:
     """One unit of work: committed when the block ends, rolled back on error."""
-    with Session(engine.execution_options(write_transaction=True), expire_on_commit=False) as session:
+    writer = _WRITERS.get(engine)
+    with (
+        writer if writer is not None else nullcontext(),
+        Session(engine.execution_options(write_transaction=True), expire_on_commit=False) as session,
+    ):
         try:
             yield session
             session.commit()

@@ -5,6 +5,7 @@ A command that does not parse raises ``CommandError`` saying what was expected.
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -84,11 +85,19 @@ class RevokeCommand:
     promotion_id: str
 
 
+_SHELL_SPACE = re.compile(r"[ \t\r\n]+")  # what shlex splits on (a no-break space stays inside a word)
+
+
 def words_of(text: str) -> list[str]:
+    """The words of a command, quotes as a shell reads them (``shlex``); without quotes or backslashes, a
+    plain split on the same spaces, which is what shlex would give, at a fraction of its cost."""
+    text = text or ""
+    if not any(c in text for c in "'\"\\"):
+        return [w for w in _SHELL_SPACE.split(text) if w]
     try:
-        return shlex.split(text or "")
+        return shlex.split(text)
     except ValueError:
-        return (text or "").split()
+        return text.split()
 
 
 def reason_of(words: list[str]) -> str:

@@ -3,7 +3,11 @@ mistyped one is told."""
 
 from __future__ import annotations
 
+import shlex
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from handlers.parsing import (
     CommandError,
@@ -15,6 +19,7 @@ from handlers.parsing import (
     RollbackCommand,
     parse_promote,
     parse_rollback,
+    words_of,
 )
 
 
@@ -118,3 +123,14 @@ def test_rollback_forms(text, expected):
 def test_rollback_in_needs_an_environment():
     with pytest.raises(CommandError, match="`in` needs an environment"):
         parse_rollback("api-gateway 6d3a7c9 in", is_tag=lambda w: True)
+
+
+@settings(max_examples=2000, deadline=None, database=None)
+@given(st.text(alphabet=st.sampled_from(list("ab #-_.\t\r\n\xa0\u2003é;|&$`<>!@%^()=,/?:'\"\\")), max_size=30))
+def test_words_are_what_a_shell_would_read(text):
+    """The quote-free fast path splits exactly as shlex does (no-break spaces stay inside words)."""
+    try:
+        expected = shlex.split(text)
+    except ValueError:  # an unclosed quote: read word by word
+        expected = text.split()
+    assert words_of(text) == expected

@@ -531,13 +531,16 @@ async def through_promotion(
     ]
     if status == "success" and result is not None:
         events.append((verified(service, tag, environment, result), verified_at))
-    for event, at in events:
-        when = datetime.fromisoformat(at) if isinstance(at, str) else at
-        if when is not None:
-            event["finished_at"] = when.isoformat()
-        with recorded_at(h, when):  # as it happened: promobot's own clock says when (soak counts from there)
-            answer_status, answer = await h.event(event)
-        assert answer_status == 202 and answer["result"] == "recorded", answer
+    times = [datetime.fromisoformat(at) if isinstance(at, str) else at for _, at in events]
+    # between the reports the clock stays where the deployment left it: a tracking pass in between must not
+    # see a deployment "hours ago" still waiting for its verification and fail it
+    with recorded_at(h, times[0]):
+        for (event, _), when in zip(events, times, strict=True):
+            if when is not None:
+                event["finished_at"] = when.isoformat()
+            with recorded_at(h, when):  # as it happened: promobot's own clock says when (soak counts from there)
+                answer_status, answer = await h.event(event)
+            assert answer_status == 202 and answer["result"] == "recorded", answer
     return dispatch
 
 

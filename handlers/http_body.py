@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from aiohttp import web
+from yarl import URL
 
 MAX_DEPTH = 64  # the deepest real report seen (SARIF, CycloneDX) nests about 12 levels
 
@@ -97,3 +98,11 @@ def json_object(raw: bytes | str, *, what: str = "the body", max_depth: int = MA
     if b"\\u0000" in text and _has_nul(value):
         raise BadJson(f"{what} contains a NUL character (\\u0000) in a string: no sender means one")
     return value
+
+
+def form_fields(text: str) -> dict[str, str]:
+    """The fields of an ``application/x-www-form-urlencoded`` body, the last value of a repeated one; what
+    ``urllib.parse.parse_qs(text, keep_blank_values=True)`` gives, decoded by yarl's C unquoter (a Slack click
+    carries its whole card percent-encoded, and urllib decoded it ten times slower)."""
+    query = URL.build(query_string=text, encoded=True).query
+    return dict(query.items())  # a repeated field: its last value, like parse_qs(...)[key][-1]

@@ -14,14 +14,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qs
 
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.signature import SignatureVerifier
 
-from handlers.http_body import BadJson, BodyTooLarge, json_object, no_nul, read_body, too_large
+from handlers.http_body import BadJson, BodyTooLarge, form_fields, json_object, no_nul, read_body, too_large
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +40,8 @@ def parsed(raw: bytes, content_type: str) -> dict[str, Any]:
         return json_object(raw, what="the event")
     try:
         form = {
-            no_nul(k, what="a form field"): no_nul(v[-1], what=f"the form field {k!r}")
-            for k, v in parse_qs(raw.decode("utf-8"), keep_blank_values=True).items()
+            no_nul(k, what="a form field"): no_nul(v, what=f"the form field {k!r}")
+            for k, v in form_fields(raw.decode("utf-8")).items()
         }
     except UnicodeDecodeError:
         raise BadJson("the body is not UTF-8 form data") from None

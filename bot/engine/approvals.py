@@ -25,7 +25,7 @@ from bot.engine.requests import Requests
 from bot.engine.transitions import lock_row, move, release_slot
 from bot.offload import off_loop
 from checks.base import GateReport
-from storage import audit
+from storage import audit, rows
 from storage.db import rowcount, transaction
 from storage.models import Approval, OutboxEntry, Promotion
 from storage.statuses import Decision
@@ -342,24 +342,16 @@ class Approvals:
 
     def _revoke_refused(self, p: Promotion, user: str) -> DecisionResult | None:
         """Why ``user`` cannot revoke an approval of ``p`` as recorded now, if they cannot."""
-        with Session(self.ctx.db) as s:
-            current = s.get(Promotion, p.id)
-            assert current is not None
-            if current.status != S.PENDING_APPROVAL.value:
-                refusal = (
-                    messages.revoke_refused(current)
-                    if S(current.status) in (S.APPROVED, S.DISPATCHED, S.DEPLOYED, S.VERIFIED)
-                    else None
-                )
-                return DecisionResult(False, refusal or self._already(p.id), p.id)
-            approved = s.exec(
-                select(col(Approval.id)).where(
-                    col(Approval.promotion_id) == p.id,
-                    col(Approval.approver) == user,
-                    col(Approval.decision) == Decision.APPROVE.value,
-                )
-            ).first()
-        if approved is None:
+        current = self.ctx.promotion(p.id)
+        assert current is not None
+        if current.status != S.PENDING_APPROVAL.value:
+            refusal = (
+                messages.revoke_refused(current)
+                if S(current.status) in (S.APPROVED, S.DISPATCHED, S.DEPLOYED, S.VERIFIED)
+                else None
+            )
+            return DecisionResult(False, refusal or self._already(p.id), p.id)
+        if not rows.has_decided(self.ctx.db, p.id, user, Decision.APPROVE.value):
             return DecisionResult(False, f"You have not approved `{p.id}`, so there is nothing to revoke.", p.id)
         return None
 

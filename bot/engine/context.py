@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
 
 from bot.config import EnvironmentConfig, PromobotConfig, ServiceConfig
 from bot.engine.errors import UserError
 from bot.engine.roles import ApproverDirectory, Dispatcher, Notifier, Records
 from checks.base import Registry, SourceHost
+from storage import rows
 from storage.models import Promotion
 
 SYSTEM = "promobot"  # the actor of everything promobot does by itself
@@ -67,6 +67,5 @@ class EngineContext:
         return list(self.config.environment(environment).approvers)
 
     def promotion(self, promotion_id: str) -> Promotion | None:
-        """The promotion's row as it is now, or None."""
-        with Session(self.db) as s:
-            return s.get(Promotion, promotion_id)
+        """The promotion's row as it is now, or None (read, not attached to a session)."""
+        return rows.promotion(self.db, promotion_id)

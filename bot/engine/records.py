@@ -13,6 +13,7 @@ from sqlmodel import Session, col, select
 from bot.engine.context import EngineContext
 from bot.engine.roles import ApprovalView, PromotionView
 from checks.base import GateReport
+from storage import rows
 from storage.models import Approval, OutboxEntry, Promotion, Verification
 from storage.statuses import Decision, OutboxStatus, PromotionKind, PromotionStatus, VerificationResult
 
@@ -71,22 +72,17 @@ def to_view(ctx: EngineContext, p: Promotion, approvals: list[Approval]) -> Prom
 
 def view(ctx: EngineContext, promotion_id: str) -> PromotionView | None:
     """Everything a card needs about one promotion, read in one session."""
-    with Session(ctx.db) as s:
-        p = s.get(Promotion, promotion_id)
-        if p is None:
-            return None
-        approvals = list(
-            s.exec(
-                select(Approval).where(col(Approval.promotion_id) == promotion_id).order_by(col(Approval.decided_at))
-            ).all()
-        )
-        view = to_view(ctx, p, approvals)
-        if p.status == PromotionStatus.APPROVED.value:
+    p, approvals = rows.promotion_and_approvals(ctx.db, promotion_id)
+    if p is None:
+        return None
+    view = to_view(ctx, p, approvals)
+    if p.status == PromotionStatus.APPROVED.value:
+        with Session(ctx.db) as s:
             entry = s.exec(select(OutboxEntry).where(col(OutboxEntry.promotion_id) == p.id)).first()
-            if entry is not None and entry.status == OutboxStatus.PENDING.value and entry.last_error:
-                waiting = entry.last_error.removeprefix(WAITING_FOR_EVIDENCE)
-                view = replace(view, waiting=waiting, next_try_at=entry.next_attempt_at)
-        return view
+        if entry is not None and entry.status == OutboxStatus.PENDING.value and entry.last_error:
+            waiting = entry.last_error.removeprefix(WAITING_FOR_EVIDENCE)
+            view = replace(view, waiting=waiting, next_try_at=entry.next_attempt_at)
+    return view
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -75,6 +75,7 @@ class Round:
     sent: dict[str, tuple[str, float]] = field(default_factory=dict)  # tag -> (kind, sent at)
     started: float = 0.0
     finished: float = 0.0
+    cpu: float = 0.0  # CPU seconds the app's process used for the round (user + system)
 
     def summary(self, slack: FakeSlack) -> str:
         acks = sorted(self.acks)
@@ -91,7 +92,8 @@ class Round:
         p = lambda q: acks[min(len(acks) - 1, int(q * len(acks)))] * 1000  # noqa: E731
         return (
             f"{self.app:9} {self.load:7} acks n={len(acks)} p50 {p(0.5):6.1f} ms  p99 {p(0.99):7.1f} ms  "
-            f"max {acks[-1] * 1000:7.1f} ms  over 3 s: {self.late}  |  completed {rates}"
+            f"max {acks[-1] * 1000:7.1f} ms  over 3 s: {self.late}  |  CPU {1000 * self.cpu / len(acks):4.1f} ms each  |  "
+            f"completed {rates}"
         )
 
 
@@ -182,6 +184,12 @@ async def settle(slack: FakeSlack, rnd: Round, timeout: float = 120.0) -> None:
         await asyncio.sleep(0.2)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def start_bare(slack: FakeSlack, port: int) -> subprocess.Popen:
     env = {
         **os.environ,
@@ -245,7 +253,11 @@ async def main(args: argparse.Namespace) -> None:
             sizes = {"mixed": args.commands, "status": args.commands // 2, "check": args.commands // 4}
             actions = ["promotion.approve", "promotion.reject", "promotion.cancel", "promotion.revoke"]
             results = []
-            for app, base in (("bare bolt", f"http://127.0.0.1:{bare_port}"), ("promobot", bot.url)):
+            assert bot.proc is not None
+            for app, base, pid in (
+                ("bare bolt", f"http://127.0.0.1:{bare_port}", bare.pid),
+                ("promobot", bot.url, bot.proc.pid),
+            ):
                 profiler = None
                 if app == "promobot" and args.profile:  # py-spy samples promobot's process while it is loaded
                     assert bot.proc is not None
@@ -260,7 +272,7 @@ async def main(args: argparse.Namespace) -> None:
                             "-r",
                             "200",
                             "--threads",
-                            "--gil",
+                            "--gil" if args.profile_mode == "gil" else "--idle",
                         ]
                         + ["--nonblocking", "-o", args.profile],
                         stdout=subprocess.DEVNULL,
@@ -276,8 +288,10 @@ async def main(args: argparse.Namespace) -> None:
                         tag = f"{app[:4]}-{name}-{n}"
                         commands.append((kind, tag, command_body(slack, "U0DEV", command, text, tag)))
                     rnd = Round(app, name)
+                    before = cpu_seconds(pid)
                     await load(base, slack, rnd, commands, args.clients)
                     await settle(slack, rnd)
+                    rnd.cpu = cpu_seconds(pid) - before
                     results.append(rnd)
                 clicks = []
                 for n in range(args.actions if "actions" in args.rounds else 0):
@@ -286,8 +300,10 @@ async def main(args: argparse.Namespace) -> None:
                     clicks.append((action.split(".")[1], tag, action_body(slack, "U0BENCH", card, action, tag)))
                 if clicks:
                     rnd = Round(app, "actions")
+                    before = cpu_seconds(pid)
                     await load(base, slack, rnd, clicks, args.clients)
                     await settle(slack, rnd)
+                    rnd.cpu = cpu_seconds(pid) - before
                     results.append(rnd)
                 if profiler is not None:
                     profiler.send_signal(signal.SIGINT)
@@ -327,4 +343,10 @@ if __name__ == "__main__":
     )
     parser.add_argument("--profile", help="write a py-spy profile (collapsed stacks) of promobot under load here")
     parser.add_argument("--py-spy", default="py-spy", help="the py-spy executable (pip install py-spy)")
+    parser.add_argument(
+        "--profile-mode",
+        choices=["gil", "wall"],
+        default="gil",
+        help="gil: where the interpreter's lock is held (CPU); wall: where each thread is, waiting included",
+    )
     asyncio.run(main(parser.parse_args()))

@@ -23,7 +23,7 @@ from bot.engine.outcomes import DecisionResult
 from bot.engine.records import approvers_of
 from bot.engine.requests import Requests
 from bot.engine.transitions import lock_row, move, release_slot
-from bot.offload import off_loop
+from bot.offload import off_loop, urgent
 from checks.base import GateReport
 from storage import audit, rows
 from storage.db import rowcount, transaction
@@ -100,13 +100,13 @@ class Approvals:
     async def record_approval(self, promotion_id: str, user: str) -> DecisionResult:
         """The fast, durable half of an approval (before Slack is acknowledged): no approval is lost
         if the process dies right after; ``resume`` completes it on restart."""
-        p = await off_loop(self.ctx.promotion, promotion_id)
+        p = await urgent(self.ctx.promotion, promotion_id)
         if p is None:
             return DecisionResult(False, messages.no_such_promotion(promotion_id))
         refusal = await self.refusal(p, user, Decision.APPROVE.value)
         if refusal:
             return DecisionResult(False, refusal, p.id)
-        return await asyncio.to_thread(self._record_approval, p, user, self.ctx.clock())
+        return await urgent(self._record_approval, p, user, self.ctx.clock())
 
     def _record_approval(self, p: Promotion, user: str, now: datetime) -> DecisionResult:
         with transaction(self.ctx.db) as s:

@@ -169,7 +169,7 @@ def automatic_refused(service: str, tag: str, target: str, report: GateReport, m
 
 
 def no_such_promotion(promotion_id: str) -> str:
-    return f"There is no promotion `{promotion_id}`."
+    return f"There is no promotion {literal(promotion_id)}."
 
 
 def nothing_to_revoke(promotion_id: str) -> str:

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 
 from bot.clock import utcnow
 from bot.config import EnvironmentConfig, PromobotConfig, ServiceConfig
-from bot.engine import records
+from bot.engine import messages, records
 from bot.engine.approvals import Approvals
 from bot.engine.context import EngineContext
 from bot.engine.delivery import LISTING_LAG, RETRY_BACKOFF_BASE
@@ -39,7 +39,7 @@ from bot.engine.roles import ApproverDirectory, Dispatcher, Notifier, PromotionV
 from bot.engine.rollback import Rollbacks
 from bot.engine.status import Status
 from bot.engine.tracking import Tracker
-from bot.offload import off_loop
+from bot.offload import urgent
 from checks.base import GateReport, Registry, SourceHost
 from storage.claims import first_delivery
 from storage.statuses import PromotionKind
@@ -181,9 +181,9 @@ class PromotionService:
 
     async def decision_refusal(self, promotion_id: str, user: str, verb: str) -> str | None:
         """Why ``user`` may not ``verb`` (approve or reject) the promotion now; None when they may."""
-        p = await off_loop(self.ctx.promotion, promotion_id)
+        p = await urgent(self.ctx.promotion, promotion_id)
         if p is None:
-            return f"There is no promotion `{promotion_id}`."
+            return messages.no_such_promotion(promotion_id)
         return await self.approvals.refusal(p, user, verb)
 
     async def first_slack_event(self, event_id: str, body: bytes) -> bool:

@@ -68,12 +68,24 @@ def create_db_engine(url: str, *, audit_key: bytes | None = None) -> Engine:
         # take; they queue on a lock of their own instead (other processes still meet the busy handler)
         _WRITERS[engine] = threading.RLock()
         return engine
-    engine = sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    # a connection each for the readers, the urgent work, the writers' threads and the gate loops
+    engine = sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
     _carry_audit_key(engine, audit_key)
     return engine
 
 
 _WRITERS: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
+
+
+@contextmanager
+def reading(engine: Engine) -> Iterator[sa.Connection]:
+    """A connection for reads that need no transaction of their own. On PostgreSQL it is in autocommit: a
+    transaction there cost a BEGIN and a ROLLBACK round trip around each read, and under READ COMMITTED
+    every statement sees its own snapshot anyway. (SQLite's plain reads are deferred already.)"""
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        yield conn
 
 
 @contextmanager

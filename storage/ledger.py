@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from storage.db import reading
 from storage.models import (
     Artifact,
     AuditEvent,
@@ -57,7 +58,7 @@ class SqlLedger:
     # ORM query and loading entities cost more than the query itself.
 
     def artifact(self, service: str, tag: str) -> ArtifactRecord | None:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             r = conn.execute(_ARTIFACT, {"service": service, "tag": tag}).first()
         return ArtifactRecord(*r[:6]) if r is not None else None
 
@@ -65,7 +66,7 @@ class SqlLedger:
         self, service: str, environment: str, *, tag: str | None = None, limit: int = 20
     ) -> Sequence[DeploymentRecord]:
         asked = {"service": service, "environment": environment, "tag": tag, "limit": limit}
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             rows = conn.execute(_DEPLOYMENTS if tag is None else _DEPLOYMENTS_OF_TAG, asked).all()
         return [DeploymentRecord(*r) for r in rows]
 
@@ -73,7 +74,7 @@ class SqlLedger:
         self, service: str, environment: str, *, tag: str | None = None, limit: int = 20
     ) -> Sequence[VerificationRecord]:
         asked = {"service": service, "environment": environment, "tag": tag, "limit": limit}
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             rows = conn.execute(_VERIFICATIONS if tag is None else _VERIFICATIONS_OF_TAG, asked).all()
         return [
             VerificationRecord(
@@ -83,14 +84,14 @@ class SqlLedger:
         ]
 
     def current_artifact(self, service: str, environment: str) -> str | None:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             r = conn.execute(_LATEST_SUCCESS, {"service": service, "environment": environment}).first()
         return r.tag if r is not None else None
 
     def latest_verified_tag(self, service: str, environment: str) -> str | None:
         """The artifact the environment runs now, if its verification since deployment passed."""
         asked: dict[str, Any] = {"service": service, "environment": environment}
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             deployed = conn.execute(_LATEST_SUCCESS, asked).first()
             if deployed is None:
                 latest = conn.execute(_LATEST_VERIFICATION, asked).first()
@@ -123,7 +124,7 @@ class SqlLedger:
 
     def _latest_report(self, query: Any, service: str, tag: str, digest: str | None) -> int | None:
         """The id of the newest report of the artifact (of ``digest``, when given)."""
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             found = conn.execute(query, {"service": service, "tag": tag, "digest": digest}).scalar()
         return int(found) if found is not None else None
 
@@ -160,7 +161,7 @@ class SqlLedger:
         per environment): each environment's latest successful deployment, then the deployments and
         verifications of the artifact it runs (at most ``per_environment`` of each), those artifacts, the
         locks and the out-of-band reports since promobot's last deployment."""
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             rows = conn.execute(_CURRENT, {"service": service}).all()
             current = {r.environment: DeploymentRecord(*r[:8]) for r in rows}
             last_recorded = {r.environment: r.last_recorded for r in rows}

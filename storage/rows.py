@@ -10,7 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from storage.models import Approval, Promotion
+from storage.db import reading
+from storage.models import ActivePromotion, Approval, Promotion
 
 _P = Promotion.__table__.c  # type: ignore[attr-defined]
 _AP = Approval.__table__.c  # type: ignore[attr-defined]
@@ -19,6 +20,12 @@ _APPROVALS = (
     sa.select(Approval.__table__)  # type: ignore[attr-defined]
     .where(_AP.promotion_id == sa.bindparam("id"))
     .order_by(_AP.decided_at, _AP.id)
+)
+_SLOT = ActivePromotion.__table__.c  # type: ignore[attr-defined]
+_SLOTS = (
+    sa.select(_SLOT.environment, _P.id, _P.status)
+    .join_from(ActivePromotion.__table__, Promotion.__table__, _P.id == _SLOT.promotion_id)  # type: ignore[attr-defined]
+    .where(_SLOT.service == sa.bindparam("service"))
 )
 _DECIDED = sa.select(_AP.id).where(
     _AP.promotion_id == sa.bindparam("id"),
@@ -29,14 +36,14 @@ _DECIDED = sa.select(_AP.id).where(
 
 def promotion(db: Engine, promotion_id: str) -> Promotion | None:
     """The promotion's row as it is now, or None."""
-    with db.connect() as conn:
+    with reading(db) as conn:
         row = conn.execute(_PROMOTION, {"id": promotion_id}).first()
     return Promotion(**row._mapping) if row is not None else None
 
 
 def promotion_and_approvals(db: Engine, promotion_id: str) -> tuple[Promotion | None, list[Approval]]:
     """The promotion's row and its approvals and rejections, oldest first, read together."""
-    with db.connect() as conn:
+    with reading(db) as conn:
         row = conn.execute(_PROMOTION, {"id": promotion_id}).first()
         if row is None:
             return None, []
@@ -46,5 +53,11 @@ def promotion_and_approvals(db: Engine, promotion_id: str) -> tuple[Promotion | 
 
 def has_decided(db: Engine, promotion_id: str, user: str, decision: str) -> bool:
     """Whether ``user`` has recorded ``decision`` (approve or reject) on the promotion."""
-    with db.connect() as conn:
+    with reading(db) as conn:
         return conn.execute(_DECIDED, {"id": promotion_id, "user": user, "decision": decision}).first() is not None
+
+
+def active_slots(db: Engine, service: str) -> dict[str, tuple[str, str]]:
+    """The promotion holding each of the service's environment slots: environment -> (its id, its status)."""
+    with reading(db) as conn:
+        return {env: (pid, status) for env, pid, status in conn.execute(_SLOTS, {"service": service})}

@@ -17,6 +17,7 @@ from bot.engine.notifications import Notifications
 from bot.engine.roles import PromotionView
 from checks.deployment_window import WindowState, window_state
 from checks.soak_time import SoakProgress, soak_progress
+from storage import rows
 from storage.models import ActivePromotion, Promotion
 from storage.records import (
     DeploymentRecord,
@@ -107,18 +108,6 @@ class Status:
         self.ctx = ctx
         self.notifications = notifications
 
-    def _active(self, service: str) -> dict[str, Promotion]:
-        """The promotion holding each environment's slot, by environment, in one query."""
-        with Session(self.ctx.db) as s:
-            return {
-                environment: p
-                for environment, p in s.exec(
-                    select(col(ActivePromotion.environment), Promotion)
-                    .join(Promotion, col(Promotion.id) == col(ActivePromotion.promotion_id))
-                    .where(col(ActivePromotion.service) == service)
-                )
-            }
-
     def service_status(self, name: str) -> ServiceStatus:
         """Every environment of ``name``, from one read of its evidence (``SqlLedger.service_evidence``) and
         of its active promotions; raises UserError (with the closest names) for an unknown service. Reads
@@ -127,8 +116,8 @@ class Status:
         config, now = self.ctx.config, self.ctx.clock()
         evidence = self.ctx.ledger.service_evidence(name)
         snapshot = _Snapshot(evidence)
-        active = self._active(name)
-        rows = []
+        active = rows.active_slots(self.ctx.db, name)  # environment -> (promotion id, status), in one query
+        environments = []
         for env_name in config.environment_names:
             env = config.environment(env_name)
             current = evidence.current.get(env_name)
@@ -146,7 +135,7 @@ class Status:
                 )
             artifact = evidence.artifacts.get(tag) if tag else None
             slot = active.get(env_name)
-            pending = records.view(self.ctx, slot.id) if slot is not None and not S(slot.status).is_terminal else None
+            pending = records.view(self.ctx, slot[0]) if slot is not None and not S(slot[1]).is_terminal else None
             nxt = config.next_environment(env_name)
             soak = next_window = eligible_at = None
             if nxt is not None and tag is not None:
@@ -178,8 +167,8 @@ class Status:
                 eligible_at=eligible_at,
                 out_of_band=evidence.out_of_band.get(env_name),
             )
-            rows.append(status)
-        return ServiceStatus(name, tuple(rows), now)
+            environments.append(status)
+        return ServiceStatus(name, tuple(environments), now)
 
     def overview(self) -> list[OverviewRow]:
         """Every service × environment from a handful of queries (not one per service)."""

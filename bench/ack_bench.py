@@ -71,6 +71,7 @@ class Round:
     app: str
     load: str
     acks: list[float] = field(default_factory=list)
+    kind_acks: dict[str, list[float]] = field(default_factory=dict)  # kind -> its acks' latencies
     late: int = 0  # acks over 3 s
     sent: dict[str, tuple[str, float]] = field(default_factory=dict)  # tag -> (kind, sent at)
     started: float = 0.0
@@ -90,11 +91,21 @@ class Round:
             f"{kind} {len(times) / wall:.0f}/s ({len(times)} done)" for kind, times in sorted(by_kind.items())
         )
         p = lambda q: acks[min(len(acks) - 1, int(q * len(acks)))] * 1000  # noqa: E731
+        kinds = ""
+        if len(self.kind_acks) > 1:  # each kind's own p99, where a round mixes them
+            kinds = "  |  ack p99 " + ", ".join(
+                f"{kind} {_p99(times):.0f} ms" for kind, times in sorted(self.kind_acks.items())
+            )
         return (
             f"{self.app:9} {self.load:7} acks n={len(acks)} p50 {p(0.5):6.1f} ms  p99 {p(0.99):7.1f} ms  "
             f"max {acks[-1] * 1000:7.1f} ms  over 3 s: {self.late}  |  CPU {1000 * self.cpu / len(acks):4.1f} ms each  |  "
-            f"completed {rates}"
+            f"completed {rates}{kinds}"
         )
+
+
+def _p99(times: list[float]) -> float:
+    ordered = sorted(times)
+    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000
 
 
 def command_body(slack: FakeSlack, user: str, command: str, text: str, tag: str) -> str:
@@ -167,6 +178,7 @@ async def load(url: str, slack: FakeSlack, rnd: Round, bodies: list[tuple[str, s
                     await resp.read()
                 took = time.time() - sent
                 rnd.acks.append(took)
+                rnd.kind_acks.setdefault(kind, []).append(took)
                 rnd.late += took > 3.0
 
         rnd.started = time.time()

@@ -100,6 +100,32 @@ class SqlLedger:
                 latest = conn.execute(_LATEST_VERIFICATION_SINCE, since).first()
         return latest.tag if latest is not None and latest.result == VerificationResult.PASSED else None
 
+    def latest_verified_tags(self, service: str, environments: list[str]) -> dict[str, str | None]:
+        """``latest_verified_tag`` of each environment, in two queries (not two per environment): the latest
+        successful deployment of each, then the newest verification of each deployed artifact there, which
+        counts when it finished at or after the deployment. An environment never deployed to by a reported
+        deployment falls back to its newest verification."""
+        with reading(self.engine) as conn:
+            deployed = {r.environment: r for r in conn.execute(_CURRENT, {"service": service})}
+            newest = {}
+            if deployed:
+                asked = {"service": service, "tags": sorted({r.tag for r in deployed.values()}), "limit": 1}
+                newest = {(r.environment, r.tag): r for r in conn.execute(_VERIFICATIONS_OF, asked)}
+            tags: dict[str, str | None] = {}
+            for environment in environments:
+                d = deployed.get(environment)
+                if d is None:
+                    latest = conn.execute(
+                        _LATEST_VERIFICATION, {"service": service, "environment": environment}
+                    ).first()
+                else:
+                    latest = newest.get((environment, d.tag))
+                    if latest is not None and latest.finished_at < d.finished_at:
+                        latest = None
+                passed = latest is not None and latest.result == VerificationResult.PASSED
+                tags[environment] = latest.tag if passed and latest is not None else None
+        return tags
+
     def latest_scan(self, service: str, tag: str, digest: str | None) -> ScanRecord | None:
         report_id = self._latest_report(_LATEST_SCAN if digest is None else _LATEST_SCAN_OF, service, tag, digest)
         if report_id is None:
@@ -129,20 +155,17 @@ class SqlLedger:
         return int(found) if found is not None else None
 
     def lock(self, service: str, environment: str) -> LockRecord | None:
-        with Session(self.engine) as s:
-            lk = s.get(EnvironmentLock, (service, environment))
-            if lk is None:
-                return None
-            return LockRecord(lk.service, lk.environment, lk.locked_by, lk.reason, lk.locked_at)
+        with reading(self.engine) as conn:
+            row = conn.execute(_LOCK, {"service": service, "environment": environment}).first()
+        return LockRecord(*row) if row is not None else None
 
     def hold(self, service: str, tag: str) -> HoldRecord | None:
         """The artifact's hold: the reason from the artifact, who and when from the audit trail."""
+        with reading(self.engine) as conn:  # nearly every artifact asked about is not held: one cheap read
+            reason = conn.execute(_HOLD_REASON, {"service": service, "tag": tag}).scalar()
+        if not reason:
+            return None
         with Session(self.engine) as s:
-            reason = s.exec(
-                select(col(Artifact.hold_reason)).where(col(Artifact.service) == service, col(Artifact.tag) == tag)
-            ).first()
-            if not reason:
-                return None
             events = s.exec(
                 select(AuditEvent)
                 .where(col(AuditEvent.action) == HELD, col(AuditEvent.service) == service)
@@ -414,6 +437,8 @@ _ARTIFACTS = sa.select(
 _LOCKS = sa.select(_L.service, _L.environment, _L.locked_by, _L.reason, _L.locked_at).where(
     _L.service == sa.bindparam("service")
 )
+_LOCK = _LOCKS.where(_L.environment == sa.bindparam("environment"))
+_HOLD_REASON = sa.select(_A.hold_reason).where(_A.service == sa.bindparam("service"), _A.tag == sa.bindparam("tag"))
 _OUT_OF_BAND = _ranked(
     sa.select(
         _O.service,

@@ -66,7 +66,8 @@ class Requests:
             return tag, source, environment
         if tag is not None:
             # the next environment after the last one where the tag is verified
-            verified_in = [e for e in names if ledger.latest_verified_tag(service, e) == tag]
+            verified = ledger.latest_verified_tags(service, names)
+            verified_in = [e for e in names if verified[e] == tag]
             if not verified_in:
                 if ctx.config.policy.is_mutable(tag):
                     raise UserError(messages.mutable_tag(service, tag))  # the rule, not "nothing recorded"
@@ -78,9 +79,10 @@ class Requests:
             if target is None:
                 raise UserError(f"`{tag}` is already verified in {last}, the last environment.")
             return tag, last, target
+        verified = ledger.latest_verified_tags(service, names)
         for target in reversed(names[1:]):
             source = ctx.config.previous_environment(target)
-            candidate = ledger.latest_verified_tag(service, source) if source else None
+            candidate = verified[source] if source else None
             if candidate and candidate != ledger.current_artifact(service, target):
                 return candidate, source, target
         raise UserError(messages.nothing_waiting(service))

@@ -163,6 +163,10 @@ class Records(Ledger, Protocol):
         """What ``/status SERVICE`` shows of one service, read at once."""
         ...
 
+    def latest_verified_tags(self, service: str, environments: list[str]) -> dict[str, str | None]:
+        """``latest_verified_tag`` of each environment, read at once."""
+        ...
+
 
 class ApproverDirectory(Protocol):
     async def expand(self, ids: list[str]) -> set[str]:

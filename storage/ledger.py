@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from storage import ledger_sql as q
 from storage.db import reading
 from storage.models import (
     Artifact,
@@ -59,7 +60,7 @@ class SqlLedger:
 
     def artifact(self, service: str, tag: str) -> ArtifactRecord | None:
         with reading(self.engine) as conn:
-            r = conn.execute(_ARTIFACT, {"service": service, "tag": tag}).first()
+            r = conn.execute(q.ARTIFACT, {"service": service, "tag": tag}).first()
         return ArtifactRecord(*r[:6]) if r is not None else None
 
     def deployments(
@@ -67,7 +68,7 @@ class SqlLedger:
     ) -> Sequence[DeploymentRecord]:
         asked = {"service": service, "environment": environment, "tag": tag, "limit": limit}
         with reading(self.engine) as conn:
-            rows = conn.execute(_DEPLOYMENTS if tag is None else _DEPLOYMENTS_OF_TAG, asked).all()
+            rows = conn.execute(q.DEPLOYMENTS if tag is None else q.DEPLOYMENTS_OF_TAG, asked).all()
         return [DeploymentRecord(*r) for r in rows]
 
     def verifications(
@@ -75,7 +76,7 @@ class SqlLedger:
     ) -> Sequence[VerificationRecord]:
         asked = {"service": service, "environment": environment, "tag": tag, "limit": limit}
         with reading(self.engine) as conn:
-            rows = conn.execute(_VERIFICATIONS if tag is None else _VERIFICATIONS_OF_TAG, asked).all()
+            rows = conn.execute(q.VERIFICATIONS if tag is None else q.VERIFICATIONS_OF_TAG, asked).all()
         return [
             VerificationRecord(
                 r.service, r.tag, r.environment, r.result, r.finished_at, r.checks or {}, r.url, r.recorded_at
@@ -85,19 +86,19 @@ class SqlLedger:
 
     def current_artifact(self, service: str, environment: str) -> str | None:
         with reading(self.engine) as conn:
-            r = conn.execute(_LATEST_SUCCESS, {"service": service, "environment": environment}).first()
+            r = conn.execute(q.LATEST_SUCCESS, {"service": service, "environment": environment}).first()
         return r.tag if r is not None else None
 
     def latest_verified_tag(self, service: str, environment: str) -> str | None:
         """The artifact the environment runs now, if its verification since deployment passed."""
         asked: dict[str, Any] = {"service": service, "environment": environment}
         with reading(self.engine) as conn:
-            deployed = conn.execute(_LATEST_SUCCESS, asked).first()
+            deployed = conn.execute(q.LATEST_SUCCESS, asked).first()
             if deployed is None:
-                latest = conn.execute(_LATEST_VERIFICATION, asked).first()
+                latest = conn.execute(q.LATEST_VERIFICATION, asked).first()
             else:
                 since = {**asked, "tag": deployed.tag, "since": deployed.finished_at}
-                latest = conn.execute(_LATEST_VERIFICATION_SINCE, since).first()
+                latest = conn.execute(q.LATEST_VERIFICATION_SINCE, since).first()
         return latest.tag if latest is not None and latest.result == VerificationResult.PASSED else None
 
     def latest_verified_tags(self, service: str, environments: list[str]) -> dict[str, str | None]:
@@ -106,17 +107,17 @@ class SqlLedger:
         counts when it finished at or after the deployment. An environment never deployed to by a reported
         deployment falls back to its newest verification."""
         with reading(self.engine) as conn:
-            deployed = {r.environment: r for r in conn.execute(_CURRENT, {"service": service})}
+            deployed = {r.environment: r for r in conn.execute(q.CURRENT, {"service": service})}
             newest = {}
             if deployed:
                 asked = {"service": service, "tags": sorted({r.tag for r in deployed.values()}), "limit": 1}
-                newest = {(r.environment, r.tag): r for r in conn.execute(_VERIFICATIONS_OF, asked)}
+                newest = {(r.environment, r.tag): r for r in conn.execute(q.VERIFICATIONS_OF, asked)}
             tags: dict[str, str | None] = {}
             for environment in environments:
                 d = deployed.get(environment)
                 if d is None:
                     latest = conn.execute(
-                        _LATEST_VERIFICATION, {"service": service, "environment": environment}
+                        q.LATEST_VERIFICATION, {"service": service, "environment": environment}
                     ).first()
                 else:
                     latest = newest.get((environment, d.tag))
@@ -127,7 +128,7 @@ class SqlLedger:
         return tags
 
     def latest_scan(self, service: str, tag: str, digest: str | None) -> ScanRecord | None:
-        report_id = self._latest_report(_LATEST_SCAN if digest is None else _LATEST_SCAN_OF, service, tag, digest)
+        report_id = self._latest_report(q.LATEST_SCAN if digest is None else q.LATEST_SCAN_OF, service, tag, digest)
         if report_id is None:
             return None
         return self._reports.get(("scan", report_id), lambda: self._scan(report_id))
@@ -138,7 +139,7 @@ class SqlLedger:
             return ScanRecord(r.service, r.tag, r.digest, r.scanner, r.received_at, tuple(r.findings or ()))
 
     def latest_sbom(self, service: str, tag: str, digest: str | None) -> SbomRecord | None:
-        report_id = self._latest_report(_LATEST_SBOM if digest is None else _LATEST_SBOM_OF, service, tag, digest)
+        report_id = self._latest_report(q.LATEST_SBOM if digest is None else q.LATEST_SBOM_OF, service, tag, digest)
         if report_id is None:
             return None
         return self._reports.get(("sbom", report_id), lambda: self._sbom(report_id))
@@ -156,13 +157,13 @@ class SqlLedger:
 
     def lock(self, service: str, environment: str) -> LockRecord | None:
         with reading(self.engine) as conn:
-            row = conn.execute(_LOCK, {"service": service, "environment": environment}).first()
+            row = conn.execute(q.LOCK, {"service": service, "environment": environment}).first()
         return LockRecord(*row) if row is not None else None
 
     def hold(self, service: str, tag: str) -> HoldRecord | None:
         """The artifact's hold: the reason from the artifact, who and when from the audit trail."""
         with reading(self.engine) as conn:  # nearly every artifact asked about is not held: one cheap read
-            reason = conn.execute(_HOLD_REASON, {"service": service, "tag": tag}).scalar()
+            reason = conn.execute(q.HOLD_REASON, {"service": service, "tag": tag}).scalar()
         if not reason:
             return None
         with Session(self.engine) as s:
@@ -185,7 +186,7 @@ class SqlLedger:
         verifications of the artifact it runs (at most ``per_environment`` of each), those artifacts, the
         locks and the out-of-band reports since promobot's last deployment."""
         with reading(self.engine) as conn:
-            rows = conn.execute(_CURRENT, {"service": service}).all()
+            rows = conn.execute(q.CURRENT, {"service": service}).all()
             current = {r.environment: DeploymentRecord(*r[:8]) for r in rows}
             last_recorded = {r.environment: r.last_recorded for r in rows}
             runs = {(env, dep.tag) for env, dep in current.items()}
@@ -195,10 +196,10 @@ class SqlLedger:
             held: set[str] = set()
             if runs:
                 asked = {"service": service, "tags": sorted({tag for _, tag in runs}), "limit": per_environment}
-                for r in conn.execute(_DEPLOYMENTS_OF, asked):
+                for r in conn.execute(q.DEPLOYMENTS_OF, asked):
                     if (r.environment, r.tag) in runs:
                         deployments.setdefault(r.environment, []).append(DeploymentRecord(*r[:8]))
-                for r in conn.execute(_VERIFICATIONS_OF, asked):
+                for r in conn.execute(q.VERIFICATIONS_OF, asked):
                     if (r.environment, r.tag) in runs:
                         verifications.setdefault(r.environment, []).append(
                             VerificationRecord(
@@ -212,13 +213,13 @@ class SqlLedger:
                                 r.recorded_at,
                             )
                         )
-                for r in conn.execute(_ARTIFACTS, asked):
+                for r in conn.execute(q.ARTIFACTS, asked):
                     artifacts[r.tag] = ArtifactRecord(*r[:6])
                     if r.hold_reason:
                         held.add(r.tag)
-            locks = {r.environment: LockRecord(*r) for r in conn.execute(_LOCKS, {"service": service})}
+            locks = {r.environment: LockRecord(*r) for r in conn.execute(q.LOCKS, {"service": service})}
             out_of_band = {}
-            for r in conn.execute(_OUT_OF_BAND, {"service": service}):
+            for r in conn.execute(q.OUT_OF_BAND, {"service": service}):
                 since = last_recorded.get(r.environment)
                 if since is None or r.reported_at > since:
                     out_of_band[r.environment] = OutOfBandRecord(*r[:11])
@@ -353,109 +354,6 @@ class _Kept:
             while len(self._values) > self._size:
                 self._values.popitem(last=False)
         return value
-
-
-# --- the prepared statements of ``service_evidence`` (built once: building them cost more than running them)
-
-_D, _V = Deployment.__table__.c, Verification.__table__.c  # type: ignore[attr-defined]
-_A, _L = Artifact.__table__.c, EnvironmentLock.__table__.c  # type: ignore[attr-defined]
-_O = OutOfBandReport.__table__.c  # type: ignore[attr-defined]
-_DEPLOYMENT = (_D.service, _D.tag, _D.environment, _D.status, _D.finished_at, _D.run_id, _D.url, _D.recorded_at)
-_VERIFICATION = (_V.service, _V.tag, _V.environment, _V.result, _V.finished_at, _V.checks, _V.url, _V.recorded_at)
-
-
-def _in(table: Any) -> Any:
-    return sa.and_(table.service == sa.bindparam("service"), table.environment == sa.bindparam("environment"))
-
-
-_ARTIFACT = sa.select(_A.service, _A.tag, _A.digest, _A.commit_sha, _A.pipeline_run_id, _A.built_at).where(
-    _A.service == sa.bindparam("service"), _A.tag == sa.bindparam("tag")
-)
-_NEWEST_DEPLOYMENTS = (_D.finished_at.desc(), _D.id.desc())
-_NEWEST_VERIFICATIONS = (_V.finished_at.desc(), _V.id.desc())
-_DEPLOYMENTS = sa.select(*_DEPLOYMENT).where(_in(_D)).order_by(*_NEWEST_DEPLOYMENTS).limit(sa.bindparam("limit"))
-_DEPLOYMENTS_OF_TAG = _DEPLOYMENTS.where(_D.tag == sa.bindparam("tag"))
-_VERIFICATIONS = sa.select(*_VERIFICATION).where(_in(_V)).order_by(*_NEWEST_VERIFICATIONS).limit(sa.bindparam("limit"))
-_VERIFICATIONS_OF_TAG = _VERIFICATIONS.where(_V.tag == sa.bindparam("tag"))
-_LATEST_SUCCESS = (
-    sa.select(_D.tag, _D.finished_at).where(_in(_D), _D.status == "success").order_by(*_NEWEST_DEPLOYMENTS).limit(1)
-)
-_LATEST_VERIFICATION = sa.select(_V.tag, _V.result).where(_in(_V)).order_by(*_NEWEST_VERIFICATIONS).limit(1)
-_LATEST_VERIFICATION_SINCE = _LATEST_VERIFICATION.where(
-    _V.tag == sa.bindparam("tag"), _V.finished_at >= sa.bindparam("since")
-)
-
-
-def _latest_report(table: Any) -> Any:
-    return (
-        sa.select(table.id)
-        .where(table.service == sa.bindparam("service"), table.tag == sa.bindparam("tag"))
-        .order_by(table.received_at.desc(), table.id.desc())
-        .limit(1)
-    )
-
-
-_SCAN, _SBOM = ScanReport.__table__.c, SbomReport.__table__.c  # type: ignore[attr-defined]
-_LATEST_SCAN, _LATEST_SBOM = _latest_report(_SCAN), _latest_report(_SBOM)
-_LATEST_SCAN_OF = _LATEST_SCAN.where(_SCAN.digest == sa.bindparam("digest"))
-_LATEST_SBOM_OF = _LATEST_SBOM.where(_SBOM.digest == sa.bindparam("digest"))
-
-
-def _newest(table: Any, order: Any, *partition: Any) -> Any:
-    """Rank 1 for the newest row of each partition."""
-    return sa.func.row_number().over(partition_by=partition, order_by=(order.desc(), table.id.desc())).label("rank")
-
-
-def _ranked(select_: Any, *, limit: Any) -> Any:
-    ranked = select_.subquery()
-    return sa.select(ranked).where(ranked.c.rank <= limit).order_by(ranked.c.rank)
-
-
-_CURRENT = _ranked(
-    sa.select(
-        *_DEPLOYMENT,
-        _newest(_D, _D.finished_at, _D.environment),
-        sa.func.max(_D.recorded_at).over(partition_by=_D.environment).label("last_recorded"),
-    ).where(_D.service == sa.bindparam("service"), _D.status == "success"),
-    limit=1,
-)
-_DEPLOYMENTS_OF = _ranked(
-    sa.select(*_DEPLOYMENT, _newest(_D, _D.finished_at, _D.environment, _D.tag)).where(
-        _D.service == sa.bindparam("service"), _D.tag.in_(sa.bindparam("tags", expanding=True))
-    ),
-    limit=sa.bindparam("limit"),
-)
-_VERIFICATIONS_OF = _ranked(
-    sa.select(*_VERIFICATION, _newest(_V, _V.finished_at, _V.environment, _V.tag)).where(
-        _V.service == sa.bindparam("service"), _V.tag.in_(sa.bindparam("tags", expanding=True))
-    ),
-    limit=sa.bindparam("limit"),
-)
-_ARTIFACTS = sa.select(
-    _A.service, _A.tag, _A.digest, _A.commit_sha, _A.pipeline_run_id, _A.built_at, _A.hold_reason
-).where(_A.service == sa.bindparam("service"), _A.tag.in_(sa.bindparam("tags", expanding=True)))
-_LOCKS = sa.select(_L.service, _L.environment, _L.locked_by, _L.reason, _L.locked_at).where(
-    _L.service == sa.bindparam("service")
-)
-_LOCK = _LOCKS.where(_L.environment == sa.bindparam("environment"))
-_HOLD_REASON = sa.select(_A.hold_reason).where(_A.service == sa.bindparam("service"), _A.tag == sa.bindparam("tag"))
-_OUT_OF_BAND = _ranked(
-    sa.select(
-        _O.service,
-        _O.tag,
-        _O.environment,
-        _O.kind,
-        _O.outcome,
-        _O.reported_by,
-        _O.reported_at,
-        _O.reason,
-        _O.accepted,
-        _O.run_id,
-        _O.url,
-        _newest(_O, _O.reported_at, _O.environment),
-    ).where(_O.service == sa.bindparam("service")),
-    limit=1,
-)
 
 
 def _out_of_band(r: OutOfBandReport) -> OutOfBandRecord:

@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import socket
@@ -556,8 +557,20 @@ async def request_card(h, requester="U0DEV", text=f"api-gateway {TAG}"):
     assert resp.status == 200
     reply = (await h.wait(lambda s: dev.replies()))[0]["text"]
     opened = re.match(r":white_check_mark: Requested .*?`(prm-[0-9a-f]+)`", reply)
-    if opened:  # the card is posted after the reply (its evidence is gathered first)
-        await h.wait(lambda s: [m for m in s.messages() if opened.group(1) in all_text(m) and m.get("blocks")])
+    if not opened:  # a refusal is what some tests want; when a test wanted a card, its log says why there is none
+        logging.getLogger("tests.harness").warning("/promote %s answered without a promotion: %s", text, reply[:500])
+        return dev
+    # the card is posted after the reply (its evidence is gathered first): wait for the card itself, a
+    # message of its own with a header, not a direct message or a thread reply that names the promotion
+    await h.wait(
+        lambda s: [
+            m
+            for m in s.messages()
+            if "thread_ts" not in m
+            and any(b["type"] == "header" for b in m.get("blocks") or [])
+            and opened.group(1) in all_text(m)
+        ]
+    )
     return dev
 
 

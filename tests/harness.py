@@ -443,8 +443,10 @@ async def seed(
         assert status == 202, answer
     for i, env in enumerate(envs):
         # promobot records the history as it happened: its own clock says when (soak counts from there)
-        deployed_at = datetime.now(UTC) - timedelta(hours=10 - 2 * i)
-        verified_at = deployed_at + timedelta(hours=1)
+        # verified 9, 7 … hours ago, half an hour after the deployment: well inside the one-hour verification
+        # deadline (verified exactly at it, a tracking pass could record "no verification in time" first)
+        verified_at = datetime.now(UTC) - timedelta(hours=9 - 2 * i)
+        deployed_at = verified_at - timedelta(minutes=30)
         if env == "dev":
             for event, when in (
                 (deployed(service, tag, env, finished_at=deployed_at.isoformat()), deployed_at),

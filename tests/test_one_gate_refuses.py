@@ -75,7 +75,7 @@ async def test_source_commit_reachable_alone(harness):
 
 async def test_previous_environment_recent_failure_alone(harness):
     h = harness
-    await seed(h)  # staging: deployed 8 h ago, verified 7 h ago
+    await seed(h)  # staging: deployed 7.5 h ago, verified 7 h ago
     for result, hours in (("failed", 6.5), ("passed", 6)):
         status, _ = await h.event(verified("api-gateway", TAG, "staging", result, finished_at=ago(hours=hours)))
         assert status == 202

@@ -144,7 +144,7 @@ async def test_card_shows_changes_previous_environment_stability_soak_window_and
     assert "…and 2 more" in changes and "#10" not in changes  # capped at 8 lines
 
     previous = section_with(card, f"`{TAG}` in staging")
-    assert "deployment success 8 h ago" in previous and "verification passed 7 h ago (smoke passed)" in previous
+    assert "deployment success 7 h ago" in previous and "verification passed 7 h ago (smoke passed)" in previous
     recent = section_with(card, "Recent production")
     assert f"`{OLD}` verification passed" in recent and "`0badf00` deployment failure 5 days ago" in recent
 

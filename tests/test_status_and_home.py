@@ -53,7 +53,7 @@ async def test_status_of_a_service_shows_each_environment_with_what_waits_and_wh
     assert_within_slack_limits(reply["blocks"])
     dev = section_with(reply, "• *dev*")
     assert dev.startswith(f"• *dev*: `{TAG}` `sha256:")
-    assert "deployed 10 h ago" in dev and "verification passed 9 h ago (smoke passed)" in dev
+    assert "deployed 9 h ago" in dev and "verification passed 9 h ago (smoke passed)" in dev
     assert "already in staging" in dev
     staging = section_with(reply, "• *staging*")
     assert re.search(r"soak 7h( \d+m)? of 1h; eligible for production now", staging), staging

@@ -90,11 +90,11 @@ class Round:
         rates = ", ".join(
             f"{kind} {len(times) / wall:.0f}/s ({len(times)} done)" for kind, times in sorted(by_kind.items())
         )
-        p = lambda q: acks[min(len(acks) - 1, int(q * len(acks)))] * 1000  # noqa: E731
+        p = lambda q: _percentile(acks, q)  # noqa: E731
         kinds = ""
         if len(self.kind_acks) > 1:  # each kind's own p99, where a round mixes them
             kinds = "  |  ack p99 " + ", ".join(
-                f"{kind} {_p99(times):.0f} ms" for kind, times in sorted(self.kind_acks.items())
+                f"{kind} {_percentile(sorted(times), 0.99):.0f} ms" for kind, times in sorted(self.kind_acks.items())
             )
         return (
             f"{self.app:9} {self.load:7} acks n={len(acks)} p50 {p(0.5):6.1f} ms  p99 {p(0.99):7.1f} ms  "
@@ -103,9 +103,9 @@ class Round:
         )
 
 
-def _p99(times: list[float]) -> float:
-    ordered = sorted(times)
-    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000
+def _percentile(ordered: list[float], q: float) -> float:
+    """The q-quantile of sorted latencies in seconds, in milliseconds."""
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
 def command_body(slack: FakeSlack, user: str, command: str, text: str, tag: str) -> str:

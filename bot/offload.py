@@ -28,9 +28,13 @@ _URGENT = ThreadPoolExecutor(max_workers=4, thread_name_prefix="urgent")
 
 async def off_loop(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
     """``fn(*args, **kwargs)`` on the readers' pool; the event loop stays free meanwhile."""
-    return await asyncio.get_running_loop().run_in_executor(_READERS, functools.partial(fn, *args, **kwargs))
+    return await _on(_READERS, functools.partial(fn, *args, **kwargs))
 
 
 async def urgent(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
     """``fn(*args, **kwargs)`` on the threads kept for work a Slack deadline waits on."""
-    return await asyncio.get_running_loop().run_in_executor(_URGENT, functools.partial(fn, *args, **kwargs))
+    return await _on(_URGENT, functools.partial(fn, *args, **kwargs))
+
+
+async def _on(pool: ThreadPoolExecutor, call: Callable[[], T]) -> T:
+    return await asyncio.get_running_loop().run_in_executor(pool, call)

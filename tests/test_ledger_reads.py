@@ -46,28 +46,11 @@ def test_latest_verified_tags_is_latest_verified_tag_of_each_environment(ledger,
         s.execute(sa.delete(Verification))
         for kind, service, environment, tag, good, minute in history:
             at = T0 + timedelta(minutes=minute)
+            row = {"service": service, "tag": tag, "environment": environment, "finished_at": at, "recorded_at": at}
             if kind == "deployment":
-                s.add(
-                    Deployment(
-                        service=service,
-                        tag=tag,
-                        environment=environment,
-                        status="success" if good else "failure",
-                        finished_at=at,
-                        recorded_at=at,
-                    )
-                )
+                s.add(Deployment(**row, status="success" if good else "failure"))
             else:
-                s.add(
-                    Verification(
-                        service=service,
-                        tag=tag,
-                        environment=environment,
-                        result="passed" if good else "failed",
-                        finished_at=at,
-                        recorded_at=at,
-                    )
-                )
+                s.add(Verification(**row, result="passed" if good else "failed"))
     for service in ("api-gateway", "billing"):
         one_at_a_time = {e: ledger.latest_verified_tag(service, e) for e in ENVIRONMENTS}
         assert ledger.latest_verified_tags(service, ENVIRONMENTS) == one_at_a_time, history

@@ -309,13 +309,15 @@ class Approvals:
 
     def _revoke(self, p: Promotion, user: str, now: datetime) -> int | DecisionResult:
         """The approvals left once ``user``'s is withdrawn, or why it cannot be."""
+        # ``p`` was read a moment ago: most revokes that fail, fail here, without taking the write lock
         refused = self._revoke_refused(p, user)
-        if refused is not None:  # said without taking the write lock: most revokes that fail, fail here
+        if refused is not None:
             return refused
         with transaction(self.ctx.db) as s:
             if not lock_row(s, p.id, S.PENDING_APPROVAL):
-                refused = self._revoke_refused(p, user)
-                return refused or DecisionResult(False, self._already(p.id), p.id)
+                current = self.ctx.promotion(p.id)
+                assert current is not None
+                return self._revoke_refused(current, user) or DecisionResult(False, self._already(p.id), p.id)
             removed = rowcount(
                 s.execute(
                     sa.delete(Approval).where(
@@ -326,7 +328,7 @@ class Approvals:
                 )
             )
             if not removed:
-                return DecisionResult(False, f"You have not approved `{p.id}`, so there is nothing to revoke.", p.id)
+                return self._not_approved(p)
             count = approval_count(s, p.id)
             audit.append(
                 s,
@@ -340,20 +342,22 @@ class Approvals:
             )
         return count
 
-    def _revoke_refused(self, p: Promotion, user: str) -> DecisionResult | None:
-        """Why ``user`` cannot revoke an approval of ``p`` as recorded now, if they cannot."""
-        current = self.ctx.promotion(p.id)
-        assert current is not None
+    def _revoke_refused(self, current: Promotion, user: str) -> DecisionResult | None:
+        """Why ``user`` cannot revoke an approval of the promotion as ``current`` records it, if they cannot."""
         if current.status != S.PENDING_APPROVAL.value:
             refusal = (
                 messages.revoke_refused(current)
                 if S(current.status) in (S.APPROVED, S.DISPATCHED, S.DEPLOYED, S.VERIFIED)
                 else None
             )
-            return DecisionResult(False, refusal or self._already(p.id), p.id)
-        if not rows.has_decided(self.ctx.db, p.id, user, Decision.APPROVE.value):
-            return DecisionResult(False, f"You have not approved `{p.id}`, so there is nothing to revoke.", p.id)
+            return DecisionResult(False, refusal or self._already(current.id), current.id)
+        if not rows.has_decided(self.ctx.db, current.id, user, Decision.APPROVE.value):
+            return self._not_approved(current)
         return None
+
+    @staticmethod
+    def _not_approved(p: Promotion) -> DecisionResult:
+        return DecisionResult(False, f"You have not approved `{p.id}`, so there is nothing to revoke.", p.id)
 
     async def refusal(self, p: Promotion, user: str, verb: str) -> str | None:
         """Why ``user`` may not ``verb`` (approve or reject) ``p`` now, or None when they may."""

@@ -4,9 +4,13 @@ A bare Bolt app that only acks and answers through response_url (bench/bare_bolt
 framework's ceiling here), then `promobot serve --http`, each get the same rounds from 50 concurrent
 Slack clients: 2,000 signed slash commands mixed (three in four `/status api-gateway`, one in four
 `/promote api-gateway 7a3f9c2 --check`), 1,000 `/status` alone, 500 `--check` alone, and 1,000 card
-actions (approve, reject, cancel, revoke). It prints, per app and round, the ack latency (p50, p99,
+actions by the people who would click them: approvals that are recorded (before the ack, on pending
+production promotions of 14 services that need 20 approvals each, so none completes), rejects that open
+the reason modal, revokes of those approvals, and cancels by someone who did not request the promotion
+(refused). It prints, per app and round, the ack latency (p50, p99,
 max, how many over Slack's 3 s) and how many commands per second were completed (their answer reached
-response_url), and promobot's first answer of each kind. Slack, GitHub and the OCI registry (a real
+response_url; a reject's modal opened; an approval is complete at its ack, recorded before it), and
+promobot's first answer of each kind. Slack, GitHub and the OCI registry (a real
 docker-registry) answer at once.
 
     python bench/ack_bench.py [--database sqlite|postgres] [--commands 2000] [--clients 50] [--actions 1000]
@@ -47,14 +51,16 @@ from tests.fakes.github_api import FakeGitHub
 from tests.fakes.slack_api import FakeSlack
 from tests.harness import (
     BOT_TOKEN,
+    CONFIG,
     GITHUB_TOKEN,
     RUN_NAME,
     SIGNING_SECRET,
     Clock,
     Harness,
     PostgresSchema,
+    config_on,
     free_port,
-    process_config,
+    header_text,
     request_card,
     seed,
     sign,
@@ -62,6 +68,8 @@ from tests.harness import (
 from tests.oci_registry import start_registry
 
 TAG = "7a3f9c2"
+APPROVERS = [f"U0A{n:02d}" for n in range(1, 20)]  # the release group: 19 approvers, 20 approvals needed
+REQUIRED = 20
 
 
 @dataclass
@@ -74,13 +82,26 @@ class Round:
     kind_acks: dict[str, list[float]] = field(default_factory=dict)  # kind -> its acks' latencies
     late: int = 0  # acks over 3 s
     sent: dict[str, tuple[str, float]] = field(default_factory=dict)  # tag -> (kind, sent at)
+    acked: dict[str, float] = field(default_factory=dict)  # tag -> when its ack arrived
+    done_at_ack: frozenset[str] = frozenset()  # kinds complete at their ack (an approval is recorded before it)
     started: float = 0.0
     finished: float = 0.0
     cpu: float = 0.0  # CPU seconds the app's process used for the round (user + system)
 
+    def completed(self, slack: FakeSlack) -> dict[str, float]:
+        """tag -> when its work was done: its answer reached response_url, its modal opened, or (kinds in
+        ``done_at_ack``) its ack arrived."""
+        done = dict(slack.response_times())
+        for call in slack.calls("views.open"):
+            done.setdefault(call["params"].get("trigger_id", "").removesuffix(".trigger"), call["at"])
+        for tag, (kind, _) in self.sent.items():
+            if kind in self.done_at_ack and tag in self.acked:
+                done.setdefault(tag, self.acked[tag])
+        return done
+
     def summary(self, slack: FakeSlack) -> str:
         acks = sorted(self.acks)
-        done = slack.response_times()
+        done = self.completed(slack)
         by_kind: dict[str, list[float]] = {}
         for tag, (kind, _) in self.sent.items():
             if tag in done:
@@ -129,6 +150,7 @@ def command_body(slack: FakeSlack, user: str, command: str, text: str, tag: str)
 
 
 def action_body(slack: FakeSlack, user: str, card: dict, action_id: str, tag: str) -> str:
+    """A click on ``card``'s ``action_id`` button by ``user``; its trigger id names ``tag``."""
     element = next(
         el
         for b in card["blocks"]
@@ -143,7 +165,7 @@ def action_body(slack: FakeSlack, user: str, card: dict, action_id: str, tag: st
         "api_app_id": "A0TEST",
         "token": "legacy",
         "container": {"type": "message", "message_ts": card["ts"], "channel_id": "C0DEPLOYS", "is_ephemeral": False},
-        "trigger_id": f"{uuid.uuid4().hex}.trigger",
+        "trigger_id": f"{tag}.trigger",
         "channel": {"id": "C0DEPLOYS"},
         "message": {"type": "message", "ts": card["ts"], "blocks": card["blocks"]},
         "response_url": slack.response_url(tag),
@@ -161,6 +183,63 @@ def action_body(slack: FakeSlack, user: str, card: dict, action_id: str, tag: st
     return urlencode({"payload": json.dumps(payload)})
 
 
+def bench_config(registry_host: str, services: list[str]) -> str:
+    """The tests' configuration for a bot process (no soak in production: a process keeps its own clock),
+    production needing 20 approvals, and the bench services beside api-gateway and billing."""
+    extra = "".join(
+        f"  {name}:\n    repository: acme/{name}\n    image: registry.example.com/acme/{name}\n"
+        "    workflow: deploy.yml\n    ref: main\n    channel: C0DEPLOYS\n"
+        for name in services
+    )
+    text = CONFIG.replace("soak_time: 1h", "soak_time: 0s").replace(
+        "required_approvals: 1", f"required_approvals: {REQUIRED}"
+    )
+    return config_on(registry_host, text + extra)
+
+
+def action_clicks(slack: FakeSlack, cards: list[dict], count: int):
+    """``count`` card clicks, a quarter of each kind, as (kind, tag, body) for an app named by a prefix. First
+    approvals (each a new approver on a card: every one is recorded) mixed with rejects by approvers (each
+    opens the reason modal); then revokes of those approvals mixed with cancels by someone who did not
+    request the promotion (refused)."""
+    quarter = count // 4
+    pairs = [(cards[k % len(cards)], APPROVERS[k // len(cards)]) for k in range(quarter)]
+
+    def clicks(prefix: str) -> list[tuple[str, str, str]]:
+        out = []
+        for first, second in (("approve", "reject"), ("cancel", "revoke")):
+            for k, (card, approver) in enumerate(pairs):
+                for kind in (first, second):
+                    user = "U0BENCH" if kind == "cancel" else approver
+                    tag = f"{prefix}-{kind}-{k}"
+                    out.append((kind, tag, action_body(slack, user, card, f"promotion.{kind}", tag)))
+        return out
+
+    return clicks
+
+
+def click_outcomes(slack: FakeSlack) -> str:
+    """What promobot made of the clicks, from what Slack saw: approvals answered (a recorded approval is
+    not; a refused one is), reject modals opened, and the answers to revokes and cancels, by their words."""
+    opened = sum(1 for c in slack.calls("views.open") if c["params"].get("trigger_id", "").startswith("prom-"))
+
+    def answers(kind: str) -> dict[str, int]:
+        counted: dict[str, int] = {}
+        for tag in slack.response_times():
+            if tag.startswith(f"prom-{kind}-"):
+                text = (slack.responses(tag) or [{}])[0].get("text", "")
+                key = text.split("`")[0].strip()[:60]
+                counted[key] = counted.get(key, 0) + 1
+        return counted
+
+    refused_approvals = sum(answers("approve").values())
+    return (
+        f"promobot's clicks: approvals answered with a refusal {refused_approvals}, reject modals opened {opened}, "
+        f"revoke answers {answers('revoke')}, cancel answers {answers('cancel')}; "
+        f"cards redrawn {len(slack.calls('chat.update'))} times, thread notes {len(slack.calls('chat.postMessage'))}"
+    )
+
+
 async def load(url: str, slack: FakeSlack, rnd: Round, bodies: list[tuple[str, str, str]], clients: int) -> None:
     """Send every (kind, tag, body) with ``clients`` concurrent senders."""
     queue: asyncio.Queue = asyncio.Queue()
@@ -176,7 +255,9 @@ async def load(url: str, slack: FakeSlack, rnd: Round, bodies: list[tuple[str, s
                 rnd.sent[tag] = (kind, sent)
                 async with session.post(f"{url}/slack/events", data=body.encode(), headers=sign(body)) as resp:
                     await resp.read()
-                took = time.time() - sent
+                acked = time.time()
+                took = acked - sent
+                rnd.acked[tag] = acked
                 rnd.acks.append(took)
                 rnd.kind_acks.setdefault(kind, []).append(took)
                 rnd.late += took > 3.0
@@ -190,7 +271,7 @@ async def settle(slack: FakeSlack, rnd: Round, timeout: float = 120.0) -> None:
     """Wait until every command's answer reached response_url (or the timeout)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        done = slack.response_times()
+        done = rnd.completed(slack)
         if all(tag in done for tag in rnd.sent):
             return
         await asyncio.sleep(0.2)
@@ -227,15 +308,17 @@ def start_bare(slack: FakeSlack, port: int) -> subprocess.Popen:
 async def main(args: argparse.Namespace) -> None:
     slack = FakeSlack(bot_token=BOT_TOKEN).start()
     github = FakeGitHub(token=GITHUB_TOKEN).start()
-    slack.usergroups = {"S0RELEASE": ["U0RM1", "U0RM2"]}
-    for repo in ("acme/api-gateway", "acme/billing"):
+    slack.usergroups = {"S0RELEASE": APPROVERS}
+    cards_needed = -(-(args.actions // 4) // len(APPROVERS))  # every approval click a new (card, approver)
+    services = [f"svc-{n:02d}" for n in range(1, cards_needed + 1)]
+    for repo in ["acme/api-gateway", "acme/billing"] + [f"acme/{name}" for name in services]:
         github.add_repo(repo)
         github.add_workflow(repo, "deploy.yml", run_name=RUN_NAME)
     schema = PostgresSchema() if args.database == "postgres" else None
     with tempfile.TemporaryDirectory() as tmp:
         registry = start_registry(Path(tmp) / "images")  # the images the gates read, answering at once
         config = Path(tmp) / "promobot.yml"
-        config.write_text(process_config(registry.host))
+        config.write_text(bench_config(registry.host, services))
         url = schema.url if schema else f"sqlite:///{tmp}/promobot.db"
         bot = BotProcess(
             config_path=config,
@@ -252,8 +335,12 @@ async def main(args: argparse.Namespace) -> None:
             async with aiohttp.ClientSession() as session:
                 h = Harness(bot.url, slack, github, None, session, Clock(), registry_host=registry.host)
                 await seed(h)
-                await request_card(h)  # a pending production promotion, for the card actions
-                card = h.cards()[-1]
+                await request_card(h)  # a pending production promotion beside api-gateway's /status
+                cards = []  # a pending production promotion of each bench service, for the card actions
+                for name in services:
+                    await seed(h, service=name)
+                    await request_card(h, text=f"{name} {TAG}")
+                    cards.append(next(c for c in reversed(h.cards()) if name in header_text(c)))
             rng = random.Random(7)
             status = ("status", "/status", "api-gateway")
             check = ("check", "/promote", f"api-gateway {TAG} --check")
@@ -263,7 +350,7 @@ async def main(args: argparse.Namespace) -> None:
                 "check": [check],
             }
             sizes = {"mixed": args.commands, "status": args.commands // 2, "check": args.commands // 4}
-            actions = ["promotion.approve", "promotion.reject", "promotion.cancel", "promotion.revoke"]
+            clicks_sent = action_clicks(slack, cards, args.actions)
             results = []
             assert bot.proc is not None
             for app, base, pid in (
@@ -305,13 +392,9 @@ async def main(args: argparse.Namespace) -> None:
                     await settle(slack, rnd)
                     rnd.cpu = cpu_seconds(pid) - before
                     results.append(rnd)
-                clicks = []
-                for n in range(args.actions if "actions" in args.rounds else 0):
-                    action = actions[n % 4]
-                    tag = f"{app[:4]}-a{n}"
-                    clicks.append((action.split(".")[1], tag, action_body(slack, "U0BENCH", card, action, tag)))
+                clicks = clicks_sent(app[:4]) if "actions" in args.rounds else []
                 if clicks:
-                    rnd = Round(app, "actions")
+                    rnd = Round(app, "actions", done_at_ack=frozenset({"approve"}))
                     before = cpu_seconds(pid)
                     await load(base, slack, rnd, clicks, args.clients)
                     await settle(slack, rnd)
@@ -327,9 +410,11 @@ async def main(args: argparse.Namespace) -> None:
             )
             for rnd in results:
                 print(rnd.summary(slack))
-            for kind, tag in (("/status", "prom-status-0"), ("--check", "prom-check-0"), ("approve", "prom-a0")):
+            for kind, tag in (("/status", "prom-status-0"), ("--check", "prom-check-0")):
                 answer = (slack.responses(tag) or [{}])[0].get("text", "(no answer)")
                 print(f"promobot's answer to {kind}: {answer[:150]!r}")
+            if "actions" in args.rounds:
+                print(click_outcomes(slack))
         finally:
             bare.terminate()
             bot.stop()

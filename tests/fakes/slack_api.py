@@ -210,7 +210,7 @@ class FakeSlack(ThreadedFake):
             self._failures.append(dict(method=method, error=error, count=count, status=status, retry_after=retry_after))
 
     def calls(self, method: str | None = None) -> list[dict]:
-        """Every API call: {method, params, headers (no Authorization), response}."""
+        """Every API call: {method, params, headers (no Authorization), response, at (epoch seconds)}."""
         with self._lock:
             return copy.deepcopy([c for c in self._calls if method in (None, c["method"])])
 
@@ -484,7 +484,7 @@ class FakeSlack(ThreadedFake):
         headers = {k: v for k, v in request.headers.items() if k.lower() != "authorization"}
         with self._lock:
             status, extra_headers, body = self._answer(method, params, token)
-            call = {"method": method, "params": params, "headers": headers, "response": body}
+            call = {"method": method, "params": params, "headers": headers, "response": body, "at": time.time()}
             self._calls.append(copy.deepcopy(call))
         return web.json_response(body, status=status, headers=extra_headers)
 

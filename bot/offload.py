@@ -23,7 +23,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 _READERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="reads")
-_URGENT = ThreadPoolExecutor(max_workers=4, thread_name_prefix="urgent")
+_URGENT = ThreadPoolExecutor(max_workers=8, thread_name_prefix="urgent")
 
 
 async def off_loop(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:

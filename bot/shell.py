@@ -99,7 +99,10 @@ class ShellNotifier:
         self.out(f"[#{view.channel} card updated] {blocks_to_text(blocks[:1])[0]}")
         self._remember_buttons(view, blocks)
         if note:
-            self.out(f"  [thread] {note}")
+            await self.note(view, note)
+
+    async def note(self, view: PromotionView, note: str) -> None:
+        self.out(f"  [thread] {note}")
 
     async def alert(self, channel: str, text: str) -> None:
         self.out(f"[#{channel}] {text}")
@@ -115,6 +118,9 @@ class SilentNotifier:
         return None, None
 
     async def promotion_changed(self, view: PromotionView, note: str | None = None) -> None:
+        return None
+
+    async def note(self, view: PromotionView, note: str) -> None:
         return None
 
     async def alert(self, channel: str, text: str) -> None:

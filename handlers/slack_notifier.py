@@ -6,12 +6,18 @@ import logging
 from typing import Any
 
 from bot.engine.roles import PromotionView
+from bot.offload import off_loop
 from bot.text import esc
 from handlers import blocks as B
 from storage.statuses import PromotionKind
 
 log = logging.getLogger(__name__)
 MAX_DIRECT_MESSAGES = 25
+
+
+def _card(view: PromotionView) -> tuple[str, list[dict]]:
+    """The card's fallback text and its blocks, rendered (on the readers' threads: a card is tens of blocks)."""
+    return B.card_text(view), [b.to_dict() for b in B.approval_card(view)]
 
 
 class SlackNotifier:
@@ -21,9 +27,8 @@ class SlackNotifier:
     async def promotion_requested(
         self, view: PromotionView, approver_users: list[str]
     ) -> tuple[str | None, str | None]:
-        resp = await self.client.chat_postMessage(
-            channel=view.channel, text=B.card_text(view), blocks=[b.to_dict() for b in B.approval_card(view)]
-        )
+        text, blocks = await off_loop(_card, view)
+        resp = await self.client.chat_postMessage(channel=view.channel, text=text, blocks=blocks)
         channel, ts = resp.get("channel"), resp.get("ts")
         link = ""
         try:
@@ -52,18 +57,17 @@ class SlackNotifier:
         return channel, ts
 
     async def promotion_changed(self, view: PromotionView, note: str | None = None) -> None:
-        if not (view.channel and view.message_ts):
-            if note and view.channel:
-                await self.alert(view.channel, f"`{view.id}`: {note}")
-            return
-        await self.client.chat_update(
-            channel=view.channel,
-            ts=view.message_ts,
-            text=B.card_text(view),
-            blocks=[b.to_dict() for b in B.approval_card(view)],
-        )
+        if view.channel and view.message_ts:
+            text, blocks = await off_loop(_card, view)
+            await self.client.chat_update(channel=view.channel, ts=view.message_ts, text=text, blocks=blocks)
         if note:
+            await self.note(view, note)
+
+    async def note(self, view: PromotionView, note: str) -> None:
+        if view.channel and view.message_ts:
             await self.client.chat_postMessage(channel=view.channel, thread_ts=view.message_ts, text=note)
+        elif view.channel:
+            await self.alert(view.channel, f"`{view.id}`: {note}")
 
     async def alert(self, channel: str, text: str) -> None:
         await self.client.chat_postMessage(channel=channel, text=text, blocks=[b.to_dict() for b in B.message(text)])

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from storage.db import AUDIT_KEY, rowcount
+from storage.db import AUDIT_KEY
 from storage.models import AuditAnchor, AuditEvent, AuditHead
 
 GENESIS = "0" * 64
@@ -92,17 +92,25 @@ def _recompute(ev: AuditEvent | sa.Row, key: bytes | None = None) -> str:
     )
 
 
-def _take_head(session: Session) -> None:
-    """Lock the head row and advance its seq, creating it on the very first append."""
-    bump = sa.update(AuditHead).where(col(AuditHead.id) == 1).values(seq=col(AuditHead.seq) + 1)
-    if rowcount(session.execute(bump)) == 1:
-        return
-    try:
-        with session.begin_nested():
-            session.add(AuditHead(id=1, seq=1, last_hash=GENESIS))
-    except IntegrityError:
-        # another writer created it first; its commit released the row to us
-        session.execute(bump)
+def _take_head(session: Session, count: int = 1) -> tuple[int, str]:
+    """Lock the head row and advance its seq by ``count``, creating it on the very first append; returns the
+    new seq and the hash of the event before the ``count`` new ones."""
+    bump = (
+        sa.update(AuditHead)
+        .where(col(AuditHead.id) == 1)
+        .values(seq=col(AuditHead.seq) + count)
+        .returning(col(AuditHead.seq), col(AuditHead.last_hash))
+    )
+    head = session.execute(bump).first()
+    if head is None:
+        try:
+            with session.begin_nested():
+                session.add(AuditHead(id=1, seq=count, last_hash=GENESIS))
+            return count, GENESIS
+        except IntegrityError:
+            # another writer created it first; its commit released the row to us
+            head = session.execute(bump).one()
+    return head.seq, head.last_hash or GENESIS
 
 
 def append(
@@ -117,42 +125,50 @@ def append(
     detail: dict | None = None,
 ) -> AuditEvent:
     """Add one event at the tip of the chain, inside the caller's transaction."""
+    return append_many(
+        session,
+        [
+            dict(
+                at=at,
+                actor=actor,
+                action=action,
+                promotion_id=promotion_id,
+                service=service,
+                environment=environment,
+                detail=detail,
+            )
+        ],
+    )[0]
+
+
+def append_many(session: Session, events: list[dict[str, Any]]) -> list[AuditEvent]:
+    """Add ``events`` (each the keyword arguments of ``append``) at the tip of the chain, in order, inside the
+    caller's transaction: one lock of the head for all of them."""
+    if not events:
+        return []
     # Taking the head row's lock first is what serialises writers.
-    _take_head(session)
-    head = session.execute(select(col(AuditHead.seq), col(AuditHead.last_hash)).where(col(AuditHead.id) == 1)).one()
-    seq, prev = head.seq, head.last_hash or GENESIS
-    at = at.astimezone(UTC)
-    detail = json.loads(_canonical(detail or {}))
+    last_seq, prev = _take_head(session, len(events))
     key = session_key(session)
-    digest = event_hash(
-        key=key,
-        seq=seq,
-        at=at,
-        actor=actor,
-        action=action,
-        promotion_id=promotion_id,
-        service=service,
-        environment=environment,
-        detail=detail,
-        prev_hash=prev,
-    )
-    ev = AuditEvent(
-        seq=seq,
-        at=at,
-        actor=actor,
-        action=action,
-        promotion_id=promotion_id,
-        service=service,
-        environment=environment,
-        detail=detail,
-        prev_hash=prev,
-        hash=digest,
-        keyed=key is not None,
-    )
-    session.add(ev)
-    session.execute(sa.update(AuditHead).where(col(AuditHead.id) == 1).values(last_hash=digest))
+    added = []
+    for seq, event in enumerate(events, start=last_seq - len(events) + 1):
+        at = event["at"].astimezone(UTC)
+        detail = json.loads(_canonical(event.get("detail") or {}))
+        fields = dict(
+            actor=event["actor"],
+            action=event["action"],
+            promotion_id=event.get("promotion_id"),
+            service=event.get("service"),
+            environment=event.get("environment"),
+        )
+        digest = event_hash(key=key, seq=seq, at=at, detail=detail, prev_hash=prev, **fields)
+        added.append(
+            AuditEvent(seq=seq, at=at, detail=detail, prev_hash=prev, hash=digest, keyed=key is not None, **fields)
+        )
+        prev = digest
+    session.add_all(added)
+    session.execute(sa.update(AuditHead).where(col(AuditHead.id) == 1).values(last_hash=prev))
     session.flush()
-    return ev
+    return added
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,11 @@ import asyncio
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from bot.clock import format_duration
 from bot.engine import incident, messages
+from bot.engine.approval_writer import ApprovalWriter
 from bot.engine.context import SYSTEM, EngineContext
 from bot.engine.notifications import Notifications
 from bot.engine.outcomes import DecisionResult
@@ -80,6 +80,7 @@ class Approvals:
         self.ctx = ctx
         self.notifications = notifications
         self.requests = requests
+        self.writer = ApprovalWriter(ctx.db, self._already)
 
     def _already(self, promotion_id: str) -> str:
         p = self.ctx.promotion(promotion_id)
@@ -106,38 +107,14 @@ class Approvals:
         refusal = await self.refusal(p, user, Decision.APPROVE.value)
         if refusal:
             return DecisionResult(False, refusal, p.id)
-        return await urgent(self._record_approval, p, user, self.ctx.clock())
-
-    def _record_approval(self, p: Promotion, user: str, now: datetime) -> DecisionResult:
-        with transaction(self.ctx.db) as s:
-            if not lock_row(s, p.id, S.PENDING_APPROVAL):
-                return DecisionResult(False, self._already(p.id), p.id)
-            try:
-                with s.begin_nested():
-                    s.add(Approval(promotion_id=p.id, approver=user, decision=Decision.APPROVE.value, decided_at=now))
-            except IntegrityError:
-                return DecisionResult(False, "You have already approved this promotion.", p.id)
-            count = approval_count(s, p.id)
-            audit.append(
-                s,
-                at=now,
-                actor=user,
-                action=f"{p.kind}.approval",
-                promotion_id=p.id,
-                service=p.service,
-                environment=p.target_environment,
-                detail={"approvals": count, "required": p.required_approvals},
-            )
-        return DecisionResult(True, f"Approval recorded: {count} of {p.required_approvals}.", p.id)
+        return await self.writer.record(p, user, self.ctx.clock())
 
     async def complete_approval(self, promotion_id: str, actor: str) -> DecisionResult:
         """With enough approvals, check every gate again and queue the dispatch (or void)."""
         ctx = self.ctx
-        p = ctx.promotion(promotion_id)
+        p, count = await off_loop(self._with_count, promotion_id)
         if p is None or p.status != S.PENDING_APPROVAL.value:
-            return DecisionResult(False, self._already(promotion_id) if p else "gone", promotion_id)
-        with Session(ctx.db) as s:
-            count = approval_count(s, p.id)
+            return DecisionResult(False, await off_loop(self._already, promotion_id) if p else "gone", promotion_id)
         if count < p.required_approvals:
             await self.notifications.announce(p.id, f"<@{actor}> approved ({count} of {p.required_approvals}).")
             return DecisionResult(True, f"Approval recorded: {count} of {p.required_approvals}.", p.id)
@@ -148,7 +125,7 @@ class Approvals:
         now = ctx.clock()
         if report.refused:
             # only a pending request: once approved, the dispatch's own check decides (never two voiders)
-            if void(ctx, p, report, actor, now, states=(S.PENDING_APPROVAL,)):
+            if await asyncio.to_thread(void, ctx, p, report, actor, now, states=(S.PENDING_APPROVAL,)):
                 await self.notifications.announce(p.id, f"Approval by <@{actor}> voided: the gates no longer hold.")
             return DecisionResult(
                 True,
@@ -156,7 +133,25 @@ class Approvals:
                 "so the promotion is void. See the card for why.",
                 p.id,
             )
-        with transaction(ctx.db) as s:
+        done = await asyncio.to_thread(self._approve, p, actor, report, now)
+        if isinstance(done, DecisionResult):
+            return done
+        expired, ended = done
+        if expired:
+            await self.expire_due()  # approvals completed after the deadline do not count
+            return DecisionResult(False, messages.expired_before_complete(p), p.id)
+        await self.notifications.announce(p.id, messages.approved_note(actor, report))
+        if ended:
+            await self.notifications.announce(ended, messages.preempted_note(p))
+        ctx.outbox_wakeup.set()
+        return DecisionResult(True, f"Approved `{p.id}`; dispatching.", p.id)
+
+    def _approve(
+        self, p: Promotion, actor: str, report: GateReport, now: datetime
+    ) -> DecisionResult | tuple[bool, str | None]:
+        """Move ``p`` to approved and queue its dispatch, in one transaction; (expired, the rollback's ended
+        promotion) when it moved or its deadline passed, the refusal otherwise."""
+        with transaction(self.ctx.db) as s:
             approvers = approvers_of(s, p.id)
             if not move(
                 s,
@@ -195,14 +190,15 @@ class Approvals:
                 s.add(OutboxEntry(promotion_id=p.id, next_attempt_at=now, created_at=now))
                 # a rollback requested during an incident: its approval ends the bad deploy's wait
                 ended = incident.end_wait(s, p, actor=actor, approvers=approvers, now=now)
-        if expired:
-            await self.expire_due()  # approvals completed after the deadline do not count
-            return DecisionResult(False, messages.expired_before_complete(p), p.id)
-        await self.notifications.announce(p.id, messages.approved_note(actor, report))
-        if ended:
-            await self.notifications.announce(ended, messages.preempted_note(p))
-        ctx.outbox_wakeup.set()
-        return DecisionResult(True, f"Approved `{p.id}`; dispatching.", p.id)
+        return expired, ended
+
+    def _with_count(self, promotion_id: str) -> tuple[Promotion | None, int]:
+        """The promotion as it is now, and how many approvals it has."""
+        p = self.ctx.promotion(promotion_id)
+        if p is None:
+            return None, 0
+        with Session(self.ctx.db) as s:
+            return p, approval_count(s, p.id)
 
     async def resume(self) -> int:
         """Complete approvals that were recorded but not completed (the process died in between)."""
@@ -233,7 +229,7 @@ class Approvals:
         if refusal:
             return DecisionResult(False, refusal, p.id)
         if not await asyncio.to_thread(self._reject, p, user, reason, self.ctx.clock()):
-            return DecisionResult(False, self._already(p.id), p.id)
+            return DecisionResult(False, await off_loop(self._already, p.id), p.id)
         await self.notifications.announce(p.id, messages.rejected_note(user, reason))
         await self.notifications.tell(p.requested_by, messages.rejected_tell(p, user, reason))
         return DecisionResult(True, f"Rejected `{p.id}`.", p.id)
@@ -271,7 +267,7 @@ class Approvals:
         if user != p.requested_by:
             return DecisionResult(False, f"Only the requester <@{p.requested_by}> can cancel `{p.id}`.", p.id)
         if not await asyncio.to_thread(self._cancel, p, user, self.ctx.clock()):
-            return DecisionResult(False, self._already(p.id), p.id)
+            return DecisionResult(False, await off_loop(self._already, p.id), p.id)
         await self.notifications.announce(p.id, f"Cancelled by <@{user}>.")
         return DecisionResult(True, f"Cancelled `{p.id}`.", p.id)
 
@@ -362,7 +358,7 @@ class Approvals:
     async def refusal(self, p: Promotion, user: str, verb: str) -> str | None:
         """Why ``user`` may not ``verb`` (approve or reject) ``p`` now, or None when they may."""
         if p.status != S.PENDING_APPROVAL.value:
-            return self._already(p.id)
+            return await urgent(self._already, p.id)
         if user == p.requested_by:
             return messages.own_request(p, verb)
         approvers = self.ctx.approvers_for(p.target_environment, expedited=p.expedited)
@@ -377,7 +373,13 @@ class Approvals:
 
     async def expire_due(self) -> int:
         """Expire pending promotions whose approval_ttl has run out; returns how many."""
-        now = self.ctx.clock()
+        expired = await asyncio.to_thread(self._expire, self.ctx.clock())
+        for p in expired:
+            await self.notifications.announce(p.id, "Expired: nobody approved in time.")
+            await self.notifications.tell(p.requested_by, messages.expired_tell(p))
+        return len(expired)
+
+    def _expire(self, now: datetime) -> list[Promotion]:
         with Session(self.ctx.db) as s:
             due = s.exec(
                 select(Promotion).where(
@@ -400,7 +402,4 @@ class Approvals:
                 ):
                     release_slot(s, p)
                     expired.append(p)
-        for p in expired:
-            await self.notifications.announce(p.id, "Expired: nobody approved in time.")
-            await self.notifications.tell(p.requested_by, messages.expired_tell(p))
-        return len(expired)
+        return expired

@@ -15,9 +15,11 @@ from datetime import datetime
 
 from bot.config import PromobotConfig
 from bot.engine.roles import CardEvidence, Notifier, PromotionView, SourceChanges, SourceHistory
+from bot.offload import off_loop
 from checks.base import Ledger, SourceHostError
 from checks.deployment_window import window_state
 from checks.soak_time import soak_progress
+from storage.records import ArtifactRecord
 from storage.statuses import PromotionKind
 
 log = logging.getLogger(__name__)
@@ -26,14 +28,11 @@ HISTORY_TIMEOUT = 5.0  # a slow GitHub must not hold the card back
 
 
 async def _changes(
-    view: PromotionView,
-    ledger: Ledger,
-    history: SourceHistory | None,
+    view: PromotionView, replaced: ArtifactRecord | None, history: SourceHistory | None
 ) -> tuple[SourceChanges | None, str | None]:
-    """Commits since the artifact the target runs (a rollback: the commits it takes out)."""
+    """Commits since the artifact the target runs (``replaced``; a rollback: the commits it takes out)."""
     if not view.replaces_tag:
         return None, f"first deployment of {view.service} to {view.target_environment}"
-    replaced = ledger.artifact(view.service, view.replaces_tag)
     if replaced is None or not replaced.commit_sha or not view.source_commit:
         return None, "no source commit recorded for one of the artifacts"
     if replaced.commit_sha == view.source_commit:
@@ -49,22 +48,20 @@ async def _changes(
         return None, f"commit history unavailable ({str(exc) or 'GitHub did not answer in time'})"
 
 
-async def gather(
-    view: PromotionView, *, config: PromobotConfig, ledger: Ledger, history: SourceHistory | None, now: datetime
-) -> CardEvidence:
-    """Read the evidence for ``view``'s card; never raises for missing history, it says why instead."""
+def _recorded(
+    view: PromotionView, *, config: PromobotConfig, ledger: Ledger, now: datetime
+) -> tuple[ArtifactRecord | None, CardEvidence]:
+    """What the ledger says for ``view``'s card (the artifact it replaces, and the evidence without the
+    commits). Reads the database: call it off the event loop."""
     service, target = view.service, view.target_environment
     env = config.environment(target)
-    changes, note = await _changes(view, ledger, history)
     replaced = ledger.artifact(service, view.replaces_tag) if view.replaces_tag else None
     # a rollback's record is the artifact's own earlier life in the target environment
     previous = view.source_environment or (target if view.kind == PromotionKind.ROLLBACK.value else None)
     soak = None
     if view.source_environment and view.kind != PromotionKind.ROLLBACK.value:
         soak = soak_progress(ledger, service, view.tag, view.source_environment, env.soak_time, now)
-    return CardEvidence(
-        changes=changes,
-        changes_note=note,
+    return replaced, CardEvidence(
         rolled_back_changes=view.kind == PromotionKind.ROLLBACK.value,
         replaces_digest=replaced.digest if replaced else None,
         previous_environment=previous,
@@ -81,6 +78,16 @@ async def gather(
         hold=ledger.hold(service, view.tag),
         now=now,
     )
+
+
+async def gather(
+    view: PromotionView, *, config: PromobotConfig, ledger: Ledger, history: SourceHistory | None, now: datetime
+) -> CardEvidence:
+    """Read the evidence for ``view``'s card (the ledger on the readers' threads, the commits from GitHub);
+    never raises for missing history, it says why instead."""
+    replaced, evidence = await off_loop(_recorded, view, config=config, ledger=ledger, now=now)
+    changes, note = await _changes(view, replaced, history)
+    return replace(evidence, changes=changes, changes_note=note)
 
 
 class CardEvidenceNotifier:
@@ -119,6 +126,9 @@ class CardEvidenceNotifier:
 
     async def promotion_changed(self, view: PromotionView, note: str | None = None) -> None:
         await self.inner.promotion_changed(await self._with_evidence(view), note)
+
+    async def note(self, view: PromotionView, note: str) -> None:
+        await self.inner.note(view, note)
 
     async def alert(self, channel: str, text: str) -> None:
         await self.inner.alert(channel, text)

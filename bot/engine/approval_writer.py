@@ -1,0 +1,205 @@
+"""Approvals written in batches: the durable half of an approval, before Slack is acknowledged.
+
+Each approval is a transaction that locks its promotion's row and the audit chain's head, and commits
+(a disk flush). One at a time, under load, they queued behind each other's locks: with 50 people clicking,
+an approval's ack waited seconds, most of it for other approvals' round trips and flushes. Here one thread
+takes every approval waiting and writes them in one transaction of seven statements however many there
+are: the rows of their promotions locked by one UPDATE (as ``lock_row`` does for one), their approvals
+counted and inserted by one statement each, one lock of the audit head for all their events, one commit. Nobody is acknowledged before the transaction that holds their approval has committed. If a
+batch fails as a whole, its approvals are written again one by one, so one bad approval cannot fail the
+others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+
+from bot.engine.outcomes import DecisionResult
+from storage import audit
+from storage.db import transaction
+from storage.models import Approval, Promotion
+from storage.statuses import Decision
+from storage.statuses import PromotionStatus as S
+
+log = logging.getLogger(__name__)
+MAX_BATCH = 64  # approvals in one transaction
+IDLE_SECONDS = 5.0  # the thread ends after this long without work, and starts again with the next approval
+
+_APPROVAL = Approval.__table__  # type: ignore[attr-defined]
+_AP = _APPROVAL.c
+_P = Promotion.__table__.c  # type: ignore[attr-defined]
+_LOCK = (
+    sa.update(Promotion.__table__)  # type: ignore[attr-defined]
+    .where(_P.id.in_(sa.bindparam("ids", expanding=True)), _P.status == sa.bindparam("waiting"))
+    .values(version=_P.version + 1)
+    .returning(_P.id)
+)
+_COUNTS = (
+    sa.select(_AP.promotion_id, sa.func.count())
+    .where(_AP.promotion_id.in_(sa.bindparam("ids", expanding=True)), _AP.decision == Decision.APPROVE.value)
+    .group_by(_AP.promotion_id)
+)
+
+
+@dataclass
+class _Ask:
+    promotion: Promotion
+    user: str
+    at: datetime
+    loop: asyncio.AbstractEventLoop
+    answer: asyncio.Future[DecisionResult]
+    result: DecisionResult | None = field(default=None)
+
+
+class ApprovalWriter:
+    """Records approvals; ``already(promotion_id)`` says why a promotion takes no more (read after the
+    batch commits)."""
+
+    def __init__(self, db: Engine, already: Callable[[str], str]) -> None:
+        self.db = db
+        self.already = already
+        self._asks: queue.SimpleQueue[_Ask] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._running = False
+
+    async def record(self, p: Promotion, user: str, at: datetime) -> DecisionResult:
+        """Record ``user``'s approval of ``p`` (read a moment ago) as of ``at``; returns once it is committed,
+        or why it was not recorded."""
+        loop = asyncio.get_running_loop()
+        ask = _Ask(p, user, at, loop, loop.create_future())
+        self._asks.put(ask)
+        with self._lock:
+            if not self._running:
+                self._running = True
+                threading.Thread(target=self._run, name="approvals", daemon=True).start()
+        return await ask.answer
+
+    def _run(self) -> None:
+        while True:
+            try:
+                first = self._asks.get(timeout=IDLE_SECONDS)
+            except queue.Empty:
+                with self._lock:
+                    if self._asks.empty():
+                        self._running = False
+                        return
+                continue
+            batch = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self._asks.get_nowait())
+                except queue.Empty:
+                    break
+            self._write_batch(batch)
+
+    def _write_batch(self, batch: list[_Ask]) -> None:
+        try:
+            self._write(batch)
+        except Exception as exc:
+            if len(batch) == 1:
+                _answer(batch[0], exc)
+                return
+            log.warning("a batch of %d approvals failed; writing them one by one", len(batch), exc_info=True)
+            for ask in batch:
+                ask.result = None
+                try:
+                    self._write([ask])
+                except Exception as one:
+                    _answer(ask, one)
+                else:
+                    _answer(ask)
+            return
+        for ask in batch:
+            _answer(ask)
+
+    def _write(self, batch: list[_Ask]) -> None:
+        """Every approval of ``batch`` in one transaction of a few statements, however many approvals (each
+        round trip a thread makes under load costs it a wait for the interpreter's lock); each ask's
+        result is set once it has committed."""
+        refused: dict[str, str] = {}  # ask's promotion id -> "already decided", read after the commit
+        with transaction(self.db) as s:
+            ids = sorted({ask.promotion.id for ask in batch})
+            # the rows of the promotions still waiting for approval, locked (as lock_row does, for them all)
+            open_ = set(s.execute(_LOCK, {"ids": ids, "waiting": S.PENDING_APPROVAL.value}).scalars())
+            counts = dict.fromkeys(open_, 0)
+            if open_:
+                counts.update({pid: n for pid, n in s.execute(_COUNTS, {"ids": sorted(open_)})})
+            first: dict[tuple[str, str], _Ask] = {}  # the ask that may record each (promotion, approver)
+            for ask in batch:
+                if ask.promotion.id in open_:
+                    first.setdefault((ask.promotion.id, ask.user), ask)
+            added: set[tuple[str, str]] = set()
+            if first:
+                insert = (postgresql if self.db.dialect.name == "postgresql" else sqlite).insert(_APPROVAL)
+                rows = [
+                    dict(promotion_id=pid, approver=user, decision=Decision.APPROVE.value, decided_at=ask.at)
+                    for (pid, user), ask in first.items()
+                ]
+                added = set(
+                    s.execute(
+                        insert.values(rows)
+                        .on_conflict_do_nothing(index_elements=["promotion_id", "approver"])
+                        .returning(_AP.promotion_id, _AP.approver)
+                    ).tuples()
+                )
+            events: list[dict[str, Any]] = []
+            for ask in batch:
+                p = ask.promotion
+                if p.id not in open_:
+                    refused[p.id] = ""
+                    continue
+                if (p.id, ask.user) not in added or first[(p.id, ask.user)] is not ask:
+                    ask.result = DecisionResult(False, "You have already approved this promotion.", p.id)
+                    continue
+                counts[p.id] += 1
+                ask.result = DecisionResult(True, f"Approval recorded: {counts[p.id]} of {p.required_approvals}.", p.id)
+                events.append(
+                    dict(
+                        at=ask.at,
+                        actor=ask.user,
+                        action=f"{p.kind}.approval",
+                        promotion_id=p.id,
+                        service=p.service,
+                        environment=p.target_environment,
+                        detail={"approvals": counts[p.id], "required": p.required_approvals},
+                    )
+                )
+            audit.append_many(s, events)
+        # committed: what follows only words the refusals, and must not send the batch round again
+        for pid in refused:
+            try:
+                refused[pid] = self.already(pid)
+            except Exception:
+                log.warning("could not read why %s takes no more approvals", pid, exc_info=True)
+                refused[pid] = f"`{pid}` is no longer waiting for approval."
+        for ask in batch:
+            if ask.result is None:
+                ask.result = DecisionResult(False, refused[ask.promotion.id], ask.promotion.id)
+
+
+def _answer(ask: _Ask, error: Exception | None = None) -> None:
+    """Hand ``ask``'s result (or the error that stopped it) to the event loop that waits for it."""
+
+    def settle() -> None:
+        if ask.answer.done():
+            return
+        if error is not None or ask.result is None:
+            ask.answer.set_exception(error or RuntimeError("the approval was not recorded"))
+        else:
+            ask.answer.set_result(ask.result)
+
+    try:
+        ask.loop.call_soon_threadsafe(settle)
+    except RuntimeError:  # the loop has closed: nobody waits for the answer any more
+        log.info("an approval's answer found its event loop closed")

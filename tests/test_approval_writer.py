@@ -1,0 +1,109 @@
+"""Approvals written in batches: each recorded once, counted in order, audited in one unbroken chain, and
+never acknowledged before its transaction committed; a batch that fails is written again one by one."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from bot.engine import approval_writer
+from bot.engine.approval_writer import ApprovalWriter
+from storage import audit
+from storage.db import create_db_engine, transaction
+from storage.migrate import upgrade
+from storage.models import Approval, AuditEvent, Promotion
+from storage.statuses import PromotionStatus as S
+
+NOW = datetime(2026, 12, 1, 12, tzinfo=UTC)
+
+
+@pytest.fixture
+def db(database_url):
+    engine = create_db_engine(database_url)
+    upgrade(engine)
+    with transaction(engine) as s:
+        for pid, status in (("prm-a", S.PENDING_APPROVAL), ("prm-b", S.PENDING_APPROVAL), ("prm-gone", S.CANCELLED)):
+            s.add(
+                Promotion(
+                    id=pid,
+                    service="api-gateway",
+                    tag="7a3f9c2",
+                    digest="sha256:" + "a" * 64,
+                    target_environment="production",
+                    status=status.value,
+                    requested_by="U0DEV",
+                    requested_at=NOW,
+                    required_approvals=20,
+                )
+            )
+    yield engine
+    engine.dispose()
+
+
+def promotion(db, pid: str) -> Promotion:
+    with Session(db) as s:
+        p = s.get(Promotion, pid)
+        assert p is not None
+        s.expunge(p)
+        return p
+
+
+async def test_concurrent_approvals_are_each_recorded_once_and_counted_in_order(db):
+    writer = ApprovalWriter(db, lambda pid: f"`{pid}` is cancelled.")
+    asks = [("prm-a", f"U{n:02d}") for n in range(12)] + [("prm-b", f"U{n:02d}") for n in range(8)]
+    asks += [("prm-a", "U03"), ("prm-b", "U05")]  # the same approvers again
+    asks += [("prm-gone", "U01")]  # a promotion that no longer waits
+    answers = await asyncio.gather(*(writer.record(promotion(db, pid), user, NOW) for pid, user in asks))
+
+    recorded = [a for a in answers if a.changed]
+    assert len(recorded) == 20
+    for pid, approvals in (("prm-a", 12), ("prm-b", 8)):
+        counts = sorted(int(a.message.split()[2]) for a in recorded if a.promotion_id == pid)
+        assert counts == list(range(1, approvals + 1)), counts  # each count told once, none skipped
+    refusals = [a.message for a in answers if not a.changed]
+    assert refusals.count("You have already approved this promotion.") == 2
+    assert "`prm-gone` is cancelled." in refusals
+
+    with Session(db) as s:
+        rows = s.exec(select(Approval.promotion_id, Approval.approver)).all()
+        assert len(rows) == len(set(rows)) == 20
+        events = s.exec(select(AuditEvent).where(col(AuditEvent.action) == "promotion.approval")).all()
+        assert sorted((e.promotion_id, e.actor) for e in events) == sorted(rows)
+        # the events of one promotion carry its running count, in the order of the chain
+        for pid in ("prm-a", "prm-b"):
+            ours = sorted((e for e in events if e.promotion_id == pid), key=lambda e: e.seq)
+            assert [e.detail["approvals"] for e in ours] == list(range(1, len(ours) + 1))
+        assert audit.verify(s) is None
+
+
+async def test_a_batch_that_fails_is_written_again_one_by_one(db, monkeypatch, caplog):
+    """One approval whose audit event cannot be written fails alone; the others of its batch are recorded."""
+    real = audit.append_many
+    queued = threading.Event()
+
+    def refuse_u13(session, events):
+        queued.wait(5)  # the first batch waits until every approval is asked: U13 shares a batch
+        if any(e["actor"] == "U13" for e in events):
+            raise sa.exc.OperationalError("INSERT", {}, Exception("disk full"))
+        return real(session, events)
+
+    monkeypatch.setattr(approval_writer.audit, "append_many", refuse_u13)
+    writer = ApprovalWriter(db, lambda pid: "no longer waiting")
+    asks = [asyncio.ensure_future(writer.record(promotion(db, "prm-a"), f"U{n:02d}", NOW)) for n in range(10, 16)]
+    await asyncio.sleep(0.1)
+    queued.set()
+    answers = await asyncio.gather(*asks, return_exceptions=True)
+
+    assert "writing them one by one" in caplog.text
+    failed = [a for a in answers if isinstance(a, BaseException)]
+    assert len(failed) == 1 and "disk full" in str(failed[0])
+    assert sum(1 for a in answers if not isinstance(a, BaseException) and a.changed) == 5
+    with Session(db) as s:
+        approvers = set(s.exec(select(Approval.approver).where(col(Approval.promotion_id) == "prm-a")).all())
+        assert approvers == {"U10", "U11", "U12", "U14", "U15"}  # U13's approval was rolled back with its event
+        assert audit.verify(s) is None

@@ -64,7 +64,7 @@ def register(app: AsyncApp, service: PromotionService, router: CommandRouter, re
         if not recorded.changed:
             await _say_privately(respond, recorded.message)
             return
-        result = await service.complete_approval(action["value"], user)
+        result = await service.complete_approval(action["value"], user, recorded)
         if not result.changed:
             await _say_privately(respond, result.message)
 

@@ -163,7 +163,13 @@ class ApprovalWriter:
                     ask.result = DecisionResult(False, "You have already approved this promotion.", p.id)
                     continue
                 counts[p.id] += 1
-                ask.result = DecisionResult(True, f"Approval recorded: {counts[p.id]} of {p.required_approvals}.", p.id)
+                ask.result = DecisionResult(
+                    True,
+                    f"Approval recorded: {counts[p.id]} of {p.required_approvals}.",
+                    p.id,
+                    approvals=counts[p.id],
+                    required=p.required_approvals,
+                )
                 events.append(
                     dict(
                         at=ask.at,

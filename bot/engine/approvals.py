@@ -96,7 +96,7 @@ class Approvals:
         recorded = await self.record_approval(promotion_id, user)
         if not recorded.changed:
             return recorded
-        return await self.complete_approval(promotion_id, user)
+        return await self.complete_approval(promotion_id, user, recorded)
 
     async def record_approval(self, promotion_id: str, user: str) -> DecisionResult:
         """The fast, durable half of an approval (before Slack is acknowledged): no approval is lost
@@ -109,9 +109,18 @@ class Approvals:
             return DecisionResult(False, refusal, p.id)
         return await self.writer.record(p, user, self.ctx.clock())
 
-    async def complete_approval(self, promotion_id: str, actor: str) -> DecisionResult:
-        """With enough approvals, check every gate again and queue the dispatch (or void)."""
+    async def complete_approval(
+        self, promotion_id: str, actor: str, recorded: DecisionResult | None = None
+    ) -> DecisionResult:
+        """With enough approvals, check every gate again and queue the dispatch (or void). ``recorded``, the
+        answer of ``record_approval``, says how many approvals there were with this one: counted in commit
+        order, so only the approval that reached the number needed completes, and one short of it only tells
+        the card (the promotion is not read again)."""
         ctx = self.ctx
+        if recorded is not None and recorded.short_of_required:
+            note = f"<@{actor}> approved ({recorded.approvals} of {recorded.required})."
+            await self.notifications.announce(promotion_id, note)
+            return recorded
         p, count = await off_loop(self._with_count, promotion_id)
         if p is None or p.status != S.PENDING_APPROVAL.value:
             return DecisionResult(False, await off_loop(self._already, promotion_id) if p else "gone", promotion_id)

@@ -167,8 +167,10 @@ class PromotionService:
     async def record_approval(self, promotion_id: str, user: str) -> DecisionResult:
         return await self.approvals.record_approval(promotion_id, user)
 
-    async def complete_approval(self, promotion_id: str, actor: str) -> DecisionResult:
-        return await self.approvals.complete_approval(promotion_id, actor)
+    async def complete_approval(
+        self, promotion_id: str, actor: str, recorded: DecisionResult | None = None
+    ) -> DecisionResult:
+        return await self.approvals.complete_approval(promotion_id, actor, recorded)
 
     async def reject(self, promotion_id: str, user: str, reason: str) -> DecisionResult:
         return await self.approvals.reject(promotion_id, user, reason)

@@ -7,6 +7,7 @@ registry, GitHub), the dispatcher, Slack, the engine and the command router.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -35,7 +36,7 @@ from handlers.slack_app import register
 from handlers.slack_notifier import SlackNotifier
 from handlers.slack_respond import Responder
 from storage import migrate
-from storage.db import create_db_engine
+from storage.db import create_db_engine, reads_together
 from storage.ledger import SqlLedger
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,14 @@ def build(
     # the gates and cards read commits through lazy clients: no request for the repository itself
     source_host = GitHubSourceHost(github_factory(settings, lazy=True)) if factory else None
     # every card, whoever draws it, carries the commits, history and stability approvers decide on
-    notifier = CardEvidenceNotifier(notifier, config=config, ledger=ledger, history=source_host, clock=clock)
+    notifier = CardEvidenceNotifier(
+        notifier,
+        config=config,
+        ledger=ledger,
+        history=source_host,
+        clock=clock,
+        together=functools.partial(reads_together, engine),
+    )
     service = PromotionService(
         config=config,
         engine=engine,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -69,23 +70,81 @@ def create_db_engine(url: str, *, audit_key: bytes | None = None) -> Engine:
         _WRITERS[engine] = threading.RLock()
         return engine
     # a connection each for the readers, the urgent work, the writers' threads and the gate loops
-    engine = sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    engine = sa.create_engine(url, pool_size=10, max_overflow=10)
     _carry_audit_key(engine, audit_key)
+    _ping_when_idle(engine)
     return engine
 
 
+PING_AFTER_IDLE = 2.0  # seconds a pooled connection may sit unused before its next checkout pings it
+_RETURNED = "promobot.returned"  # when the connection went back to the pool (ConnectionPoolEntry.info)
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """What ``pool_pre_ping`` does, for connections that sat idle: it pinged at every checkout, a round trip
+    before each read, and under load each round trip also waits for the interpreter's lock. A connection
+    back in use within ``PING_AFTER_IDLE`` is not pinged; one that was idle longer (the server may have
+    restarted or dropped it meanwhile) is, and a dead one is replaced before anybody uses it. A server that
+    goes away while connections are in use fails those statements, and SQLAlchemy then invalidates the
+    whole pool."""
+
+    @event.listens_for(engine, "connect")
+    def _connected(_dbapi_conn, record):
+        record.info[_RETURNED] = time.monotonic()
+
+    @event.listens_for(engine, "checkin")
+    def _returned(_dbapi_conn, record):
+        record.info[_RETURNED] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_conn, record, _proxy):
+        returned = record.info.get(_RETURNED)
+        if returned is not None and time.monotonic() - returned < PING_AFTER_IDLE:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:
+            raise sa.exc.DisconnectionError(f"an idle connection did not answer: {type(exc).__name__}") from exc
+        if not alive:
+            raise sa.exc.DisconnectionError("an idle connection did not answer")
+
+
 _WRITERS: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
+
+
+_TOGETHER = threading.local()  # engine -> the connection that reads of this thread share (reads_together)
 
 
 @contextmanager
 def reading(engine: Engine) -> Iterator[sa.Connection]:
     """A connection for reads that need no transaction of their own. On PostgreSQL it is in autocommit: a
     transaction there cost a BEGIN and a ROLLBACK round trip around each read, and under READ COMMITTED
-    every statement sees its own snapshot anyway. (SQLite's plain reads are deferred already.)"""
+    every statement sees its own snapshot anyway. (SQLite's plain reads are deferred already.) Inside
+    ``reads_together`` it is the one connection those reads share."""
+    shared = getattr(_TOGETHER, "connections", {}).get(engine)
+    if shared is not None:
+        yield shared
+        return
     with engine.connect() as conn:
         if engine.dialect.name == "postgresql":
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
         yield conn
+
+
+@contextmanager
+def reads_together(engine: Engine) -> Iterator[None]:
+    """Every ``reading(engine)`` in this block, on this thread, uses one connection: a card's evidence is
+    eight small reads, and a checkout from the pool and back cost about as much as each read."""
+    connections = _TOGETHER.__dict__.setdefault("connections", {})
+    if engine in connections:
+        yield
+        return
+    with reading(engine) as conn:
+        connections[engine] = conn
+        try:
+            yield
+        finally:
+            del connections[engine]
 
 
 @contextmanager

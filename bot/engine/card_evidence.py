@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from datetime import datetime
 
@@ -23,6 +24,7 @@ from storage.records import ArtifactRecord
 from storage.statuses import PromotionKind
 
 log = logging.getLogger(__name__)
+ReadsTogether = Callable[[], AbstractContextManager[object]]
 HISTORY = 5  # deployments and verifications per list on a card
 HISTORY_TIMEOUT = 5.0  # a slow GitHub must not hold the card back
 
@@ -49,6 +51,13 @@ async def _changes(
 
 
 def _recorded(
+    view: PromotionView, *, config: PromobotConfig, ledger: Ledger, now: datetime, together: ReadsTogether
+) -> tuple[ArtifactRecord | None, CardEvidence]:
+    with together():
+        return _read(view, config=config, ledger=ledger, now=now)
+
+
+def _read(
     view: PromotionView, *, config: PromobotConfig, ledger: Ledger, now: datetime
 ) -> tuple[ArtifactRecord | None, CardEvidence]:
     """What the ledger says for ``view``'s card (the artifact it replaces, and the evidence without the
@@ -81,11 +90,17 @@ def _recorded(
 
 
 async def gather(
-    view: PromotionView, *, config: PromobotConfig, ledger: Ledger, history: SourceHistory | None, now: datetime
+    view: PromotionView,
+    *,
+    config: PromobotConfig,
+    ledger: Ledger,
+    history: SourceHistory | None,
+    now: datetime,
+    together: ReadsTogether = nullcontext,
 ) -> CardEvidence:
     """Read the evidence for ``view``'s card (the ledger on the readers' threads, the commits from GitHub);
     never raises for missing history, it says why instead."""
-    replaced, evidence = await off_loop(_recorded, view, config=config, ledger=ledger, now=now)
+    replaced, evidence = await off_loop(_recorded, view, config=config, ledger=ledger, now=now, together=together)
     changes, note = await _changes(view, replaced, history)
     return replace(evidence, changes=changes, changes_note=note)
 
@@ -101,9 +116,12 @@ class CardEvidenceNotifier:
         ledger: Ledger,
         history: SourceHistory | None,
         clock: Callable[[], datetime],
+        together: ReadsTogether = nullcontext,
     ):
+        """``together()`` makes the ledger's reads inside it share one connection (``storage.db.reads_together``)."""
         self.inner = inner
         self._config, self._ledger, self._history, self._clock = config, ledger, history, clock
+        self._together = together
 
     async def _with_evidence(self, view: PromotionView) -> PromotionView:
         if view.service not in self._config.services or view.target_environment not in self._config.environment_names:
@@ -112,7 +130,12 @@ class CardEvidenceNotifier:
             return replace(
                 view,
                 evidence=await gather(
-                    view, config=self._config, ledger=self._ledger, history=self._history, now=self._clock()
+                    view,
+                    config=self._config,
+                    ledger=self._ledger,
+                    history=self._history,
+                    now=self._clock(),
+                    together=self._together,
                 ),
             )
         except Exception:  # a card without the extras beats no card

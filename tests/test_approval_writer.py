@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import pytest
@@ -106,4 +107,31 @@ async def test_a_batch_that_fails_is_written_again_one_by_one(db, monkeypatch, c
     with Session(db) as s:
         approvers = set(s.exec(select(Approval.approver).where(col(Approval.promotion_id) == "prm-a")).all())
         assert approvers == {"U10", "U11", "U12", "U14", "U15"}  # U13's approval was rolled back with its event
+        assert audit.verify(s) is None
+
+
+async def test_a_commit_that_went_through_before_the_connection_dropped_is_not_a_second_click(db, monkeypatch):
+    """The server committed the batch, then the connection dropped before it said so: written again one by
+    one, each approval finds its own row and is answered as recorded, not as "already approved"."""
+    real = approval_writer.transaction
+    dropped = []
+
+    @contextmanager
+    def commit_then_drop(engine):
+        with real(engine) as s:
+            yield s
+        if not dropped:
+            dropped.append(True)
+            raise sa.exc.OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
+
+    monkeypatch.setattr(approval_writer, "transaction", commit_then_drop)
+    writer = ApprovalWriter(db, lambda pid: "no longer waiting")
+    answers = await asyncio.gather(*(writer.record(promotion(db, "prm-a"), f"U{n:02d}", NOW) for n in range(3)))
+
+    assert dropped
+    assert all(a.changed and a.message.startswith("Approval recorded:") for a in answers), answers
+    with Session(db) as s:
+        assert len(s.exec(select(Approval).where(col(Approval.promotion_id) == "prm-a")).all()) == 3
+        events = s.exec(select(AuditEvent).where(col(AuditEvent.action) == "promotion.approval")).all()
+        assert len(events) == 3  # written once, in the commit that went through
         assert audit.verify(s) is None

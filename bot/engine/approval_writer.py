@@ -3,11 +3,12 @@
 Each approval is a transaction that locks its promotion's row and the audit chain's head, and commits
 (a disk flush). One at a time, under load, they queued behind each other's locks: with 50 people clicking,
 an approval's ack waited seconds, most of it for other approvals' round trips and flushes. Here one thread
-takes every approval waiting and writes them in one transaction of seven statements however many there
-are: the rows of their promotions locked by one UPDATE (as ``lock_row`` does for one), their approvals
-counted and inserted by one statement each, one lock of the audit head for all their events, one commit. Nobody is acknowledged before the transaction that holds their approval has committed. If a
-batch fails as a whole, its approvals are written again one by one, so one bad approval cannot fail the
-others.
+takes every approval waiting and writes them in one transaction of eight statements however many there
+are: the rows of their promotions locked in id order by one SELECT … FOR UPDATE and bumped by one UPDATE
+(as ``lock_row`` does for one), their approvals counted and inserted by one statement each, one lock of
+the audit head for all their events, one commit. Nobody is acknowledged before the transaction that holds
+their approval has committed. If a batch fails as a whole, its approvals are written again one by one, so
+one bad approval cannot fail the others.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -39,11 +40,22 @@ IDLE_SECONDS = 5.0  # the thread ends after this long without work, and starts a
 _APPROVAL = Approval.__table__  # type: ignore[attr-defined]
 _AP = _APPROVAL.c
 _P = Promotion.__table__.c  # type: ignore[attr-defined]
+# the rows of the promotions still waiting for approval, locked in id order (an UPDATE … IN locks them in
+# whatever order its plan visits them, and two replicas' batches could then wait on each other), then
+# bumped as ``lock_row`` does for one
 _LOCK = (
-    sa.update(Promotion.__table__)  # type: ignore[attr-defined]
+    sa.select(_P.id)
     .where(_P.id.in_(sa.bindparam("ids", expanding=True)), _P.status == sa.bindparam("waiting"))
+    .order_by(_P.id)
+    .with_for_update()
+)
+_BUMP = (
+    sa.update(Promotion.__table__)  # type: ignore[attr-defined]
+    .where(_P.id.in_(sa.bindparam("ids", expanding=True)))
     .values(version=_P.version + 1)
-    .returning(_P.id)
+)
+_DECIDED_AT = sa.select(_AP.decided_at).where(
+    _AP.promotion_id == sa.bindparam("id"), _AP.approver == sa.bindparam("user"), _AP.decision == Decision.APPROVE.value
 )
 _COUNTS = (
     sa.select(_AP.promotion_id, sa.func.count())
@@ -82,10 +94,27 @@ class ApprovalWriter:
         with self._lock:
             if not self._running:
                 self._running = True
-                threading.Thread(target=self._run, name="approvals", daemon=True).start()
+                try:
+                    threading.Thread(target=self._run, name="approvals", daemon=True).start()
+                except BaseException:
+                    self._running = False
+                    raise
         return await ask.answer
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        except BaseException as exc:  # never leave asks waiting for a thread that is gone
+            with self._lock:
+                self._running = False
+            while True:
+                try:
+                    _answer(self._asks.get_nowait(), exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
+                except queue.Empty:
+                    break
+            raise
+
+    def _serve(self) -> None:
         while True:
             try:
                 first = self._asks.get(timeout=IDLE_SECONDS)
@@ -106,15 +135,12 @@ class ApprovalWriter:
     def _write_batch(self, batch: list[_Ask]) -> None:
         try:
             self._write(batch)
-        except Exception as exc:
-            if len(batch) == 1:
-                _answer(batch[0], exc)
-                return
+        except Exception:
             log.warning("a batch of %d approvals failed; writing them one by one", len(batch), exc_info=True)
             for ask in batch:
                 ask.result = None
                 try:
-                    self._write([ask])
+                    self._write([ask], retry=True)
                 except Exception as one:
                     _answer(ask, one)
                 else:
@@ -123,15 +149,18 @@ class ApprovalWriter:
         for ask in batch:
             _answer(ask)
 
-    def _write(self, batch: list[_Ask]) -> None:
+    def _write(self, batch: list[_Ask], *, retry: bool = False) -> None:
         """Every approval of ``batch`` in one transaction of a few statements, however many approvals (each
         round trip a thread makes under load costs it a wait for the interpreter's lock); each ask's
-        result is set once it has committed."""
+        result is set once it has committed. ``retry``: the batch failed, perhaps at a commit the server
+        had made before the connection dropped, so an approval already there with this ask's own time is
+        this ask's, recorded, not a second click."""
         refused: dict[str, str] = {}  # ask's promotion id -> "already decided", read after the commit
         with transaction(self.db) as s:
             ids = sorted({ask.promotion.id for ask in batch})
-            # the rows of the promotions still waiting for approval, locked (as lock_row does, for them all)
             open_ = set(s.execute(_LOCK, {"ids": ids, "waiting": S.PENDING_APPROVAL.value}).scalars())
+            if open_:
+                s.execute(_BUMP, {"ids": sorted(open_)})
             counts = dict.fromkeys(open_, 0)
             if open_:
                 counts.update({pid: n for pid, n in s.execute(_COUNTS, {"ids": sorted(open_)})})
@@ -160,6 +189,15 @@ class ApprovalWriter:
                     refused[p.id] = ""
                     continue
                 if (p.id, ask.user) not in added or first[(p.id, ask.user)] is not ask:
+                    if retry and _same_time(s.execute(_DECIDED_AT, {"id": p.id, "user": ask.user}).scalar(), ask.at):
+                        ask.result = DecisionResult(
+                            True,
+                            f"Approval recorded: {counts[p.id]} of {p.required_approvals}.",
+                            p.id,
+                            approvals=counts[p.id],  # at least its place in the order: enough to complete
+                            required=p.required_approvals,
+                        )
+                        continue
                     ask.result = DecisionResult(False, "You have already approved this promotion.", p.id)
                     continue
                 counts[p.id] += 1
@@ -192,6 +230,15 @@ class ApprovalWriter:
         for ask in batch:
             if ask.result is None:
                 ask.result = DecisionResult(False, refused[ask.promotion.id], ask.promotion.id)
+
+
+def _same_time(stored: datetime | None, at: datetime) -> bool:
+    """Whether ``stored`` (as the database gave it back; SQLite drops the zone) is the instant ``at``."""
+    if stored is None:
+        return False
+    if stored.tzinfo is None:
+        stored = stored.replace(tzinfo=UTC)
+    return stored == at.astimezone(UTC)
 
 
 def _answer(ask: _Ask, error: Exception | None = None) -> None:

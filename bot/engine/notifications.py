@@ -7,11 +7,10 @@ anything: a Slack failure is logged, and the promotion carries on.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bot.engine import records
 from bot.engine.context import EngineContext
-from bot.engine.roles import PromotionView
 from bot.offload import off_loop
 from bot.text import SLACK_GROUP, approver_mentions
 
@@ -20,10 +19,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class _Redraw:
-    """A card's redraw under way: whether another is due once it is done, and the view it drew."""
+    """A card's redraw under way: whether another is due once it is done, and the notes to post after it."""
 
     again: bool = False
-    view: PromotionView | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 class Notifications:
@@ -34,35 +33,34 @@ class Notifications:
     async def announce(self, promotion_id: str, note: str | None) -> None:
         """Redraw the promotion's card and post ``note`` in its thread.
 
-        One card's redraws coalesce. While one is under way, a later announcement posts only its note and
-        asks it to draw once more when it is done, from what is recorded then: the card always ends up
-        showing the latest state, and a burst of twenty approvals on one card costs a few redraws, not
-        twenty (each reads the promotion and its evidence and renders tens of blocks, and Slack rate-limits
-        ``chat.update``)."""
+        One card's redraws coalesce. While one is under way, a later announcement leaves its note with it
+        and asks it to draw once more when it is done, from what is recorded then: the card always ends
+        up showing the latest state, the notes are posted in the order they were announced, and a burst
+        of twenty approvals on one card costs a few redraws, not twenty (each reads the promotion and its
+        evidence and renders tens of blocks, and Slack rate-limits ``chat.update``)."""
         under_way = self._redraws.get(promotion_id)
         if under_way is not None:
             under_way.again = True
             if note:
-                view = under_way.view or await off_loop(records.view, self.ctx, promotion_id)
-                if view is not None:
-                    try:
-                        await self.ctx.notifier.note(view, note)
-                    except Exception:
-                        log.exception("could not post in the thread of %s", promotion_id)
+                under_way.notes.append(note)
             return
-        redraw = self._redraws[promotion_id] = _Redraw()
+        redraw = self._redraws[promotion_id] = _Redraw(notes=[note] if note else [])
         try:
             while True:
                 redraw.again = False
                 view = await off_loop(records.view, self.ctx, promotion_id)
                 if view is None:
                     return
-                redraw.view = view
                 try:
-                    await self.ctx.notifier.promotion_changed(view, note)
+                    await self.ctx.notifier.promotion_changed(view)
                 except Exception:
                     log.exception("could not update the card for %s", promotion_id)
-                note = None
+                while redraw.notes:
+                    text = redraw.notes.pop(0)
+                    try:
+                        await self.ctx.notifier.note(view, text)
+                    except Exception:
+                        log.exception("could not post in the thread of %s", promotion_id)
                 if not redraw.again:
                     return
         finally:

@@ -1,5 +1,6 @@
-"""A burst of changes to one card: fewer redraws than changes, the card ends on the latest state, and the
-thread notes come in the order they were announced."""
+"""A burst of changes to one card: fewer redraws than changes, and the thread notes in the order they were
+announced, each in place when its announcement returns (what the engine says next, e.g. a channel alert,
+comes after it)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,23 @@ async def test_a_burst_of_announcements_redraws_the_card_a_few_times_and_keeps_t
     def notes() -> list[str]:
         return [t for t in thread(h, card) if t.startswith("note ")]
 
-    await h.wait(lambda s: len(notes()) == 10)
+    # each announcement returns once its note is in the thread, after a redraw that read what it announced
     assert notes() == [f"note {n}" for n in range(10)]  # in the order announced
     redraws = len(h.slack.updates(card["channel"])) - before
     assert 1 <= redraws < 10, redraws  # coalesced: the first, and one more for all that came meanwhile
+
+
+async def test_an_announcement_made_while_the_card_is_being_redrawn_returns_once_its_note_is_posted(harness):
+    h = harness
+    await seed(h)
+    await request_card(h)
+    card = h.cards()[-1]
+    pid = next(word.strip("`") for word in all_text(card).split() if word.strip("`").startswith("prm-"))
+    notifications = h.bot.service.notifications
+
+    drawing = asyncio.ensure_future(notifications.announce(pid, "first"))
+    await asyncio.sleep(0)  # the first announcement has started its redraw
+    await notifications.announce(pid, "second")
+
+    assert [t for t in thread(h, card) if t in ("first", "second")] == ["first", "second"]
+    await drawing

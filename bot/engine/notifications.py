@@ -6,6 +6,7 @@ anything: a Slack failure is logged, and the promotion carries on.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 
@@ -17,12 +18,18 @@ from bot.text import SLACK_GROUP, approver_mentions
 log = logging.getLogger(__name__)
 
 
+def _serve(announcements: list[tuple[str | None, asyncio.Future[None] | None]]) -> None:
+    for _, served in announcements:
+        if served is not None and not served.done():
+            served.set_result(None)
+
+
 @dataclass
 class _Redraw:
-    """A card's redraw under way: whether another is due once it is done, and the notes to post after it."""
+    """A card's redraw under way, and the announcements that came meanwhile: each note to post after the
+    next redraw, and the future its caller waits on (None for the announcement that started the redraw)."""
 
-    again: bool = False
-    notes: list[str] = field(default_factory=list)
+    waiting: list[tuple[str | None, asyncio.Future[None] | None]] = field(default_factory=list)
 
 
 class Notifications:
@@ -31,40 +38,44 @@ class Notifications:
         self._redraws: dict[str, _Redraw] = {}  # promotion id -> its card's redraw under way (event loop only)
 
     async def announce(self, promotion_id: str, note: str | None) -> None:
-        """Redraw the promotion's card and post ``note`` in its thread.
+        """Redraw the promotion's card and post ``note`` in its thread; returns once both are done.
 
-        One card's redraws coalesce. While one is under way, a later announcement leaves its note with it
-        and asks it to draw once more when it is done, from what is recorded then: the card always ends
-        up showing the latest state, the notes are posted in the order they were announced, and a burst
-        of twenty approvals on one card costs a few redraws, not twenty (each reads the promotion and its
-        evidence and renders tens of blocks, and Slack rate-limits ``chat.update``)."""
+        One card's redraws coalesce. While one is under way, later announcements wait for it and are all
+        served by one more redraw, which reads what is recorded then (after each of them was called):
+        the card always ends up showing the latest state, the notes are posted in the order they were
+        announced, and a burst of twenty approvals on one card costs a few redraws, not twenty (each reads
+        the promotion and its evidence and renders tens of blocks, and Slack rate-limits ``chat.update``)."""
         under_way = self._redraws.get(promotion_id)
         if under_way is not None:
-            under_way.again = True
-            if note:
-                under_way.notes.append(note)
+            served = asyncio.get_running_loop().create_future()
+            under_way.waiting.append((note, served))
+            await served
             return
-        redraw = self._redraws[promotion_id] = _Redraw(notes=[note] if note else [])
+        redraw = self._redraws[promotion_id] = _Redraw([(note, None)])
+        taken: list[tuple[str | None, asyncio.Future[None] | None]] = []
         try:
-            while True:
-                redraw.again = False
-                view = await off_loop(records.view, self.ctx, promotion_id)
-                if view is None:
-                    return
-                try:
-                    await self.ctx.notifier.promotion_changed(view)
-                except Exception:
-                    log.exception("could not update the card for %s", promotion_id)
-                while redraw.notes:
-                    text = redraw.notes.pop(0)
-                    try:
-                        await self.ctx.notifier.note(view, text)
-                    except Exception:
-                        log.exception("could not post in the thread of %s", promotion_id)
-                if not redraw.again:
-                    return
+            while redraw.waiting:
+                taken, redraw.waiting = redraw.waiting, []
+                await self._draw(promotion_id, [text for text, _ in taken if text])
+                _serve(taken)
+                taken = []
         finally:
             del self._redraws[promotion_id]
+            _serve(taken + redraw.waiting)  # never leave an announcement waiting for a redraw that is gone
+
+    async def _draw(self, promotion_id: str, notes: list[str]) -> None:
+        view = await off_loop(records.view, self.ctx, promotion_id)
+        if view is None:
+            return
+        try:
+            await self.ctx.notifier.promotion_changed(view)
+        except Exception:
+            log.exception("could not update the card for %s", promotion_id)
+        for text in notes:
+            try:
+                await self.ctx.notifier.note(view, text)
+            except Exception:
+                log.exception("could not post in the thread of %s", promotion_id)
 
     async def alert(self, channel: str, text: str) -> None:
         try:

@@ -9,12 +9,17 @@ import asyncio
 from tests.harness import all_text, request_card, seed, thread
 
 
-async def test_a_burst_of_announcements_redraws_the_card_a_few_times_and_keeps_the_notes_in_order(harness):
-    h = harness
+async def pending_card(h) -> tuple[dict, str]:
+    """A production promotion waiting for approval: its card, and its id."""
     await seed(h)
     await request_card(h)
     card = h.cards()[-1]
-    pid = next(word.strip("`") for word in all_text(card).split() if word.strip("`").startswith("prm-"))
+    return card, next(word.strip("`") for word in all_text(card).split() if word.strip("`").startswith("prm-"))
+
+
+async def test_a_burst_of_announcements_redraws_the_card_a_few_times_and_keeps_the_notes_in_order(harness):
+    h = harness
+    card, pid = await pending_card(h)
     notifications = h.bot.service.notifications
     before = len(h.slack.updates(card["channel"]))
 
@@ -31,10 +36,7 @@ async def test_a_burst_of_announcements_redraws_the_card_a_few_times_and_keeps_t
 
 async def test_an_announcement_made_while_the_card_is_being_redrawn_returns_once_its_note_is_posted(harness):
     h = harness
-    await seed(h)
-    await request_card(h)
-    card = h.cards()[-1]
-    pid = next(word.strip("`") for word in all_text(card).split() if word.strip("`").startswith("prm-"))
+    card, pid = await pending_card(h)
     notifications = h.bot.service.notifications
 
     drawing = asyncio.ensure_future(notifications.announce(pid, "first"))

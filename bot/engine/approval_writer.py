@@ -155,14 +155,13 @@ class ApprovalWriter:
         result is set once it has committed. ``retry``: the batch failed, perhaps at a commit the server
         had made before the connection dropped, so an approval already there with this ask's own time is
         this ask's, recorded, not a second click."""
-        refused: dict[str, str] = {}  # ask's promotion id -> "already decided", read after the commit
+        refused: set[str] = set()  # promotions no longer waiting: why is read after the commit
         with transaction(self.db) as s:
             ids = sorted({ask.promotion.id for ask in batch})
             open_ = set(s.execute(_LOCK, {"ids": ids, "waiting": S.PENDING_APPROVAL.value}).scalars())
-            if open_:
-                s.execute(_BUMP, {"ids": sorted(open_)})
             counts = dict.fromkeys(open_, 0)
             if open_:
+                s.execute(_BUMP, {"ids": sorted(open_)})
                 counts.update({pid: n for pid, n in s.execute(_COUNTS, {"ids": sorted(open_)})})
             first: dict[tuple[str, str], _Ask] = {}  # the ask that may record each (promotion, approver)
             for ask in batch:
@@ -186,28 +185,16 @@ class ApprovalWriter:
             for ask in batch:
                 p = ask.promotion
                 if p.id not in open_:
-                    refused[p.id] = ""
+                    refused.add(p.id)
                     continue
                 if (p.id, ask.user) not in added or first[(p.id, ask.user)] is not ask:
                     if retry and _same_time(s.execute(_DECIDED_AT, {"id": p.id, "user": ask.user}).scalar(), ask.at):
-                        ask.result = DecisionResult(
-                            True,
-                            f"Approval recorded: {counts[p.id]} of {p.required_approvals}.",
-                            p.id,
-                            approvals=counts[p.id],  # at least its place in the order: enough to complete
-                            required=p.required_approvals,
-                        )
+                        ask.result = _recorded(p, counts[p.id])  # at least its place in the order: enough to complete
                         continue
                     ask.result = DecisionResult(False, "You have already approved this promotion.", p.id)
                     continue
                 counts[p.id] += 1
-                ask.result = DecisionResult(
-                    True,
-                    f"Approval recorded: {counts[p.id]} of {p.required_approvals}.",
-                    p.id,
-                    approvals=counts[p.id],
-                    required=p.required_approvals,
-                )
+                ask.result = _recorded(p, counts[p.id])
                 events.append(
                     dict(
                         at=ask.at,
@@ -221,15 +208,29 @@ class ApprovalWriter:
                 )
             audit.append_many(s, events)
         # committed: what follows only words the refusals, and must not send the batch round again
-        for pid in refused:
-            try:
-                refused[pid] = self.already(pid)
-            except Exception:
-                log.warning("could not read why %s takes no more approvals", pid, exc_info=True)
-                refused[pid] = f"`{pid}` is no longer waiting for approval."
+        why = {pid: self._why(pid) for pid in refused}
         for ask in batch:
             if ask.result is None:
-                ask.result = DecisionResult(False, refused[ask.promotion.id], ask.promotion.id)
+                ask.result = DecisionResult(False, why[ask.promotion.id], ask.promotion.id)
+
+    def _why(self, promotion_id: str) -> str:
+        """Why the promotion takes no more approvals (read after the commit: a failure here must not send
+        the batch round again)."""
+        try:
+            return self.already(promotion_id)
+        except Exception:
+            log.warning("could not read why %s takes no more approvals", promotion_id, exc_info=True)
+            return f"`{promotion_id}` is no longer waiting for approval."
+
+
+def _recorded(p: Promotion, count: int) -> DecisionResult:
+    return DecisionResult(
+        True,
+        f"Approval recorded: {count} of {p.required_approvals}.",
+        p.id,
+        approvals=count,
+        required=p.required_approvals,
+    )
 
 
 def _same_time(stored: datetime | None, at: datetime) -> bool:

@@ -34,6 +34,11 @@ from storage.statuses import PromotionStatus as S
 RESUME_AFTER = timedelta(seconds=30)  # an approval older than this whose completion never ran is resumed
 
 
+def _approved(actor: str, count: int | None, required: int | None) -> str:
+    """The thread note of an approval that is not yet enough."""
+    return f"<@{actor}> approved ({count} of {required})."
+
+
 def approval_count(s: Session, promotion_id: str) -> int:
     return s.exec(
         select(sa.func.count())
@@ -118,14 +123,13 @@ class Approvals:
         the card (the promotion is not read again)."""
         ctx = self.ctx
         if recorded is not None and recorded.short_of_required:
-            note = f"<@{actor}> approved ({recorded.approvals} of {recorded.required})."
-            await self.notifications.announce(promotion_id, note)
+            await self.notifications.announce(promotion_id, _approved(actor, recorded.approvals, recorded.required))
             return recorded
         p, count = await off_loop(self._with_count, promotion_id)
         if p is None or p.status != S.PENDING_APPROVAL.value:
             return DecisionResult(False, await off_loop(self._already, promotion_id) if p else "gone", promotion_id)
         if count < p.required_approvals:
-            await self.notifications.announce(p.id, f"<@{actor}> approved ({count} of {p.required_approvals}).")
+            await self.notifications.announce(p.id, _approved(actor, count, p.required_approvals))
             return DecisionResult(True, f"Approval recorded: {count} of {p.required_approvals}.", p.id)
         if p.expires_at is not None and ctx.clock() >= p.expires_at:
             await self.expire_due()  # approvals completed after the deadline do not count

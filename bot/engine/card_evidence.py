@@ -53,40 +53,34 @@ async def _changes(
 def _recorded(
     view: PromotionView, *, config: PromobotConfig, ledger: Ledger, now: datetime, together: ReadsTogether
 ) -> tuple[ArtifactRecord | None, CardEvidence]:
-    with together():
-        return _read(view, config=config, ledger=ledger, now=now)
-
-
-def _read(
-    view: PromotionView, *, config: PromobotConfig, ledger: Ledger, now: datetime
-) -> tuple[ArtifactRecord | None, CardEvidence]:
     """What the ledger says for ``view``'s card (the artifact it replaces, and the evidence without the
-    commits). Reads the database: call it off the event loop."""
+    commits), its reads sharing one connection. Reads the database: call it off the event loop."""
     service, target = view.service, view.target_environment
     env = config.environment(target)
-    replaced = ledger.artifact(service, view.replaces_tag) if view.replaces_tag else None
-    # a rollback's record is the artifact's own earlier life in the target environment
-    previous = view.source_environment or (target if view.kind == PromotionKind.ROLLBACK.value else None)
-    soak = None
-    if view.source_environment and view.kind != PromotionKind.ROLLBACK.value:
-        soak = soak_progress(ledger, service, view.tag, view.source_environment, env.soak_time, now)
-    return replaced, CardEvidence(
-        rolled_back_changes=view.kind == PromotionKind.ROLLBACK.value,
-        replaces_digest=replaced.digest if replaced else None,
-        previous_environment=previous,
-        previous_deployments=tuple(ledger.deployments(service, previous, tag=view.tag, limit=HISTORY))
-        if previous
-        else (),
-        previous_verifications=tuple(ledger.verifications(service, previous, tag=view.tag, limit=HISTORY))
-        if previous
-        else (),
-        target_deployments=tuple(ledger.deployments(service, target, limit=HISTORY)),
-        target_verifications=tuple(ledger.verifications(service, target, limit=HISTORY)),
-        soak=soak,
-        window=window_state(env, now),
-        hold=ledger.hold(service, view.tag),
-        now=now,
-    )
+    with together():
+        replaced = ledger.artifact(service, view.replaces_tag) if view.replaces_tag else None
+        # a rollback's record is the artifact's own earlier life in the target environment
+        previous = view.source_environment or (target if view.kind == PromotionKind.ROLLBACK.value else None)
+        soak = None
+        if view.source_environment and view.kind != PromotionKind.ROLLBACK.value:
+            soak = soak_progress(ledger, service, view.tag, view.source_environment, env.soak_time, now)
+        return replaced, CardEvidence(
+            rolled_back_changes=view.kind == PromotionKind.ROLLBACK.value,
+            replaces_digest=replaced.digest if replaced else None,
+            previous_environment=previous,
+            previous_deployments=tuple(ledger.deployments(service, previous, tag=view.tag, limit=HISTORY))
+            if previous
+            else (),
+            previous_verifications=tuple(ledger.verifications(service, previous, tag=view.tag, limit=HISTORY))
+            if previous
+            else (),
+            target_deployments=tuple(ledger.deployments(service, target, limit=HISTORY)),
+            target_verifications=tuple(ledger.verifications(service, target, limit=HISTORY)),
+            soak=soak,
+            window=window_state(env, now),
+            hold=ledger.hold(service, view.tag),
+            now=now,
+        )
 
 
 async def gather(

@@ -17,6 +17,12 @@ from bot.text import SLACK_GROUP, approver_mentions
 
 log = logging.getLogger(__name__)
 
+# Cards redrawn at once, across promotions. A redraw reads the promotion and its evidence and renders tens
+# of blocks, holding the interpreter's lock that acknowledgements wait on; and Slack takes about one message
+# a second per channel and fifty chat.update calls a minute, so more at once would only be refused. A card
+# waiting its turn gathers the announcements that come meanwhile into its next redraw.
+DRAWS_AT_ONCE = 2
+
 
 def _serve(announcements: list[tuple[str | None, asyncio.Future[None] | None]]) -> None:
     for _, served in announcements:
@@ -36,6 +42,7 @@ class Notifications:
     def __init__(self, ctx: EngineContext):
         self.ctx = ctx
         self._redraws: dict[str, _Redraw] = {}  # promotion id -> its card's redraw under way (event loop only)
+        self._drawing = asyncio.Semaphore(DRAWS_AT_ONCE)
 
     async def announce(self, promotion_id: str, note: str | None) -> None:
         """Redraw the promotion's card and post ``note`` in its thread; returns once both are done.
@@ -55,8 +62,9 @@ class Notifications:
         taken: list[tuple[str | None, asyncio.Future[None] | None]] = []
         try:
             while redraw.waiting:
-                taken, redraw.waiting = redraw.waiting, []
-                await self._draw(promotion_id, [text for text, _ in taken if text])
+                async with self._drawing:
+                    taken, redraw.waiting = redraw.waiting, []
+                    await self._draw(promotion_id, [text for text, _ in taken if text])
                 _serve(taken)
                 taken = []
         finally:

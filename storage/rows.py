@@ -27,11 +27,6 @@ _SLOTS = (
     .join_from(ActivePromotion.__table__, Promotion.__table__, _P.id == _SLOT.promotion_id)  # type: ignore[attr-defined]
     .where(_SLOT.service == sa.bindparam("service"))
 )
-_DECIDED = sa.select(_AP.id).where(
-    _AP.promotion_id == sa.bindparam("id"),
-    _AP.approver == sa.bindparam("user"),
-    _AP.decision == sa.bindparam("decision"),
-)
 
 
 def promotion(db: Engine, promotion_id: str) -> Promotion | None:
@@ -49,12 +44,6 @@ def promotion_and_approvals(db: Engine, promotion_id: str) -> tuple[Promotion | 
             return None, []
         approvals = [Approval(**a._mapping) for a in conn.execute(_APPROVALS, {"id": promotion_id})]
     return Promotion(**row._mapping), approvals
-
-
-def has_decided(db: Engine, promotion_id: str, user: str, decision: str) -> bool:
-    """Whether ``user`` has recorded ``decision`` (approve or reject) on the promotion."""
-    with reading(db) as conn:
-        return conn.execute(_DECIDED, {"id": promotion_id, "user": user, "decision": decision}).first() is not None
 
 
 def active_slots(db: Engine, service: str) -> dict[str, tuple[str, str]]:

@@ -1,5 +1,6 @@
-"""Approvals written in batches: each recorded once, counted in order, audited in one unbroken chain, and
-never acknowledged before its transaction committed; a batch that fails is written again one by one."""
+"""Approvals and revocations written in batches: each recorded once, applied and counted in the order asked,
+audited in one unbroken chain, and never acknowledged before its transaction committed; a batch that fails
+is written again one by one."""
 
 from __future__ import annotations
 
@@ -46,6 +47,10 @@ def db(database_url):
     engine.dispose()
 
 
+def writer_for(db) -> ApprovalWriter:
+    return ApprovalWriter(db, lambda pid: f"`{pid}` is cancelled.", lambda pid: f"`{pid}` takes no revokes.")
+
+
 def promotion(db, pid: str) -> Promotion:
     with Session(db) as s:
         p = s.get(Promotion, pid)
@@ -55,7 +60,7 @@ def promotion(db, pid: str) -> Promotion:
 
 
 async def test_concurrent_approvals_are_each_recorded_once_and_counted_in_order(db):
-    writer = ApprovalWriter(db, lambda pid: f"`{pid}` is cancelled.")
+    writer = writer_for(db)
     asks = [("prm-a", f"U{n:02d}") for n in range(12)] + [("prm-b", f"U{n:02d}") for n in range(8)]
     asks += [("prm-a", "U03"), ("prm-b", "U05")]  # the same approvers again
     asks += [("prm-gone", "U01")]  # a promotion that no longer waits
@@ -94,7 +99,7 @@ async def test_a_batch_that_fails_is_written_again_one_by_one(db, monkeypatch, c
         return real(session, events)
 
     monkeypatch.setattr(approval_writer.audit, "append_many", refuse_u13)
-    writer = ApprovalWriter(db, lambda pid: "no longer waiting")
+    writer = writer_for(db)
     asks = [asyncio.ensure_future(writer.record(promotion(db, "prm-a"), f"U{n:02d}", NOW)) for n in range(10, 16)]
     await asyncio.sleep(0.1)
     queued.set()
@@ -125,7 +130,7 @@ async def test_a_commit_that_went_through_before_the_connection_dropped_is_not_a
             raise sa.exc.OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
 
     monkeypatch.setattr(approval_writer, "transaction", commit_then_drop)
-    writer = ApprovalWriter(db, lambda pid: "no longer waiting")
+    writer = writer_for(db)
     answers = await asyncio.gather(*(writer.record(promotion(db, "prm-a"), f"U{n:02d}", NOW) for n in range(3)))
 
     assert dropped
@@ -134,4 +139,95 @@ async def test_a_commit_that_went_through_before_the_connection_dropped_is_not_a
         assert len(s.exec(select(Approval).where(col(Approval.promotion_id) == "prm-a")).all()) == 3
         events = s.exec(select(AuditEvent).where(col(AuditEvent.action) == "promotion.approval")).all()
         assert len(events) == 3  # written once, in the commit that went through
+        assert audit.verify(s) is None
+
+
+async def test_approvals_and_revokes_in_one_batch_are_applied_in_the_order_asked(db, monkeypatch):
+    real = audit.append_many
+    queued = threading.Event()
+    batches: list[list[tuple[str, str]]] = []
+
+    def hold_the_first(session, events):
+        queued.wait(5)  # the first batch waits until every ask is queued: the rest make one batch
+        batches.append([(e["actor"], e["action"]) for e in events])
+        return real(session, events)
+
+    monkeypatch.setattr(approval_writer.audit, "append_many", hold_the_first)
+    writer = writer_for(db)
+    a, gone = promotion(db, "prm-a"), promotion(db, "prm-gone")
+    asks = [
+        writer.record(promotion(db, "prm-b"), "U99", NOW),  # the first batch, alone
+        writer.record(a, "U01", NOW),
+        writer.record(a, "U02", NOW),
+        writer.revoke(a, "U01", NOW),  # revoked in the batch that recorded it
+        writer.revoke(a, "U03", NOW),  # never approved
+        writer.record(a, "U01", NOW),  # and given again
+        writer.revoke(a, "U01", NOW),
+        writer.record(a, "U01", NOW),
+        writer.revoke(a, "U02", NOW),
+        writer.revoke(gone, "U01", NOW),  # no longer waiting
+    ]
+    futures = [asyncio.ensure_future(ask) for ask in asks]
+    await asyncio.sleep(0.1)
+    queued.set()
+    answers = [(a.changed, a.message) for a in await asyncio.gather(*futures)]
+
+    assert answers == [
+        (True, "Approval recorded: 1 of 20."),
+        (True, "Approval recorded: 1 of 20."),
+        (True, "Approval recorded: 2 of 20."),
+        (True, "Your approval of `prm-a` is revoked: 1 of 20."),
+        (False, "You have not approved `prm-a`, so there is nothing to revoke."),
+        (True, "Approval recorded: 2 of 20."),
+        (True, "Your approval of `prm-a` is revoked: 1 of 20."),
+        (True, "Approval recorded: 2 of 20."),
+        (True, "Your approval of `prm-a` is revoked: 1 of 20."),
+        (False, "`prm-gone` takes no revokes."),
+    ]
+    assert len(batches) == 2 and len(batches[1]) == 7  # the approvals and revokes of prm-a in one transaction
+    with Session(db) as s:
+        assert s.exec(select(Approval.approver).where(col(Approval.promotion_id) == "prm-a")).all() == ["U01"]
+        events = s.exec(
+            select(AuditEvent).where(col(AuditEvent.promotion_id) == "prm-a").order_by(col(AuditEvent.seq))
+        ).all()
+        assert [(e.actor, e.action.split(".")[1], e.detail["approvals"]) for e in events] == [
+            ("U01", "approval", 1),
+            ("U02", "approval", 2),
+            ("U01", "approval_revoked", 1),
+            ("U01", "approval", 2),
+            ("U01", "approval_revoked", 1),
+            ("U01", "approval", 2),
+            ("U02", "approval_revoked", 1),
+        ]
+        assert audit.verify(s) is None
+
+
+async def test_a_revoke_whose_commit_went_through_before_the_connection_dropped_is_answered_as_revoked(db, monkeypatch):
+    """Written again after an ambiguous commit, a revoke finds its own audited revocation: revoked, not
+    "you have not approved"."""
+    writer = writer_for(db)
+    a = promotion(db, "prm-a")
+    await asyncio.gather(*(writer.record(a, f"U{n:02d}", NOW) for n in range(3)))
+    real = approval_writer.transaction
+    dropped = []
+
+    @contextmanager
+    def commit_then_drop(engine):
+        with real(engine) as s:
+            yield s
+        if not dropped:
+            dropped.append(True)
+            raise sa.exc.OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
+
+    monkeypatch.setattr(approval_writer, "transaction", commit_then_drop)
+    later = NOW.replace(minute=5)
+    answers = await asyncio.gather(writer.revoke(a, "U00", later), writer.revoke(a, "U01", later))
+
+    assert dropped
+    assert all(r.changed and "is revoked" in r.message for r in answers), answers
+    with Session(db) as s:
+        approvers = s.exec(select(Approval.approver).where(col(Approval.promotion_id) == "prm-a")).all()
+        assert approvers == ["U02"]
+        revoked = s.exec(select(AuditEvent).where(col(AuditEvent.action) == "promotion.approval_revoked")).all()
+        assert sorted(e.actor for e in revoked) == ["U00", "U01"]  # written once, in the commit that went through
         assert audit.verify(s) is None

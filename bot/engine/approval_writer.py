@@ -1,4 +1,5 @@
-"""Approvals written in batches: the durable half of an approval, before Slack is acknowledged.
+"""Approvals and their revocations written in batches: the durable half of an approval, before Slack is
+acknowledged, and of a revoke.
 
 Each approval is a transaction that locks its promotion's row and the audit chain's head, and commits
 (a disk flush). One at a time, under load, they queued behind each other's locks: with 50 people clicking,
@@ -9,6 +10,10 @@ are: the rows of their promotions locked in id order by one SELECT … FOR UPDAT
 the audit head for all their events, one commit. Nobody is acknowledged before the transaction that holds
 their approval has committed. If a batch fails as a whole, its approvals are written again one by one, so
 one bad approval cannot fail the others.
+
+A revoke takes the same way (each on its own was a transaction of six statements and cost more of the
+interpreter than anything else a click does). The asks of a batch are applied in the order they came, so
+an approval and its revocation in one batch are both recorded, in that order, and counted in that order.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from sqlalchemy.engine import Engine
 from bot.engine.outcomes import DecisionResult
 from storage import audit
 from storage.db import transaction
-from storage.models import Approval, Promotion
+from storage.models import Approval, AuditEvent, Promotion
 from storage.statuses import Decision
 from storage.statuses import PromotionStatus as S
 
@@ -57,10 +62,13 @@ _BUMP = (
 _DECIDED_AT = sa.select(_AP.decided_at).where(
     _AP.promotion_id == sa.bindparam("id"), _AP.approver == sa.bindparam("user"), _AP.decision == Decision.APPROVE.value
 )
-_COUNTS = (
-    sa.select(_AP.promotion_id, sa.func.count())
-    .where(_AP.promotion_id.in_(sa.bindparam("ids", expanding=True)), _AP.decision == Decision.APPROVE.value)
-    .group_by(_AP.promotion_id)
+# who has approved each promotion (a promotion waiting for approval has at most a few tens): their count too
+_APPROVERS = sa.select(_AP.promotion_id, _AP.approver).where(
+    _AP.promotion_id.in_(sa.bindparam("ids", expanding=True)), _AP.decision == Decision.APPROVE.value
+)
+_E = AuditEvent.__table__.c  # type: ignore[attr-defined]
+_REVOKED_AT = sa.select(_E.at).where(
+    _E.promotion_id == sa.bindparam("id"), _E.actor == sa.bindparam("user"), _E.action.endswith(".approval_revoked")
 )
 
 
@@ -71,16 +79,18 @@ class _Ask:
     at: datetime
     loop: asyncio.AbstractEventLoop
     answer: asyncio.Future[DecisionResult]
+    revoke: bool = False  # withdraw the approval instead of recording one
     result: DecisionResult | None = field(default=None)
 
 
 class ApprovalWriter:
-    """Records approvals; ``already(promotion_id)`` says why a promotion takes no more (read after the
-    batch commits)."""
+    """Records approvals and revokes them. Why a promotion takes no more approvals (``already``), or why an
+    approval of it cannot be revoked (``cannot_revoke``), is read after the batch commits."""
 
-    def __init__(self, db: Engine, already: Callable[[str], str]) -> None:
+    def __init__(self, db: Engine, already: Callable[[str], str], cannot_revoke: Callable[[str], str]) -> None:
         self.db = db
         self.already = already
+        self.cannot_revoke = cannot_revoke
         self._asks: queue.SimpleQueue[_Ask] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._running = False
@@ -88,8 +98,16 @@ class ApprovalWriter:
     async def record(self, p: Promotion, user: str, at: datetime) -> DecisionResult:
         """Record ``user``'s approval of ``p`` (read a moment ago) as of ``at``; returns once it is committed,
         or why it was not recorded."""
+        return await self._ask(p, user, at, revoke=False)
+
+    async def revoke(self, p: Promotion, user: str, at: datetime) -> DecisionResult:
+        """Withdraw ``user``'s approval of ``p`` as of ``at``; returns once that is committed (with the
+        approvals left), or why there was nothing to withdraw."""
+        return await self._ask(p, user, at, revoke=True)
+
+    async def _ask(self, p: Promotion, user: str, at: datetime, *, revoke: bool) -> DecisionResult:
         loop = asyncio.get_running_loop()
-        ask = _Ask(p, user, at, loop, loop.create_future())
+        ask = _Ask(p, user, at, loop, loop.create_future(), revoke)
         self._asks.put(ask)
         with self._lock:
             if not self._running:
@@ -150,74 +168,107 @@ class ApprovalWriter:
             _answer(ask)
 
     def _write(self, batch: list[_Ask], *, retry: bool = False) -> None:
-        """Every approval of ``batch`` in one transaction of a few statements, however many approvals (each
-        round trip a thread makes under load costs it a wait for the interpreter's lock); each ask's
-        result is set once it has committed. ``retry``: the batch failed, perhaps at a commit the server
-        had made before the connection dropped, so an approval already there with this ask's own time is
-        this ask's, recorded, not a second click."""
-        refused: set[str] = set()  # promotions no longer waiting: why is read after the commit
+        """Every ask of ``batch`` in one transaction of a few statements, however many asks (each round trip
+        a thread makes under load costs it a wait for the interpreter's lock), applied in the order they
+        came; each ask's result is set once it has committed. ``retry``: the batch failed, perhaps at a
+        commit the server had made before the connection dropped, so an approval already there with this
+        ask's own time (or a revocation already audited at it) is this ask's, done, not a second click."""
+        refused: set[tuple[str, bool]] = set()  # (promotion, revoke) no longer waiting: why is read after the commit
         with transaction(self.db) as s:
             ids = sorted({ask.promotion.id for ask in batch})
             open_ = set(s.execute(_LOCK, {"ids": ids, "waiting": S.PENDING_APPROVAL.value}).scalars())
-            counts = dict.fromkeys(open_, 0)
+            have: set[tuple[str, str]] = set()  # (promotion, approver) approved, as the asks so far leave it
             if open_:
                 s.execute(_BUMP, {"ids": sorted(open_)})
-                counts.update({pid: n for pid, n in s.execute(_COUNTS, {"ids": sorted(open_)})})
-            first: dict[tuple[str, str], _Ask] = {}  # the ask that may record each (promotion, approver)
-            for ask in batch:
-                if ask.promotion.id in open_:
-                    first.setdefault((ask.promotion.id, ask.user), ask)
-            added: set[tuple[str, str]] = set()
-            if first:
-                insert = (postgresql if self.db.dialect.name == "postgresql" else sqlite).insert(_APPROVAL)
-                rows = [
-                    dict(promotion_id=pid, approver=user, decision=Decision.APPROVE.value, decided_at=ask.at)
-                    for (pid, user), ask in first.items()
-                ]
-                added = set(
-                    s.execute(
-                        insert.values(rows)
-                        .on_conflict_do_nothing(index_elements=["promotion_id", "approver"])
-                        .returning(_AP.promotion_id, _AP.approver)
-                    ).tuples()
-                )
+                have = set(s.execute(_APPROVERS, {"ids": sorted(open_)}).tuples())
+            stored = set(have)  # as the database holds them under the lock
+            counts = dict.fromkeys(open_, 0)
+            for pid, _ in have:
+                counts[pid] += 1
+            approved: dict[tuple[str, str], datetime] = {}  # approvals to insert, with their time
             events: list[dict[str, Any]] = []
             for ask in batch:
-                p = ask.promotion
+                p, pair = ask.promotion, (ask.promotion.id, ask.user)
                 if p.id not in open_:
-                    refused.add(p.id)
+                    refused.add((p.id, ask.revoke))
                     continue
-                if (p.id, ask.user) not in added or first[(p.id, ask.user)] is not ask:
+                if not ask.revoke and pair in have:
                     if retry and _same_time(s.execute(_DECIDED_AT, {"id": p.id, "user": ask.user}).scalar(), ask.at):
                         ask.result = _recorded(p, counts[p.id])  # at least its place in the order: enough to complete
-                        continue
-                    ask.result = DecisionResult(False, "You have already approved this promotion.", p.id)
+                    else:
+                        ask.result = DecisionResult(False, "You have already approved this promotion.", p.id)
                     continue
-                counts[p.id] += 1
-                ask.result = _recorded(p, counts[p.id])
+                if ask.revoke and pair not in have:
+                    revoked_at = s.execute(_REVOKED_AT, {"id": p.id, "user": ask.user}).scalars() if retry else ()
+                    if any(_same_time(at, ask.at) for at in revoked_at):
+                        ask.result = _revoked(p, counts[p.id])
+                    else:
+                        ask.result = _not_approved(p)
+                    continue
+                if ask.revoke:
+                    have.discard(pair)
+                    approved.pop(pair, None)
+                    counts[p.id] -= 1
+                    ask.result = _revoked(p, counts[p.id])
+                else:
+                    have.add(pair)
+                    approved[pair] = ask.at
+                    counts[p.id] += 1
+                    ask.result = _recorded(p, counts[p.id])
                 events.append(
                     dict(
                         at=ask.at,
                         actor=ask.user,
-                        action=f"{p.kind}.approval",
+                        action=f"{p.kind}.{'approval_revoked' if ask.revoke else 'approval'}",
                         promotion_id=p.id,
                         service=p.service,
                         environment=p.target_environment,
                         detail={"approvals": counts[p.id], "required": p.required_approvals},
                     )
                 )
+            # an approval revoked (and perhaps given again) goes; one given goes in with its latest time
+            self._delete(s, stored - have | (stored & approved.keys()))
+            self._insert(s, approved)
             audit.append_many(s, events)
         # committed: what follows only words the refusals, and must not send the batch round again
-        why = {pid: self._why(pid) for pid in refused}
+        why = {key: self._why(*key) for key in refused}
         for ask in batch:
             if ask.result is None:
-                ask.result = DecisionResult(False, why[ask.promotion.id], ask.promotion.id)
+                ask.result = DecisionResult(False, why[(ask.promotion.id, ask.revoke)], ask.promotion.id)
 
-    def _why(self, promotion_id: str) -> str:
-        """Why the promotion takes no more approvals (read after the commit: a failure here must not send
-        the batch round again)."""
+    @staticmethod
+    def _delete(s: Any, pairs: set[tuple[str, str]]) -> None:
+        if not pairs:
+            return
+        gone = s.execute(
+            sa.delete(_APPROVAL)
+            .where(sa.tuple_(_AP.promotion_id, _AP.approver).in_(sorted(pairs)), _AP.decision == Decision.APPROVE.value)
+            .returning(_AP.promotion_id, _AP.approver)
+        ).tuples()
+        if set(gone) != pairs:  # the rows are locked, so this cannot be: fail the batch, and write it one by one
+            raise RuntimeError("approvals changed under the promotions' row locks")
+
+    def _insert(self, s: Any, approved: dict[tuple[str, str], datetime]) -> None:
+        if not approved:
+            return
+        insert = (postgresql if self.db.dialect.name == "postgresql" else sqlite).insert(_APPROVAL)
+        rows = [
+            dict(promotion_id=pid, approver=user, decision=Decision.APPROVE.value, decided_at=at)
+            for (pid, user), at in approved.items()
+        ]
+        added = s.execute(
+            insert.values(rows)
+            .on_conflict_do_nothing(index_elements=["promotion_id", "approver"])
+            .returning(_AP.promotion_id, _AP.approver)
+        ).tuples()
+        if set(added) != approved.keys():  # as above: counted as new, so it must be new
+            raise RuntimeError("approvals changed under the promotions' row locks")
+
+    def _why(self, promotion_id: str, revoke: bool) -> str:
+        """Why the promotion takes no more approvals, or revocations (read after the commit: a failure here
+        must not send the batch round again)."""
         try:
-            return self.already(promotion_id)
+            return self.cannot_revoke(promotion_id) if revoke else self.already(promotion_id)
         except Exception:
             log.warning("could not read why %s takes no more approvals", promotion_id, exc_info=True)
             return f"`{promotion_id}` is no longer waiting for approval."
@@ -231,6 +282,20 @@ def _recorded(p: Promotion, count: int) -> DecisionResult:
         approvals=count,
         required=p.required_approvals,
     )
+
+
+def _revoked(p: Promotion, count: int) -> DecisionResult:
+    return DecisionResult(
+        True,
+        f"Your approval of `{p.id}` is revoked: {count} of {p.required_approvals}.",
+        p.id,
+        approvals=count,
+        required=p.required_approvals,
+    )
+
+
+def _not_approved(p: Promotion) -> DecisionResult:
+    return DecisionResult(False, f"You have not approved `{p.id}`, so there is nothing to revoke.", p.id)
 
 
 def _same_time(stored: datetime | None, at: datetime) -> bool:

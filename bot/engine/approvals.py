@@ -22,11 +22,10 @@ from bot.engine.notifications import Notifications
 from bot.engine.outcomes import DecisionResult
 from bot.engine.records import approvers_of
 from bot.engine.requests import Requests
-from bot.engine.transitions import lock_row, move, release_slot
+from bot.engine.transitions import move, release_slot
 from bot.offload import off_loop, urgent
 from checks.base import GateReport
-from storage import audit, rows
-from storage.db import rowcount, transaction
+from storage.db import transaction
 from storage.models import Approval, OutboxEntry, Promotion
 from storage.statuses import Decision
 from storage.statuses import PromotionStatus as S
@@ -85,7 +84,7 @@ class Approvals:
         self.ctx = ctx
         self.notifications = notifications
         self.requests = requests
-        self.writer = ApprovalWriter(ctx.db, self._already)
+        self.writer = ApprovalWriter(ctx.db, self._already, self._cannot_revoke)
 
     def _already(self, promotion_id: str) -> str:
         p = self.ctx.promotion(promotion_id)
@@ -308,65 +307,22 @@ class Approvals:
         p = await off_loop(self.ctx.promotion, promotion_id)
         if p is None:
             return DecisionResult(False, messages.nothing_to_revoke(promotion_id))
-        revoked = await asyncio.to_thread(self._revoke, p, user, self.ctx.clock())
-        if isinstance(revoked, DecisionResult):
-            return revoked
-        await self.notifications.announce(
-            p.id, f"<@{user}> revoked their approval ({revoked} of {p.required_approvals})."
-        )
-        return DecisionResult(True, f"Your approval of `{p.id}` is revoked: {revoked} of {p.required_approvals}.", p.id)
-
-    def _revoke(self, p: Promotion, user: str, now: datetime) -> int | DecisionResult:
-        """The approvals left once ``user``'s is withdrawn, or why it cannot be."""
-        # ``p`` was read a moment ago: most revokes that fail, fail here, without taking the write lock
-        refused = self._revoke_refused(p, user)
-        if refused is not None:
-            return refused
-        with transaction(self.ctx.db) as s:
-            if not lock_row(s, p.id, S.PENDING_APPROVAL):
-                current = self.ctx.promotion(p.id)
-                assert current is not None
-                return self._revoke_refused(current, user) or DecisionResult(False, self._already(p.id), p.id)
-            removed = rowcount(
-                s.execute(
-                    sa.delete(Approval).where(
-                        col(Approval.promotion_id) == p.id,
-                        col(Approval.approver) == user,
-                        col(Approval.decision) == Decision.APPROVE.value,
-                    )
-                )
+        if p.status != S.PENDING_APPROVAL.value:  # most revokes that fail, fail here, without the write lock
+            return DecisionResult(False, await off_loop(self._cannot_revoke, p.id), p.id)
+        revoked = await self.writer.revoke(p, user, self.ctx.clock())
+        if revoked.changed:
+            await self.notifications.announce(
+                p.id, f"<@{user}> revoked their approval ({revoked.approvals} of {revoked.required})."
             )
-            if not removed:
-                return self._not_approved(p)
-            count = approval_count(s, p.id)
-            audit.append(
-                s,
-                at=now,
-                actor=user,
-                action=f"{p.kind}.approval_revoked",
-                promotion_id=p.id,
-                service=p.service,
-                environment=p.target_environment,
-                detail={"approvals": count, "required": p.required_approvals},
-            )
-        return count
+        return revoked
 
-    def _revoke_refused(self, current: Promotion, user: str) -> DecisionResult | None:
-        """Why ``user`` cannot revoke an approval of the promotion as ``current`` records it, if they cannot."""
-        if current.status != S.PENDING_APPROVAL.value:
-            refusal = (
-                messages.revoke_refused(current)
-                if S(current.status) in (S.APPROVED, S.DISPATCHED, S.DEPLOYED, S.VERIFIED)
-                else None
-            )
-            return DecisionResult(False, refusal or self._already(current.id), current.id)
-        if not rows.has_decided(self.ctx.db, current.id, user, Decision.APPROVE.value):
-            return self._not_approved(current)
-        return None
-
-    @staticmethod
-    def _not_approved(p: Promotion) -> DecisionResult:
-        return DecisionResult(False, f"You have not approved `{p.id}`, so there is nothing to revoke.", p.id)
+    def _cannot_revoke(self, promotion_id: str) -> str:
+        """Why no approval of the promotion can be revoked now (it no longer waits for approvals)."""
+        current = self.ctx.promotion(promotion_id)
+        assert current is not None
+        if S(current.status) in (S.APPROVED, S.DISPATCHED, S.DEPLOYED, S.VERIFIED):
+            return messages.revoke_refused(current)
+        return self._already(current.id)
 
     async def refusal(self, p: Promotion, user: str, verb: str) -> str | None:
         """Why ``user`` may not ``verb`` (approve or reject) ``p`` now, or None when they may."""

@@ -92,14 +92,16 @@ def _recompute(ev: AuditEvent | sa.Row, key: bytes | None = None) -> str:
     )
 
 
+_HEAD = AuditHead.__table__  # type: ignore[attr-defined]
+_EVENTS = AuditEvent.__table__  # type: ignore[attr-defined]
+_EVENT_COLUMNS = [c.name for c in _EVENTS.columns]
+
+
 def _take_head(session: Session, count: int = 1) -> tuple[int, str]:
     """Lock the head row and advance its seq by ``count``, creating it on the very first append; returns the
     new seq and the hash of the event before the ``count`` new ones."""
     bump = (
-        sa.update(AuditHead)
-        .where(col(AuditHead.id) == 1)
-        .values(seq=col(AuditHead.seq) + count)
-        .returning(col(AuditHead.seq), col(AuditHead.last_hash))
+        _HEAD.update().where(_HEAD.c.id == 1).values(seq=_HEAD.c.seq + count).returning(_HEAD.c.seq, _HEAD.c.last_hash)
     )
     head = session.execute(bump).first()
     if head is None:
@@ -165,9 +167,11 @@ def append_many(session: Session, events: list[dict[str, Any]]) -> list[AuditEve
             AuditEvent(seq=seq, at=at, detail=detail, prev_hash=prev, hash=digest, keyed=key is not None, **fields)
         )
         prev = digest
-    session.add_all(added)
-    session.execute(sa.update(AuditHead).where(col(AuditHead.id) == 1).values(last_hash=prev))
-    session.flush()
+    session.flush()  # what the caller added goes first, as it always did
+    # Core statements, compiled once (the ORM's unit of work and its bulk UPDATE cost the writer of a batch of
+    # approvals two fifths of its time; a multi-row VALUES is compiled again for every number of rows)
+    session.execute(_EVENTS.insert(), [{c: getattr(e, c) for c in _EVENT_COLUMNS} for e in added])
+    session.execute(_HEAD.update().where(_HEAD.c.id == 1).values(last_hash=prev))
     return added
 
 

@@ -59,7 +59,7 @@ def promotion(db, pid: str) -> Promotion:
         return p
 
 
-async def test_concurrent_approvals_are_each_recorded_once_and_counted_in_order(db):
+async def test_concurrent_approvals_are_each_recorded_once_and_counted_in_order(db, caplog):
     writer = writer_for(db)
     asks = [("prm-a", f"U{n:02d}") for n in range(12)] + [("prm-b", f"U{n:02d}") for n in range(8)]
     asks += [("prm-a", "U03"), ("prm-b", "U05")]  # the same approvers again
@@ -68,6 +68,7 @@ async def test_concurrent_approvals_are_each_recorded_once_and_counted_in_order(
 
     recorded = [a for a in answers if a.changed]
     assert len(recorded) == 20
+    assert "one by one" not in caplog.text  # written in batches, not after a batch failed
     for pid, approvals in (("prm-a", 12), ("prm-b", 8)):
         counts = sorted(int(a.message.split()[2]) for a in recorded if a.promotion_id == pid)
         assert counts == list(range(1, approvals + 1)), counts  # each count told once, none skipped
@@ -142,7 +143,7 @@ async def test_a_commit_that_went_through_before_the_connection_dropped_is_not_a
         assert audit.verify(s) is None
 
 
-async def test_approvals_and_revokes_in_one_batch_are_applied_in_the_order_asked(db, monkeypatch):
+async def test_approvals_and_revokes_in_one_batch_are_applied_in_the_order_asked(db, monkeypatch, caplog):
     real = audit.append_many
     queued = threading.Event()
     batches: list[list[tuple[str, str]]] = []
@@ -185,6 +186,7 @@ async def test_approvals_and_revokes_in_one_batch_are_applied_in_the_order_asked
         (False, "`prm-gone` takes no revokes."),
     ]
     assert len(batches) == 2 and len(batches[1]) == 7  # the approvals and revokes of prm-a in one transaction
+    assert "one by one" not in caplog.text
     with Session(db) as s:
         assert s.exec(select(Approval.approver).where(col(Approval.promotion_id) == "prm-a")).all() == ["U01"]
         events = s.exec(

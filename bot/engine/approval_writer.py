@@ -45,19 +45,22 @@ IDLE_SECONDS = 5.0  # the thread ends after this long without work, and starts a
 _APPROVAL = Approval.__table__  # type: ignore[attr-defined]
 _AP = _APPROVAL.c
 _P = Promotion.__table__.c  # type: ignore[attr-defined]
-# the rows of the promotions still waiting for approval, locked in id order (an UPDATE … IN locks them in
-# whatever order its plan visits them, and two replicas' batches could then wait on each other), then
-# bumped as ``lock_row`` does for one
+_LOCKED = Promotion.__table__.alias("locked")  # type: ignore[attr-defined]
+# the rows of the promotions still waiting for approval, locked in id order by the inner SELECT … FOR
+# UPDATE (an UPDATE … IN alone locks them in whatever order its plan visits them, and two replicas' batches
+# could then wait on each other), and bumped as ``lock_row`` does for one: one statement, one round trip
 _LOCK = (
-    sa.select(_P.id)
-    .where(_P.id.in_(sa.bindparam("ids", expanding=True)), _P.status == sa.bindparam("waiting"))
-    .order_by(_P.id)
-    .with_for_update()
-)
-_BUMP = (
     sa.update(Promotion.__table__)  # type: ignore[attr-defined]
-    .where(_P.id.in_(sa.bindparam("ids", expanding=True)))
+    .where(
+        _P.id.in_(
+            sa.select(_LOCKED.c.id)
+            .where(_LOCKED.c.id.in_(sa.bindparam("ids", expanding=True)), _LOCKED.c.status == sa.bindparam("waiting"))
+            .order_by(_LOCKED.c.id)
+            .with_for_update()
+        )
+    )
     .values(version=_P.version + 1)
+    .returning(_P.id)
 )
 _DECIDED_AT = sa.select(_AP.decided_at).where(
     _AP.promotion_id == sa.bindparam("id"), _AP.approver == sa.bindparam("user"), _AP.decision == Decision.APPROVE.value
@@ -91,6 +94,12 @@ class ApprovalWriter:
         self.db = db
         self.already = already
         self.cannot_revoke = cannot_revoke
+        self._insert_approval = (
+            (postgresql if db.dialect.name == "postgresql" else sqlite)
+            .insert(_APPROVAL)
+            .on_conflict_do_nothing(index_elements=["promotion_id", "approver"])
+            .returning(_AP.promotion_id, _AP.approver)
+        )
         self._asks: queue.SimpleQueue[_Ask] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._running = False
@@ -179,7 +188,6 @@ class ApprovalWriter:
             open_ = set(s.execute(_LOCK, {"ids": ids, "waiting": S.PENDING_APPROVAL.value}).scalars())
             have: set[tuple[str, str]] = set()  # (promotion, approver) approved, as the asks so far leave it
             if open_:
-                s.execute(_BUMP, {"ids": sorted(open_)})
                 have = set(s.execute(_APPROVERS, {"ids": sorted(open_)}).tuples())
             stored = set(have)  # as the database holds them under the lock
             counts = dict.fromkeys(open_, 0)
@@ -251,16 +259,12 @@ class ApprovalWriter:
     def _insert(self, s: Any, approved: dict[tuple[str, str], datetime]) -> None:
         if not approved:
             return
-        insert = (postgresql if self.db.dialect.name == "postgresql" else sqlite).insert(_APPROVAL)
         rows = [
             dict(promotion_id=pid, approver=user, decision=Decision.APPROVE.value, decided_at=at)
             for (pid, user), at in approved.items()
         ]
-        added = s.execute(
-            insert.values(rows)
-            .on_conflict_do_nothing(index_elements=["promotion_id", "approver"])
-            .returning(_AP.promotion_id, _AP.approver)
-        ).tuples()
+        # one statement compiled once, its rows sent together (a multi-row VALUES is compiled for every size)
+        added = s.execute(self._insert_approval, rows).tuples()
         if set(added) != approved.keys():  # as above: counted as new, so it must be new
             raise RuntimeError("approvals changed under the promotions' row locks")
 

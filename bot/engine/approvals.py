@@ -9,6 +9,7 @@ together. ``resume`` completes approvals whose completion never ran.
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -31,6 +32,7 @@ from storage.statuses import Decision
 from storage.statuses import PromotionStatus as S
 
 RESUME_AFTER = timedelta(seconds=30)  # an approval older than this whose completion never ran is resumed
+SEEN_WAITING = 1024  # promotions remembered as read waiting for approval, the latest clicked
 
 
 def _approved(actor: str, count: int | None, required: int | None) -> str:
@@ -85,6 +87,8 @@ class Approvals:
         self.notifications = notifications
         self.requests = requests
         self.writer = ApprovalWriter(ctx.db, self._already, self._cannot_revoke)
+        # promotions read waiting for approval: a click on one is written without reading it again (event loop only)
+        self._seen_waiting: OrderedDict[str, Promotion] = OrderedDict()
 
     def _already(self, promotion_id: str) -> str:
         p = self.ctx.promotion(promotion_id)
@@ -105,13 +109,31 @@ class Approvals:
     async def record_approval(self, promotion_id: str, user: str) -> DecisionResult:
         """The fast, durable half of an approval (before Slack is acknowledged): no approval is lost
         if the process dies right after; ``resume`` completes it on restart."""
+        seen = self._seen_waiting.get(promotion_id)
+        if seen is not None and await self._may_approve(seen, user):
+            self._seen_waiting.move_to_end(promotion_id)
+            # what an approval needs of its promotion never changes once requested; whether it still waits
+            # is what the writer asks, under the row's lock
+            return await self.writer.record(seen, user, self.ctx.clock())
         p = await urgent(self.ctx.promotion, promotion_id)
         if p is None:
             return DecisionResult(False, messages.no_such_promotion(promotion_id))
         refusal = await self.refusal(p, user, Decision.APPROVE.value)
         if refusal:
             return DecisionResult(False, refusal, p.id)
+        self._seen_waiting[p.id] = p
+        while len(self._seen_waiting) > SEEN_WAITING:
+            self._seen_waiting.popitem(last=False)
         return await self.writer.record(p, user, self.ctx.clock())
+
+    async def _may_approve(self, p: Promotion, user: str) -> bool:
+        """Whether ``user`` may approve ``p`` (read before, waiting then), if it still waits: not their own
+        request, an approver of its environment, before its deadline. When not, the full refusal is worked
+        out on the promotion as it is now (its status says why first)."""
+        if user == p.requested_by or (p.expires_at is not None and self.ctx.clock() >= p.expires_at):
+            return False
+        approvers = self.ctx.approvers_for(p.target_environment, expedited=p.expedited)
+        return user in await self.notifications.approver_users(approvers)
 
     async def complete_approval(
         self, promotion_id: str, actor: str, recorded: DecisionResult | None = None

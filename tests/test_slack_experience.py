@@ -202,6 +202,32 @@ async def test_two_of_m_approvals_can_be_revoked_until_dispatch(harness):
     assert len(production_dispatches(h)) == 1
 
 
+@pytest.mark.parametrize("config_text", [CONFIG.replace("required_approvals: 1", "required_approvals: 2")])
+async def test_an_approval_clicked_after_the_requester_cancelled_is_refused_and_not_recorded(harness):
+    """promobot remembers what an approval needs of a promotion it has seen waiting; whether it still waits
+    is asked again at every click."""
+    h = harness
+    await seed(h)
+    await request_card(h)
+    card = h.cards()[-1]
+    pid = card_id(card)
+    await h.user("U0RM1").click(card, "promotion.approve")
+    one = await card_update(h, card, lambda u: "1 of 2" in all_text(u))
+
+    dev = h.user("U0DEV")
+    await dev.click(one, "promotion.cancel")
+    await h.wait(lambda s: promotion(h, pid).status == "cancelled")
+    lead = h.user("U0LEAD")
+    await lead.click(one, "promotion.approve")
+
+    answer = (await h.wait(lambda s: lead.replies()))[0]["text"]
+    assert answer == f"`{pid}` is cancelled by <@U0DEV>; nothing changed."
+    with Session(h.bot.engine) as s:
+        assert [a.approver for a in s.exec(select(Approval).where(Approval.promotion_id == pid)).all()] == ["U0RM1"]
+    assert ("promotion.approval", "U0LEAD") not in audit_actions(h, promotion_id=pid)
+    assert not production_dispatches(h)
+
+
 async def test_a_newer_request_supersedes_the_pending_one_and_the_old_card_says_by_which(harness):
     h = harness
     await seed(h)

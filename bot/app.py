@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
+from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler, async_default_handlers
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.engine import Engine
 
@@ -40,6 +41,7 @@ from storage.db import create_db_engine, reads_together
 from storage.ledger import SqlLedger
 
 log = logging.getLogger(__name__)
+SLACK_RATE_LIMIT_RETRIES = 3  # a Web API call Slack rate-limits is sent again this many times, each after Retry-After
 
 
 @dataclass
@@ -84,7 +86,16 @@ def build(
     engine = open_database(settings)
     slack_client = None
     if with_slack and settings.slack_bot_token is not None:
-        slack_client = AsyncWebClient(token=settings.secret("slack_bot_token"), base_url=settings.slack_api_url)
+        slack_client = AsyncWebClient(
+            token=settings.secret("slack_bot_token"),
+            base_url=settings.slack_api_url,
+            # Slack answers a burst (a card's notes, its redraws) with 429 and Retry-After: wait it out and send
+            # again, rather than drop the message (slack_sdk retries only broken connections by default)
+            retry_handlers=[
+                *async_default_handlers(),
+                AsyncRateLimitErrorRetryHandler(max_retry_count=SLACK_RATE_LIMIT_RETRIES),
+            ],
+        )
         notifier = notifier or SlackNotifier(slack_client)
         directory = directory or SlackDirectory(slack_client)
     if notifier is None:

@@ -45,3 +45,19 @@ async def test_an_announcement_made_while_the_card_is_being_redrawn_returns_once
 
     assert [t for t in thread(h, card) if t in ("first", "second")] == ["first", "second"]
     await drawing
+
+
+async def test_a_note_and_a_redraw_that_slack_rate_limits_are_sent_again_after_retry_after(harness):
+    """Slack answers a burst with 429 and Retry-After; the note and the card's redraw are sent again once it
+    has passed, not dropped."""
+    h = harness
+    card, pid = await pending_card(h)
+    notifications = h.bot.service.notifications
+    h.slack.fail_next("chat.update")  # 429 ratelimited, Retry-After: 1
+    h.slack.fail_next("chat.postMessage")
+
+    await notifications.announce(pid, "note after a 429")
+
+    assert "note after a 429" in thread(h, card)
+    updates = [c for c in h.slack.calls("chat.update") if c["params"].get("ts") == card["ts"]]
+    assert [c["response"].get("ok") for c in updates[-2:]] == [False, True]  # refused, then sent again

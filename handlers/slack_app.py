@@ -15,13 +15,10 @@ from typing import Any
 from slack_bolt.async_app import AsyncApp
 
 from bot.engine.service import PromotionService
-from bot.offload import urgent
-from bot.text import esc
 from handlers import blocks as B
 from handlers.app_home import home_view
 from handlers.commands import CommandRouter, Reply
 from handlers.slack_respond import Respond, Responder
-from storage.statuses import Decision
 
 log = logging.getLogger(__name__)
 
@@ -110,18 +107,12 @@ def register(app: AsyncApp, service: PromotionService, router: CommandRouter, re
         await ack()
         respond = responder.to(body)
         user = body["user"]["id"]
-        # asked first, so that someone who may not reject costs one read; the modal must open while the
-        # trigger id lives (three seconds), so both reads are urgent
-        refusal = await service.decision_refusal(action["value"], user, Decision.REJECT.value)
-        if refusal:
-            await _say_privately(respond, refusal)
-            return
-        view = await urgent(service.view, action["value"])
-        if view is None:
-            await _say_privately(respond, f"There is no promotion `{esc(action['value'])}`.")
+        p = await service.rejectable(action["value"], user)
+        if isinstance(p, str):
+            await _say_privately(respond, p)
             return
         await client.views_open(
-            trigger_id=body["trigger_id"], view=B.reject_modal(view.id, view.service, view.tag, view.target_environment)
+            trigger_id=body["trigger_id"], view=B.reject_modal(p.id, p.service, p.tag, p.target_environment)
         )
 
     @app.view(B.REJECT_VIEW)

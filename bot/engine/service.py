@@ -42,7 +42,8 @@ from bot.engine.tracking import Tracker
 from bot.offload import urgent
 from checks.base import GateReport, Registry, SourceHost
 from storage.claims import first_delivery
-from storage.statuses import PromotionKind
+from storage.models import Promotion
+from storage.statuses import Decision, PromotionKind
 
 
 class PromotionService:
@@ -181,12 +182,13 @@ class PromotionService:
     async def revoke_approval(self, promotion_id: str, user: str) -> DecisionResult:
         return await self.approvals.revoke(promotion_id, user)
 
-    async def decision_refusal(self, promotion_id: str, user: str, verb: str) -> str | None:
-        """Why ``user`` may not ``verb`` (approve or reject) the promotion now; None when they may."""
+    async def rejectable(self, promotion_id: str, user: str) -> Promotion | str:
+        """The promotion, if ``user`` may reject it now; why not, if they may not. One urgent read: the reason
+        modal must open while its trigger id lives (three seconds), and what it shows never changes."""
         p = await urgent(self.ctx.promotion, promotion_id)
         if p is None:
             return messages.no_such_promotion(promotion_id)
-        return await self.approvals.refusal(p, user, verb)
+        return await self.approvals.refusal(p, user, Decision.REJECT.value) or p
 
     async def first_slack_event(self, event_id: str, body: bytes) -> bool:
         """Claim a Slack Events API delivery once across replicas (Slack redelivers when an ack is slow)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from pathlib import Path
 
@@ -131,12 +132,28 @@ def _background(loop):
     return ctx
 
 
+GC_YOUNG_THRESHOLD = 10_000  # allocations between young passes (Python's default is 700)
+
+
+def _freeze_what_startup_made() -> None:
+    """Leave what startup made (modules, SQLAlchemy's and Bolt's tables, the configuration) out of the
+    garbage collector's passes, and pass less often: a pass stops every thread while it walks the objects
+    of its generations, and every ack in flight waits it out. In one run of bench/ack_bench.py on
+    PostgreSQL, Python's defaults made 6 full passes of 110-143 ms (and 928 young ones); with this, none
+    (30 young ones, the longest 34 ms), and ack p99 went from 138 to 82 ms for mixed commands and from 301
+    to 231 ms for clicks."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
+
+
 async def serve(bot: Promobot, *, port: int, host: str = "0.0.0.0", socket_mode: bool = False) -> None:
     """Run until cancelled: HTTP always (pipeline API, health), plus Socket Mode when asked."""
     runner = web.AppRunner(make_web_app(bot), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
+    _freeze_what_startup_made()
     log.info(
         "promobot listening on http://%s:%s (Slack over %s)",
         host,

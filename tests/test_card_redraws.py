@@ -1,6 +1,6 @@
-"""A burst of changes to one card: fewer redraws than changes, and the thread notes in the order they were
-announced, each in place when its announcement returns (what the engine says next, e.g. a channel alert,
-comes after it)."""
+"""A burst of changes to one card: fewer redraws than changes, the thread notes in the order they were
+announced and one message per redraw, each note in place when its announcement returns (what the engine
+says next, e.g. a channel alert, comes after it)."""
 
 from __future__ import annotations
 
@@ -26,12 +26,14 @@ async def test_a_burst_of_announcements_redraws_the_card_a_few_times_and_keeps_t
     await asyncio.gather(*(notifications.announce(pid, f"note {n}") for n in range(10)))
 
     def notes() -> list[str]:
-        return [t for t in thread(h, card) if t.startswith("note ")]
+        return [line for t in thread(h, card) for line in t.splitlines() if line.startswith("note ")]
 
     # each announcement returns once its note is in the thread, after a redraw that read what it announced
     assert notes() == [f"note {n}" for n in range(10)]  # in the order announced
     redraws = len(h.slack.updates(card["channel"])) - before
     assert 1 <= redraws < 10, redraws  # coalesced: the first, and one more for all that came meanwhile
+    # the notes one redraw serves go in one message, a line each: a burst is a few messages, not ten
+    assert len([t for t in thread(h, card) if t.startswith("note ")]) == redraws
 
 
 async def test_an_announcement_made_while_the_card_is_being_redrawn_returns_once_its_note_is_posted(harness):

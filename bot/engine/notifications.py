@@ -79,11 +79,14 @@ class Notifications:
             await self.ctx.notifier.promotion_changed(view)
         except Exception:
             log.exception("could not update the card for %s", promotion_id)
-        for text in notes:
-            try:
-                await self.ctx.notifier.note(view, text)
-            except Exception:
-                log.exception("could not post in the thread of %s", promotion_id)
+        if not notes:
+            return
+        try:
+            # the notes one redraw serves, a line each in the order announced: one message, where a burst
+            # of approvals would be a burst of messages (Slack takes about one a second per channel)
+            await self.ctx.notifier.note(view, "\n".join(notes))
+        except Exception:
+            log.exception("could not post in the thread of %s", promotion_id)
 
     async def alert(self, channel: str, text: str) -> None:
         try:

@@ -233,3 +233,49 @@ async def test_a_revoke_whose_commit_went_through_before_the_connection_dropped_
         revoked = s.exec(select(AuditEvent).where(col(AuditEvent.action) == "promotion.approval_revoked")).all()
         assert sorted(e.actor for e in revoked) == ["U00", "U01"]  # written once, in the commit that went through
         assert audit.verify(s) is None
+
+
+async def test_an_approval_and_its_revoke_whose_commit_went_through_are_not_applied_again(db, monkeypatch):
+    """Written again one by one after an ambiguous commit, the approval must not be inserted a second time
+    (it would count, and could approve the promotion, though its approver took it back) nor the revoke
+    applied twice: each ask finds its own audited event and is answered from it."""
+    real_append, real_transaction = audit.append_many, approval_writer.transaction
+    queued = threading.Event()
+    transactions = []
+
+    def hold_the_first(session, events):
+        queued.wait(5)
+        return real_append(session, events)
+
+    @contextmanager
+    def second_commit_drops(engine):
+        with real_transaction(engine) as s:
+            yield s
+        transactions.append(True)
+        if len(transactions) == 2:
+            raise sa.exc.OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
+
+    monkeypatch.setattr(approval_writer.audit, "append_many", hold_the_first)
+    monkeypatch.setattr(approval_writer, "transaction", second_commit_drops)
+    writer = writer_for(db)
+    a = promotion(db, "prm-a")
+    later = NOW.replace(minute=1)
+    asks = [
+        writer.record(promotion(db, "prm-b"), "U99", NOW),  # the first batch, alone
+        writer.record(a, "U01", NOW),  # the second batch: its commit goes through, then the connection drops
+        writer.revoke(a, "U01", later),
+    ]
+    futures = [asyncio.ensure_future(ask) for ask in asks]
+    await asyncio.sleep(0.1)
+    queued.set()
+    answers = [(r.changed, r.message) for r in await asyncio.gather(*futures)]
+
+    assert answers[1:] == [
+        (True, "Approval recorded: 1 of 20."),
+        (True, "Your approval of `prm-a` is revoked: 0 of 20."),
+    ]
+    with Session(db) as s:
+        assert s.exec(select(Approval).where(col(Approval.promotion_id) == "prm-a")).all() == []
+        events = s.exec(select(AuditEvent.action).where(col(AuditEvent.promotion_id) == "prm-a")).all()
+        assert sorted(events) == ["promotion.approval", "promotion.approval_revoked"]  # once each
+        assert audit.verify(s) is None

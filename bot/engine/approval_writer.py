@@ -62,16 +62,15 @@ _LOCK = (
     .values(version=_P.version + 1)
     .returning(_P.id)
 )
-_DECIDED_AT = sa.select(_AP.decided_at).where(
-    _AP.promotion_id == sa.bindparam("id"), _AP.approver == sa.bindparam("user"), _AP.decision == Decision.APPROVE.value
-)
 # who has approved each promotion (a promotion waiting for approval has at most a few tens): their count too
 _APPROVERS = sa.select(_AP.promotion_id, _AP.approver).where(
     _AP.promotion_id.in_(sa.bindparam("ids", expanding=True)), _AP.decision == Decision.APPROVE.value
 )
 _E = AuditEvent.__table__.c  # type: ignore[attr-defined]
-_REVOKED_AT = sa.select(_E.at).where(
-    _E.promotion_id == sa.bindparam("id"), _E.actor == sa.bindparam("user"), _E.action.endswith(".approval_revoked")
+# an ask's own audited event: written in the same transaction as its approval (or revocation), so found, it
+# says that transaction committed, and with what count
+_OWN_EVENT = sa.select(_E.at, _E.detail).where(
+    _E.promotion_id == sa.bindparam("id"), _E.actor == sa.bindparam("user"), _E.action == sa.bindparam("action")
 )
 
 
@@ -180,8 +179,8 @@ class ApprovalWriter:
         """Every ask of ``batch`` in one transaction of a few statements, however many asks (each round trip
         a thread makes under load costs it a wait for the interpreter's lock), applied in the order they
         came; each ask's result is set once it has committed. ``retry``: the batch failed, perhaps at a
-        commit the server had made before the connection dropped, so an approval already there with this
-        ask's own time (or a revocation already audited at it) is this ask's, done, not a second click."""
+        commit the server had made before the connection dropped, so an ask whose event is already audited
+        at its own instant was done by that commit: answered from the event, not applied again."""
         refused: set[tuple[str, bool]] = set()  # (promotion, revoke) no longer waiting: why is read after the commit
         with transaction(self.db) as s:
             ids = sorted({ask.promotion.id for ask in batch})
@@ -197,21 +196,17 @@ class ApprovalWriter:
             events: list[dict[str, Any]] = []
             for ask in batch:
                 p, pair = ask.promotion, (ask.promotion.id, ask.user)
+                if retry and (done := self._done_before(s, ask)) is not None:
+                    ask.result = done  # its commit went through: answered from its event, not applied again
+                    continue
                 if p.id not in open_:
                     refused.add((p.id, ask.revoke))
                     continue
                 if not ask.revoke and pair in have:
-                    if retry and _same_time(s.execute(_DECIDED_AT, {"id": p.id, "user": ask.user}).scalar(), ask.at):
-                        ask.result = _recorded(p, counts[p.id])  # at least its place in the order: enough to complete
-                    else:
-                        ask.result = DecisionResult(False, "You have already approved this promotion.", p.id)
+                    ask.result = DecisionResult(False, "You have already approved this promotion.", p.id)
                     continue
                 if ask.revoke and pair not in have:
-                    revoked_at = s.execute(_REVOKED_AT, {"id": p.id, "user": ask.user}).scalars() if retry else ()
-                    if any(_same_time(at, ask.at) for at in revoked_at):
-                        ask.result = _revoked(p, counts[p.id])
-                    else:
-                        ask.result = _not_approved(p)
+                    ask.result = _not_approved(p)
                     continue
                 if ask.revoke:
                     have.discard(pair)
@@ -227,7 +222,7 @@ class ApprovalWriter:
                     dict(
                         at=ask.at,
                         actor=ask.user,
-                        action=f"{p.kind}.{'approval_revoked' if ask.revoke else 'approval'}",
+                        action=_action(ask),
                         promotion_id=p.id,
                         service=p.service,
                         environment=p.target_environment,
@@ -243,6 +238,17 @@ class ApprovalWriter:
         for ask in batch:
             if ask.result is None:
                 ask.result = DecisionResult(False, why[(ask.promotion.id, ask.revoke)], ask.promotion.id)
+
+    @staticmethod
+    def _done_before(s: Any, ask: _Ask) -> DecisionResult | None:
+        """``ask``'s answer, if a transaction that committed already applied it (its audited event is there,
+        at its instant)."""
+        p = ask.promotion
+        for at, detail in s.execute(_OWN_EVENT, {"id": p.id, "user": ask.user, "action": _action(ask)}):
+            if _same_time(at, ask.at):
+                count = int((detail or {}).get("approvals", 0))
+                return _revoked(p, count) if ask.revoke else _recorded(p, count)
+        return None
 
     @staticmethod
     def _delete(s: Any, pairs: set[tuple[str, str]]) -> None:
@@ -286,6 +292,10 @@ def _recorded(p: Promotion, count: int) -> DecisionResult:
         approvals=count,
         required=p.required_approvals,
     )
+
+
+def _action(ask: _Ask) -> str:
+    return f"{ask.promotion.kind}.{'approval_revoked' if ask.revoke else 'approval'}"
 
 
 def _revoked(p: Promotion, count: int) -> DecisionResult:

@@ -7,7 +7,6 @@ kept-alive session) or the Web API.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,17 +21,6 @@ from handlers.slack_respond import Respond, Responder
 
 log = logging.getLogger(__name__)
 
-# Commands' answers worked on at once, per command. Past this many, an answer waits its turn after
-# the ack: under a burst the acknowledgements (three seconds, or the user sees an error) do not wait behind
-# the work of answers (with 16 at once, the ack p99 of 2,000 mixed commands from 50 clients was 170 ms;
-# with 4, 130 ms, and as many answers a second), and response_url takes an answer for thirty minutes. Each
-# command has its own lane, so /promote checks stuck on a slow registry never hold up /status. Buttons have
-# no such lane: a card's redraws coalesce only while its announcements overlap, and held to four at once
-# they did not (545 redraws for 500 clicks, twice the interpreter time each).
-ANSWERS_AT_ONCE = 4
-
-Command = Callable[[str, str], Awaitable[Reply]]  # (user, text) -> the answer
-
 
 async def _say_privately(respond: Respond, text: str) -> None:
     await respond(
@@ -43,14 +31,9 @@ async def _say_privately(respond: Respond, text: str) -> None:
 def register(app: AsyncApp, service: PromotionService, router: CommandRouter, responder: Responder) -> None:
     """Attach promobot's listeners to a Bolt app; they answer through ``responder``."""
 
-    lanes: dict[Command, asyncio.Semaphore] = {
-        command: asyncio.Semaphore(ANSWERS_AT_ONCE) for command in (router.promote, router.status, router.rollback)
-    }
-
-    async def answer(body: dict, command: Command) -> None:
-        async with lanes[command]:
-            reply = await command(body["user_id"], body.get("text", ""))
-            await responder.to(body)(**reply.payload())
+    async def answer(body: dict, command: Callable[[str, str], Awaitable[Reply]]) -> None:
+        reply = await command(body["user_id"], body.get("text", ""))
+        await responder.to(body)(**reply.payload())
 
     @app.command("/promote")
     async def promote(ack: Any, body: dict) -> None:
@@ -67,6 +50,9 @@ def register(app: AsyncApp, service: PromotionService, router: CommandRouter, re
         await ack()
         await answer(body, router.rollback)
 
+    # Buttons have no lane (``handlers.commands.ANSWERS_AT_ONCE``): a card's redraws coalesce only while its
+    # announcements overlap, and with clicks worked on four at a time they did not (545 redraws for 500
+    # clicks, twice the interpreter's time per click).
     @app.action(B.APPROVE)
     async def approve(ack: Any, body: dict, action: dict) -> None:
         respond = responder.to(body)

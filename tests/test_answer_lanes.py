@@ -1,15 +1,16 @@
-"""A burst of commands: each command answers a few at a time after its ack, in its own lane. /promote
-checks stuck on a slow GitHub do not hold up /status, and every answer that waited its turn arrives."""
+"""A burst of commands: gate evaluations and status screens are worked on a few at a time after the ack,
+each command in its own lane. /promote checks stuck on a slow GitHub hold up neither /status nor a lock,
+and every answer that waited its turn arrives."""
 
 from __future__ import annotations
 
 import asyncio
 
-from handlers.slack_app import ANSWERS_AT_ONCE
+from handlers.commands import ANSWERS_AT_ONCE
 from tests.harness import TAG, all_text, seed
 
 
-async def test_promote_checks_stuck_on_a_slow_github_do_not_hold_up_status_and_all_answer(harness):
+async def test_promote_checks_stuck_on_a_slow_github_hold_up_neither_status_nor_a_lock_and_all_answer(harness):
     h = harness
     await seed(h)
     stuck = ANSWERS_AT_ONCE + 2  # more than one lane holds: some wait their turn
@@ -23,6 +24,10 @@ async def test_promote_checks_stuck_on_a_slow_github_do_not_hold_up_status_and_a
     await asker.command("/status", "api-gateway")
     status = (await h.wait(lambda s: asker.replies(), timeout=2.5))[0]
     assert "Status of api-gateway" in status["text"]
+    lead = h.user("U0LEAD")
+    await lead.command("/promote", "lock api-gateway staging db migration INC-42")
+    locked = (await h.wait(lambda s: lead.replies(), timeout=2.5))[0]
+    assert locked["text"].startswith(":lock: Locked api-gateway in staging")
     assert not any(person.replies() for person in checkers)  # the checks still wait on GitHub
 
     answers = await asyncio.gather(*(h.wait(lambda s, p=p: p.replies(), timeout=20) for p in checkers))

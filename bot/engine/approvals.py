@@ -111,7 +111,8 @@ class Approvals:
         if the process dies right after; ``resume`` completes it on restart."""
         seen = self._seen_waiting.get(promotion_id)
         if seen is not None and await self._may_approve(seen, user):
-            self._seen_waiting.move_to_end(promotion_id)
+            if promotion_id in self._seen_waiting:  # other clicks may have pushed it out while the directory answered
+                self._seen_waiting.move_to_end(promotion_id)
             # what an approval needs of its promotion never changes once requested; whether it still waits
             # is what the writer asks, under the row's lock
             return await self.writer.record(seen, user, self.ctx.clock())

@@ -17,10 +17,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
-from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler, async_default_handlers
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.engine import Engine
 
+from bot.clients import slack_retry
 from bot.clients.dispatchers import DryRunDispatcher, GitHubDispatcher
 from bot.clients.github import github_factory, github_login
 from bot.clients.registry import OciRegistryClient
@@ -41,7 +41,6 @@ from storage.db import create_db_engine, reads_together
 from storage.ledger import SqlLedger
 
 log = logging.getLogger(__name__)
-SLACK_RATE_LIMIT_RETRIES = 3  # a Web API call Slack rate-limits is sent again this many times, each after Retry-After
 
 
 @dataclass
@@ -89,12 +88,7 @@ def build(
         slack_client = AsyncWebClient(
             token=settings.secret("slack_bot_token"),
             base_url=settings.slack_api_url,
-            # Slack answers a burst (a card's notes, its redraws) with 429 and Retry-After: wait it out and send
-            # again, rather than drop the message (slack_sdk retries only broken connections by default)
-            retry_handlers=[
-                *async_default_handlers(),
-                AsyncRateLimitErrorRetryHandler(max_retry_count=SLACK_RATE_LIMIT_RETRIES),
-            ],
+            retry_handlers=slack_retry.retry_handlers(),  # messages Slack rate-limits are sent again
         )
         notifier = notifier or SlackNotifier(slack_client)
         directory = directory or SlackDirectory(slack_client)

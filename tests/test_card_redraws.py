@@ -5,8 +5,10 @@ says next, e.g. a channel alert, comes after it)."""
 from __future__ import annotations
 
 import asyncio
+import time
 
-from tests.harness import all_text, request_card, seed, thread
+from bot.engine.notifications import REDRAW_EVERY
+from tests.harness import TAG, all_text, request_card, seed, thread
 
 
 async def pending_card(h) -> tuple[dict, str]:
@@ -63,3 +65,27 @@ async def test_a_note_and_a_redraw_that_slack_rate_limits_are_sent_again_after_r
     assert "note after a 429" in thread(h, card)
     updates = [c for c in h.slack.calls("chat.update") if c["params"].get("ts") == card["ts"]]
     assert [c["response"].get("ok") for c in updates[-2:]] == [False, True]  # refused, then sent again
+
+
+async def test_a_burst_on_one_card_is_redrawn_at_a_pace_that_holds_up_no_other_card(harness):
+    h = harness
+    card, pid = await pending_card(h)
+    await seed(h, service="billing")
+    await request_card(h, text=f"billing {TAG}")
+    other = h.cards("C0BILLING")[-1]
+    other_pid = next(w.strip("`") for w in all_text(other).split() if w.strip("`").startswith("prm-"))
+    notifications = h.bot.service.notifications
+    before = len(h.slack.updates(card["channel"]))
+
+    burst = asyncio.ensure_future(asyncio.gather(*(notifications.announce(pid, f"note {n}") for n in range(10))))
+    await asyncio.sleep(0.05)  # the burst's first redraw is under way, the rest wait for the next
+    started = time.monotonic()
+    await notifications.announce(other_pid, "on the other card")
+    assert time.monotonic() - started < REDRAW_EVERY  # not held by the first card's pace
+    assert not burst.done()
+    await burst
+
+    redraws = [u["at"] for u in h.slack.calls("chat.update") if u["params"].get("ts") == card["ts"]][-2:]
+    assert len(h.slack.updates(card["channel"])) - before == 2  # the first, and one for the nine that waited
+    assert redraws[1] - redraws[0] >= REDRAW_EVERY * 0.9
+    assert "on the other card" in thread(h, other)

@@ -17,11 +17,11 @@ from bot.text import SLACK_GROUP, approver_mentions
 
 log = logging.getLogger(__name__)
 
-# Cards redrawn at once, across promotions. A redraw reads the promotion and its evidence and renders tens
-# of blocks, holding the interpreter's lock that acknowledgements wait on; and Slack takes about one message
-# a second per channel and fifty chat.update calls a minute, so more at once would only be refused. A card
-# waiting its turn gathers the announcements that come meanwhile into its next redraw.
-DRAWS_AT_ONCE = 2
+# A card redrawn again for announcements that came during its redraw waits until this long after that
+# redraw began, gathering what comes meanwhile: a redraw reads the promotion and its evidence and renders
+# tens of blocks, holding the interpreter's lock that acknowledgements wait on, and Slack takes about one
+# message a second per channel and fifty chat.update calls a minute. One card's pace never holds up another.
+REDRAW_EVERY = 0.5  # seconds
 
 
 def _serve(announcements: list[tuple[str | None, asyncio.Future[None] | None]]) -> None:
@@ -42,7 +42,6 @@ class Notifications:
     def __init__(self, ctx: EngineContext):
         self.ctx = ctx
         self._redraws: dict[str, _Redraw] = {}  # promotion id -> its card's redraw under way (event loop only)
-        self._drawing = asyncio.Semaphore(DRAWS_AT_ONCE)
 
     async def announce(self, promotion_id: str, note: str | None) -> None:
         """Redraw the promotion's card and post ``note`` in its thread; returns once both are done.
@@ -51,7 +50,8 @@ class Notifications:
         served by one more redraw, which reads what is recorded then (after each of them was called):
         the card always ends up showing the latest state, the notes are posted in the order they were
         announced, and a burst of twenty approvals on one card costs a few redraws, not twenty (each reads
-        the promotion and its evidence and renders tens of blocks, and Slack rate-limits ``chat.update``)."""
+        the promotion and its evidence and renders tens of blocks, and Slack rate-limits ``chat.update``).
+        The redraw for announcements that came meanwhile starts ``REDRAW_EVERY`` after the one before."""
         under_way = self._redraws.get(promotion_id)
         if under_way is not None:
             served = asyncio.get_running_loop().create_future()
@@ -60,13 +60,16 @@ class Notifications:
             return
         redraw = self._redraws[promotion_id] = _Redraw([(note, None)])
         taken: list[tuple[str | None, asyncio.Future[None] | None]] = []
+        loop = asyncio.get_running_loop()
         try:
             while redraw.waiting:
-                async with self._drawing:
-                    taken, redraw.waiting = redraw.waiting, []
-                    await self._draw(promotion_id, [text for text, _ in taken if text])
+                began = loop.time()
+                taken, redraw.waiting = redraw.waiting, []
+                await self._draw(promotion_id, [text for text, _ in taken if text])
                 _serve(taken)
                 taken = []
+                if redraw.waiting:
+                    await asyncio.sleep(max(0.0, began + REDRAW_EVERY - loop.time()))
         finally:
             del self._redraws[promotion_id]
             _serve(taken + redraw.waiting)  # never leave an announcement waiting for a redraw that is gone

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from bot.engine.notifications import REDRAW_EVERY
+from bot.engine.notifications import NOTE_CHARS, REDRAW_EVERY
 from tests.harness import TAG, all_text, request_card, seed, thread
 
 
@@ -89,3 +89,16 @@ async def test_a_burst_on_one_card_is_redrawn_at_a_pace_that_holds_up_no_other_c
     assert len(h.slack.updates(card["channel"])) - before == 2  # the first, and one for the nine that waited
     assert redraws[1] - redraws[0] >= REDRAW_EVERY * 0.9
     assert "on the other card" in thread(h, other)
+
+
+async def test_notes_joined_for_one_redraw_are_split_where_one_message_would_be_too_long(harness):
+    h = harness
+    card, pid = await pending_card(h)
+    notifications = h.bot.service.notifications
+    long_notes = [f"long {n} " + "x" * 1200 for n in range(6)]
+
+    await asyncio.gather(*(notifications.announce(pid, note) for note in ["first", *long_notes]))
+
+    posted = [t for t in thread(h, card) if t.startswith(("first", "long "))]
+    assert [line for t in posted for line in t.splitlines()] == ["first", *long_notes]  # every note, in order
+    assert all(len(t) <= NOTE_CHARS for t in posted) and len(posted) >= 4

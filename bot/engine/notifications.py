@@ -24,6 +24,20 @@ log = logging.getLogger(__name__)
 REDRAW_EVERY = 0.5  # seconds
 
 
+NOTE_CHARS = 2900  # notes joined into one message up to this length (a section block takes 3,000 characters)
+
+
+def _messages(notes: list[str]) -> list[str]:
+    """``notes`` joined a line each into as few messages as hold them, in order; a longer note goes alone."""
+    messages: list[str] = []
+    for note in notes:
+        if messages and len(messages[-1]) + 1 + len(note) <= NOTE_CHARS:
+            messages[-1] += "\n" + note
+        else:
+            messages.append(note)
+    return messages
+
+
 def _serve(announcements: list[tuple[str | None, asyncio.Future[None] | None]]) -> None:
     for _, served in announcements:
         if served is not None and not served.done():
@@ -82,14 +96,13 @@ class Notifications:
             await self.ctx.notifier.promotion_changed(view)
         except Exception:
             log.exception("could not update the card for %s", promotion_id)
-        if not notes:
-            return
-        try:
-            # the notes one redraw serves, a line each in the order announced: one message, where a burst
-            # of approvals would be a burst of messages (Slack takes about one a second per channel)
-            await self.ctx.notifier.note(view, "\n".join(notes))
-        except Exception:
-            log.exception("could not post in the thread of %s", promotion_id)
+        # the notes one redraw serves, a line each in the order announced: one message, where a burst of
+        # approvals would be a burst of messages (Slack takes about one a second per channel)
+        for text in _messages(notes):
+            try:
+                await self.ctx.notifier.note(view, text)
+            except Exception:
+                log.exception("could not post in the thread of %s", promotion_id)
 
     async def alert(self, channel: str, text: str) -> None:
         try:

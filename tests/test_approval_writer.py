@@ -47,6 +47,23 @@ def db(database_url):
     engine.dispose()
 
 
+def drop_after_commit(monkeypatch, nth: int = 1) -> list[bool]:
+    """The writer's ``nth`` transaction commits, then its connection drops before the server says so."""
+    real = approval_writer.transaction
+    commits: list[bool] = []
+
+    @contextmanager
+    def commit_then_drop(engine):
+        with real(engine) as s:
+            yield s
+        commits.append(True)
+        if len(commits) == nth:
+            raise sa.exc.OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
+
+    monkeypatch.setattr(approval_writer, "transaction", commit_then_drop)
+    return commits
+
+
 def writer_for(db) -> ApprovalWriter:
     return ApprovalWriter(db, lambda pid: f"`{pid}` is cancelled.", lambda pid: f"`{pid}` takes no revokes.")
 
@@ -119,18 +136,7 @@ async def test_a_batch_that_fails_is_written_again_one_by_one(db, monkeypatch, c
 async def test_a_commit_that_went_through_before_the_connection_dropped_is_not_a_second_click(db, monkeypatch):
     """The server committed the batch, then the connection dropped before it said so: written again one by
     one, each approval finds its own row and is answered as recorded, not as "already approved"."""
-    real = approval_writer.transaction
-    dropped = []
-
-    @contextmanager
-    def commit_then_drop(engine):
-        with real(engine) as s:
-            yield s
-        if not dropped:
-            dropped.append(True)
-            raise sa.exc.OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
-
-    monkeypatch.setattr(approval_writer, "transaction", commit_then_drop)
+    dropped = drop_after_commit(monkeypatch)
     writer = writer_for(db)
     answers = await asyncio.gather(*(writer.record(promotion(db, "prm-a"), f"U{n:02d}", NOW) for n in range(3)))
 
@@ -210,18 +216,7 @@ async def test_a_revoke_whose_commit_went_through_before_the_connection_dropped_
     writer = writer_for(db)
     a = promotion(db, "prm-a")
     await asyncio.gather(*(writer.record(a, f"U{n:02d}", NOW) for n in range(3)))
-    real = approval_writer.transaction
-    dropped = []
-
-    @contextmanager
-    def commit_then_drop(engine):
-        with real(engine) as s:
-            yield s
-        if not dropped:
-            dropped.append(True)
-            raise sa.exc.OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
-
-    monkeypatch.setattr(approval_writer, "transaction", commit_then_drop)
+    dropped = drop_after_commit(monkeypatch)
     later = NOW.replace(minute=5)
     answers = await asyncio.gather(writer.revoke(a, "U00", later), writer.revoke(a, "U01", later))
 
@@ -239,24 +234,15 @@ async def test_an_approval_and_its_revoke_whose_commit_went_through_are_not_appl
     """Written again one by one after an ambiguous commit, the approval must not be inserted a second time
     (it would count, and could approve the promotion, though its approver took it back) nor the revoke
     applied twice: each ask finds its own audited event and is answered from it."""
-    real_append, real_transaction = audit.append_many, approval_writer.transaction
+    real_append = audit.append_many
     queued = threading.Event()
-    transactions = []
 
     def hold_the_first(session, events):
         queued.wait(5)
         return real_append(session, events)
 
-    @contextmanager
-    def second_commit_drops(engine):
-        with real_transaction(engine) as s:
-            yield s
-        transactions.append(True)
-        if len(transactions) == 2:
-            raise sa.exc.OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
-
     monkeypatch.setattr(approval_writer.audit, "append_many", hold_the_first)
-    monkeypatch.setattr(approval_writer, "transaction", second_commit_drops)
+    commits = drop_after_commit(monkeypatch, nth=2)
     writer = writer_for(db)
     a = promotion(db, "prm-a")
     later = NOW.replace(minute=1)
@@ -270,6 +256,7 @@ async def test_an_approval_and_its_revoke_whose_commit_went_through_are_not_appl
     queued.set()
     answers = [(r.changed, r.message) for r in await asyncio.gather(*futures)]
 
+    assert len(commits) >= 2  # the second batch's commit went through, then dropped
     assert answers[1:] == [
         (True, "Approval recorded: 1 of 20."),
         (True, "Your approval of `prm-a` is revoked: 0 of 20."),

@@ -284,14 +284,12 @@ class ApprovalWriter:
             return f"`{promotion_id}` is no longer waiting for approval."
 
 
+def _counted(p: Promotion, count: int, text: str) -> DecisionResult:
+    return DecisionResult(True, text, p.id, approvals=count, required=p.required_approvals)
+
+
 def _recorded(p: Promotion, count: int) -> DecisionResult:
-    return DecisionResult(
-        True,
-        f"Approval recorded: {count} of {p.required_approvals}.",
-        p.id,
-        approvals=count,
-        required=p.required_approvals,
-    )
+    return _counted(p, count, f"Approval recorded: {count} of {p.required_approvals}.")
 
 
 def _action(ask: _Ask) -> str:
@@ -299,13 +297,7 @@ def _action(ask: _Ask) -> str:
 
 
 def _revoked(p: Promotion, count: int) -> DecisionResult:
-    return DecisionResult(
-        True,
-        f"Your approval of `{p.id}` is revoked: {count} of {p.required_approvals}.",
-        p.id,
-        approvals=count,
-        required=p.required_approvals,
-    )
+    return _counted(p, count, f"Your approval of `{p.id}` is revoked: {count} of {p.required_approvals}.")
 
 
 def _not_approved(p: Promotion) -> DecisionResult:

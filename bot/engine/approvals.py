@@ -128,13 +128,9 @@ class Approvals:
         return await self.writer.record(p, user, self.ctx.clock())
 
     async def _may_approve(self, p: Promotion, user: str) -> bool:
-        """Whether ``user`` may approve ``p`` (read before, waiting then), if it still waits: not their own
-        request, an approver of its environment, before its deadline. When not, the full refusal is worked
-        out on the promotion as it is now (its status says why first)."""
-        if user == p.requested_by or (p.expires_at is not None and self.ctx.clock() >= p.expires_at):
-            return False
-        approvers = self.ctx.approvers_for(p.target_environment, expedited=p.expedited)
-        return user in await self.notifications.approver_users(approvers)
+        """Whether ``user`` may approve ``p`` (read before, waiting then), if it still waits. When not, the
+        full refusal is worked out on the promotion as it is now (its status says why first)."""
+        return not self._past_deadline(p) and await self._not_theirs(p, user, Decision.APPROVE.value) is None
 
     async def complete_approval(
         self, promotion_id: str, actor: str, recorded: DecisionResult | None = None
@@ -153,7 +149,7 @@ class Approvals:
         if count < p.required_approvals:
             await self.notifications.announce(p.id, _approved(actor, count, p.required_approvals))
             return DecisionResult(True, f"Approval recorded: {count} of {p.required_approvals}.", p.id)
-        if p.expires_at is not None and ctx.clock() >= p.expires_at:
+        if self._past_deadline(p):
             await self.expire_due()  # approvals completed after the deadline do not count
             return DecisionResult(False, messages.expired_before_complete(p), p.id)
         report = await self.requests.evaluate_promotion(p)
@@ -351,6 +347,17 @@ class Approvals:
         """Why ``user`` may not ``verb`` (approve or reject) ``p`` now, or None when they may."""
         if p.status != S.PENDING_APPROVAL.value:
             return await urgent(self._already, p.id)
+        not_theirs = await self._not_theirs(p, user, verb)
+        if not_theirs:
+            return not_theirs
+        if self._past_deadline(p):
+            await self.expire_due()
+            assert p.expires_at is not None
+            return messages.expired_ask_again(p, format_duration(p.expires_at - p.requested_at))
+        return None
+
+    async def _not_theirs(self, p: Promotion, user: str, verb: str) -> str | None:
+        """Why ``p`` is not ``user``'s to ``verb``: their own request, or they are no approver of it."""
         if user == p.requested_by:
             return messages.own_request(p, verb)
         approvers = self.ctx.approvers_for(p.target_environment, expedited=p.expedited)
@@ -358,10 +365,10 @@ class Approvals:
             if p.expedited:
                 return messages.not_an_expedite_approver(p, approvers)
             return messages.not_an_approver(p.target_environment, approvers)
-        if p.expires_at is not None and self.ctx.clock() >= p.expires_at:
-            await self.expire_due()
-            return messages.expired_ask_again(p, format_duration(p.expires_at - p.requested_at))
         return None
+
+    def _past_deadline(self, p: Promotion) -> bool:
+        return p.expires_at is not None and self.ctx.clock() >= p.expires_at
 
     async def expire_due(self) -> int:
         """Expire pending promotions whose approval_ttl has run out; returns how many."""

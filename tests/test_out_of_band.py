@@ -20,6 +20,7 @@ from tests.harness import (
     dispatched,
     open_home,
     production_dispatches,
+    promotion,
     seed,
     through_promotion,
     verified,
@@ -139,6 +140,8 @@ async def test_a_report_from_another_run_than_the_dispatched_one_is_out_of_band(
     await seed(h)
     dispatch = await dispatched(h)
     pid = dispatch["inputs"]["promotion_id"]
+    # GitHub has the dispatch a moment before promobot has recorded it (and its run) as dispatched
+    await h.wait(lambda s: promotion(h, pid).status == "dispatched")
     status, answer = await h.event(deployed("api-gateway", TAG, "production", run_id="4711"))
     assert (
         status == 409

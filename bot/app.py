@@ -33,6 +33,7 @@ from bot.engine.roles import ApproverDirectory, Dispatcher, Notifier
 from bot.engine.service import PromotionService
 from checks.base import Registry
 from handlers.commands import CommandRouter
+from handlers.followups import FollowUps
 from handlers.slack_app import register
 from handlers.slack_notifier import SlackNotifier
 from handlers.slack_respond import Responder
@@ -53,6 +54,7 @@ class Promobot:
     slack_client: Any = None
     bolt: Any = None
     responder: Responder | None = None  # answers on response_url (closed when the server stops)
+    followups: FollowUps | None = None  # what Slack requests leave for after their acks
 
 
 def instance_id(settings: Settings) -> str:
@@ -138,8 +140,9 @@ def build_bolt(settings: Settings, bot: Promobot) -> Any:
         client=bot.slack_client,
         signing_secret=secret or "unused-in-socket-mode",
         request_verification_enabled=bool(secret),
-        process_before_response=False,
+        process_before_response=True,  # listeners ack, then hand the rest to FollowUps
     )
     bot.responder = Responder()
-    register(app, bot.service, bot.router, bot.responder)
+    bot.followups = FollowUps()
+    register(app, bot.service, bot.router, bot.responder, bot.followups)
     return app

@@ -75,12 +75,18 @@ def make_web_app(bot: Promobot, *, background: bool = True) -> web.Application:
         app.cleanup_ctx.append(_slack_session(bot.slack_client))
     if bot.responder is not None:
         responder = bot.responder
+        followups = bot.followups
 
         async def close_responder(_: web.Application) -> None:
+            if followups is not None and not await followups.drain(FOLLOW_UPS_AT_STOP):
+                log.warning("stopping with %d follow-ups of acked Slack requests not done", followups.pending)
             await responder.close()
 
-        app.on_cleanup.append(close_responder)
+        app.on_shutdown.append(close_responder)
     return app
+
+
+FOLLOW_UPS_AT_STOP = 10.0  # seconds a stopping server gives acked Slack requests to be answered
 
 
 def _slack_session(client: AsyncWebClient):

@@ -1,8 +1,10 @@
 """Bolt listeners: slash commands, buttons, the reject modal and App Home.
 
-Every listener acknowledges at once (Slack allows three seconds), then does
-the work and answers through the command's response_url (``Responder``, one
-kept-alive session) or the Web API.
+Every listener does only what must come before Slack's ack (Slack allows three seconds): an approval is
+recorded. It acks, and hands the rest to ``FollowUps``, which runs it once the acks in flight have been
+answered: the command's checks and answer (through its response_url, ``Responder``, one kept-alive
+session), the card's redraw, a refusal's private message. The Bolt app processes each request before it
+answers it (``process_before_response``), so the ack leaves as soon as the listener returns.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from bot.engine.service import PromotionService
 from handlers import blocks as B
 from handlers.app_home import home_view
 from handlers.commands import CommandRouter, Reply
+from handlers.followups import FollowUps
 from handlers.slack_respond import Respond, Responder
 
 log = logging.getLogger(__name__)
@@ -28,78 +31,99 @@ async def _say_privately(respond: Respond, text: str) -> None:
     )
 
 
-def register(app: AsyncApp, service: PromotionService, router: CommandRouter, responder: Responder) -> None:
-    """Attach promobot's listeners to a Bolt app; they answer through ``responder``."""
+def register(
+    app: AsyncApp, service: PromotionService, router: CommandRouter, responder: Responder, followups: FollowUps
+) -> None:
+    """Attach promobot's listeners to a Bolt app; they answer through ``responder``, after the ack."""
 
-    async def answer(body: dict, command: Callable[[str, str], Awaitable[Reply]]) -> None:
-        reply = await command(body["user_id"], body.get("text", ""))
-        await responder.to(body)(**reply.payload())
+    def answer(body: dict, command: Callable[[str, str], Awaitable[Reply]]) -> None:
+        async def work() -> None:
+            reply = await command(body["user_id"], body.get("text", ""))
+            await responder.to(body)(**reply.payload())
+
+        followups.start(body.get("command", "a command"), work)
 
     @app.command("/promote")
     async def promote(ack: Any, body: dict) -> None:
         await ack()
-        await answer(body, router.promote)
+        answer(body, router.promote)
 
     @app.command("/status")
     async def status(ack: Any, body: dict) -> None:
         await ack()
-        await answer(body, router.status)
+        answer(body, router.status)
 
     @app.command("/rollback")
     async def rollback(ack: Any, body: dict) -> None:
         await ack()
-        await answer(body, router.rollback)
+        answer(body, router.rollback)
 
     # Buttons have no lane (``handlers.commands.ANSWERS_AT_ONCE``): a card's redraws coalesce only while its
     # announcements overlap, and with clicks worked on four at a time they did not (545 redraws for 500
     # clicks, twice the interpreter's time per click).
     @app.action(B.APPROVE)
     async def approve(ack: Any, body: dict, action: dict) -> None:
-        respond = responder.to(body)
         # Recorded before the ack: a crash after Slack heard "ok" must not lose the approval.
         user = body["user"]["id"]
         recorded = await service.record_approval(action["value"], user)
         await ack()
-        if not recorded.changed:
-            await _say_privately(respond, recorded.message)
-            return
-        result = await service.complete_approval(action["value"], user, recorded)
-        if not result.changed:
-            await _say_privately(respond, result.message)
+
+        async def work() -> None:
+            if not recorded.changed:
+                await _say_privately(responder.to(body), recorded.message)
+                return
+            result = await service.complete_approval(action["value"], user, recorded)
+            if not result.changed:
+                await _say_privately(responder.to(body), result.message)
+
+        followups.start("an approval", work)
 
     @app.action(B.CANCEL)
     async def cancel(ack: Any, body: dict, action: dict) -> None:
         await ack()
-        respond = responder.to(body)
-        result = await service.cancel(action["value"], body["user"]["id"])
-        if not result.changed:
-            await _say_privately(respond, result.message)
+
+        async def work() -> None:
+            result = await service.cancel(action["value"], body["user"]["id"])
+            if not result.changed:
+                await _say_privately(responder.to(body), result.message)
+
+        followups.start("a cancel", work)
 
     @app.action(B.REVOKE)
     async def revoke(ack: Any, body: dict, action: dict) -> None:
         await ack()
-        respond = responder.to(body)
-        result = await service.revoke_approval(action["value"], body["user"]["id"])
-        await _say_privately(respond, result.message)
+
+        async def work() -> None:
+            result = await service.revoke_approval(action["value"], body["user"]["id"])
+            await _say_privately(responder.to(body), result.message)
+
+        followups.start("a revoke", work)
 
     @app.event("app_home_opened")
     async def home(event: dict, client: Any) -> None:
         if event.get("tab", "home") != "home":
             return
-        await client.views_publish(user_id=event["user"], view=await home_view(service, event["user"]))
+
+        async def work() -> None:
+            await client.views_publish(user_id=event["user"], view=await home_view(service, event["user"]))
+
+        followups.start("App Home", work)
 
     @app.action(B.REJECT)
     async def reject(ack: Any, body: dict, action: dict, client: Any) -> None:
         await ack()
-        respond = responder.to(body)
-        user = body["user"]["id"]
-        p = await service.rejectable(action["value"], user)
-        if isinstance(p, str):
-            await _say_privately(respond, p)
-            return
-        await client.views_open(
-            trigger_id=body["trigger_id"], view=B.reject_modal(p.id, p.service, p.tag, p.target_environment)
-        )
+
+        async def work() -> None:
+            p = await service.rejectable(action["value"], body["user"]["id"])
+            if isinstance(p, str):
+                await _say_privately(responder.to(body), p)
+                return
+            await client.views_open(
+                trigger_id=body["trigger_id"], view=B.reject_modal(p.id, p.service, p.tag, p.target_environment)
+            )
+
+        # at once: the modal must open within the three seconds the click's trigger id lives
+        followups.start("a reject", work, now=True)
 
     @app.view(B.REJECT_VIEW)
     async def reject_reason(ack: Any, body: dict, view: dict, client: Any) -> None:
@@ -108,7 +132,11 @@ def register(app: AsyncApp, service: PromotionService, router: CommandRouter, re
             await ack(response_action="errors", errors={"reason": "Say why, so the requester knows what to fix."})
             return
         await ack()
-        user = body["user"]["id"]
-        result = await service.reject(view["private_metadata"], user, reason)
-        if not result.changed:
-            await client.chat_postMessage(channel=user, text=result.message)
+
+        async def work() -> None:
+            user = body["user"]["id"]
+            result = await service.reject(view["private_metadata"], user, reason)
+            if not result.changed:
+                await client.chat_postMessage(channel=user, text=result.message)
+
+        followups.start("a rejection", work)

@@ -151,32 +151,55 @@ def append_many(session: Session, events: list[dict[str, Any]]) -> list[AuditEve
     session.flush()  # what the caller added goes first, before the head is locked (as the ORM's autoflush did)
     # Taking the head row's lock first is what serialises writers.
     last_seq, prev = _take_head(session, len(events))
-    key = session_key(session)
-    added = []
-    for seq, event in enumerate(events, start=last_seq - len(events) + 1):
-        at = event["at"].astimezone(UTC)
-        detail = json.loads(_canonical(event.get("detail") or {}))
-        fields = dict(
+    rows = chained(events, after=(last_seq - len(events), prev), key=session_key(session))
+    # Core statements, compiled once (the ORM's unit of work and its bulk UPDATE cost the writer of a batch of
+    # approvals two fifths of its time; a multi-row VALUES is compiled again for every number of rows). With
+    # RETURNING, SQLAlchemy sends the rows as one INSERT … VALUES (…), (…) ("insertmanyvalues"); without it,
+    # psycopg sent one INSERT per event and waited on the socket for each.
+    session.execute(_EVENTS.insert().returning(_EVENTS.c.seq), rows)
+    session.execute(_HEAD.update().where(_HEAD.c.id == 1).values(last_hash=rows[-1]["hash"]))
+    return [AuditEvent(**row) for row in rows]
+
+
+def chained(events: list[dict[str, Any]], *, after: tuple[int, str], key: bytes | None) -> list[dict[str, Any]]:
+    """``events`` (each the keyword arguments of ``append``) as the chain's rows that follow the event ``after``
+    (its seq and its hash), in order, hashed with ``key`` (``session_key``) if there is one."""
+    seq, prev = after
+    rows = []
+    for event in events:
+        seq += 1
+        row = dict(
+            seq=seq,
+            at=event["at"].astimezone(UTC),
             actor=event["actor"],
             action=event["action"],
             promotion_id=event.get("promotion_id"),
             service=event.get("service"),
             environment=event.get("environment"),
+            detail=json.loads(_canonical(event.get("detail") or {})),
+            prev_hash=prev,
+            keyed=key is not None,
         )
-        digest = event_hash(key=key, seq=seq, at=at, detail=detail, prev_hash=prev, **fields)
-        added.append(
-            AuditEvent(seq=seq, at=at, detail=detail, prev_hash=prev, hash=digest, keyed=key is not None, **fields)
-        )
-        prev = digest
-    # Core statements, compiled once (the ORM's unit of work and its bulk UPDATE cost the writer of a batch of
-    # approvals two fifths of its time; a multi-row VALUES is compiled again for every number of rows). With
-    # RETURNING, SQLAlchemy sends the rows as one INSERT … VALUES (…), (…) ("insertmanyvalues"); without it,
-    # psycopg sent one INSERT per event and waited on the socket for each.
-    session.execute(
-        _EVENTS.insert().returning(_EVENTS.c.seq), [{c: getattr(e, c) for c in _EVENT_COLUMNS} for e in added]
-    )
-    session.execute(_HEAD.update().where(_HEAD.c.id == 1).values(last_hash=prev))
-    return added
+        row["hash"] = prev = event_hash(key=key, **{k: v for k, v in row.items() if k != "keyed"})
+        rows.append(row)
+    return rows
+
+
+# The head locked without moving it, for a writer that learns how many events it adds only once it holds the
+# lock (``storage.approval_batch``), then moved to the last of them.
+LOCK_HEAD = sa.select(_HEAD.c.seq, _HEAD.c.last_hash).where(_HEAD.c.id == 1).with_for_update()
+MOVE_HEAD = (
+    _HEAD.update().where(_HEAD.c.id == 1).values(seq=sa.bindparam("new_seq"), last_hash=sa.bindparam("new_hash"))
+)
+EVENTS = _EVENTS
+
+
+def lock_head(session: Session) -> tuple[int, str]:
+    """Lock the head row (creating it before the very first event) and return the chain's last seq and hash."""
+    head = session.execute(LOCK_HEAD).first()
+    if head is None:
+        return _take_head(session, 0)
+    return head.seq, head.last_hash or GENESIS
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from sqlmodel import Session, col, select
 
 from bot.engine import approval_writer
 from bot.engine.approval_writer import ApprovalWriter
-from storage import audit
+from storage import approval_batch, audit
 from storage.db import create_db_engine, transaction
 from storage.migrate import upgrade
 from storage.models import Approval, AuditEvent, Promotion
@@ -107,16 +107,16 @@ async def test_concurrent_approvals_are_each_recorded_once_and_counted_in_order(
 
 async def test_a_batch_that_fails_is_written_again_one_by_one(db, monkeypatch, caplog):
     """One approval whose audit event cannot be written fails alone; the others of its batch are recorded."""
-    real = audit.append_many
+    real = audit.chained
     queued = threading.Event()
 
-    def refuse_u13(session, events):
+    def refuse_u13(events, **kwargs):
         queued.wait(5)  # the first batch waits until every approval is asked: U13 shares a batch
         if any(e["actor"] == "U13" for e in events):
             raise sa.exc.OperationalError("INSERT", {}, Exception("disk full"))
-        return real(session, events)
+        return real(events, **kwargs)
 
-    monkeypatch.setattr(approval_writer.audit, "append_many", refuse_u13)
+    monkeypatch.setattr(approval_batch.audit, "chained", refuse_u13)
     writer = writer_for(db)
     asks = [asyncio.ensure_future(writer.record(promotion(db, "prm-a"), f"U{n:02d}", NOW)) for n in range(10, 16)]
     await asyncio.sleep(0.1)
@@ -150,16 +150,16 @@ async def test_a_commit_that_went_through_before_the_connection_dropped_is_not_a
 
 
 async def test_approvals_and_revokes_in_one_batch_are_applied_in_the_order_asked(db, monkeypatch, caplog):
-    real = audit.append_many
+    real = audit.chained
     queued = threading.Event()
     batches: list[list[tuple[str, str]]] = []
 
-    def hold_the_first(session, events):
+    def hold_the_first(events, **kwargs):
         queued.wait(5)  # the first batch waits until every ask is queued: the rest make one batch
         batches.append([(e["actor"], e["action"]) for e in events])
-        return real(session, events)
+        return real(events, **kwargs)
 
-    monkeypatch.setattr(approval_writer.audit, "append_many", hold_the_first)
+    monkeypatch.setattr(approval_batch.audit, "chained", hold_the_first)
     writer = writer_for(db)
     a, gone = promotion(db, "prm-a"), promotion(db, "prm-gone")
     asks = [
@@ -234,14 +234,14 @@ async def test_an_approval_and_its_revoke_whose_commit_went_through_are_not_appl
     """Written again one by one after an ambiguous commit, the approval must not be inserted a second time
     (it would count, and could approve the promotion, though its approver took it back) nor the revoke
     applied twice: each ask finds its own audited event and is answered from it."""
-    real_append = audit.append_many
+    real = audit.chained
     queued = threading.Event()
 
-    def hold_the_first(session, events):
+    def hold_the_first(events, **kwargs):
         queued.wait(5)
-        return real_append(session, events)
+        return real(events, **kwargs)
 
-    monkeypatch.setattr(approval_writer.audit, "append_many", hold_the_first)
+    monkeypatch.setattr(approval_batch.audit, "chained", hold_the_first)
     commits = drop_after_commit(monkeypatch, nth=2)
     writer = writer_for(db)
     a = promotion(db, "prm-a")
@@ -266,3 +266,22 @@ async def test_an_approval_and_its_revoke_whose_commit_went_through_are_not_appl
         events = s.exec(select(AuditEvent.action).where(col(AuditEvent.promotion_id) == "prm-a")).all()
         assert sorted(events) == ["promotion.approval", "promotion.approval_revoked"]  # once each
         assert audit.verify(s) is None
+
+
+async def test_approvals_and_revokes_on_a_keyed_chain_are_keyed_and_verify_only_with_the_key(db, database_url):
+    """With PROMOBOT_AUDIT_KEY the writer's events are HMACs like every other event: the chain verifies with
+    the key, and its events do not pass as plain SHA-256 ones."""
+    keyed = create_db_engine(database_url, audit_key=b"s3cret-audit-key")
+    writer = writer_for(keyed)
+    a = promotion(keyed, "prm-a")
+    answers = await asyncio.gather(*(writer.record(a, f"U{n:02d}", NOW) for n in range(5)))
+    revoked = await writer.revoke(a, "U02", NOW.replace(minute=1))
+    assert all(r.changed for r in answers) and revoked.changed
+    with Session(keyed) as s:
+        events = s.exec(select(AuditEvent).where(col(AuditEvent.promotion_id) == "prm-a")).all()
+        assert len(events) == 6 and all(e.keyed for e in events)
+        assert audit.verify(s) is None
+    with Session(db) as s:  # the same rows, read without the key
+        found = audit.verify(s)
+        assert found is not None and "PROMOBOT_AUDIT_KEY" in found.problem
+    keyed.dispose()

@@ -4,12 +4,12 @@ acknowledged, and of a revoke.
 Each approval is a transaction that locks its promotion's row and the audit chain's head, and commits
 (a disk flush). One at a time, under load, they queued behind each other's locks: with 50 people clicking,
 an approval's ack waited seconds, most of it for other approvals' round trips and flushes. Here one thread
-takes every approval waiting and writes them in one transaction of eight statements however many there
-are: the rows of their promotions locked in id order by one SELECT … FOR UPDATE and bumped by one UPDATE
-(as ``lock_row`` does for one), their approvals counted and inserted by one statement each, one lock of
-the audit head for all their events, one commit. Nobody is acknowledged before the transaction that holds
-their approval has committed. If a batch fails as a whole, its approvals are written again one by one, so
-one bad approval cannot fail the others.
+takes every approval waiting and writes them in one transaction however many there are, in two phases
+(``storage.approval_batch``: on PostgreSQL a round trip each, and the commit): the rows of their
+promotions locked in id order and bumped (as ``lock_row`` does for one), who approved them read, the audit
+head locked; then their approvals inserted and their events chained, all at once. Nobody is acknowledged
+before the transaction that holds their approval has committed. If a batch fails as a whole, its
+approvals are written again one by one, so one bad approval cannot fail the others.
 
 A revoke takes the same way (each on its own was a transaction of six statements and cost more of the
 interpreter than anything else a click does). The asks of a batch are applied in the order they came, so
@@ -28,44 +28,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from bot.engine.outcomes import DecisionResult
-from storage import audit
+from storage import approval_batch
 from storage.db import transaction
-from storage.models import Approval, AuditEvent, Promotion
-from storage.statuses import Decision
+from storage.models import AuditEvent, Promotion
 from storage.statuses import PromotionStatus as S
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 64  # approvals in one transaction
 IDLE_SECONDS = 5.0  # the thread ends after this long without work, and starts again with the next approval
 
-_APPROVAL = Approval.__table__  # type: ignore[attr-defined]
-_AP = _APPROVAL.c
-_P = Promotion.__table__.c  # type: ignore[attr-defined]
-_LOCKED = Promotion.__table__.alias("locked")  # type: ignore[attr-defined]
-# the rows of the promotions still waiting for approval, locked in id order by the inner SELECT … FOR
-# UPDATE (an UPDATE … IN alone locks them in whatever order its plan visits them, and two replicas' batches
-# could then wait on each other), and bumped as ``lock_row`` does for one: one statement, one round trip
-_LOCK = (
-    sa.update(Promotion.__table__)  # type: ignore[attr-defined]
-    .where(
-        _P.id.in_(
-            sa.select(_LOCKED.c.id)
-            .where(_LOCKED.c.id.in_(sa.bindparam("ids", expanding=True)), _LOCKED.c.status == sa.bindparam("waiting"))
-            .order_by(_LOCKED.c.id)
-            .with_for_update()
-        )
-    )
-    .values(version=_P.version + 1)
-    .returning(_P.id)
-)
-# who has approved each promotion (a promotion waiting for approval has at most a few tens): their count too
-_APPROVERS = sa.select(_AP.promotion_id, _AP.approver).where(
-    _AP.promotion_id.in_(sa.bindparam("ids", expanding=True)), _AP.decision == Decision.APPROVE.value
-)
 _E = AuditEvent.__table__.c  # type: ignore[attr-defined]
 # an ask's own audited event: written in the same transaction as its approval (or revocation), so found, it
 # says that transaction committed, and with what count
@@ -93,12 +67,7 @@ class ApprovalWriter:
         self.db = db
         self.already = already
         self.cannot_revoke = cannot_revoke
-        self._insert_approval = (
-            (postgresql if db.dialect.name == "postgresql" else sqlite)
-            .insert(_APPROVAL)
-            .on_conflict_do_nothing(index_elements=["promotion_id", "approver"])
-            .returning(_AP.promotion_id, _AP.approver)
-        )
+        self._batch = approval_batch.for_dialect(db.dialect)
         self._asks: queue.SimpleQueue[_Ask] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._running = False
@@ -183,13 +152,10 @@ class ApprovalWriter:
         at its own instant was done by that commit: answered from the event, not applied again."""
         refused: set[tuple[str, bool]] = set()  # (promotion, revoke) no longer waiting: why is read after the commit
         with transaction(self.db) as s:
-            ids = sorted({ask.promotion.id for ask in batch})
-            open_ = set(s.execute(_LOCK, {"ids": ids, "waiting": S.PENDING_APPROVAL.value}).scalars())
-            have: set[tuple[str, str]] = set()  # (promotion, approver) approved, as the asks so far leave it
-            if open_:
-                have = set(s.execute(_APPROVERS, {"ids": sorted(open_)}).tuples())
+            locked = self._batch.lock(s, sorted({ask.promotion.id for ask in batch}), S.PENDING_APPROVAL.value)
+            have = set(locked.approvals)  # (promotion, approver) approved, as the asks so far leave it
             stored = set(have)  # as the database holds them under the lock
-            counts = dict.fromkeys(open_, 0)
+            counts = dict.fromkeys(locked.open, 0)
             for pid, _ in have:
                 counts[pid] += 1
             approved: dict[tuple[str, str], datetime] = {}  # approvals to insert, with their time
@@ -199,7 +165,7 @@ class ApprovalWriter:
                 if retry and (done := self._done_before(s, ask)) is not None:
                     ask.result = done  # its commit went through: answered from its event, not applied again
                     continue
-                if p.id not in open_:
+                if p.id not in locked.open:
                     refused.add((p.id, ask.revoke))
                     continue
                 if not ask.revoke and pair in have:
@@ -230,9 +196,13 @@ class ApprovalWriter:
                     )
                 )
             # an approval revoked (and perhaps given again) goes; one given goes in with its latest time
-            self._delete(s, stored - have | (stored & approved.keys()))
-            self._insert(s, approved)
-            audit.append_many(s, events)
+            self._batch.write(
+                s,
+                revoked=stored - have | (stored & approved.keys()),
+                approved=approved,
+                events=events,
+                head=locked.head,
+            )
         # committed: what follows only words the refusals, and must not send the batch round again
         why = {key: self._why(*key) for key in refused}
         for ask in batch:
@@ -249,30 +219,6 @@ class ApprovalWriter:
                 count = int((detail or {}).get("approvals", 0))
                 return _revoked(p, count) if ask.revoke else _recorded(p, count)
         return None
-
-    @staticmethod
-    def _delete(s: Any, pairs: set[tuple[str, str]]) -> None:
-        if not pairs:
-            return
-        gone = s.execute(
-            sa.delete(_APPROVAL)
-            .where(sa.tuple_(_AP.promotion_id, _AP.approver).in_(sorted(pairs)), _AP.decision == Decision.APPROVE.value)
-            .returning(_AP.promotion_id, _AP.approver)
-        ).tuples()
-        if set(gone) != pairs:  # the rows are locked, so this cannot be: fail the batch, and write it one by one
-            raise RuntimeError("approvals changed under the promotions' row locks")
-
-    def _insert(self, s: Any, approved: dict[tuple[str, str], datetime]) -> None:
-        if not approved:
-            return
-        rows = [
-            dict(promotion_id=pid, approver=user, decision=Decision.APPROVE.value, decided_at=at)
-            for (pid, user), at in approved.items()
-        ]
-        # one statement compiled once, its rows sent together (a multi-row VALUES is compiled for every size)
-        added = s.execute(self._insert_approval, rows).tuples()
-        if set(added) != approved.keys():  # as above: counted as new, so it must be new
-            raise RuntimeError("approvals changed under the promotions' row locks")
 
     def _why(self, promotion_id: str, revoke: bool) -> str:
         """Why the promotion takes no more approvals, or revocations (read after the commit: a failure here

@@ -18,6 +18,8 @@ from bot.app import Promobot, instance_id
 from bot.jobs import retention
 from bot.jobs.digests import DigestScheduler
 from handlers import github_webhook, pipeline_api, slack_http
+from handlers.followups import FollowUps
+from handlers.slack_respond import Responder
 from storage.metrics.prometheus import build_registry
 
 log = logging.getLogger(__name__)
@@ -74,19 +76,27 @@ def make_web_app(bot: Promobot, *, background: bool = True) -> web.Application:
     if bot.slack_client is not None:
         app.cleanup_ctx.append(_slack_session(bot.slack_client))
     if bot.responder is not None:
-        responder = bot.responder
-        followups = bot.followups
-
-        async def close_responder(_: web.Application) -> None:
-            if followups is not None and not await followups.drain(FOLLOW_UPS_AT_STOP):
-                log.warning("stopping with %d follow-ups of acked Slack requests not done", followups.pending)
-            await responder.close()
-
-        app.on_shutdown.append(close_responder)
+        # after the Slack session's context: at cleanup, contexts end in reverse order, so this one ends first
+        app.cleanup_ctx.append(_answers(bot.responder, bot.followups))
     return app
 
 
 FOLLOW_UPS_AT_STOP = 10.0  # seconds a stopping server gives acked Slack requests to be answered
+
+
+def _answers(responder: Responder, followups: FollowUps | None):
+    """What acked Slack requests left to do, done before the server's Slack sessions close. Its end comes
+    at cleanup, after aiohttp has waited for the requests in flight (a click still recording its approval
+    when the server began to stop hands its follow-up over only then), and before the Web API session
+    closes."""
+
+    async def ctx(_: web.Application):
+        yield
+        if followups is not None and not await followups.drain(FOLLOW_UPS_AT_STOP):
+            log.warning("stopping with %d follow-ups of acked Slack requests not done", followups.pending)
+        await responder.close()
+
+    return ctx
 
 
 def _slack_session(client: AsyncWebClient):

@@ -7,9 +7,9 @@ redraw and thread note, a refusal's private message.
 
 A follow-up starts while the event loop keeps up: when a pass over its ready callbacks took less than
 ``QUIET`` seconds, ``BATCH`` of them start, oldest first. Under a burst of requests the passes are long,
-full of requests being read and acked, and the follow-ups wait, each for at most ``MAX_WAIT`` seconds: so
-the burst is acked first and answered after. Under a flood that lasts longer, a follow-up that waited
-``MAX_WAIT`` starts anyway, and every answer still comes, a little late.
+full of requests being read and acked, and the follow-ups wait, each for at most ``MAX_WAIT`` seconds
+(then it starts, whatever the loop is doing): so the burst is acked first and answered after, and under a
+flood that lasts longer every answer still comes, ``MAX_WAIT`` late.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ class FollowUps:
         self._waiting: deque[tuple[float, str, Callable[[], Awaitable[None]]]] = deque()  # (queued at, what, work)
         self._running: set[asyncio.Task[None]] = set()
         self._probing = False
+        self._stopping = False  # drained: what comes after starts at once
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -44,15 +45,16 @@ class FollowUps:
         ``what`` names it in the log if it fails."""
         loop = asyncio.get_running_loop()
         self._idle.clear()
-        if now:
+        if now or self._stopping:
             self._run(loop, what, work)
             return
         self._waiting.append((loop.time(), what, work))
         self._probe(loop)
 
     async def drain(self, timeout: float) -> bool:
-        """Start every follow-up and wait until all have run (at most ``timeout`` seconds); False if some
-        had not."""
+        """Start every follow-up, and from now on start each at once; wait until all have run (at most
+        ``timeout`` seconds). False if some had not."""
+        self._stopping = True
         loop = asyncio.get_running_loop()
         while self._waiting:
             _, what, work = self._waiting.popleft()
@@ -79,14 +81,15 @@ class FollowUps:
         self._probing = False
         now = loop.time()
         quiet = now - asked_at < self.quiet
-        for _ in range(self.batch):
-            if not self._waiting:
-                break
+        started = 0
+        while self._waiting:
             queued_at, what, work = self._waiting[0]
-            if not quiet and now - queued_at < self.max_wait:
+            overdue = now - queued_at >= self.max_wait
+            if not overdue and not (quiet and started < self.batch):
                 break
             self._waiting.popleft()
             self._run(loop, what, work)
+            started += 1
         self._probe(loop)
 
     def _run(self, loop: asyncio.AbstractEventLoop, what: str, work: Callable[[], Awaitable[None]]) -> None:

@@ -6,6 +6,8 @@ PROMOBOT_TEST_DATABASE=postgres runs the whole suite against PostgreSQL.
 
 from __future__ import annotations
 
+import contextlib
+
 import aiohttp
 import pytest
 from aiohttp import web
@@ -90,8 +92,9 @@ def settings_overrides():
     return {}
 
 
-@pytest.fixture
-async def harness(database_url, slack, github, config_text, settings_overrides, image_registry):
+@contextlib.asynccontextmanager
+async def serving(database_url, slack, github, config_text, settings_overrides, image_registry):
+    """promobot's server in this process, and its runner (a test may stop it itself)."""
     from bot.app import build
     from bot.config import parse_config
     from bot.server import make_web_app
@@ -103,7 +106,28 @@ async def harness(database_url, slack, github, config_text, settings_overrides, 
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    async with aiohttp.ClientSession() as session:
-        yield Harness(f"http://127.0.0.1:{port}", slack, github, bot, session, clock, registry_host=image_registry.host)
-    await runner.cleanup()
-    bot.engine.dispose()
+    try:
+        async with aiohttp.ClientSession() as session:
+            yield (
+                Harness(
+                    f"http://127.0.0.1:{port}", slack, github, bot, session, clock, registry_host=image_registry.host
+                ),
+                runner,
+            )
+    finally:
+        if runner.server is not None:
+            await runner.cleanup()
+        bot.engine.dispose()
+
+
+@pytest.fixture
+async def harness(database_url, slack, github, config_text, settings_overrides, image_registry):
+    async with serving(database_url, slack, github, config_text, settings_overrides, image_registry) as (h, _):
+        yield h
+
+
+@pytest.fixture
+async def server(database_url, slack, github, config_text, settings_overrides, image_registry):
+    """The harness and the server's runner: for a test that stops the server itself."""
+    async with serving(database_url, slack, github, config_text, settings_overrides, image_registry) as served:
+        yield served

@@ -136,3 +136,27 @@ async def test_a_stopping_server_runs_what_waits_and_says_when_some_did_not_fini
     assert not finished and followups.pending == 1
     stuck.set()
     assert await followups.drain(timeout=1.0) and followups.pending == 0
+
+
+async def test_under_a_flood_no_follow_up_waits_much_past_its_bound():
+    """More follow-ups come each pass than a pass starts: those whose wait is up all start, so the backlog
+    does not grow with the length of the flood."""
+    followups = FollowUps(max_wait=0.3)
+    waits: list[float] = []
+
+    def recorded(queued: float):
+        async def work() -> None:
+            waits.append(time.monotonic() - queued)
+
+        return work
+
+    with BusyLoop(hold=0.02):  # 20 ms passes
+        flood_ends = time.monotonic() + 1.5
+        while time.monotonic() < flood_ends:
+            for _ in range(3 * followups.batch):  # three times what one pass starts when the loop keeps up
+                followups.start("a click", recorded(time.monotonic()))
+            await asyncio.sleep(0)
+        while followups.pending and time.monotonic() < flood_ends + 3:
+            await asyncio.sleep(0)
+    assert len(waits) > 1000
+    assert max(waits) < 0.3 + 0.2, max(waits)  # the bound, and a few passes

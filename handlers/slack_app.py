@@ -1,7 +1,7 @@
 """Bolt listeners: slash commands, buttons, the reject modal and App Home.
 
-Every listener does only what must come before Slack's ack (Slack allows three seconds): an approval is
-recorded. It acks, and hands the rest to ``FollowUps``, which runs it once the acks in flight have been
+Every listener does only what must come before Slack's ack (Slack allows three seconds): a decision (an
+approval, a revoke, a cancel, a rejection) is committed. It acks, and hands the rest to ``FollowUps``, which runs it once the acks in flight have been
 answered: the command's checks and answer (through its response_url, ``Responder``, one kept-alive
 session), the card's redraw, a refusal's private message. The Bolt app processes each request before it
 answers it (``process_before_response``), so the ack leaves as soon as the listener returns.
@@ -78,26 +78,25 @@ def register(
 
         followups.start("an approval", work)
 
+    def later(what: str) -> Callable[[Callable[[], Awaitable[None]]], None]:
+        """Where a decision hands its announcements once committed: the follow-ups, after the ack."""
+        return lambda work: followups.start(what, work)
+
+    # A cancel, a revoke and a rejection are committed before the ack, as an approval is: Slack's order of
+    # the clicks is the order they take effect (a revoke acked before someone's last approval is never
+    # counted by it).
     @app.action(B.CANCEL)
     async def cancel(ack: Any, body: dict, action: dict) -> None:
+        result = await service.cancel(action["value"], body["user"]["id"], later=later("a cancel's card"))
         await ack()
-
-        async def work() -> None:
-            result = await service.cancel(action["value"], body["user"]["id"])
-            if not result.changed:
-                await _say_privately(responder.to(body), result.message)
-
-        followups.start("a cancel", work)
+        if not result.changed:
+            followups.start("a cancel", lambda: _say_privately(responder.to(body), result.message))
 
     @app.action(B.REVOKE)
     async def revoke(ack: Any, body: dict, action: dict) -> None:
+        result = await service.revoke_approval(action["value"], body["user"]["id"], later=later("a revoke's card"))
         await ack()
-
-        async def work() -> None:
-            result = await service.revoke_approval(action["value"], body["user"]["id"])
-            await _say_privately(responder.to(body), result.message)
-
-        followups.start("a revoke", work)
+        followups.start("a revoke", lambda: _say_privately(responder.to(body), result.message))
 
     @app.event("app_home_opened")
     async def home(event: dict, client: Any) -> None:
@@ -131,12 +130,8 @@ def register(
         if len(reason) < 3:
             await ack(response_action="errors", errors={"reason": "Say why, so the requester knows what to fix."})
             return
+        user = body["user"]["id"]
+        result = await service.reject(view["private_metadata"], user, reason, later=later("a rejection's card"))
         await ack()
-
-        async def work() -> None:
-            user = body["user"]["id"]
-            result = await service.reject(view["private_metadata"], user, reason)
-            if not result.changed:
-                await client.chat_postMessage(channel=user, text=result.message)
-
-        followups.start("a rejection", work)
+        if not result.changed:
+            followups.start("a rejection", lambda: client.chat_postMessage(channel=user, text=result.message))

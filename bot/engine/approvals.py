@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -31,6 +32,10 @@ from storage.models import Approval, OutboxEntry, Promotion
 from storage.statuses import Decision
 from storage.statuses import PromotionStatus as S
 
+# Where a decision's announcements go once it is committed: the Slack listener hands them to its follow-ups, so
+# the click is acknowledged once its decision has committed and the card is redrawn after (None: awaited here)
+Later = Callable[[Callable[[], Awaitable[None]]], None] | None
+
 RESUME_AFTER = timedelta(seconds=30)  # an approval older than this whose completion never ran is resumed
 SEEN_WAITING = 1024  # promotions remembered as read waiting for approval, the latest clicked
 
@@ -38,6 +43,13 @@ SEEN_WAITING = 1024  # promotions remembered as read waiting for approval, the l
 def _approved(actor: str, count: int | None, required: int | None) -> str:
     """The thread note of an approval that is not yet enough."""
     return f"<@{actor}> approved ({count} of {required})."
+
+
+async def _then(later: Later, announce: Callable[[], Awaitable[None]]) -> None:
+    if later is None:
+        await announce()
+    else:
+        later(announce)
 
 
 def approval_count(s: Session, promotion_id: str) -> int:
@@ -249,8 +261,9 @@ class Approvals:
             await self.complete_approval(promotion_id, approver)
         return len(rows)
 
-    async def reject(self, promotion_id: str, user: str, reason: str) -> DecisionResult:
-        p = await off_loop(self.ctx.promotion, promotion_id)
+    async def reject(self, promotion_id: str, user: str, reason: str, *, later: Later = None) -> DecisionResult:
+        """Reject ``p`` with ``reason``; returns once it is committed (its announcements handed to ``later``)."""
+        p = await urgent(self.ctx.promotion, promotion_id)
         if p is None:
             return DecisionResult(False, messages.no_such_promotion(promotion_id))
         reason = (reason or "").strip()
@@ -260,9 +273,13 @@ class Approvals:
         if refusal:
             return DecisionResult(False, refusal, p.id)
         if not await asyncio.to_thread(self._reject, p, user, reason, self.ctx.clock()):
-            return DecisionResult(False, await off_loop(self._already, p.id), p.id)
-        await self.notifications.announce(p.id, messages.rejected_note(user, reason))
-        await self.notifications.tell(p.requested_by, messages.rejected_tell(p, user, reason))
+            return DecisionResult(False, await urgent(self._already, p.id), p.id)
+
+        async def announce() -> None:
+            await self.notifications.announce(p.id, messages.rejected_note(user, reason))
+            await self.notifications.tell(p.requested_by, messages.rejected_tell(p, user, reason))
+
+        await _then(later, announce)
         return DecisionResult(True, f"Rejected `{p.id}`.", p.id)
 
     def _reject(self, p: Promotion, user: str, reason: str, now: datetime) -> bool:
@@ -291,15 +308,17 @@ class Approvals:
             release_slot(s, p)
         return True
 
-    async def cancel(self, promotion_id: str, user: str) -> DecisionResult:
-        p = await off_loop(self.ctx.promotion, promotion_id)
+    async def cancel(self, promotion_id: str, user: str, *, later: Later = None) -> DecisionResult:
+        """Cancel ``p`` (its requester only); returns once it is committed (its announcement handed to
+        ``later``)."""
+        p = await urgent(self.ctx.promotion, promotion_id)
         if p is None:
             return DecisionResult(False, messages.no_such_promotion(promotion_id))
         if user != p.requested_by:
             return DecisionResult(False, f"Only the requester <@{p.requested_by}> can cancel `{p.id}`.", p.id)
         if not await asyncio.to_thread(self._cancel, p, user, self.ctx.clock()):
-            return DecisionResult(False, await off_loop(self._already, p.id), p.id)
-        await self.notifications.announce(p.id, f"Cancelled by <@{user}>.")
+            return DecisionResult(False, await urgent(self._already, p.id), p.id)
+        await _then(later, lambda: self.notifications.announce(p.id, f"Cancelled by <@{user}>."))
         return DecisionResult(True, f"Cancelled `{p.id}`.", p.id)
 
     def _cancel(self, p: Promotion, user: str, now: datetime) -> bool:
@@ -320,19 +339,19 @@ class Approvals:
             release_slot(s, p)
         return True
 
-    async def revoke(self, promotion_id: str, user: str) -> DecisionResult:
+    async def revoke(self, promotion_id: str, user: str, *, later: Later = None) -> DecisionResult:
         """Withdraw ``user``'s approval while the promotion still waits for approvals (the count goes
-        back down); once it is approved and queued or dispatched, refuse and say what to do instead."""
-        p = await off_loop(self.ctx.promotion, promotion_id)
+        back down); once it is approved and queued or dispatched, refuse and say what to do instead. Returns
+        once it is committed (its announcement handed to ``later``)."""
+        p = await urgent(self.ctx.promotion, promotion_id)
         if p is None:
             return DecisionResult(False, messages.nothing_to_revoke(promotion_id))
         if p.status != S.PENDING_APPROVAL.value:  # most revokes that fail, fail here, without the write lock
-            return DecisionResult(False, await off_loop(self._cannot_revoke, p.id), p.id)
+            return DecisionResult(False, await urgent(self._cannot_revoke, p.id), p.id)
         revoked = await self.writer.revoke(p, user, self.ctx.clock())
         if revoked.changed:
-            await self.notifications.announce(
-                p.id, f"<@{user}> revoked their approval ({revoked.approvals} of {revoked.required})."
-            )
+            note = f"<@{user}> revoked their approval ({revoked.approvals} of {revoked.required})."
+            await _then(later, lambda: self.notifications.announce(p.id, note))
         return revoked
 
     def _cannot_revoke(self, promotion_id: str) -> str:

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine
 from bot.clock import utcnow
 from bot.config import EnvironmentConfig, PromobotConfig, ServiceConfig
 from bot.engine import messages, records
-from bot.engine.approvals import Approvals
+from bot.engine.approvals import Approvals, Later
 from bot.engine.context import EngineContext
 from bot.engine.delivery import LISTING_LAG, RETRY_BACKOFF_BASE
 from bot.engine.deploy_guard import DeployGuard, DeployRequest, DeployVerdict
@@ -173,14 +173,15 @@ class PromotionService:
     ) -> DecisionResult:
         return await self.approvals.complete_approval(promotion_id, actor, recorded)
 
-    async def reject(self, promotion_id: str, user: str, reason: str) -> DecisionResult:
-        return await self.approvals.reject(promotion_id, user, reason)
+    async def reject(self, promotion_id: str, user: str, reason: str, *, later: Later = None) -> DecisionResult:
+        return await self.approvals.reject(promotion_id, user, reason, later=later)
 
-    async def cancel(self, promotion_id: str, user: str) -> DecisionResult:
-        return await self.approvals.cancel(promotion_id, user)
+    async def cancel(self, promotion_id: str, user: str, *, later: Later = None) -> DecisionResult:
+        return await self.approvals.cancel(promotion_id, user, later=later)
 
-    async def revoke_approval(self, promotion_id: str, user: str) -> DecisionResult:
-        return await self.approvals.revoke(promotion_id, user)
+    async def revoke_approval(self, promotion_id: str, user: str, *, later: Later = None) -> DecisionResult:
+        """Withdraw an approval; returns once committed, its announcement handed to ``later`` (or awaited)."""
+        return await self.approvals.revoke(promotion_id, user, later=later)
 
     async def rejectable(self, promotion_id: str, user: str) -> Promotion | str:
         """The promotion, if ``user`` may reject it now; why not, if they may not. One urgent read: the reason

@@ -134,6 +134,8 @@ class PipelinedBatch:
     ) -> None:
         rows = audit.chained(events, after=head, key=audit.session_key(s))
         added = list(approved.items())
+        if any(at.tzinfo is None for _, at in added):  # sent to the driver as they are: refused as UTCDateTime does
+            raise ValueError("naive datetime given to a UTC column")
         params = {
             **self._write[1],
             "added_pids": [pid for (pid, _), _ in added],

@@ -2,8 +2,9 @@
 
 Each event's hash covers its content and the previous event's hash, so an
 edit, a deletion or a reordering breaks the chain at that event. Writers
-first update the single ``audit_head`` row, which takes a row lock on
-PostgreSQL (and the write lock on SQLite): concurrent writers are serialised
+first lock the single ``audit_head`` row (by updating it, or, where the number
+of events is known only later, ``lock_head``'s SELECT … FOR UPDATE), a row lock
+on PostgreSQL (and the write lock on SQLite): concurrent writers are serialised
 and the chain stays linear. The head also records how long the chain is and
 its last hash, so a truncated tail shows. After a retention purge
 (``storage.retention``) the chain starts at the latest ``AuditAnchor``.
@@ -167,6 +168,8 @@ def chained(events: list[dict[str, Any]], *, after: tuple[int, str], key: bytes 
     seq, prev = after
     rows = []
     for event in events:
+        if event["at"].tzinfo is None:  # (as the UTC columns refuse one)
+            raise ValueError("naive datetime given to the audit chain")
         seq += 1
         row = dict(
             seq=seq,

@@ -221,7 +221,7 @@ class EnvironmentLock(SQLModel, table=True):
 
 
 class AuditHead(SQLModel, table=True):
-    """The chain's tip. Writers update this row first, which serialises them."""
+    """The chain's tip. Writers lock this row first (an UPDATE, or SELECT … FOR UPDATE), which serialises them."""
 
     id: int = Field(default=1, primary_key=True)
     seq: int = 0

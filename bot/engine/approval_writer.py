@@ -196,13 +196,14 @@ class ApprovalWriter:
                     )
                 )
             # an approval revoked (and perhaps given again) goes; one given goes in with its latest time
-            self._batch.write(
-                s,
-                revoked=stored - have | (stored & approved.keys()),
-                approved=approved,
-                events=events,
-                head=locked.head,
-            )
+            if events:  # (every change has its event: none, nothing to write)
+                self._batch.write(
+                    s,
+                    revoked=stored - have | (stored & approved.keys()),
+                    approved=approved,
+                    events=events,
+                    head=locked.head,
+                )
         # committed: what follows only words the refusals, and must not send the batch round again
         why = {key: self._why(*key) for key in refused}
         for ask in batch:

@@ -99,7 +99,8 @@ class Approvals:
         self.notifications = notifications
         self.requests = requests
         self.writer = ApprovalWriter(ctx.db, self._already, self._cannot_revoke)
-        # promotions read waiting for approval: a click on one is written without reading it again (event loop only)
+        # promotions read waiting for approval: an approval or revoke of one is written without reading it again,
+        # and a cancel by someone else refused (event loop only)
         self._seen_waiting: OrderedDict[str, Promotion] = OrderedDict()
 
     def _already(self, promotion_id: str) -> str:
@@ -134,10 +135,16 @@ class Approvals:
         refusal = await self.refusal(p, user, Decision.APPROVE.value)
         if refusal:
             return DecisionResult(False, refusal, p.id)
+        self._remember_waiting(p)
+        return await self.writer.record(p, user, self.ctx.clock())
+
+    def _remember_waiting(self, p: Promotion) -> None:
+        """``p`` was read waiting for approval: a later click on it need not read it again for what never
+        changes (its service, environment, requester, approvals needed)."""
         self._seen_waiting[p.id] = p
+        self._seen_waiting.move_to_end(p.id)
         while len(self._seen_waiting) > SEEN_WAITING:
             self._seen_waiting.popitem(last=False)
-        return await self.writer.record(p, user, self.ctx.clock())
 
     async def _may_approve(self, p: Promotion, user: str) -> bool:
         """Whether ``user`` may approve ``p`` (read before, waiting then), if it still waits. When not, the
@@ -311,10 +318,11 @@ class Approvals:
     async def cancel(self, promotion_id: str, user: str, *, later: Later = None) -> DecisionResult:
         """Cancel ``p`` (its requester only); returns once it is committed (its announcement handed to
         ``later``)."""
-        p = await urgent(self.ctx.promotion, promotion_id)
+        seen = self._seen_waiting.get(promotion_id)
+        p = seen if seen is not None and user != seen.requested_by else await urgent(self.ctx.promotion, promotion_id)
         if p is None:
             return DecisionResult(False, messages.no_such_promotion(promotion_id))
-        if user != p.requested_by:
+        if user != p.requested_by:  # (the requester never changes: known without reading it again)
             return DecisionResult(False, f"Only the requester <@{p.requested_by}> can cancel `{p.id}`.", p.id)
         if not await asyncio.to_thread(self._cancel, p, user, self.ctx.clock()):
             return DecisionResult(False, await urgent(self._already, p.id), p.id)
@@ -343,11 +351,15 @@ class Approvals:
         """Withdraw ``user``'s approval while the promotion still waits for approvals (the count goes
         back down); once it is approved and queued or dispatched, refuse and say what to do instead. Returns
         once it is committed (its announcement handed to ``later``)."""
-        p = await urgent(self.ctx.promotion, promotion_id)
+        # a promotion seen waiting is not read again: whether it still waits is asked under the row lock
+        p = self._seen_waiting.get(promotion_id)
         if p is None:
-            return DecisionResult(False, messages.nothing_to_revoke(promotion_id))
-        if p.status != S.PENDING_APPROVAL.value:  # most revokes that fail, fail here, without the write lock
-            return DecisionResult(False, await urgent(self._cannot_revoke, p.id), p.id)
+            p = await urgent(self.ctx.promotion, promotion_id)
+            if p is None:
+                return DecisionResult(False, messages.nothing_to_revoke(promotion_id))
+            if p.status != S.PENDING_APPROVAL.value:  # most revokes that fail, fail here, without the write lock
+                return DecisionResult(False, await urgent(self._cannot_revoke, p.id), p.id)
+            self._remember_waiting(p)
         revoked = await self.writer.revoke(p, user, self.ctx.clock())
         if revoked.changed:
             note = f"<@{user}> revoked their approval ({revoked.approvals} of {revoked.required})."

@@ -86,9 +86,10 @@ FOLLOW_UPS_AT_STOP = 10.0  # seconds a stopping server gives acked Slack request
 
 def _answers(responder: Responder, followups: FollowUps | None):
     """What acked Slack requests left to do, done before the server's Slack sessions close. Its end comes
-    at cleanup, after aiohttp has waited for the requests in flight (a click still recording its approval
-    when the server began to stop hands its follow-up over only then), and before the Web API session
-    closes."""
+    at cleanup, after aiohttp has waited for the HTTP requests in flight (a click still recording its
+    approval when the server began to stop hands its follow-up over only then), and before the Web API
+    session closes. (Socket Mode's handler is closed first and does not wait for its listeners: a click
+    still being recorded then may go unanswered.)"""
 
     async def ctx(_: web.Application):
         yield

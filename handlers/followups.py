@@ -52,8 +52,8 @@ class FollowUps:
         self._probe(loop)
 
     async def drain(self, timeout: float) -> bool:
-        """Start every follow-up, and from now on start each at once; wait until all have run (at most
-        ``timeout`` seconds). False if some had not."""
+        """For a stopping server: start every follow-up, and from now on start each at once (for good); wait
+        until all have run (at most ``timeout`` seconds). False if some had not."""
         self._stopping = True
         loop = asyncio.get_running_loop()
         while self._waiting:

@@ -31,6 +31,12 @@ async def _say_privately(respond: Respond, text: str) -> None:
     )
 
 
+async def _in_order(told: list[Callable[[], Awaitable[None]]]) -> None:
+    """What a decision handed over to tell people (its card, thread and DMs), one after the other."""
+    for tell in told:
+        await tell()
+
+
 def register(
     app: AsyncApp, service: PromotionService, router: CommandRouter, responder: Responder, followups: FollowUps
 ) -> None:
@@ -61,14 +67,19 @@ def register(
     # Buttons have no lane (``handlers.commands.ANSWERS_AT_ONCE``): a card's redraws coalesce only while its
     # announcements overlap, and with clicks worked on four at a time they did not (545 redraws for 500
     # clicks, twice the interpreter's time per click).
+    # A click's decision (an approval, a revoke, a cancel, a rejection) is committed before the ack, so
+    # Slack's order of the clicks is the order they take effect (a revoke acked before someone's last
+    # approval is never counted by it); what tells people about it follows, in the order it was told.
     @app.action(B.APPROVE)
     async def approve(ack: Any, body: dict, action: dict) -> None:
         # Recorded before the ack: a crash after Slack heard "ok" must not lose the approval.
         user = body["user"]["id"]
-        recorded = await service.record_approval(action["value"], user)
+        told: list[Callable[[], Awaitable[None]]] = []
+        recorded = await service.record_approval(action["value"], user, later=told.append)
         await ack()
 
         async def work() -> None:
+            await _in_order(told)
             if not recorded.changed:
                 await _say_privately(responder.to(body), recorded.message)
                 return
@@ -78,25 +89,30 @@ def register(
 
         followups.start("an approval", work)
 
-    def later(what: str) -> Callable[[Callable[[], Awaitable[None]]], None]:
-        """Where a decision hands its announcements once committed: the follow-ups, after the ack."""
-        return lambda work: followups.start(what, work)
-
-    # A cancel, a revoke and a rejection are committed before the ack, as an approval is: Slack's order of
-    # the clicks is the order they take effect (a revoke acked before someone's last approval is never
-    # counted by it).
     @app.action(B.CANCEL)
     async def cancel(ack: Any, body: dict, action: dict) -> None:
-        result = await service.cancel(action["value"], body["user"]["id"], later=later("a cancel's card"))
+        told: list[Callable[[], Awaitable[None]]] = []
+        result = await service.cancel(action["value"], body["user"]["id"], later=told.append)
         await ack()
-        if not result.changed:
-            followups.start("a cancel", lambda: _say_privately(responder.to(body), result.message))
+
+        async def work() -> None:
+            await _in_order(told)
+            if not result.changed:
+                await _say_privately(responder.to(body), result.message)
+
+        followups.start("a cancel", work)
 
     @app.action(B.REVOKE)
     async def revoke(ack: Any, body: dict, action: dict) -> None:
-        result = await service.revoke_approval(action["value"], body["user"]["id"], later=later("a revoke's card"))
+        told: list[Callable[[], Awaitable[None]]] = []
+        result = await service.revoke_approval(action["value"], body["user"]["id"], later=told.append)
         await ack()
-        followups.start("a revoke", lambda: _say_privately(responder.to(body), result.message))
+
+        async def work() -> None:
+            await _in_order(told)  # the card and the thread, then the private answer
+            await _say_privately(responder.to(body), result.message)
+
+        followups.start("a revoke", work)
 
     @app.event("app_home_opened")
     async def home(event: dict, client: Any) -> None:
@@ -131,7 +147,13 @@ def register(
             await ack(response_action="errors", errors={"reason": "Say why, so the requester knows what to fix."})
             return
         user = body["user"]["id"]
-        result = await service.reject(view["private_metadata"], user, reason, later=later("a rejection's card"))
+        told: list[Callable[[], Awaitable[None]]] = []
+        result = await service.reject(view["private_metadata"], user, reason, later=told.append)
         await ack()
-        if not result.changed:
-            followups.start("a rejection", lambda: client.chat_postMessage(channel=user, text=result.message))
+
+        async def work() -> None:
+            await _in_order(told)
+            if not result.changed:
+                await client.chat_postMessage(channel=user, text=result.message)
+
+        followups.start("a rejection", work)

@@ -56,20 +56,29 @@ class Locked:
     head: tuple[int, str]  # the audit chain's last seq and hash, its head row locked
 
 
+@dataclass
+class Changes:
+    """What a batch writes under the locks of ``Locked``."""
+
+    revoked: set[Pair]  # approvals to delete
+    approved: dict[Pair, datetime]  # approvals to insert, with when they were given
+    events: list[dict[str, Any]]  # the audit events, each the keyword arguments of ``audit.append``
+    head: tuple[int, str]  # the chain's head as locked: the events follow it
+
+    def check(self, deleted: int | None, inserted: int | None) -> None:
+        """Raise ``ChangedUnderLock`` unless the deletes and inserts touched as many rows as they should."""
+        if deleted is not None and deleted != len(self.revoked):
+            raise ChangedUnderLock("approvals to revoke changed under the promotions' row locks")
+        if inserted is not None and inserted != len(self.approved):
+            raise ChangedUnderLock("approvals changed under the promotions' row locks")
+
+
 class Batch(Protocol):
     """The two phases on one dialect, inside the caller's transaction."""
 
     def lock(self, s: Session, ids: list[str], waiting: str) -> Locked: ...
 
-    def write(
-        self,
-        s: Session,
-        *,
-        revoked: set[Pair],
-        approved: dict[Pair, datetime],
-        events: list[dict[str, Any]],
-        head: tuple[int, str],
-    ) -> None: ...
+    def write(self, s: Session, changes: Changes) -> None: ...
 
 
 def for_dialect(dialect: Dialect) -> Batch:
@@ -123,17 +132,10 @@ class PipelinedBatch:
             return Locked(open_, approvals, audit.lock_head(s))
         return Locked(open_, approvals, (tip[0], tip[1] or audit.GENESIS))
 
-    def write(
-        self,
-        s: Session,
-        *,
-        revoked: set[Pair],
-        approved: dict[Pair, datetime],
-        events: list[dict[str, Any]],
-        head: tuple[int, str],
-    ) -> None:
-        rows = audit.chained(events, after=head, key=audit.session_key(s))
-        added = list(approved.items())
+    def write(self, s: Session, changes: Changes) -> None:
+        head = changes.head
+        rows = audit.chained(changes.events, after=head, key=audit.session_key(s))
+        added = list(changes.approved.items())
         if any(at.tzinfo is None for _, at in added):  # sent to the driver as they are: refused as UTCDateTime does
             raise ValueError("naive datetime given to a UTC column")
         params = {
@@ -150,18 +152,15 @@ class PipelinedBatch:
         raw = _driver_connection(s)
         deleted = None
         with raw.pipeline():
-            if revoked:
-                gone = sorted(revoked)
+            if changes.revoked:
+                gone = sorted(changes.revoked)
                 deleted = raw.execute(
                     self._delete[0],
                     {**self._delete[1], "gone_pids": [p for p, _ in gone], "gone_users": [u for _, u in gone]},
                 )
             written = raw.execute(self._write[0], params)
             (inserted,) = written.fetchone()
-        if deleted is not None and deleted.rowcount != len(revoked):
-            raise ChangedUnderLock("approvals to revoke changed under the promotions' row locks")
-        if inserted != len(approved):
-            raise ChangedUnderLock("approvals changed under the promotions' row locks")
+        changes.check(None if deleted is None else deleted.rowcount, inserted)
 
 
 _EVENT_ARRAYS = (
@@ -251,37 +250,27 @@ class SqliteBatch:
             approvals = {(pid, user) for pid, user in json.loads(pairs)}
         return Locked(open_, approvals, audit.lock_head(s))
 
-    def write(
-        self,
-        s: Session,
-        *,
-        revoked: set[Pair],
-        approved: dict[Pair, datetime],
-        events: list[dict[str, Any]],
-        head: tuple[int, str],
-    ) -> None:
-        if revoked:
+    def write(self, s: Session, changes: Changes) -> None:
+        if changes.revoked:
             gone = s.execute(
                 sa.delete(_APPROVAL).where(
-                    sa.tuple_(_AP.promotion_id, _AP.approver).in_(sorted(revoked)), _AP.decision == _APPROVE
+                    sa.tuple_(_AP.promotion_id, _AP.approver).in_(sorted(changes.revoked)), _AP.decision == _APPROVE
                 )
             )
-            if rowcount(gone) != len(revoked):
-                raise ChangedUnderLock("approvals to revoke changed under the promotions' row locks")
-        if approved:
+            changes.check(rowcount(gone), None)
+        if changes.approved:
             added = s.execute(
                 sqlite.insert(_APPROVAL)
                 .values(
                     [
                         dict(promotion_id=pid, approver=user, decision=_APPROVE, decided_at=at)
-                        for (pid, user), at in approved.items()
+                        for (pid, user), at in changes.approved.items()
                     ]
                 )
                 .on_conflict_do_nothing(index_elements=["promotion_id", "approver"])
             )
-            if rowcount(added) != len(approved):
-                raise ChangedUnderLock("approvals changed under the promotions' row locks")
-        rows = audit.chained(events, after=head, key=audit.session_key(s))
+            changes.check(None, rowcount(added))
+        rows = audit.chained(changes.events, after=changes.head, key=audit.session_key(s))
         if rows:
             s.execute(audit.EVENTS.insert().values(rows))
             s.execute(audit.MOVE_HEAD, {"new_seq": rows[-1]["seq"], "new_hash": rows[-1]["hash"]})

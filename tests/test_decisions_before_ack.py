@@ -24,6 +24,14 @@ from tests.harness import (
 TWO = CONFIG.replace("required_approvals: 1", "required_approvals: 2")
 
 
+async def pending_card(h) -> tuple[dict, str]:
+    """A production promotion waiting for approval: its card, and its id."""
+    await seed(h)
+    await request_card(h)
+    card = h.cards()[-1]
+    return card, card_id(card)
+
+
 def hold_follow_ups(h) -> None:
     """From now on nothing a listener leaves for after its ack starts until the follow-ups are drained (as
     under a burst that keeps the event loop busy)."""
@@ -34,10 +42,7 @@ def hold_follow_ups(h) -> None:
 @pytest.mark.parametrize("config_text", [TWO])
 async def test_a_revoke_and_a_cancel_have_taken_effect_when_slack_hears_ok(harness):
     h = harness
-    await seed(h)
-    await request_card(h)
-    card = h.cards()[-1]
-    pid = card_id(card)
+    card, pid = await pending_card(h)
     rm1 = h.user("U0RM1")
     assert (await rm1.click(card, "promotion.approve")).status == 200
     one = await card_update(h, card, lambda u: "1 of 2" in all_text(u))
@@ -57,10 +62,7 @@ async def test_a_revoke_and_a_cancel_have_taken_effect_when_slack_hears_ok(harne
 
 async def test_a_rejection_has_taken_effect_when_slack_hears_ok(harness):
     h = harness
-    await seed(h)
-    await request_card(h)
-    card = h.cards()[-1]
-    pid = card_id(card)
+    card, pid = await pending_card(h)
     lead = h.user("U0LEAD")
     hold_follow_ups(h)
     await lead.click(card, "promotion.reject")  # its modal opens at once: the trigger id lives three seconds
@@ -77,17 +79,14 @@ async def test_a_rejection_has_taken_effect_when_slack_hears_ok(harness):
 
 async def test_a_server_stopping_while_a_click_is_recorded_completes_it_before_it_stops(server):
     h, runner = server
-    await seed(h)
-    await request_card(h)
-    card = h.cards()[-1]
-    pid = card_id(card)
+    card, pid = await pending_card(h)
     recording = asyncio.Event()
     record = h.bot.service.record_approval
 
-    async def slow_record(promotion_id: str, user: str):
+    async def slow_record(promotion_id: str, user: str, **kwargs):
         recording.set()
         await asyncio.sleep(0.3)  # a write that takes a while: the server is told to stop meanwhile
-        return await record(promotion_id, user)
+        return await record(promotion_id, user, **kwargs)
 
     h.bot.service.record_approval = slow_record
     h.github.delay_next(1.5, "/repos/acme/api-gateway", count=20)  # the approval's gates are read again, slowly

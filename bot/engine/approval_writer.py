@@ -199,10 +199,12 @@ class ApprovalWriter:
             if events:  # (every change has its event: none, nothing to write)
                 self._batch.write(
                     s,
-                    revoked=stored - have | (stored & approved.keys()),
-                    approved=approved,
-                    events=events,
-                    head=locked.head,
+                    approval_batch.Changes(
+                        revoked=stored - have | (stored & approved.keys()),
+                        approved=approved,
+                        events=events,
+                        head=locked.head,
+                    ),
                 )
         # committed: what follows only words the refusals, and must not send the batch round again
         why = {key: self._why(*key) for key in refused}

@@ -119,9 +119,10 @@ class Approvals:
             return recorded
         return await self.complete_approval(promotion_id, user, recorded)
 
-    async def record_approval(self, promotion_id: str, user: str) -> DecisionResult:
+    async def record_approval(self, promotion_id: str, user: str, *, later: Later = None) -> DecisionResult:
         """The fast, durable half of an approval (before Slack is acknowledged): no approval is lost
-        if the process dies right after; ``resume`` completes it on restart."""
+        if the process dies right after; ``resume`` completes it on restart. (What tells people about a
+        promotion this finds expired goes to ``later``.)"""
         seen = self._seen_waiting.get(promotion_id)
         if seen is not None and await self._may_approve(seen, user):
             if promotion_id in self._seen_waiting:  # other clicks may have pushed it out while the directory answered
@@ -132,7 +133,7 @@ class Approvals:
         p = await urgent(self.ctx.promotion, promotion_id)
         if p is None:
             return DecisionResult(False, messages.no_such_promotion(promotion_id))
-        refusal = await self.refusal(p, user, Decision.APPROVE.value)
+        refusal = await self.refusal(p, user, Decision.APPROVE.value, later=later)
         if refusal:
             return DecisionResult(False, refusal, p.id)
         self._remember_waiting(p)
@@ -276,10 +277,10 @@ class Approvals:
         reason = (reason or "").strip()
         if not reason:
             return DecisionResult(False, "A rejection needs a reason, so the requester knows what to fix.", p.id)
-        refusal = await self.refusal(p, user, Decision.REJECT.value)
+        refusal = await self.refusal(p, user, Decision.REJECT.value, later=later)
         if refusal:
             return DecisionResult(False, refusal, p.id)
-        if not await asyncio.to_thread(self._reject, p, user, reason, self.ctx.clock()):
+        if not await urgent(self._reject, p, user, reason, self.ctx.clock()):
             return DecisionResult(False, await urgent(self._already, p.id), p.id)
 
         async def announce() -> None:
@@ -324,7 +325,7 @@ class Approvals:
             return DecisionResult(False, messages.no_such_promotion(promotion_id))
         if user != p.requested_by:  # (the requester never changes: known without reading it again)
             return DecisionResult(False, f"Only the requester <@{p.requested_by}> can cancel `{p.id}`.", p.id)
-        if not await asyncio.to_thread(self._cancel, p, user, self.ctx.clock()):
+        if not await urgent(self._cancel, p, user, self.ctx.clock()):
             return DecisionResult(False, await urgent(self._already, p.id), p.id)
         await _then(later, lambda: self.notifications.announce(p.id, f"Cancelled by <@{user}>."))
         return DecisionResult(True, f"Cancelled `{p.id}`.", p.id)
@@ -374,15 +375,20 @@ class Approvals:
             return messages.revoke_refused(current)
         return self._already(current.id)
 
-    async def refusal(self, p: Promotion, user: str, verb: str) -> str | None:
-        """Why ``user`` may not ``verb`` (approve or reject) ``p`` now, or None when they may."""
+    async def refusal(self, p: Promotion, user: str, verb: str, *, later: Later = None) -> str | None:
+        """Why ``user`` may not ``verb`` (approve or reject) ``p`` now, or None when they may. A promotion past
+        its deadline is expired, and what tells people so handed to ``later`` (the ack need not wait for it)."""
         if p.status != S.PENDING_APPROVAL.value:
             return await urgent(self._already, p.id)
         not_theirs = await self._not_theirs(p, user, verb)
         if not_theirs:
             return not_theirs
         if self._past_deadline(p):
-            await self.expire_due()
+            if later is None:
+                await self.expire_due()
+            else:
+                expired = await urgent(self._expire, self.ctx.clock())  # expired now; the cards and DMs follow
+                later(lambda: self._tell_expired(expired))
             assert p.expires_at is not None
             return messages.expired_ask_again(p, format_duration(p.expires_at - p.requested_at))
         return None
@@ -404,10 +410,13 @@ class Approvals:
     async def expire_due(self) -> int:
         """Expire pending promotions whose approval_ttl has run out; returns how many."""
         expired = await asyncio.to_thread(self._expire, self.ctx.clock())
+        await self._tell_expired(expired)
+        return len(expired)
+
+    async def _tell_expired(self, expired: list[Promotion]) -> None:
         for p in expired:
             await self.notifications.announce(p.id, "Expired: nobody approved in time.")
             await self.notifications.tell(p.requested_by, messages.expired_tell(p))
-        return len(expired)
 
     def _expire(self, now: datetime) -> list[Promotion]:
         with Session(self.ctx.db) as s:

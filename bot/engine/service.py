@@ -165,8 +165,8 @@ class PromotionService:
     async def approve(self, promotion_id: str, user: str) -> DecisionResult:
         return await self.approvals.approve(promotion_id, user)
 
-    async def record_approval(self, promotion_id: str, user: str) -> DecisionResult:
-        return await self.approvals.record_approval(promotion_id, user)
+    async def record_approval(self, promotion_id: str, user: str, *, later: Later = None) -> DecisionResult:
+        return await self.approvals.record_approval(promotion_id, user, later=later)
 
     async def complete_approval(
         self, promotion_id: str, actor: str, recorded: DecisionResult | None = None

@@ -1,10 +1,11 @@
 """Bolt listeners: slash commands, buttons, the reject modal and App Home.
 
-Every listener does only what must come before Slack's ack (Slack allows three seconds): a decision (an
-approval, a revoke, a cancel, a rejection) is committed. It acks, and hands the rest to ``FollowUps``, which runs it once the acks in flight have been
-answered: the command's checks and answer (through its response_url, ``Responder``, one kept-alive
-session), the card's redraw, a refusal's private message. The Bolt app processes each request before it
-answers it (``process_before_response``), so the ack leaves as soon as the listener returns.
+Every listener does only what must come before Slack's ack (Slack allows three seconds): a click's
+decision (an approval, a revoke, a cancel, a rejection) is committed. It acks, and hands the rest to
+``FollowUps``, which starts it once the event loop keeps up: the command's checks and answer (through its
+response_url, ``Responder``, one kept-alive session), the card's redraw, a refusal's private message. The
+Bolt app processes each request before it answers it (``process_before_response``), so the ack leaves as
+soon as the listener returns.
 """
 
 from __future__ import annotations

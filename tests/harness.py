@@ -552,6 +552,15 @@ def production_dispatches(h) -> list[dict]:
     return [d for d in h.github.dispatches() if d["inputs"]["environment"] == "production"]
 
 
+async def recorded_dispatch(h) -> dict:
+    """The first dispatch into production, once promobot has recorded it as dispatched. GitHub has the dispatch
+    a moment before promobot commits it, and a pipeline that reports the run in between is out of band (409);
+    a real pipeline's report comes seconds later."""
+    dispatch = (await h.wait(lambda s: production_dispatches(h)))[0]
+    await h.wait(lambda s: promotion(h, dispatch["inputs"]["promotion_id"]).status == "dispatched")
+    return dispatch
+
+
 async def request_card(h, requester="U0DEV", text=f"api-gateway {TAG}"):
     """``/promote text``; once promobot answers, and (when it opened a promotion) once its card is posted."""
     dev = h.user(requester)

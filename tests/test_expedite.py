@@ -26,6 +26,7 @@ from tests.harness import (
     deployed,
     header_text,
     production_dispatches,
+    recorded_dispatch,
     seed,
     valid_record,
     verified,
@@ -152,7 +153,7 @@ async def test_an_expedited_security_patch_skips_staging_soak_and_window_with_mo
     await h.wait(lambda s: any("approved (1 of 2)" in m["text"] for m in s.messages("C0DEPLOYS")))
     assert production_dispatches(h) == []
     await h.user("U0RM1").click(card, "promotion.approve")  # a member of the S0RELEASE group
-    dispatch = (await h.wait(lambda s: production_dispatches(h)))[0]
+    dispatch = await recorded_dispatch(h)
     assert dispatch["inputs"]["image_tag"] == PATCH and dispatch["inputs"]["image_digest"] == build["digest"]
     pid = dispatch["inputs"]["promotion_id"]
 

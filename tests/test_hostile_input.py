@@ -19,8 +19,8 @@ from tests.harness import (
     card_id,
     deployed,
     in_thread,
-    production_dispatches,
     promotion,
+    recorded_dispatch,
     request_card,
     seed,
     sign,
@@ -166,7 +166,7 @@ async def test_what_the_pipeline_reports_reaches_slack_escaped(harness):
     await request_card(h)
     card = h.cards()[-1]
     await h.user("U0LEAD").click(card, "promotion.approve")
-    run_id = str((await h.wait(lambda s: production_dispatches(h)))[0]["run_id"])
+    run_id = str((await recorded_dispatch(h))["run_id"])
     assert (await h.event(deployed("api-gateway", TAG, "production", run_id=run_id)))[0] == 202
 
     # a masked link in a URL is refused, and nothing is recorded

@@ -133,8 +133,8 @@ class PipelinedBatch:
         return Locked(open_, approvals, (tip[0], tip[1] or audit.GENESIS))
 
     def write(self, s: Session, changes: Changes) -> None:
-        head = changes.head
-        rows = audit.chained(changes.events, after=head, key=audit.session_key(s))
+        head, key = changes.head, audit.session_key(s)
+        rows = audit.chained(changes.events, after=head, key=key)
         added = list(changes.approved.items())
         if any(at.tzinfo is None for _, at in added):  # sent to the driver as they are: refused as UTCDateTime does
             raise ValueError("naive datetime given to a UTC column")
@@ -143,7 +143,7 @@ class PipelinedBatch:
             "added_pids": [pid for (pid, _), _ in added],
             "added_users": [user for (_, user), _ in added],
             "added_ats": [at for _, at in added],
-            "keyed": audit.session_key(s) is not None,
+            "keyed": key is not None,
             "new_seq": rows[-1]["seq"] if rows else head[0],
             "new_hash": rows[-1]["hash"] if rows else head[1],
             **{f"ev_{c}": [row[c] for row in rows] for c in _EVENT_ARRAYS},

@@ -384,11 +384,7 @@ class Approvals:
         if not_theirs:
             return not_theirs
         if self._past_deadline(p):
-            if later is None:
-                await self.expire_due()
-            else:
-                expired = await urgent(self._expire, self.ctx.clock())  # expired now; the cards and DMs follow
-                later(lambda: self._tell_expired(expired))
+            await self.expire_due(later=later)
             assert p.expires_at is not None
             return messages.expired_ask_again(p, format_duration(p.expires_at - p.requested_at))
         return None
@@ -407,16 +403,18 @@ class Approvals:
     def _past_deadline(self, p: Promotion) -> bool:
         return p.expires_at is not None and self.ctx.clock() >= p.expires_at
 
-    async def expire_due(self) -> int:
-        """Expire pending promotions whose approval_ttl has run out; returns how many."""
+    async def expire_due(self, *, later: Later = None) -> int:
+        """Expire pending promotions whose approval_ttl has run out; returns how many. What tells people goes to
+        ``later`` (a click's ack need not wait for cards and DMs), or is awaited here."""
         expired = await asyncio.to_thread(self._expire, self.ctx.clock())
-        await self._tell_expired(expired)
-        return len(expired)
 
-    async def _tell_expired(self, expired: list[Promotion]) -> None:
-        for p in expired:
-            await self.notifications.announce(p.id, "Expired: nobody approved in time.")
-            await self.notifications.tell(p.requested_by, messages.expired_tell(p))
+        async def tell() -> None:
+            for p in expired:
+                await self.notifications.announce(p.id, "Expired: nobody approved in time.")
+                await self.notifications.tell(p.requested_by, messages.expired_tell(p))
+
+        await _then(later, tell)
+        return len(expired)
 
     def _expire(self, now: datetime) -> list[Promotion]:
         with Session(self.ctx.db) as s:

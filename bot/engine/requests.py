@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -46,6 +47,12 @@ class Requests:
     def __init__(self, ctx: EngineContext, notifications: Notifications):
         self.ctx = ctx
         self.notifications = notifications
+        self._waiting_listeners: list[Callable[[Promotion], None]] = []
+
+    def when_waiting(self, listener: Callable[[Promotion], None]) -> None:
+        """Call ``listener`` (on the event loop) with each promotion this opens waiting for approval, once it
+        is committed."""
+        self._waiting_listeners.append(listener)
 
     # --- what the command means ---------------------------------------------------------
 
@@ -320,6 +327,9 @@ class Requests:
                     s.add(OutboxEntry(promotion_id=promotion.id, created_at=now, next_attempt_at=now + CARD_GRACE))
         except IntegrityError:
             raise UserError(messages.opened_at_the_same_moment(service, target)) from None
+        if manual:
+            for listener in self._waiting_listeners:
+                listener(promotion)
         if superseded:
             await self.notifications.announce(superseded, messages.superseded_by(promotion.id, requester))
         await self._post_card(promotion.id, ctx.approvers_for(target, expedited=exp is not None) if manual else [])

@@ -4,35 +4,40 @@ The approval writer (``bot.engine.approval_writer``) runs on a thread of its own
 Slack. Each time a statement waits on the database, or SQLite steps to its next row, that thread lets go of
 the interpreter's lock, and under load it waits to take it back: in runs of bench/ack_bench.py on
 PostgreSQL, a batch of eight statements one after another took 48 ms (p50), and a stand-in batch that only
-let go of the lock 30 times took 52 ms (9 times: 12 ms). So the batch is two phases, each as few waits as the
-database allows:
+let go of the lock 30 times took 52 ms (9 times: 12 ms). So a batch is one transaction (``Batch.begin``) of
+two phases, each as few waits as the database allows:
 
 - ``lock``: the batch's promotions that still wait for approval, locked in id order and bumped (as
   ``lock_row`` does for one), who has approved them, and the audit chain's head, locked;
 - ``write``: the approvals revoked deleted, the new ones inserted, the events chained after the head, and
   the head moved to the last of them. A delete or insert that does not touch exactly the rows it should
-  raises ``ChangedUnderLock`` (the rows are locked, so it cannot happen): the caller's transaction fails.
+  raises ``ChangedUnderLock`` (the rows are locked, so it cannot happen): the transaction fails.
 
-On PostgreSQL each phase is one round trip, in psycopg's pipeline mode (the commit is a third). On SQLite,
-where each row a statement returns is a step of its own, a phase reads one row per statement (the ids and
-approvers as one JSON array) and writes with multi-row statements that return nothing.
+On PostgreSQL the transaction is three round trips in psycopg's pipeline mode: its BEGIN goes with the lock
+phase, the write phase is one, its COMMIT one. (In a transaction psycopg opens itself, the BEGIN, each
+phase and the COMMIT each waited for the server: six round trips.) On SQLite, where each row a statement
+returns is a step of its own, a phase reads one row per statement (the ids and approvers as one JSON array)
+and writes with multi-row statements that return nothing.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 import sqlalchemy as sa
+from psycopg.pq import TransactionStatus
 from psycopg.types.json import Json
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Dialect, Engine
 from sqlmodel import Session
 
 from storage import audit
-from storage.db import rowcount
+from storage.db import AUDIT_KEY, rowcount, transaction
 from storage.models import Approval, Promotion
 from storage.statuses import Decision
 
@@ -73,12 +78,30 @@ class Changes:
             raise ChangedUnderLock("approvals changed under the promotions' row locks")
 
 
+_E = audit.EVENTS.c
+# an ask's own audited event: written in the same transaction as its approval (or revocation), so found, it
+# says that transaction committed, and with what count
+_OWN_EVENTS = sa.select(_E.at, _E.detail).where(
+    _E.promotion_id == sa.bindparam("id"), _E.actor == sa.bindparam("user"), _E.action == sa.bindparam("action")
+)
+
+
+class Tx(Protocol):
+    """One batch's transaction: ``lock``, then ``write`` (once, or not at all)."""
+
+    def lock(self, ids: list[str], waiting: str) -> Locked: ...
+
+    def own_events(self, promotion_id: str, actor: str, action: str) -> list[tuple[datetime | None, Any]]:
+        """(at, detail) of each audited ``action`` of ``actor`` on the promotion."""
+        ...
+
+    def write(self, changes: Changes) -> None: ...
+
+
 class Batch(Protocol):
-    """The two phases on one dialect, inside the caller's transaction."""
+    """A batch's transaction on one dialect: committed when the block ends, rolled back if it raises."""
 
-    def lock(self, s: Session, ids: list[str], waiting: str) -> Locked: ...
-
-    def write(self, s: Session, changes: Changes) -> None: ...
+    def begin(self, engine: Engine) -> AbstractContextManager[Tx]: ...
 
 
 def for_dialect(dialect: Dialect) -> Batch:
@@ -92,7 +115,8 @@ def _compiled(stmt: sa.ClauseElement, dialect: Dialect) -> tuple[str, dict[str, 
 
 
 class PipelinedBatch:
-    """PostgreSQL: each phase's statements go together in psycopg's pipeline mode, one round trip."""
+    """PostgreSQL: a batch's transaction in psycopg's pipeline mode, three round trips (BEGIN and the lock
+    phase, the write phase, COMMIT)."""
 
     def __init__(self, dialect: Dialect) -> None:
         ids = sa.bindparam("ids", type_=postgresql.ARRAY(sa.String))
@@ -119,48 +143,84 @@ class PipelinedBatch:
         self._delete = _compiled(_delete_revoked(), dialect)
         self._write = _compiled(_write_at_once(), dialect)
 
-    def lock(self, s: Session, ids: list[str], waiting: str) -> Locked:
-        raw = _driver_connection(s)
-        with raw.pipeline():
-            lock = raw.execute(self._lock[0], {**self._lock[1], "ids": ids, "waiting": waiting})
-            approvers = raw.execute(self._approvers[0], {**self._approvers[1], "ids": ids})
-            head = raw.execute(self._head[0], self._head[1])
-            open_ = {row[0] for row in lock.fetchall()}
-            approvals = {(pid, user) for pid, user in approvers.fetchall() if pid in open_}
-            tip = head.fetchone()
-        if tip is None:  # the very first event: the head row is made
-            return Locked(open_, approvals, audit.lock_head(s))
+        self._own_events = _compiled(_OWN_EVENTS, dialect)
+        self._first_head = _compiled(
+            postgresql.insert(audit.HEAD).values(id=1, seq=0, last_hash=audit.GENESIS).on_conflict_do_nothing(),
+            dialect,
+        )
+
+    @contextmanager
+    def begin(self, engine: Engine) -> Iterator[Tx]:
+        """A transaction of its own on a pooled connection, in autocommit so that psycopg adds no BEGIN of
+        its own (one it adds, it waits for): BEGIN and COMMIT go in the pipeline with the statements."""
+        with engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")  # (undone when it goes back to the pool)
+            raw: Any = conn.connection.driver_connection
+            try:
+                with raw.pipeline():
+                    raw.execute("BEGIN")
+                    yield _PipelinedTx(self, raw, conn.info.get(AUDIT_KEY))
+                    raw.execute("COMMIT")
+            except BaseException:
+                _roll_back(raw)
+                raise
+
+
+class _PipelinedTx:
+    def __init__(self, batch: PipelinedBatch, raw: Any, key: bytes | None) -> None:
+        self._b, self._raw, self._key = batch, raw, key
+
+    def _run(self, statement: tuple[str, dict[str, Any]], **params: Any) -> Any:
+        return self._raw.execute(statement[0], {**statement[1], **params})
+
+    def lock(self, ids: list[str], waiting: str) -> Locked:
+        b = self._b
+        lock = self._run(b._lock, ids=ids, waiting=waiting)
+        approvers = self._run(b._approvers, ids=ids)
+        head = self._run(b._head)
+        open_ = {row[0] for row in lock.fetchall()}  # (the BEGIN and these three: one round trip)
+        approvals = {(pid, user) for pid, user in approvers.fetchall() if pid in open_}
+        tip = head.fetchone()
+        if tip is None:  # the very first event: the head row is made, then locked
+            self._run(b._first_head)
+            tip = self._run(b._head).fetchone()
         return Locked(open_, approvals, (tip[0], tip[1] or audit.GENESIS))
 
-    def write(self, s: Session, changes: Changes) -> None:
-        head, key = changes.head, audit.session_key(s)
-        rows = audit.chained(changes.events, after=head, key=key)
+    def own_events(self, promotion_id: str, actor: str, action: str) -> list[tuple[datetime | None, Any]]:
+        return [tuple(row) for row in self._run(self._b._own_events, id=promotion_id, user=actor, action=action)]
+
+    def write(self, changes: Changes) -> None:
+        b, head = self._b, changes.head
+        rows = audit.chained(changes.events, after=head, key=self._key)
         added = list(changes.approved.items())
         if any(at.tzinfo is None for _, at in added):  # sent to the driver as they are: refused as UTCDateTime does
             raise ValueError("naive datetime given to a UTC column")
-        params = {
-            **self._write[1],
+        params: dict[str, Any] = {
             "added_pids": [pid for (pid, _), _ in added],
             "added_users": [user for (_, user), _ in added],
             "added_ats": [at for _, at in added],
-            "keyed": key is not None,
+            "keyed": self._key is not None,
             "new_seq": rows[-1]["seq"] if rows else head[0],
             "new_hash": rows[-1]["hash"] if rows else head[1],
             **{f"ev_{c}": [row[c] for row in rows] for c in _EVENT_ARRAYS},
         }
         params["ev_detail"] = [Json(d) for d in params["ev_detail"]]
-        raw = _driver_connection(s)
         deleted = None
-        with raw.pipeline():
-            if changes.revoked:
-                gone = sorted(changes.revoked)
-                deleted = raw.execute(
-                    self._delete[0],
-                    {**self._delete[1], "gone_pids": [p for p, _ in gone], "gone_users": [u for _, u in gone]},
-                )
-            written = raw.execute(self._write[0], params)
-            (inserted,) = written.fetchone()
+        if changes.revoked:
+            gone = sorted(changes.revoked)
+            deleted = self._run(b._delete, gone_pids=[p for p, _ in gone], gone_users=[u for _, u in gone])
+        (inserted,) = self._run(b._write, **params).fetchone()  # (one round trip, the delete with it)
         changes.check(None if deleted is None else deleted.rowcount, inserted)
+
+
+def _roll_back(raw: Any) -> None:
+    """End the transaction a batch began, if it is still open (a connection that broke has none to end)."""
+    if raw.closed or raw.info.transaction_status == TransactionStatus.IDLE:
+        return
+    try:
+        raw.execute("ROLLBACK")
+    except Exception:  # the connection is gone: so is its transaction
+        pass
 
 
 _EVENT_ARRAYS = (
@@ -225,16 +285,22 @@ def _delete_revoked() -> sa.Delete:
     return sa.delete(_APPROVAL).where(_AP.decision == _APPROVE, sa.tuple_(_AP.promotion_id, _AP.approver).in_(gone))
 
 
-def _driver_connection(s: Session) -> Any:
-    """The psycopg connection under the session's transaction."""
-    return s.connection().connection.driver_connection
-
-
 class SqliteBatch:
     """SQLite: a transaction here holds the database's write lock from its BEGIN IMMEDIATE, so nothing else
     writes meanwhile; every statement reads at most one row, or writes many rows at once."""
 
-    def lock(self, s: Session, ids: list[str], waiting: str) -> Locked:
+    @contextmanager
+    def begin(self, engine: Engine) -> Iterator[Tx]:
+        with transaction(engine) as s:
+            yield _SqliteTx(s)
+
+
+class _SqliteTx:
+    def __init__(self, s: Session) -> None:
+        self.s = s
+
+    def lock(self, ids: list[str], waiting: str) -> Locked:
+        s = self.s
         found = s.execute(
             sa.select(sa.func.json_group_array(_P.id)).where(_P.id.in_(ids), _P.status == waiting)
         ).scalar_one()
@@ -250,7 +316,12 @@ class SqliteBatch:
             approvals = {(pid, user) for pid, user in json.loads(pairs)}
         return Locked(open_, approvals, audit.lock_head(s))
 
-    def write(self, s: Session, changes: Changes) -> None:
+    def own_events(self, promotion_id: str, actor: str, action: str) -> list[tuple[datetime | None, Any]]:
+        found = self.s.execute(_OWN_EVENTS, {"id": promotion_id, "user": actor, "action": action})
+        return [(at, detail) for at, detail in found]
+
+    def write(self, changes: Changes) -> None:
+        s = self.s
         if changes.revoked:
             gone = s.execute(
                 sa.delete(_APPROVAL).where(

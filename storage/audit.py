@@ -195,6 +195,7 @@ MOVE_HEAD = (
     _HEAD.update().where(_HEAD.c.id == 1).values(seq=sa.bindparam("new_seq"), last_hash=sa.bindparam("new_hash"))
 )
 EVENTS = _EVENTS
+HEAD = _HEAD
 
 
 def lock_head(session: Session) -> tuple[int, str]:

@@ -9,11 +9,11 @@ import threading
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from bot.engine import approval_writer
 from bot.engine.approval_writer import ApprovalWriter
 from storage import approval_batch, audit
 from storage.db import create_db_engine, transaction
@@ -49,18 +49,21 @@ def db(database_url):
 
 def drop_after_commit(monkeypatch, nth: int = 1) -> list[bool]:
     """The writer's ``nth`` transaction commits, then its connection drops before the server says so."""
-    real = approval_writer.transaction
     commits: list[bool] = []
 
-    @contextmanager
-    def commit_then_drop(engine):
-        with real(engine) as s:
-            yield s
-        commits.append(True)
-        if len(commits) == nth:
-            raise sa.exc.OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
+    def dropping(real):
+        @contextmanager
+        def commit_then_drop(self, engine):
+            with real(self, engine) as tx:
+                yield tx
+            commits.append(True)
+            if len(commits) == nth:
+                raise sa.exc.OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
 
-    monkeypatch.setattr(approval_writer, "transaction", commit_then_drop)
+        return commit_then_drop
+
+    for kind in (approval_batch.SqliteBatch, approval_batch.PipelinedBatch):
+        monkeypatch.setattr(kind, "begin", dropping(kind.begin))
     return commits
 
 
@@ -131,6 +134,45 @@ async def test_a_batch_that_fails_is_written_again_one_by_one(db, monkeypatch, c
         approvers = set(s.exec(select(Approval.approver).where(col(Approval.promotion_id) == "prm-a")).all())
         assert approvers == {"U10", "U11", "U12", "U14", "U15"}  # U13's approval was rolled back with its event
         assert audit.verify(s) is None
+
+
+async def test_a_batch_the_database_refuses_is_rolled_back_and_leaves_its_connection_usable(db, monkeypatch, caplog):
+    """The database itself refuses one approval's audit event (a seq already taken): its batch is rolled back
+    and written again one by one, the others are recorded, and the connections it used go back to the pool
+    as they came (a unit of work on them afterwards still rolls back on error)."""
+    real = audit.chained
+    queued = threading.Event()
+
+    def taken_seq_for_u13(events, **kwargs):
+        queued.wait(5)
+        rows = real(events, **kwargs)
+        for row in rows:
+            if row["actor"] == "U13":
+                row["seq"] = 1  # the first approval's event has it
+        return rows
+
+    monkeypatch.setattr(approval_batch.audit, "chained", taken_seq_for_u13)
+    writer = writer_for(db)
+    first = await writer.record(promotion(db, "prm-b"), "U09", NOW)
+    assert first.changed
+    asks = [asyncio.ensure_future(writer.record(promotion(db, "prm-a"), f"U{n:02d}", NOW)) for n in range(10, 16)]
+    await asyncio.sleep(0.1)
+    queued.set()
+    answers = await asyncio.gather(*asks, return_exceptions=True)
+
+    assert "writing them one by one" in caplog.text
+    failed = [a for a in answers if isinstance(a, BaseException)]
+    assert len(failed) == 1 and isinstance(failed[0], sa.exc.IntegrityError | psycopg.errors.UniqueViolation)
+    assert sum(1 for a in answers if not isinstance(a, BaseException) and a.changed) == 5
+    with Session(db) as s:
+        approvers = set(s.exec(select(Approval.approver).where(col(Approval.promotion_id) == "prm-a")).all())
+        assert approvers == {"U10", "U11", "U12", "U14", "U15"}
+        assert audit.verify(s) is None
+    for _ in range(3):  # each pooled connection: in a transaction again, not left in autocommit
+        with pytest.raises(RuntimeError), transaction(db) as s:
+            s.execute(sa.update(Promotion).where(col(Promotion.id) == "prm-gone").values(status="approved"))
+            raise RuntimeError("rolled back")
+    assert promotion(db, "prm-gone").status == S.CANCELLED.value
 
 
 async def test_a_commit_that_went_through_before_the_connection_dropped_is_not_a_second_click(db, monkeypatch):

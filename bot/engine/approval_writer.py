@@ -5,7 +5,7 @@ Each approval is a transaction that locks its promotion's row and the audit chai
 (a disk flush). One at a time, under load, they queued behind each other's locks: with 50 people clicking,
 an approval's ack waited seconds, most of it for other approvals' round trips and flushes. Here one thread
 takes every approval waiting and writes them in one transaction however many there are, in two phases
-(``storage.approval_batch``: on PostgreSQL a round trip each, and the commit): the rows of their
+(``storage.approval_batch``: on PostgreSQL a round trip each, BEGIN with the first and COMMIT a third): the rows of their
 promotions locked in id order and bumped (as ``lock_row`` does for one), who approved them read, the audit
 head locked; then their approvals inserted and their events chained, all at once. Nobody is acknowledged
 before the transaction that holds their approval has committed. If a batch fails as a whole, its
@@ -27,25 +27,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from bot.engine.outcomes import DecisionResult
 from storage import approval_batch
-from storage.db import transaction
-from storage.models import AuditEvent, Promotion
+from storage.models import Promotion
 from storage.statuses import PromotionStatus as S
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 64  # approvals in one transaction
 IDLE_SECONDS = 5.0  # the thread ends after this long without work, and starts again with the next approval
-
-_E = AuditEvent.__table__.c  # type: ignore[attr-defined]
-# an ask's own audited event: written in the same transaction as its approval (or revocation), so found, it
-# says that transaction committed, and with what count
-_OWN_EVENT = sa.select(_E.at, _E.detail).where(
-    _E.promotion_id == sa.bindparam("id"), _E.actor == sa.bindparam("user"), _E.action == sa.bindparam("action")
-)
 
 
 @dataclass
@@ -150,8 +141,8 @@ class ApprovalWriter:
         commit the server had made before the connection dropped, so an ask whose event is already audited
         at its own instant was done by that commit: answered from the event, not applied again."""
         refused: set[tuple[str, bool]] = set()  # (promotion, revoke) no longer waiting: why is read after the commit
-        with transaction(self.db) as s:
-            locked = self._batch.lock(s, sorted({ask.promotion.id for ask in batch}), S.PENDING_APPROVAL.value)
+        with self._batch.begin(self.db) as tx:
+            locked = tx.lock(sorted({ask.promotion.id for ask in batch}), S.PENDING_APPROVAL.value)
             have = set(locked.approvals)  # (promotion, approver) approved, as the asks so far leave it
             stored = set(have)  # as the database holds them under the lock
             counts = dict.fromkeys(locked.open, 0)
@@ -161,7 +152,7 @@ class ApprovalWriter:
             events: list[dict[str, Any]] = []
             for ask in batch:
                 p, pair = ask.promotion, (ask.promotion.id, ask.user)
-                if retry and (done := self._done_before(s, ask)) is not None:
+                if retry and (done := self._done_before(tx, ask)) is not None:
                     ask.result = done  # its commit went through: answered from its event, not applied again
                     continue
                 if p.id not in locked.open:
@@ -196,8 +187,7 @@ class ApprovalWriter:
                 )
             # an approval revoked (and perhaps given again) goes; one given goes in with its latest time
             if events:  # (every change has its event: none, nothing to write)
-                self._batch.write(
-                    s,
+                tx.write(
                     approval_batch.Changes(
                         revoked=stored - have | (stored & approved.keys()),
                         approved=approved,
@@ -212,11 +202,12 @@ class ApprovalWriter:
                 ask.result = DecisionResult(False, why[(ask.promotion.id, ask.revoke)], ask.promotion.id)
 
     @staticmethod
-    def _done_before(s: Any, ask: _Ask) -> DecisionResult | None:
+    def _done_before(tx: approval_batch.Tx, ask: _Ask) -> DecisionResult | None:
         """``ask``'s answer, if a transaction that committed already applied it (its audited event is there,
-        at its instant)."""
+        at its instant: written in the same transaction as its approval, it says that one committed, and
+        with what count)."""
         p = ask.promotion
-        for at, detail in s.execute(_OWN_EVENT, {"id": p.id, "user": ask.user, "action": _action(ask)}):
+        for at, detail in tx.own_events(p.id, ask.user, _action(ask)):
             if _same_time(at, ask.at):
                 count = int((detail or {}).get("approvals", 0))
                 return _revoked(p, count) if ask.revoke else _recorded(p, count)

@@ -8,10 +8,11 @@ dispatch is queued in that same transaction (gate 1).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -186,9 +187,47 @@ class Requests:
         expedite_reason: str | None = None,
     ) -> RequestResult:
         """Check the gates and, when they all pass, open a promotion (or refuse with every reason).
-        With ``expedite_reason``, an expedited promotion (``bot.engine.expedite``)."""
+        With ``expedite_reason``, an expedited promotion (``bot.engine.expedite``). What reads or writes the
+        database runs off the event loop: it acks Slack meanwhile."""
         ctx = self.ctx
-        svc = ctx.service_config(service)
+        planned = await off_loop(self._plan, service, tag, environment, kind, expedite_reason)
+        if isinstance(planned, RequestResult):
+            return planned
+        tag, source, target, exp, preempts = planned
+        report = await self.evaluate(service, tag, source, target, kind, exp)
+        now = ctx.clock()
+        if not report.eligible:
+            await asyncio.to_thread(self._refused, requester, report, kind, reason, exp, now)
+            return RequestResult("refused", report, None, "")
+        env = ctx.config.environment(target)
+        manual = env.approval == "manual" or exp is not None  # an expedited promotion always needs people
+        promotion, superseded = await asyncio.to_thread(
+            self._open, requester, report, kind, reason, exp, preempts, manual=manual, now=now
+        )
+        if manual:
+            for listener in self._waiting_listeners:
+                listener(promotion)
+        if superseded:
+            await self.notifications.announce(superseded, messages.superseded_by(promotion.id, requester))
+        await self._post_card(promotion.id, ctx.approvers_for(target, expedited=exp is not None) if manual else [])
+        if not manual:
+            await asyncio.to_thread(self._release_dispatch, promotion.id)
+            ctx.outbox_wakeup.set()
+            return RequestResult(
+                "approved",
+                report,
+                promotion.id,
+                f"`{tag}` is going to {target} (approval: {env.approval}); promotion `{promotion.id}`.",
+            )
+        return RequestResult("requested", report, promotion.id, messages.requested(promotion))
+
+    def _plan(
+        self, service: str, tag: str | None, environment: str | None, kind: str, expedite_reason: str | None
+    ) -> RequestResult | tuple[str, str | None, str, Expedite | None, str | None]:
+        """(tag, source, target, expedite, what it preempts) of the request, or why it is refused before any
+        gate is asked: a deploy or a rollback under way."""
+        ctx = self.ctx
+        ctx.service_config(service)
         exp: Expedite | None = None
         if expedite_reason is not None:
             if kind == PromotionKind.ROLLBACK:
@@ -206,7 +245,6 @@ class Requests:
             source = None
         else:
             tag, source, target = self.resolve(service, tag, environment)
-        env = ctx.config.environment(target)
         in_flight = self.active(service, target)
         preempts: str | None = None
         if in_flight is not None and in_flight.status != S.PENDING_APPROVAL.value:
@@ -220,23 +258,40 @@ class Requests:
                 report = GateReport(service, tag, target, source, None, ctx.clock(), ())
                 return RequestResult("refused", report, in_flight.id, messages.rollback_waiting(in_flight))
             preempts = in_flight.preempts
-        report = await self.evaluate(service, tag, source, target, kind, exp)
-        now = ctx.clock()
-        if not report.eligible:
-            with transaction(ctx.db) as s:
-                audit.append(
-                    s,
-                    at=now,
-                    actor=requester,
-                    action=f"{kind}.refused",
-                    service=service,
-                    environment=target,
-                    detail={"tag": tag, "report": report.to_json(), "reason": reason, **expedited_detail(exp)},
-                )
-            return RequestResult("refused", report, None, "")
+        return tag, source, target, exp, preempts
+
+    def _refused(
+        self, requester: str, report: GateReport, kind: str, reason: str | None, exp: Expedite | None, now: datetime
+    ) -> None:
+        with transaction(self.ctx.db) as s:
+            audit.append(
+                s,
+                at=now,
+                actor=requester,
+                action=f"{kind}.refused",
+                service=report.service,
+                environment=report.target_environment,
+                detail={"tag": report.tag, "report": report.to_json(), "reason": reason, **expedited_detail(exp)},
+            )
+
+    def _open(
+        self,
+        requester: str,
+        report: GateReport,
+        kind: str,
+        reason: str | None,
+        exp: Expedite | None,
+        preempts: str | None,
+        *,
+        manual: bool,
+        now: datetime,
+    ) -> tuple[Promotion, str | None]:
+        """The promotion opened, with the slot it takes; and the one it superseded, if any."""
+        ctx = self.ctx
+        service, tag, target, source = report.service, report.tag, report.target_environment, report.source_environment
+        svc, env = ctx.service_config(service), ctx.config.environment(target)
         artifact = ctx.ledger.artifact(service, tag)
         assert artifact is not None  # every gate passed, the metadata gate among them
-        manual = env.approval == "manual" or exp is not None  # an expedited promotion always needs people
         policy = ctx.config.policy.expedite
         required = policy.required_approvals if exp is not None and policy else env.required_approvals
         ttl = (policy.approval_ttl if exp is not None and policy else None) or env.approval_ttl
@@ -327,34 +382,23 @@ class Requests:
                     s.add(OutboxEntry(promotion_id=promotion.id, created_at=now, next_attempt_at=now + CARD_GRACE))
         except IntegrityError:
             raise UserError(messages.opened_at_the_same_moment(service, target)) from None
-        if manual:
-            for listener in self._waiting_listeners:
-                listener(promotion)
-        if superseded:
-            await self.notifications.announce(superseded, messages.superseded_by(promotion.id, requester))
-        await self._post_card(promotion.id, ctx.approvers_for(target, expedited=exp is not None) if manual else [])
-        if not manual:
-            with transaction(ctx.db) as s:
-                s.execute(
-                    sa.update(OutboxEntry)
-                    .where(
-                        col(OutboxEntry.promotion_id) == promotion.id,
-                        col(OutboxEntry.status) == OutboxStatus.PENDING.value,
-                    )
-                    .values(next_attempt_at=ctx.clock())
+        return promotion, superseded
+
+    def _release_dispatch(self, promotion_id: str) -> None:
+        """The outbox entry of a promotion approved on request may go now: its card is posted."""
+        with transaction(self.ctx.db) as s:
+            s.execute(
+                sa.update(OutboxEntry)
+                .where(
+                    col(OutboxEntry.promotion_id) == promotion_id,
+                    col(OutboxEntry.status) == OutboxStatus.PENDING.value,
                 )
-            ctx.outbox_wakeup.set()
-            return RequestResult(
-                "approved",
-                report,
-                promotion.id,
-                f"`{tag}` is going to {target} (approval: {env.approval}); promotion `{promotion.id}`.",
+                .values(next_attempt_at=self.ctx.clock())
             )
-        return RequestResult("requested", report, promotion.id, messages.requested(promotion))
 
     async def _post_card(self, promotion_id: str, approvers: list[str]) -> None:
         """Post the card and tell the approvers; remember where the card is."""
-        view = records.view(self.ctx, promotion_id)
+        view = await off_loop(records.view, self.ctx, promotion_id)
         assert view is not None
         approver_users = sorted(await self.notifications.approver_users(approvers)) if approvers else []
         try:
@@ -363,10 +407,13 @@ class Requests:
             log.exception("could not post the card for %s", promotion_id)
             channel, ts = None, None
         if ts:
-            with transaction(self.ctx.db) as s:
-                s.execute(
-                    sa.update(Promotion).where(col(Promotion.id) == promotion_id).values(channel=channel, message_ts=ts)
-                )
+            await asyncio.to_thread(self._card_posted, promotion_id, channel, ts)
+
+    def _card_posted(self, promotion_id: str, channel: str | None, ts: str) -> None:
+        with transaction(self.ctx.db) as s:
+            s.execute(
+                sa.update(Promotion).where(col(Promotion.id) == promotion_id).values(channel=channel, message_ts=ts)
+            )
 
     async def promote_automatically(self, service: str, tag: str, environment: str) -> None:
         """Gate 1: a verified artifact moves on by itself into an environment with approval: automatic."""

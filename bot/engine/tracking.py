@@ -31,6 +31,7 @@ from bot.engine.protection_rule import ProtectionRules
 from bot.engine.roles import DispatchError, RunInfo
 from bot.engine.rollback import Rollbacks
 from bot.engine.run_identity import PROMOTION_ID, not_the_dispatched_run
+from bot.offload import off_loop
 from storage.claims import first_delivery, forget_delivery
 from storage.db import rowcount, transaction
 from storage.models import Deployment, JobClaim, Promotion
@@ -102,16 +103,7 @@ class Tracker:
         configured workflow, and either the run recorded at dispatch or, only while none is recorded, a run
         promobot's own identity started with the promotion id in its name. Anything else is logged and
         ignored (never "failed"): a CI run quoting a promotion id in its title is not its deploy."""
-        with Session(self.ctx.db) as s:
-            p = None
-            if run.run_id:
-                p = s.exec(select(Promotion).where(col(Promotion.pipeline_run_id) == str(run.run_id))).first()
-            if p is None and run.title:
-                for candidate in PROMOTION_ID.findall(run.title):
-                    found = s.get(Promotion, candidate)
-                    if found is not None and found.pipeline_run_id is None:
-                        p = found
-                        break
+        p = await off_loop(self._claimed_by, run)
         svc = self.ctx.config.services.get(p.service) if p else None
         # a run of another repository never moves a promotion, whatever its name says
         if p is None or svc is None or svc.repository.lower() != repository.lower():
@@ -128,6 +120,20 @@ class Tracker:
             log.info("run %s ignored for %s: %s (%s)", run.run_id, p.id, *problem)
             return None
         return p
+
+    def _claimed_by(self, run: RunInfo) -> Promotion | None:
+        """The promotion whose recorded run is ``run``; or, only while none is recorded, the one its title
+        names."""
+        with Session(self.ctx.db) as s:
+            if run.run_id:
+                p = s.exec(select(Promotion).where(col(Promotion.pipeline_run_id) == str(run.run_id))).first()
+                if p is not None:
+                    return p
+            for candidate in PROMOTION_ID.findall(run.title or ""):
+                found = s.get(Promotion, candidate)
+                if found is not None and found.pipeline_run_id is None:
+                    return found
+        return None
 
     # --- recording ---------------------------------------------------------------
 
@@ -160,20 +166,19 @@ class Tracker:
         """Remember the run of a dispatch whose answer carried no run id (GHES); says so once."""
         if not run.run_id or p.pipeline_run_id:
             return False
-        with transaction(self.ctx.db) as s:
-            linked = (
-                rowcount(
-                    s.execute(
-                        sa.update(Promotion)
-                        .where(col(Promotion.id) == p.id, col(Promotion.pipeline_run_id).is_(None))
-                        .values(pipeline_run_id=run.run_id, run_url=run.url)
-                    )
-                )
-                == 1
-            )
+        linked = await asyncio.to_thread(self._link, p.id, run.run_id, run.url)
         if linked:
             await self.notifications.announce(p.id, messages.run_linked(run.run_id, run.url))
         return linked
+
+    def _link(self, promotion_id: str, run_id: str, url: str | None) -> bool:
+        with transaction(self.ctx.db) as s:
+            changed = s.execute(
+                sa.update(Promotion)
+                .where(col(Promotion.id) == promotion_id, col(Promotion.pipeline_run_id).is_(None))
+                .values(pipeline_run_id=run_id, run_url=url)
+            )
+            return rowcount(changed) == 1
 
     # --- webhooks -----------------------------------------------------------------
 
@@ -208,7 +213,7 @@ class Tracker:
         """Run a pass every ``interval`` seconds until ``stop`` is set."""
         while not stop.is_set():
             try:
-                if self.claim_slot():
+                if await asyncio.to_thread(self.claim_slot):
                     await self.run_pass()
             except Exception:
                 log.exception("tracking pass failed")
@@ -244,14 +249,7 @@ class Tracker:
         how many outcomes were recorded."""
         if self.ctx.dispatcher.dry_run:
             return 0
-        cutoff = self.ctx.clock() - timedelta(seconds=self.interval)
-        with Session(self.ctx.db) as s:
-            waiting = s.exec(
-                select(Promotion)
-                .where(col(Promotion.status) == S.DISPATCHED.value, col(Promotion.dispatched_at) <= cutoff)
-                .order_by(col(Promotion.dispatched_at))
-                .limit(MAX_POLLS_PER_PASS)
-            ).all()
+        waiting = await off_loop(self._dispatched_before, self.ctx.clock() - timedelta(seconds=self.interval))
         recorded = 0
         for p in waiting:
             svc = self.ctx.config.services.get(p.service)
@@ -274,17 +272,22 @@ class Tracker:
                 recorded += 1
         return recorded
 
+    def _dispatched_before(self, cutoff: datetime) -> list[Promotion]:
+        with Session(self.ctx.db) as s:
+            return list(
+                s.exec(
+                    select(Promotion)
+                    .where(col(Promotion.status) == S.DISPATCHED.value, col(Promotion.dispatched_at) <= cutoff)
+                    .order_by(col(Promotion.dispatched_at))
+                    .limit(MAX_POLLS_PER_PASS)
+                ).all()
+            )
+
     async def enforce_deadlines(self) -> int:
         """Fail promotions deployed without a verification within their environment's
         ``verification_deadline`` (reported as a failed verification); returns how many were reported."""
         now = self.ctx.clock()
-        with Session(self.ctx.db) as s:
-            rows = s.exec(
-                select(Promotion, sa.func.max(col(Deployment.recorded_at)))
-                .join(Deployment, col(Deployment.promotion_id) == col(Promotion.id), isouter=True)
-                .where(col(Promotion.status) == S.DEPLOYED.value)
-                .group_by(col(Promotion.id))
-            ).all()
+        rows = await off_loop(self._deployed)
         failed = 0
         for p, deployed_at in rows:
             if p.target_environment not in self.ctx.config.environment_names:
@@ -309,3 +312,16 @@ class Tracker:
             except (IntegrityError, Conflict):
                 pass  # another replica enforced the same deadline
         return failed
+
+    def _deployed(self) -> list[tuple[Promotion, datetime | None]]:
+        """Promotions deployed and waiting for their verification, with when their deployment was recorded."""
+        with Session(self.ctx.db) as s:
+            return [
+                (p, at)
+                for p, at in s.exec(
+                    select(Promotion, sa.func.max(col(Deployment.recorded_at)))
+                    .join(Deployment, col(Deployment.promotion_id) == col(Promotion.id), isouter=True)
+                    .where(col(Promotion.status) == S.DEPLOYED.value)
+                    .group_by(col(Promotion.id))
+                ).all()
+            ]

@@ -117,7 +117,8 @@ class CommandRouter:
 
     async def rollback(self, user: str, text: str) -> Reply:
         try:
-            rollback = parse_rollback(text, is_tag=lambda w: self._looks_like_tag(text, w))
+            # (is_tag may read the ledger: off the event loop)
+            rollback = await off_loop(parse_rollback, text, is_tag=lambda w: self._looks_like_tag(text, w))
             if isinstance(rollback, HelpRequest):
                 return text_reply(ROLLBACK_HELP)
             async with self._rolling_back:
@@ -153,7 +154,7 @@ class CommandRouter:
             result = (
                 await guards.unlock(user, cmd.service, cmd.environment)
                 if cmd.unlock
-                else guards.lock(user, cmd.service, cmd.environment, cmd.reason)
+                else await asyncio.to_thread(guards.lock, user, cmd.service, cmd.environment, cmd.reason)
             )
         elif cmd.clear:
             result = await guards.clear_hold(user, cmd.service, cmd.tag, cmd.reason)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import math
@@ -142,7 +143,7 @@ def routes(service: PromotionService, api_token: str | None) -> list[web.RouteDe
     async def promotion(request: web.Request) -> web.Response:
         if not bearer_ok(request, api_token):
             return unauthorized()
-        record = service.record(request.match_info["promotion_id"])
+        record = await asyncio.to_thread(service.record, request.match_info["promotion_id"])
         if record is None:
             return _problem(404, f"no promotion {request.match_info['promotion_id']!r}")
         return web.json_response(record)

@@ -6,11 +6,17 @@ PROMOBOT_TEST_DATABASE=postgres runs the whole suite against PostgreSQL.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import sys
+import threading
+from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 from tests.fakes.github_api import FakeGitHub
 from tests.fakes.slack_api import FakeSlack
@@ -28,6 +34,43 @@ from tests.harness import (
     settings_for,
 )
 from tests.oci_registry import oci_registry, start_registry  # noqa: F401  (fixture)
+
+ROOT = Path(__file__).resolve().parent.parent
+PROMOBOT_CODE = tuple(str(ROOT / package) + "/" for package in ("bot", "handlers", "storage", "checks"))
+TEST_CODE = str(ROOT / "tests") + "/"
+
+
+@pytest.fixture(autouse=True)
+def no_database_on_the_event_loop():
+    """promobot never waits for its database on the thread that runs its event loop (which acks Slack):
+    every statement promobot's own code runs there, with no test code on the stack, fails the test. (A test
+    may read the database itself from the loop's thread; a bot built by a fixture migrates it there.)"""
+    found: list[str] = []
+
+    def check(_conn, _cursor, statement, *_args) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        frame, ours = sys._getframe(1), []
+        while frame is not None:
+            name = frame.f_code.co_filename
+            if name.startswith(TEST_CODE):
+                return
+            if name.startswith(PROMOBOT_CODE):
+                ours.append(f"{name[len(str(ROOT)) + 1 :]}:{frame.f_lineno} {frame.f_code.co_name}")
+            frame = frame.f_back
+        if ours:
+            found.append(f"{statement.split()[0]} from " + " <- ".join(ours[:6]))
+
+    event.listen(Engine, "before_cursor_execute", check)
+    try:
+        yield
+    finally:
+        event.remove(Engine, "before_cursor_execute", check)
+    assert not found, "database statements on the event loop's thread:\n" + "\n".join(sorted(set(found)))
 
 
 @pytest.fixture

@@ -256,6 +256,14 @@ class Approvals:
 
     async def resume(self) -> int:
         """Complete approvals that were recorded but not completed (the process died in between)."""
+        rows = await off_loop(self._interrupted)
+        for promotion_id, approver in rows:
+            await self.complete_approval(promotion_id, approver)
+        return len(rows)
+
+    def _interrupted(self) -> list[tuple[str, str]]:
+        """(promotion, an approver) of each promotion with enough approvals that is still waiting, a while
+        after its last approval."""
         with Session(self.ctx.db) as s:
             rows = s.exec(
                 select(col(Promotion.id), sa.func.max(col(Approval.approver)))
@@ -268,9 +276,7 @@ class Approvals:
                 # a fresh approval is still being completed by the handler that recorded it
                 .having(sa.func.max(col(Approval.decided_at)) <= self.ctx.clock() - RESUME_AFTER)
             ).all()
-        for promotion_id, approver in rows:
-            await self.complete_approval(promotion_id, approver)
-        return len(rows)
+        return [(promotion_id, approver) for promotion_id, approver in rows]
 
     async def reject(self, promotion_id: str, user: str, reason: str, *, later: Later = None) -> DecisionResult:
         """Reject ``p`` with ``reason``; returns once it is committed (its announcements handed to ``later``)."""

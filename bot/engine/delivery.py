@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import col
@@ -29,6 +30,7 @@ from bot.engine.records import WAITING_FOR_EVIDENCE as WAITING
 from bot.engine.requests import Requests
 from bot.engine.roles import DispatchError, DispatchRequest, RunInfo, describe
 from bot.engine.transitions import move, release_slot
+from bot.offload import off_loop
 from checks.base import GateReport
 from storage import audit
 from storage.db import transaction
@@ -85,9 +87,11 @@ class Delivery:
 
     async def deliver(self, entry: OutboxEntry) -> None:
         """One attempt at a claimed entry, with its claim kept alive throughout."""
-        p = self.ctx.promotion(entry.promotion_id)
+        p = await off_loop(self.ctx.promotion, entry.promotion_id)
         if p is None or p.status != S.APPROVED.value:
-            self.queue.finish(entry, O.DONE if p is not None else O.FAILED, "promotion no longer approved")
+            await asyncio.to_thread(
+                self.queue.finish, entry, O.DONE if p is not None else O.FAILED, "promotion no longer approved"
+            )
             return
         async with self.queue.heartbeat(entry):
             await self._attempt(entry, p, dispatch_request(self.ctx, p))
@@ -98,15 +102,15 @@ class Delivery:
             return
         report = await self.requests.evaluate_promotion(p)
         if report.refused:
-            if void(ctx, p, report, SYSTEM, ctx.clock()):
+            if await asyncio.to_thread(void, ctx, p, report, SYSTEM, ctx.clock()):
                 await self.notifications.announce(p.id, messages.not_dispatched_gates())
                 await self._preempting_rollback_voided(p)
-            self.queue.finish(entry, O.DONE, "voided before dispatch")
+            await asyncio.to_thread(self.queue.finish, entry, O.DONE, "voided before dispatch")
             return
         if report.errored:
             await self._wait_for_evidence(entry, p, report)
             return
-        if not self.queue.renew(entry, sending=True):
+        if not await asyncio.to_thread(self.queue.renew, entry, sending=True):
             log.warning("outbox entry %s was taken over by another instance; not dispatching", entry.id)
             return
         try:
@@ -114,7 +118,9 @@ class Delivery:
         except DispatchError as exc:
             if exc.retryable and entry.sends < MAX_DISPATCH_ATTEMPTS:
                 # a possibly-sent dispatch is looked for first on the next attempt (sending_at is set)
-                self.queue.reschedule(entry, str(exc), max(self._backoff(entry.sends), exc.retry_after or 0.0))
+                await asyncio.to_thread(
+                    self.queue.reschedule, entry, str(exc), max(self._backoff(entry.sends), exc.retry_after or 0.0)
+                )
                 return
             # the last attempt may have started a run all the same: look before calling it failed
             late = await self._look(request, entry.created_at, self._window_left(entry)) if exc.maybe_sent else None
@@ -142,7 +148,9 @@ class Delivery:
         except DispatchError as exc:
             if exc.retryable:
                 wait = max(LOOK_EVERY, exc.retry_after or 0.0)
-                self.queue.reschedule(entry, f"looking for the run of an earlier attempt: {exc}", wait)
+                await asyncio.to_thread(
+                    self.queue.reschedule, entry, f"looking for the run of an earlier attempt: {exc}", wait
+                )
             else:  # never dispatch again without knowing whether an earlier attempt went through
                 await self.fail(
                     entry,
@@ -156,7 +164,7 @@ class Delivery:
         left = self._window_left(entry)
         if left > 0:
             wait = min(LOOK_EVERY, left)
-            self.queue.reschedule(entry, messages.run_not_listed_yet(), wait, audited=False)
+            await asyncio.to_thread(self.queue.reschedule, entry, messages.run_not_listed_yet(), wait, audited=False)
             return True
         return False
 
@@ -183,14 +191,18 @@ class Delivery:
         now = ctx.clock()
         deadline = p.expires_at or (p.approved_at or now) + ctx.config.environment(p.target_environment).approval_ttl
         if now >= deadline:
-            if void(ctx, p, report, SYSTEM, now):
+            if await asyncio.to_thread(void, ctx, p, report, SYSTEM, now):
                 await self.notifications.announce(p.id, messages.evidence_never_answered(report, deadline))
                 await self._preempting_rollback_voided(p)
-            self.queue.finish(entry, O.DONE, "voided: the gates could not be checked before the approval expired")
+            await asyncio.to_thread(
+                self.queue.finish, entry, O.DONE, "voided: the gates could not be checked before the approval expired"
+            )
             return
         wait = max(1.0, min(self._backoff(entry.attempts, EVIDENCE_BACKOFF_CAP), (deadline - now).total_seconds()))
         first = not (entry.last_error or "").startswith(WAITING)
-        at = self.queue.reschedule(entry, WAITING + messages.unverified(report), wait, audited=first)
+        at = await asyncio.to_thread(
+            self.queue.reschedule, entry, WAITING + messages.unverified(report), wait, audited=first
+        )
         # the card shows what it waits for and the next try; the thread hears of it once
         await self.notifications.announce(p.id, messages.waiting_for_evidence(report, at, deadline) if first else None)
 
@@ -204,7 +216,13 @@ class Delivery:
 
     async def fail(self, entry: OutboxEntry, p: Promotion, error: str) -> None:
         """Give up on the dispatch: the promotion fails with ``error`` and what to check."""
-        now = self.ctx.clock()
+        await asyncio.to_thread(self._failed, entry, p, error, self.ctx.clock())
+        svc = self.ctx.config.services[p.service]
+        await self.notifications.announce(
+            p.id, messages.dispatch_failed(entry.sends, error, svc.workflow, svc.repository, svc.ref)
+        )
+
+    def _failed(self, entry: OutboxEntry, p: Promotion, error: str, now: datetime) -> None:
         with transaction(self.ctx.db) as s:
             s.execute(
                 sa.update(OutboxEntry)
@@ -224,10 +242,6 @@ class Delivery:
                 reason=f"dispatch failed: {error}",
             ):
                 release_slot(s, p)
-        svc = self.ctx.config.services[p.service]
-        await self.notifications.announce(
-            p.id, messages.dispatch_failed(entry.sends, error, svc.workflow, svc.repository, svc.ref)
-        )
 
     async def _mark_dispatched(
         self, entry: OutboxEntry, p: Promotion, request: DispatchRequest, run: RunInfo, *, reconciled: bool
@@ -246,7 +260,22 @@ class Delivery:
             "reconciled": reconciled,
             "dry_run": dry_run,
         }
-        with transaction(ctx.db) as s:
+        moved, status = await asyncio.to_thread(self._dispatched, entry, p, run, detail, now)
+        if not moved:
+            await self.notifications.alert(
+                ctx.config.services[p.service].channel, messages.dispatched_anyway(p, run.run_id, status)
+            )
+            return
+        await self.notifications.announce(
+            p.id,
+            messages.dispatched(request, run.run_id, run.url, describe(request, dry_run=True) if dry_run else None),
+        )
+
+    def _dispatched(
+        self, entry: OutboxEntry, p: Promotion, run: RunInfo, detail: dict[str, Any], now: datetime
+    ) -> tuple[bool, S]:
+        """Record the run sent: (whether the promotion moved to dispatched, its status now)."""
+        with transaction(self.ctx.db) as s:
             s.execute(
                 sa.update(OutboxEntry)
                 .where(col(OutboxEntry.id) == entry.id)
@@ -279,12 +308,4 @@ class Delivery:
                     environment=p.target_environment,
                     detail={**detail, "promotion_status": current.status},
                 )
-        if not moved:
-            await self.notifications.alert(
-                ctx.config.services[p.service].channel, messages.dispatched_anyway(p, run.run_id, S(current.status))
-            )
-            return
-        await self.notifications.announce(
-            p.id,
-            messages.dispatched(request, run.run_id, run.url, describe(request, dry_run=True) if dry_run else None),
-        )
+            return moved, S(current.status)

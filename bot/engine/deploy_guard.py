@@ -19,8 +19,10 @@ environment's approvers (once per run, attempt and reason), and the workflow ste
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, replace
+from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -30,6 +32,7 @@ from bot.engine.context import EngineContext
 from bot.engine.notifications import Notifications
 from bot.engine.roles import DispatchError, RunInfo
 from bot.engine.run_identity import PROMOTION_ID, not_the_dispatched_run
+from bot.offload import off_loop
 from storage import audit
 from storage.db import transaction
 from storage.models import AuthorizedRun, DeployDecision, OutboxEntry, Promotion
@@ -91,7 +94,7 @@ class DeployGuard:
         when GitHub could not be asked about the run."""
         verdict = await self._evaluate(request)
         if verdict.allowed:
-            verdict = self._authorize_once(verdict)
+            verdict = await asyncio.to_thread(self._authorize_once, verdict)
         await self._record(verdict)
         return verdict
 
@@ -106,7 +109,9 @@ class DeployGuard:
         run: RunInfo | None = None
         if self.ctx.dispatcher.dry_run:
             evidence = "promobot runs without GitHub credentials (dry run), so it can check no run"
-            return self._deny(request, "unverifiable", evidence, self.ctx.promotion(request.promotion_id or ""))
+            return self._deny(
+                request, "unverifiable", evidence, await off_loop(self.ctx.promotion, request.promotion_id or "")
+            )
         if request.source == PROTECTION_RULE:
             if self.service_of(request.repository) is None:
                 return self._deny(request, "unknown_service", f"promobot.yml names no service in {request.repository}")
@@ -118,7 +123,7 @@ class DeployGuard:
                 return self._deny(
                     request, "run_not_found", f"GitHub has no run {request.run_id} in {request.repository}"
                 )
-            p = self._promotion_of_run(request.repository, run)
+            p = await off_loop(self._promotion_of_run, request.repository, run)
             if p is None:
                 return self._deny(
                     request,
@@ -126,7 +131,7 @@ class DeployGuard:
                     f"run {run.run_id} is not the run of any promotion promobot dispatched",
                 )
         else:
-            p = self.ctx.promotion(request.promotion_id or "")
+            p = await off_loop(self.ctx.promotion, request.promotion_id or "")
             if p is None:
                 return self._deny(request, "unknown_promotion", f"there is no promotion {request.promotion_id!r}")
         if p.service not in self.ctx.config.services:
@@ -134,7 +139,7 @@ class DeployGuard:
         mismatch = self._mismatch(request, p)
         if mismatch is not None:
             return self._deny(request, "promotion_mismatch", mismatch, p, run)
-        if not self._dispatch_sent(p):
+        if not await off_loop(self._dispatch_sent, p):
             return self._deny(request, "not_dispatched", messages.not_dispatched_evidence(p), p, run)
         if run is None:
             run = await self._run(request)
@@ -271,6 +276,26 @@ class DeployGuard:
         service = p.service if p else (request.service or self.service_of(request.repository))
         if service not in self.ctx.config.services:
             service = None
+        seen_before = await asyncio.to_thread(self._recorded_before, verdict, service, now)
+        if seen_before:
+            return  # told once already: a retried step or the protection rule and the step for the same run
+        if verdict.allowed and p is not None:
+            await self.notifications.announce(p.id, messages.deploy_authorized_note(verdict.run, request.source))
+        elif not verdict.allowed and service is not None:
+            text = messages.deploy_denied_alert(
+                service, request.environment, request.run_id, run, verdict.reason, verdict.message, request.source
+            )
+            channel = self.ctx.config.services[service].channel
+            if request.environment in self.ctx.config.environment_names:
+                await self.notifications.alert_approvers(request.environment, channel, text)
+            else:
+                await self.notifications.alert(channel, text)
+        elif not verdict.allowed:
+            log.warning("deploy of run %s in %s refused: %s", request.run_id, request.repository, verdict.message)
+
+    def _recorded_before(self, verdict: DeployVerdict, service: str | None, now: datetime) -> bool:
+        """Record the decision (audited); whether the same one was recorded for this run before."""
+        request, p, run = verdict.request, verdict.promotion, verdict.run
         with transaction(self.ctx.db) as s:
             seen_before = (
                 s.exec(
@@ -323,18 +348,4 @@ class DeployGuard:
                     "repeated": verdict.repeated,
                 },
             )
-        if seen_before:
-            return  # told once already: a retried step or the protection rule and the step for the same run
-        if verdict.allowed and p is not None:
-            await self.notifications.announce(p.id, messages.deploy_authorized_note(verdict.run, request.source))
-        elif not verdict.allowed and service is not None:
-            text = messages.deploy_denied_alert(
-                service, request.environment, request.run_id, run, verdict.reason, verdict.message, request.source
-            )
-            channel = self.ctx.config.services[service].channel
-            if request.environment in self.ctx.config.environment_names:
-                await self.notifications.alert_approvers(request.environment, channel, text)
-            else:
-                await self.notifications.alert(channel, text)
-        elif not verdict.allowed:
-            log.warning("deploy of run %s in %s refused: %s", request.run_id, request.repository, verdict.message)
+        return seen_before

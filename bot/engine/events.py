@@ -10,8 +10,10 @@ out-of-band (``bot.engine.out_of_band``): flagged, never evidence.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+from datetime import datetime
 from typing import Any
 
 from sqlmodel import Session, col, select
@@ -27,6 +29,7 @@ from bot.engine.requests import Requests
 from bot.engine.rollback import Rollbacks, queue
 from bot.engine.states import after_deployment, after_verification
 from bot.engine.transitions import lock_row, move, release_slot
+from bot.offload import off_loop
 from checks.reports import parse_sbom, parse_scan, vex_waived
 from storage import audit
 from storage.db import transaction
@@ -34,6 +37,7 @@ from storage.models import (
     Artifact,
     Deployment,
     PipelineEvent,
+    Promotion,
     SbomReport,
     ScanReport,
     Verification,
@@ -96,6 +100,22 @@ class PipelineEvents:
         service, tag, digest = event["service"], event["tag"], event["digest"]
         svc = self.ctx.service_config(service)
         now = self.ctx.clock()
+        recorded = await asyncio.to_thread(self._record_build, event, actor, now)
+        if isinstance(recorded, str):
+            return recorded
+        mutation = recorded  # the tag was built before, as another image
+        await self.notifications.alert(
+            svc.channel,
+            messages.tag_mutation(service, tag, mutation.digest, f"{mutation.recorded_at:%Y-%m-%d %H:%M} UTC", digest),
+        )
+        raise Conflict(
+            f"tag {tag!r} of {service} is recorded with digest {mutation.digest}; refusing {digest} (tag mutation)"
+        )
+
+    def _record_build(self, event: dict, actor: str, now: datetime) -> str | Artifact:
+        """The build recorded (recorded | duplicate | unchanged); or, when the tag was built before as
+        another image, that artifact (the attempt audited as a tag mutation)."""
+        service, tag, digest = event["service"], event["tag"], event["digest"]
         mutation: Artifact | None = None
         with transaction(self.ctx.db) as s:
             if self._seen(s, event.get("event_id"), "artifact.built", event):
@@ -127,32 +147,24 @@ class PipelineEvents:
                     service=service,
                     detail={k: event.get(k) for k in ("tag", "digest", "commit_sha", "pipeline_run_id", "built_at")},
                 )
-        if mutation is not None:
-            with transaction(self.ctx.db) as s:
-                audit.append(
-                    s,
-                    at=now,
-                    actor=actor,
-                    action="artifact.tag_mutation",
-                    service=service,
-                    detail={"tag": tag, "recorded_digest": mutation.digest, "reported_digest": digest},
-                )
-            await self.notifications.alert(
-                svc.channel,
-                messages.tag_mutation(
-                    service, tag, mutation.digest, f"{mutation.recorded_at:%Y-%m-%d %H:%M} UTC", digest
-                ),
+        if mutation is None:
+            return "recorded"
+        with transaction(self.ctx.db) as s:
+            audit.append(
+                s,
+                at=now,
+                actor=actor,
+                action="artifact.tag_mutation",
+                service=service,
+                detail={"tag": tag, "recorded_digest": mutation.digest, "reported_digest": digest},
             )
-            raise Conflict(
-                f"tag {tag!r} of {service} is recorded with digest {mutation.digest}; refusing {digest} (tag mutation)"
-            )
-        return "recorded"
+        return mutation
 
     async def deployment_finished(self, event: dict, *, actor: str = "pipeline") -> str:
         service, environment = event["service"], event["environment"]
         self.ctx.service_config(service)
         self.ctx.environment_config(environment)
-        self._check_digest(event)
+        await off_loop(self._check_digest, event)
         await self.out_of_band.check_claims("deployment", event, actor=actor)
         try:
             return await self._deployment_finished(event, actor)
@@ -160,20 +172,33 @@ class PipelineEvents:
             return await self.out_of_band.report("deployment", event, actor=actor, reason=str(exc))
 
     async def _deployment_finished(self, event: dict, actor: str) -> str:
+        outcome, p, note, roll_back = await asyncio.to_thread(self._record_deployment, event, actor)
+        if outcome is not None:
+            return outcome
+        if note and p is not None:
+            await self.notifications.announce(p.id, note)
+        if roll_back and p is not None:
+            await self.rollbacks.after_failure(p.id)
+        return "recorded"
+
+    def _record_deployment(self, event: dict, actor: str) -> tuple[str | None, Promotion | None, str | None, bool]:
+        """(duplicate, or None once recorded; the promotion it moved; what to say in its thread; whether a
+        rollback was queued). Raises NotLinked, its transaction undone, for a deployment that is no
+        promotion's where promobot does not take reports of its own."""
         service, tag, environment = event["service"], event["tag"], event["environment"]
         now = self.ctx.clock()
         note, roll_back = None, False
         run_id = _str(event.get("run_id"))
         with transaction(self.ctx.db) as s:
             if self._seen(s, event.get("event_id"), "deployment.finished", event):
-                return "duplicate"
+                return "duplicate", None, None, False
             p = tracked(s, service, environment, tag, (S.DISPATCHED,))
             unlinked = run_conflict(s, p, event) if p is not None else None
             # lock the promotion first: a webhook, a poll and the pipeline may report the same run at once
             if p is not None and (unlinked or not lock_row(s, p.id, S.DISPATCHED)):
                 p = None
             if p is None and _run_recorded(s, service, environment, tag, run_id):
-                return "duplicate"
+                return "duplicate", None, None, False
             if p is None and not self.out_of_band.is_entry_point(environment):
                 raise NotLinked(unlinked or why_not_linked(s, service, environment, tag))  # undoes this transaction
             s.add(
@@ -226,18 +251,14 @@ class PipelineEvents:
                     environment=environment,
                     detail=detail,
                 )
-        if note and p is not None:
-            await self.notifications.announce(p.id, note)
-        if roll_back and p is not None:
-            await self.rollbacks.after_failure(p.id)
-        return "recorded"
+        return None, p, note, roll_back
 
     async def verification_finished(self, event: dict, *, actor: str = "pipeline", follow_up: bool = True) -> str:
         """Record a verification; ``follow_up`` lets a pass start gate 1 (off when importing history)."""
         service, tag, environment = event["service"], event["tag"], event["environment"]
         self.ctx.service_config(service)
         self.ctx.environment_config(environment)
-        self._check_digest(event)
+        await off_loop(self._check_digest, event)
         await self.out_of_band.check_claims("verification", event, actor=actor)
         try:
             result = await self._verification_finished(event, actor)
@@ -248,13 +269,24 @@ class PipelineEvents:
         return result
 
     async def _verification_finished(self, event: dict, actor: str) -> str:
+        outcome, p, note, roll_back = await asyncio.to_thread(self._record_verification, event, actor)
+        if outcome is not None:
+            return outcome
+        if note and p is not None:
+            await self.notifications.announce(p.id, note)
+        if roll_back and p is not None:
+            await self.rollbacks.after_failure(p.id)
+        return "recorded"
+
+    def _record_verification(self, event: dict, actor: str) -> tuple[str | None, Promotion | None, str | None, bool]:
+        """As ``_record_deployment``, for a verification."""
         service, tag, environment = event["service"], event["tag"], event["environment"]
         now = self.ctx.clock()
         note, roll_back = None, False
         checks = event.get("checks") or {}
         with transaction(self.ctx.db) as s:
             if self._seen(s, event.get("event_id"), "verification.finished", event):
-                return "duplicate"
+                return "duplicate", None, None, False
             p = tracked(s, service, environment, tag, (S.DEPLOYED, S.DISPATCHED))
             unlinked = run_conflict(s, p, event) if p is not None else None
             if p is not None and (unlinked or not lock_row(s, p.id, S(p.status))):
@@ -317,11 +349,7 @@ class PipelineEvents:
                     environment=environment,
                     detail=detail,
                 )
-        if note and p is not None:
-            await self.notifications.announce(p.id, note)
-        if roll_back and p is not None:
-            await self.rollbacks.after_failure(p.id)
-        return "recorded"
+        return None, p, note, roll_back
 
     def _check_digest(self, event: dict) -> None:
         """A report naming a digest is about that image: refused when the tag was built as another."""
@@ -333,7 +361,11 @@ class PipelineEvents:
             )
 
     async def scan_finished(self, event: dict, *, actor: str = "pipeline") -> str:
-        """Record a vulnerability scan, normalised to findings, for the artifact's digest."""
+        """Record a vulnerability scan, normalised to findings, for the artifact's digest (read and written
+        off the event loop: a scan report can be megabytes)."""
+        return await asyncio.to_thread(self._record_scan, event, actor)
+
+    def _record_scan(self, event: dict, actor: str) -> str:
         findings = parse_scan(event["scanner"], event["report"])
         counts: dict[str, int] = {}
         waived = 0
@@ -360,7 +392,11 @@ class PipelineEvents:
         )
 
     async def sbom_published(self, event: dict, *, actor: str = "pipeline") -> str:
-        """Record an SBOM, normalised to components and licenses, for the artifact's digest."""
+        """Record an SBOM, normalised to components and licenses, for the artifact's digest (off the event
+        loop, as a scan)."""
+        return await asyncio.to_thread(self._record_sbom, event, actor)
+
+    def _record_sbom(self, event: dict, actor: str) -> str:
         components = parse_sbom(event["format"], event["sbom"])
         return self._record_report(
             event,

@@ -8,6 +8,7 @@ it replaced. Placing and lifting both are audited.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 
 from sqlmodel import Session, col, select
@@ -17,6 +18,7 @@ from bot.engine.context import SYSTEM, EngineContext
 from bot.engine.errors import UserError
 from bot.engine.notifications import Notifications
 from bot.engine.outcomes import DecisionResult
+from bot.offload import off_loop
 from bot.text import esc, literal, mention
 from storage import audit
 from storage.db import transaction
@@ -156,26 +158,15 @@ class Safeguards:
         self.ctx.environment_config(environment)
         now = self.ctx.clock()
         where = f"{esc(service)} in {esc(environment)}"
-        current = self.ctx.ledger.lock(service, environment)
+        current = await off_loop(self.ctx.ledger.lock, service, environment)
         if current is None:
             return DecisionResult(False, f"{where} is not locked; nothing changed.")
         keeper_env, keepers = self.lock_keepers(environment)
         if user not in await self.notifications.approver_users(keepers):
             return DecisionResult(False, messages.unlock_refused(current, keeper_env, keepers))
-        with transaction(self.ctx.db) as s:
-            existing = s.get(EnvironmentLock, (service, environment))
-            if existing is None:
-                return DecisionResult(False, f"{where} is not locked; nothing changed.")
-            s.delete(existing)
-            audit.append(
-                s,
-                at=now,
-                actor=user,
-                action="environment.unlocked",
-                service=service,
-                environment=environment,
-                detail={"was_locked_by": existing.locked_by, "reason": existing.reason},
-            )
+        existing = await asyncio.to_thread(self._unlock, user, service, environment, now)
+        if existing is None:
+            return DecisionResult(False, f"{where} is not locked; nothing changed.")
         return DecisionResult(
             True,
             f":unlock: Unlocked {where} (locked by {mention(existing.locked_by)} since "
@@ -184,15 +175,14 @@ class Safeguards:
 
     async def hold(self, user: str, service: str, tag: str, reason: str) -> DecisionResult:
         """Anyone may put an artifact on hold; a hold needs a reason."""
-        svc = self._artifact_known(service, tag, clear=False)
+        svc = await off_loop(self._artifact_known, service, tag, clear=False)
         reason = " ".join((reason or "").split())
         if not reason:
             return DecisionResult(False, messages.hold_needs_reason(service, tag, clear=False))
         what = f"{esc(service)} `{esc(tag)}`"
-        with transaction(self.ctx.db) as s:
-            placed = put_on_hold(s, service=service, tag=tag, reason=reason, held_by=user, now=self.ctx.clock())
+        placed = await asyncio.to_thread(self._put_on_hold, user, service, tag, reason)
         if not placed:
-            hold = self.ctx.ledger.hold(service, tag)
+            hold = await off_loop(self.ctx.ledger.hold, service, tag)
             return DecisionResult(False, f"{what} is already on hold: {literal(hold.reason if hold else '')}")
         note = (
             f":raised_hand: {mention(user)} put {what} on hold: {literal(reason)}. No environment takes it "
@@ -203,19 +193,18 @@ class Safeguards:
 
     async def clear_hold(self, user: str, service: str, tag: str, reason: str) -> DecisionResult:
         """Clearing a hold needs a reason and an approver of the last environment (``hold_keepers``)."""
-        svc = self._artifact_known(service, tag, clear=True)
+        svc = await off_loop(self._artifact_known, service, tag, clear=True)
         reason = " ".join((reason or "").split())
         if not reason:
             return DecisionResult(False, messages.hold_needs_reason(service, tag, clear=True))
         what = f"{esc(service)} `{esc(tag)}`"
-        hold = self.ctx.ledger.hold(service, tag)
+        hold = await off_loop(self.ctx.ledger.hold, service, tag)
         if hold is None:
             return DecisionResult(False, f"{what} is not on hold; nothing changed.")
         keeper_env, keepers = self.hold_keepers()
         if user not in await self.notifications.approver_users(keepers):
             return DecisionResult(False, messages.clear_hold_refused(hold, keeper_env, keepers))
-        with transaction(self.ctx.db) as s:
-            previous = clear_hold(s, service=service, tag=tag, reason=reason, user=user, now=self.ctx.clock())
+        previous = await asyncio.to_thread(self._clear_hold, user, service, tag, reason)
         if previous is None:
             return DecisionResult(False, f"{what} is not on hold; nothing changed.")
         note = (
@@ -224,6 +213,32 @@ class Safeguards:
         )
         await self.notifications.alert(svc, note)
         return DecisionResult(True, note)
+
+    def _unlock(self, user: str, service: str, environment: str, now: datetime) -> EnvironmentLock | None:
+        """The lock lifted (audited), or None if there was none."""
+        with transaction(self.ctx.db) as s:
+            existing = s.get(EnvironmentLock, (service, environment))
+            if existing is None:
+                return None
+            s.delete(existing)
+            audit.append(
+                s,
+                at=now,
+                actor=user,
+                action="environment.unlocked",
+                service=service,
+                environment=environment,
+                detail={"was_locked_by": existing.locked_by, "reason": existing.reason},
+            )
+        return existing
+
+    def _put_on_hold(self, user: str, service: str, tag: str, reason: str) -> bool:
+        with transaction(self.ctx.db) as s:
+            return put_on_hold(s, service=service, tag=tag, reason=reason, held_by=user, now=self.ctx.clock())
+
+    def _clear_hold(self, user: str, service: str, tag: str, reason: str) -> str | None:
+        with transaction(self.ctx.db) as s:
+            return clear_hold(s, service=service, tag=tag, reason=reason, user=user, now=self.ctx.clock())
 
     def _artifact_known(self, service: str, tag: str, *, clear: bool) -> str:
         """The service's channel; raises UserError for an unknown service or artifact."""

@@ -12,6 +12,7 @@ others refuse them with a 409 naming the rule, and they are audited, alerted and
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -92,9 +93,19 @@ class OutOfBand:
     async def check_claims(self, kind: str, event: dict[str, Any], *, actor: str) -> None:
         """A report naming a promotion must match it: a promotion id reused with another service, environment
         or artifact is refused (409, audited, alerted), in every environment."""
-        pid = event.get("promotion_id")
-        if not pid:
+        if not event.get("promotion_id"):
             return
+        problem = await asyncio.to_thread(self._mismatch, kind, event, actor)
+        if problem is None:
+            return
+        service, environment, tag = event["service"], event["environment"], event["tag"]
+        text = messages.promotion_mismatch_alert(kind, service, environment, tag, actor, problem)
+        await self.notifications.alert_approvers(environment, self.ctx.service_config(service).channel, text)
+        raise Conflict(messages.promotion_mismatch_refusal(kind, problem), rule=PROMOTION_MISMATCH)
+
+    def _mismatch(self, kind: str, event: dict[str, Any], actor: str) -> str | None:
+        """How the report does not match the promotion it names (audited), or None when it does."""
+        pid = event["promotion_id"]
         service, environment, tag = event["service"], event["environment"], event["tag"]
         p = self.ctx.promotion(pid)
         artifact = self.ctx.ledger.artifact(service, tag)
@@ -107,7 +118,7 @@ class OutOfBand:
                 f"`{tag}`{f' ({digest})' if digest else ''} to {environment}"
             )
         else:
-            return
+            return None
         now = self.ctx.clock()
         with transaction(self.ctx.db) as s:
             audit.append(
@@ -120,9 +131,7 @@ class OutOfBand:
                 environment=environment,
                 detail={"tag": tag, "claimed_promotion_id": pid, "digest": digest, "problem": problem},
             )
-        text = messages.promotion_mismatch_alert(kind, service, environment, tag, actor, problem)
-        await self.notifications.alert_approvers(environment, self.ctx.service_config(service).channel, text)
-        raise Conflict(messages.promotion_mismatch_refusal(kind, problem), rule=PROMOTION_MISMATCH)
+        return problem
 
     async def report(self, kind: str, event: dict[str, Any], *, actor: str, reason: str) -> str:
         """Record a report no promobot promotion explains: ``out_of_band`` where the environment takes such
@@ -131,12 +140,24 @@ class OutOfBand:
         service, tag, environment = event["service"], event["tag"], event["environment"]
         accepted = self.accepts(environment)
         outcome = event["status"] if kind == "deployment" else event["result"]
+        earlier = await asyncio.to_thread(self._record, kind, event, actor, reason, accepted, outcome)
+        if earlier is not None:  # (the same event_id again: answered as it was)
+            return self._answer(earlier[0], kind, environment, earlier[1])
+        text = messages.out_of_band_alert(kind, service, tag, environment, outcome, actor, reason, accepted, event)
+        await self.notifications.alert_approvers(environment, self.ctx.service_config(service).channel, text)
+        return self._answer(accepted, kind, environment, reason)
+
+    def _record(
+        self, kind: str, event: dict[str, Any], actor: str, reason: str, accepted: bool, outcome: str
+    ) -> tuple[bool, str] | None:
+        """Record the report (audited); or, for an event_id recorded before, (accepted, reason) as it was."""
+        service, tag, environment = event["service"], event["tag"], event["environment"]
         event_id = event.get("event_id")
         if event_id:
             with Session(self.ctx.db) as s:
                 earlier = s.exec(select(OutOfBandReport).where(col(OutOfBandReport.event_id) == event_id)).first()
             if earlier is not None:
-                return self._answer(earlier.accepted, kind, environment, earlier.reason)
+                return earlier.accepted, earlier.reason
         now = self.ctx.clock()
         try:
             with transaction(self.ctx.db) as s:
@@ -175,10 +196,8 @@ class OutOfBand:
                     },
                 )
         except IntegrityError:  # the same event_id at the same moment from a second replica
-            return self._answer(accepted, kind, environment, reason)
-        text = messages.out_of_band_alert(kind, service, tag, environment, outcome, actor, reason, accepted, event)
-        await self.notifications.alert_approvers(environment, self.ctx.service_config(service).channel, text)
-        return self._answer(accepted, kind, environment, reason)
+            return accepted, reason
+        return None
 
     def _answer(self, accepted: bool, kind: str, environment: str, reason: str) -> str:
         if accepted:

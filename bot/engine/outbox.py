@@ -18,6 +18,7 @@ from bot.engine.delivery import LISTING_LAG, MAX_DISPATCH_ATTEMPTS, RETRY_BACKOF
 from bot.engine.notifications import Notifications
 from bot.engine.outbox_queue import LEASE, OutboxQueue
 from bot.engine.requests import Requests
+from bot.offload import off_loop
 from storage.models import OutboxEntry
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,8 @@ class Outbox:
     async def process(self) -> int:
         """Deliver every due dispatch this instance can claim; returns how many it handled."""
         handled = 0
-        for entry_id in self.queue.due_ids():
-            entry = self.queue.claim(entry_id)
+        for entry_id in await off_loop(self.queue.due_ids):
+            entry = await asyncio.to_thread(self.queue.claim, entry_id)
             if entry is None:
                 continue
             handled += 1
@@ -60,17 +61,19 @@ class Outbox:
                 await self.delivery.deliver(entry)
             except Exception as exc:
                 log.exception("outbox entry %s for %s failed unexpectedly", entry.id, entry.promotion_id)
-                p = self.ctx.promotion(entry.promotion_id)
+                p = await off_loop(self.ctx.promotion, entry.promotion_id)
                 if entry.attempts >= MAX_DISPATCH_ATTEMPTS and p is not None:
                     await self.delivery.fail(entry, p, f"internal error: {type(exc).__name__} (see the bot's logs)")
                 else:
-                    self.queue.reschedule(entry, "internal error (see logs)", self.delivery.backoff_base)
+                    await asyncio.to_thread(
+                        self.queue.reschedule, entry, "internal error (see logs)", self.delivery.backoff_base
+                    )
         return handled
 
     async def run(self, stop: asyncio.Event, interval: float = 2.0) -> None:
         """Deliver dispatches until ``stop`` is set; wakes early when an approval lands. Each pass also
         completes approvals a crash interrupted and expires requests nobody approved in time."""
-        self.queue.recover_own_claims()
+        await asyncio.to_thread(self.queue.recover_own_claims)
         while not stop.is_set():
             try:
                 await self.approvals.resume()

@@ -11,9 +11,10 @@ built from promobot's own API base, never to a URL taken from the payload: the p
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlparse
 
@@ -25,6 +26,7 @@ from bot.engine.context import EngineContext
 from bot.engine.deploy_guard import PROTECTION_RULE, DeployGuard, DeployRequest, GitHubUnavailable
 from bot.engine.notifications import Notifications
 from bot.engine.roles import DispatchError
+from bot.offload import off_loop
 from storage import audit
 from storage.db import transaction
 from storage.models import ProtectionRuleReview
@@ -72,6 +74,10 @@ class ProtectionRules:
                 payload.get("deployment_callback_url"),
             )
             return "ignored", False
+        review_id = await asyncio.to_thread(self._requested, repository, run_id, environment, delivery_id)
+        return await self.settle(review_id)
+
+    def _requested(self, repository: str, run_id: str, environment: str, delivery_id: str | None) -> int:
         with transaction(self.ctx.db) as s:
             review = ProtectionRuleReview(
                 repository=repository,
@@ -84,12 +90,11 @@ class ProtectionRules:
             s.flush()
             review_id = review.id
         assert review_id is not None
-        return await self.settle(review_id)
+        return review_id
 
     async def settle(self, review_id: int) -> tuple[str, bool]:
         """Decide the review (once) and send the answer; (state or pending, whether GitHub took it)."""
-        with Session(self.ctx.db) as s:
-            review = s.get(ProtectionRuleReview, review_id)
+        review = await off_loop(self._review, review_id)
         assert review is not None
         if review.answered_at is not None:
             return review.state or "pending", True
@@ -100,31 +105,42 @@ class ProtectionRules:
                     DeployRequest(PROTECTION_RULE, review.repository, review.run_id, review.environment)
                 )
             except GitHubUnavailable as exc:
-                self._failed(review_id, f"not decided: {exc}")
+                await asyncio.to_thread(self._failed, review_id, f"not decided: {exc}")
                 return "pending", False
             state = "approved" if verdict.allowed else "rejected"
             comment = messages.protection_rule_comment(state, verdict.message)
-            with transaction(self.ctx.db) as s:
-                s.execute(
-                    sa.update(ProtectionRuleReview)
-                    .where(col(ProtectionRuleReview.id) == review_id)
-                    .values(state=state, comment=comment)
-                )
+            await asyncio.to_thread(self._decided, review_id, state, comment)
         assert comment is not None
         try:
             await self.ctx.dispatcher.review_protection_rule(
                 review.repository, review.run_id, review.environment, state, comment
             )
         except DispatchError as exc:
-            attempts = self._failed(review_id, str(exc))
+            attempts = await asyncio.to_thread(self._failed, review_id, str(exc))
             if attempts == 1:
                 await self._alert_unanswered(review, state, exc)
             return state, False
-        now = self.ctx.clock()
+        await asyncio.to_thread(self._answered, review, state, comment)
+        return state, True
+
+    def _review(self, review_id: int) -> ProtectionRuleReview | None:
+        with Session(self.ctx.db) as s:
+            return s.get(ProtectionRuleReview, review_id)
+
+    def _decided(self, review_id: int, state: str, comment: str) -> None:
         with transaction(self.ctx.db) as s:
             s.execute(
                 sa.update(ProtectionRuleReview)
                 .where(col(ProtectionRuleReview.id) == review_id)
+                .values(state=state, comment=comment)
+            )
+
+    def _answered(self, review: ProtectionRuleReview, state: str, comment: str) -> None:
+        now = self.ctx.clock()
+        with transaction(self.ctx.db) as s:
+            s.execute(
+                sa.update(ProtectionRuleReview)
+                .where(col(ProtectionRuleReview.id) == review.id)
                 .values(answered_at=now, attempts=col(ProtectionRuleReview.attempts) + 1, last_error=None)
             )
             audit.append(
@@ -136,7 +152,6 @@ class ProtectionRules:
                 environment=review.environment,
                 detail={"repository": review.repository, "run_id": review.run_id, "state": state, "comment": comment},
             )
-        return state, True
 
     def _failed(self, review_id: int, error: str) -> int:
         with transaction(self.ctx.db) as s:
@@ -160,9 +175,15 @@ class ProtectionRules:
     async def resend_open(self) -> int:
         """Decide again or resend what GitHub has not taken yet (requests of the last 30 days); returns how
         many GitHub took now."""
-        now = self.ctx.clock()
+        answered = 0
+        for review_id in await off_loop(self._open_reviews, self.ctx.clock()):
+            assert review_id is not None
+            answered += (await self.settle(review_id))[1]
+        return answered
+
+    def _open_reviews(self, now: datetime) -> list[int | None]:
         with Session(self.ctx.db) as s:
-            ids = list(
+            return list(
                 s.exec(
                     select(col(ProtectionRuleReview.id))
                     .where(
@@ -178,8 +199,3 @@ class ProtectionRules:
                     .limit(MAX_REVIEWS_PER_PASS)
                 )
             )
-        answered = 0
-        for review_id in ids:
-            assert review_id is not None
-            answered += (await self.settle(review_id))[1]
-        return answered

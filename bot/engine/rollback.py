@@ -10,6 +10,7 @@ replica left queued.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -21,6 +22,7 @@ from bot.engine.context import SYSTEM, EngineContext
 from bot.engine.errors import UserError
 from bot.engine.notifications import Notifications
 from bot.engine.requests import Requests
+from bot.offload import off_loop
 from storage import audit
 from storage.db import rowcount, transaction
 from storage.models import JobClaim, Promotion
@@ -64,7 +66,7 @@ class Rollbacks:
     async def after_failure(self, promotion_id: str) -> None:
         """Called by the replica whose transition failed the promotion: open the queued rollback request,
         or, when a rollback itself failed, tell the approvers that production needs a person."""
-        p = self.ctx.promotion(promotion_id)
+        p = await off_loop(self.ctx.promotion, promotion_id)
         if p is None or not is_production(self.ctx.config, p.target_environment):
             return
         if p.kind != PromotionKind.ROLLBACK.value:
@@ -75,9 +77,14 @@ class Rollbacks:
 
     async def process_pending(self) -> int:
         """Open every queued rollback request that no live replica is handling; returns how many."""
-        now = self.ctx.clock()
+        opened = 0
+        for promotion_id in await off_loop(self._queued, self.ctx.clock()):
+            opened += bool(await self.process(promotion_id))
+        return opened
+
+    def _queued(self, now: datetime) -> list[str]:
         with Session(self.ctx.db) as s:
-            keys = list(
+            return list(
                 s.exec(
                     select(col(JobClaim.run_key)).where(
                         col(JobClaim.job) == JOB,
@@ -91,10 +98,6 @@ class Rollbacks:
                     )
                 )
             )
-        opened = 0
-        for promotion_id in keys:
-            opened += bool(await self.process(promotion_id))
-        return opened
 
     def _claim(self, promotion_id: str) -> bool:
         now = self.ctx.clock()
@@ -114,12 +117,17 @@ class Rollbacks:
     async def process(self, promotion_id: str) -> str | None:
         """Open the queued rollback request for the failed ``promotion_id`` unless another replica has it.
         Returns the rollback's promotion id when one was opened."""
-        if not self._claim(promotion_id):
+        if not await asyncio.to_thread(self._claim, promotion_id):
             return None
-        p = self.ctx.promotion(promotion_id)
+        p = await off_loop(self.ctx.promotion, promotion_id)
         assert p is not None
-        earlier = self._earlier_request(promotion_id)  # opened before a crash, not yet marked done
+        earlier = await off_loop(self._earlier_request, promotion_id)  # opened before a crash, not yet marked done
         rollback_id, detail = (earlier, {"rollback_id": earlier}) if earlier else await self._request(p)
+        await asyncio.to_thread(self._done, p, detail)
+        return rollback_id
+
+    def _done(self, p: Promotion, detail: dict) -> None:
+        promotion_id = p.id
         with transaction(self.ctx.db) as s:
             s.execute(
                 sa.update(JobClaim)
@@ -136,7 +144,6 @@ class Rollbacks:
                 environment=p.target_environment,
                 detail={"failed": p.reason, **detail},
             )
-        return rollback_id
 
     def _earlier_request(self, promotion_id: str) -> str | None:
         with Session(self.ctx.db) as s:
@@ -153,7 +160,7 @@ class Rollbacks:
         env = p.target_environment
         headline = messages.failure_headline(p)
         what = f"{p.reason or 'failed'} for {p.service} `{p.tag}` in {env} (`{p.id}`)"
-        waiting = self.requests.active(p.service, env)
+        waiting = await off_loop(self.requests.active, p.service, env)
         if waiting is not None and waiting.kind == PromotionKind.ROLLBACK.value and waiting.preempts == p.id:
             # a person already asked for a rollback while this deploy awaited verification: no second one
             await self.notifications.announce(p.id, messages.rollback_already_requested(waiting))

@@ -15,6 +15,7 @@ from bot.engine import records
 from bot.engine.context import EngineContext
 from bot.engine.notifications import Notifications
 from bot.engine.roles import PromotionView
+from bot.offload import off_loop
 from checks.deployment_window import WindowState, window_state
 from checks.soak_time import SoakProgress, soak_progress
 from storage import rows
@@ -212,17 +213,8 @@ class Status:
 
     async def awaiting_approval_by(self, user: str) -> list[PromotionView]:
         """Pending promotions that ``user`` may approve and has not: not theirs, and they are an approver."""
-        with Session(self.ctx.db) as s:
-            ids = list(
-                s.exec(
-                    select(col(Promotion.id))
-                    .where(col(Promotion.status) == S.PENDING_APPROVAL.value, col(Promotion.requested_by) != user)
-                    .order_by(col(Promotion.requested_at))
-                )
-            )
         out = []
-        for pid in ids:
-            view = records.view(self.ctx, pid)
+        for view in await off_loop(self._pending_views, user):
             if (
                 view is None
                 or user in view.approved_by
@@ -232,6 +224,18 @@ class Status:
             if user in await self.notifications.approver_users(list(view.approvers)):
                 out.append(view)
         return out
+
+    def _pending_views(self, user: str) -> list[PromotionView | None]:
+        """The cards of the promotions waiting for approval that ``user`` did not request, oldest first."""
+        with Session(self.ctx.db) as s:
+            ids = list(
+                s.exec(
+                    select(col(Promotion.id))
+                    .where(col(Promotion.status) == S.PENDING_APPROVAL.value, col(Promotion.requested_by) != user)
+                    .order_by(col(Promotion.requested_at))
+                )
+            )
+        return [records.view(self.ctx, pid) for pid in ids]
 
     def requested_by(self, user: str, limit: int = 10) -> list[PromotionView]:
         """``user``'s latest requests, newest first."""

@@ -16,8 +16,9 @@ two phases, each as few waits as the database allows:
 On PostgreSQL the transaction is three round trips in psycopg's pipeline mode: its BEGIN goes with the lock
 phase, the write phase is one, its COMMIT one. (In a transaction psycopg opens itself, the BEGIN, each
 phase and the COMMIT each waited for the server: six round trips.) On SQLite, where each row a statement
-returns is a step of its own, a phase reads one row per statement (the ids and approvers as one JSON array)
-and writes with multi-row statements that return nothing.
+returns is a step of its own, the lock phase is one statement that reads one row (the open ids, their
+approvers and the head, as JSON) and the bump, and the write phase multi-row statements that return
+nothing; each of fixed text, the batch's ids and rows bound as one JSON array.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 from psycopg.pq import TransactionStatus
 from psycopg.types.json import Json
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect, Engine
 from sqlmodel import Session
 
@@ -105,7 +106,7 @@ class Batch(Protocol):
 
 
 def for_dialect(dialect: Dialect) -> Batch:
-    return PipelinedBatch(dialect) if dialect.name == "postgresql" else SqliteBatch()
+    return PipelinedBatch(dialect) if dialect.name == "postgresql" else SqliteBatch(dialect)
 
 
 def _compiled(stmt: sa.ClauseElement, dialect: Dialect) -> tuple[str, dict[str, Any]]:
@@ -287,61 +288,92 @@ def _delete_revoked() -> sa.Delete:
 
 class SqliteBatch:
     """SQLite: a transaction here holds the database's write lock from its BEGIN IMMEDIATE, so nothing else
-    writes meanwhile; every statement reads at most one row, or writes many rows at once."""
+    writes meanwhile. Every statement is the same text whatever the batch holds (the ids and rows go in as
+    one JSON array each, read back with ``json_each``), so SQLite prepares it once per connection: a
+    statement whose IN list or VALUES grew with the batch was prepared again each time, and each prepare
+    let go of the interpreter's lock (under load, p50 1.0-1.8 ms a statement, against 0.04 ms for the
+    statements of fixed text). Each reads at most one row, or writes many rows at once."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        stored_at = _AP.decided_at.type.dialect_impl(dialect).bind_processor(dialect)
+        assert stored_at is not None
+        self.stored_at = stored_at  # a UTC datetime as SQLAlchemy stores it (text); a naive one is refused
 
     @contextmanager
     def begin(self, engine: Engine) -> Iterator[Tx]:
         with transaction(engine) as s:
-            yield _SqliteTx(s)
+            yield _SqliteTx(self, s)
+
+
+def _from_json(count: int, *constants: str) -> str:
+    """The first ``count`` items of each row of the JSON array bound as ``:rows``, then ``constants``."""
+    picked = [f"json_extract(value, '$[{i}]')" for i in range(count)] + list(constants)
+    return f"SELECT {', '.join(picked)} FROM json_each(:rows) WHERE true"  # (WHERE: an upsert's SELECT needs one)
+
+
+_P_NAME, _AP_NAME, _HEAD_NAME = _PROMOTION.name, _APPROVAL.name, audit.HEAD.name
+_SQLITE_LOCK = sa.text(
+    f"SELECT (SELECT json_group_array(id) FROM {_P_NAME}"
+    f" WHERE id IN (SELECT value FROM json_each(:ids)) AND status = :waiting),"
+    f" (SELECT json_group_array(json_array(promotion_id, approver)) FROM {_AP_NAME}"
+    f" WHERE promotion_id IN (SELECT value FROM json_each(:ids)) AND decision = :approve),"
+    f" (SELECT json_array(seq, last_hash) FROM {_HEAD_NAME} WHERE id = 1)"
+)
+_SQLITE_BUMP = sa.text(f"UPDATE {_P_NAME} SET version = version + 1 WHERE id IN (SELECT value FROM json_each(:ids))")
+_SQLITE_REVOKE = sa.text(
+    f"DELETE FROM {_AP_NAME} WHERE decision = :approve AND (promotion_id, approver) IN"
+    " (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(:rows))"
+)
+_SQLITE_APPROVE = sa.text(
+    f"INSERT INTO {_AP_NAME} (promotion_id, approver, decided_at, decision) "
+    + _from_json(3, ":approve")
+    + " ON CONFLICT (promotion_id, approver) DO NOTHING"
+)
+_EVENT_COLUMNS = [*_EVENT_ARRAYS, "keyed"]
+_SQLITE_EVENTS = sa.text(
+    f"INSERT INTO {audit.EVENTS.name} ({', '.join(_EVENT_COLUMNS)}) " + _from_json(len(_EVENT_COLUMNS))
+)
 
 
 class _SqliteTx:
-    def __init__(self, s: Session) -> None:
-        self.s = s
+    def __init__(self, batch: SqliteBatch, s: Session) -> None:
+        self.b, self.s = batch, s
 
     def lock(self, ids: list[str], waiting: str) -> Locked:
         s = self.s
-        found = s.execute(
-            sa.select(sa.func.json_group_array(_P.id)).where(_P.id.in_(ids), _P.status == waiting)
-        ).scalar_one()
+        found, pairs, head = s.execute(
+            _SQLITE_LOCK, {"ids": json.dumps(ids), "waiting": waiting, "approve": _APPROVE}
+        ).one()
         open_ = set(json.loads(found))
-        approvals: set[Pair] = set()
+        approvals = {(pid, user) for pid, user in json.loads(pairs) if pid in open_}
         if open_:
-            s.execute(sa.update(_PROMOTION).where(_P.id.in_(sorted(open_))).values(version=_P.version + 1))
-            pairs = s.execute(
-                sa.select(sa.func.json_group_array(sa.func.json_array(_AP.promotion_id, _AP.approver))).where(
-                    _AP.promotion_id.in_(sorted(open_)), _AP.decision == _APPROVE
-                )
-            ).scalar_one()
-            approvals = {(pid, user) for pid, user in json.loads(pairs)}
-        return Locked(open_, approvals, audit.lock_head(s))
+            s.execute(_SQLITE_BUMP, {"ids": json.dumps(sorted(open_))})
+        if head is None:  # the very first event: the head row is made
+            return Locked(open_, approvals, audit.lock_head(s))
+        seq, last = json.loads(head)
+        return Locked(open_, approvals, (seq, last or audit.GENESIS))
 
     def own_events(self, promotion_id: str, actor: str, action: str) -> list[tuple[datetime | None, Any]]:
         found = self.s.execute(_OWN_EVENTS, {"id": promotion_id, "user": actor, "action": action})
         return [(at, detail) for at, detail in found]
 
     def write(self, changes: Changes) -> None:
-        s = self.s
+        s, b = self.s, self.b
         if changes.revoked:
-            gone = s.execute(
-                sa.delete(_APPROVAL).where(
-                    sa.tuple_(_AP.promotion_id, _AP.approver).in_(sorted(changes.revoked)), _AP.decision == _APPROVE
-                )
-            )
+            gone = s.execute(_SQLITE_REVOKE, {"rows": json.dumps(sorted(changes.revoked)), "approve": _APPROVE})
             changes.check(rowcount(gone), None)
         if changes.approved:
-            added = s.execute(
-                sqlite.insert(_APPROVAL)
-                .values(
-                    [
-                        dict(promotion_id=pid, approver=user, decision=_APPROVE, decided_at=at)
-                        for (pid, user), at in changes.approved.items()
-                    ]
-                )
-                .on_conflict_do_nothing(index_elements=["promotion_id", "approver"])
-            )
+            rows = [[pid, user, b.stored_at(at)] for (pid, user), at in changes.approved.items()]
+            added = s.execute(_SQLITE_APPROVE, {"rows": json.dumps(rows), "approve": _APPROVE})
             changes.check(None, rowcount(added))
-        rows = audit.chained(changes.events, after=changes.head, key=audit.session_key(s))
-        if rows:
-            s.execute(audit.EVENTS.insert().values(rows))
-            s.execute(audit.MOVE_HEAD, {"new_seq": rows[-1]["seq"], "new_hash": rows[-1]["hash"]})
+        events = audit.chained(changes.events, after=changes.head, key=audit.session_key(s))
+        if events:
+            stored = [
+                [
+                    b.stored_at(e[c]) if c == "at" else e[c]  # (detail: the object itself, stored as JSON text)
+                    for c in _EVENT_COLUMNS
+                ]
+                for e in events
+            ]
+            s.execute(_SQLITE_EVENTS, {"rows": json.dumps(stored)})
+            s.execute(audit.MOVE_HEAD, {"new_seq": events[-1]["seq"], "new_hash": events[-1]["hash"]})

@@ -172,7 +172,11 @@ class PipelineEvents:
             return await self.out_of_band.report("deployment", event, actor=actor, reason=str(exc))
 
     async def _deployment_finished(self, event: dict, actor: str) -> str:
-        outcome, p, note, roll_back = await asyncio.to_thread(self._record_deployment, event, actor)
+        return await self._follow(await asyncio.to_thread(self._record_deployment, event, actor))
+
+    async def _follow(self, recorded: tuple[str | None, Promotion | None, str | None, bool]) -> str:
+        """Tell the promotion's thread and start its rollback, as a report's record says (``_record_*``)."""
+        outcome, p, note, roll_back = recorded
         if outcome is not None:
             return outcome
         if note and p is not None:
@@ -269,14 +273,7 @@ class PipelineEvents:
         return result
 
     async def _verification_finished(self, event: dict, actor: str) -> str:
-        outcome, p, note, roll_back = await asyncio.to_thread(self._record_verification, event, actor)
-        if outcome is not None:
-            return outcome
-        if note and p is not None:
-            await self.notifications.announce(p.id, note)
-        if roll_back and p is not None:
-            await self.rollbacks.after_failure(p.id)
-        return "recorded"
+        return await self._follow(await asyncio.to_thread(self._record_verification, event, actor))
 
     def _record_verification(self, event: dict, actor: str) -> tuple[str | None, Promotion | None, str | None, bool]:
         """As ``_record_deployment``, for a verification."""

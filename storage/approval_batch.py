@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 import sqlalchemy as sa
-from psycopg.pq import TransactionStatus
 from psycopg.types.json import Json
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect, Engine
@@ -215,13 +214,10 @@ class _PipelinedTx:
 
 
 def _roll_back(raw: Any) -> None:
-    """End the transaction a batch began, if it is still open (a connection that broke has none to end)."""
-    if raw.closed or raw.info.transaction_status == TransactionStatus.IDLE:
-        return
-    try:
-        raw.execute("ROLLBACK")
-    except Exception:  # the connection is gone: so is its transaction
-        pass
+    """End the transaction a batch began, if it is still open (psycopg's rollback, which sends ROLLBACK only
+    then, in autocommit too); a connection that broke has none to end."""
+    with suppress(Exception):
+        raw.rollback()
 
 
 _EVENT_ARRAYS = (
